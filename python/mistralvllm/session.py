@@ -1,0 +1,187 @@
+"""`Session`: load a model, chat, stream, and report usage.
+
+The engine batches every request it has (continuous batching), so one
+`Session` serves many threads or asyncio tasks at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from . import _core
+from ._core import ChatChunk, Topology, Usage
+from .errors import ConfigError, ContextOverflowError, RequestError
+from .models import default_model_path
+
+Message = Mapping[str, str]
+KvMem = int | float | str
+
+_KV_MEM_PATTERN = re.compile(r"^\s*(?P<value>\d+(\.\d+)?)\s*(?P<unit>mb|mib|gb|gib|%|tokens?|ctx)\s*$", re.IGNORECASE)
+
+
+def parse_kv_mem(kv_mem: KvMem) -> tuple[str, float]:
+    """PagedAttention KV-cache memory, in one of seed 003's three forms:
+    an amount (``4096`` or ``"4096MB"``/``"4GiB"``), a fraction of device
+    memory (``0.9`` or ``"90%"``), or a context size (``"8192 tokens"``)."""
+    if isinstance(kv_mem, bool):
+        raise ConfigError(f"kv_mem: {kv_mem!r} is not a memory amount, fraction or context size")
+    if isinstance(kv_mem, int):
+        return ("mb", float(kv_mem))
+    if isinstance(kv_mem, float):
+        return ("fraction", kv_mem)
+    match = _KV_MEM_PATTERN.match(kv_mem) if isinstance(kv_mem, str) else None
+    if match is None:
+        raise ConfigError(
+            f"kv_mem: {kv_mem!r} is not valid; expected MB as an int or '4096MB'/'4GiB', "
+            "a fraction as a float or '90%', or a context size as '8192 tokens'"
+        )
+    value, unit = float(match["value"]), match["unit"].lower()
+    if unit in ("gb", "gib"):
+        return ("mb", value * 1024)
+    if unit in ("mb", "mib"):
+        return ("mb", value)
+    if unit == "%":
+        return ("fraction", value / 100)
+    return ("context", value)
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    """A complete answer: its text, why it stopped, and the request's usage."""
+
+    text: str
+    finish_reason: str
+    usage: Usage
+
+
+class Session:
+    """A chat model loaded into the mistral.rs engine.
+
+    ``model`` is a ``.gguf`` file (tokenizer and chat template are read from
+    it) or a Hugging Face model directory (config.json, *.safetensors,
+    tokenizer.json); ``None`` loads the bundled default model.
+    ``topology``/``isq`` quantize a plain model in situ; ``paged_attention``
+    is ``"auto"`` (on where the engine supports it: CUDA/Metal), ``"on"`` or
+    ``"off"``, with ``block_size`` and ``kv_mem`` (see :func:`parse_kv_mem`).
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        topology: Topology | None = None,
+        isq: str | None = None,
+        device: str = "auto",
+        paged_attention: Literal["auto", "on", "off"] = "auto",
+        block_size: int | None = None,
+        kv_mem: KvMem | None = None,
+        max_num_seqs: int = 32,
+        prefix_cache: int = 16,
+        dtype: Literal["auto", "bf16", "f16", "f32"] = "auto",
+    ) -> None:
+        # Everything comes from local files; never let the engine reach a hub.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        path = default_model_path() if model is None else Path(model)
+        if prefix_cache < 0:
+            raise ConfigError(f"prefix_cache: {prefix_cache} is negative; expected a number of sequences (0 turns it off)")
+        self._engine = _core.Session(
+            str(path),
+            topology=topology,
+            isq=isq,
+            device=device,
+            paged_attention=paged_attention,
+            block_size=block_size,
+            kv_mem=None if kv_mem is None else parse_kv_mem(kv_mem),
+            max_num_seqs=max_num_seqs,
+            prefix_cache_n=prefix_cache or None,
+            dtype=dtype,
+        )
+        self._info = self._engine.info()
+        self.context_length: int | None = self._info["max_seq_len"]
+
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        """Prompt tokens of ``messages`` after the model's chat template."""
+        return len(self._engine.tokenize(list(messages)))
+
+    def _check_context(self, messages: Sequence[Message], max_tokens: int | None) -> None:
+        if self.context_length is None:
+            return
+        prompt_tokens = self.count_tokens(messages)
+        wanted = prompt_tokens + (max_tokens or 1)
+        if wanted > self.context_length:
+            error = ContextOverflowError(
+                f"the prompt has {prompt_tokens} tokens and {max_tokens or 1} more were asked for, "
+                f"but the model's context window is {self.context_length} tokens"
+            )
+            error.prompt_tokens = prompt_tokens
+            error.max_tokens = max_tokens
+            error.context_length = self.context_length
+            raise error
+
+    def stream(self, messages: Sequence[Message], **sampling: Any) -> _core.ChatStream:
+        """Stream the answer as ``ChatChunk``s; the last one has ``finish_reason``
+        and ``usage``. Leaving the loop early (or ``close()``) aborts the request.
+
+        Sampling: max_tokens, temperature (0 or unset: greedy), top_p, top_k,
+        min_p, seed, stop, frequency_penalty, presence_penalty, repetition_penalty.
+        """
+        messages = list(messages)
+        self._check_context(messages, sampling.get("max_tokens"))
+        return self._engine.stream(messages, **sampling)
+
+    def chat(self, messages: Sequence[Message], **sampling: Any) -> ChatResult:
+        """The whole answer at once (same options as :meth:`stream`)."""
+        stream = self.stream(messages, **sampling)
+        try:
+            parts = []
+            for chunk in stream:
+                parts.append(chunk.text)
+                if chunk.finish_reason is not None:
+                    if chunk.usage is None:
+                        raise RequestError("the engine finished the answer without reporting usage")
+                    return ChatResult("".join(parts), chunk.finish_reason, chunk.usage)
+            raise RequestError("the answer ended without a finish reason")
+        finally:
+            stream.close()
+
+    async def astream(self, messages: Sequence[Message], **sampling: Any) -> AsyncIterator[ChatChunk]:
+        """:meth:`stream` as an async iterator; waiting happens off the event loop."""
+        stream = await asyncio.to_thread(self.stream, messages, **sampling)
+        try:
+            while (chunk := await asyncio.to_thread(next, stream, None)) is not None:
+                yield chunk
+        finally:
+            stream.close()
+
+    async def achat(self, messages: Sequence[Message], **sampling: Any) -> ChatResult:
+        """:meth:`chat` without blocking the event loop."""
+        return await asyncio.to_thread(self.chat, messages, **sampling)
+
+    def info(self) -> dict[str, Any]:
+        """Model path, format, architecture, layers, device, dtype, paged
+        attention (on/off, block size, KV memory), topology in effect."""
+        return self._engine.info()
+
+    @property
+    def closed(self) -> bool:
+        return self._engine.closed
+
+    def close(self) -> None:
+        """Stop the engine and free the model."""
+        self._engine.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else self._info["device"]
+        return f"Session({self._info['model']!r}, {state})"

@@ -1,0 +1,515 @@
+//! `Session`: one loaded model in a running mistral.rs engine.
+//!
+//! The engine runs on its own thread and batches every request it receives,
+//! so a `Session` is shared freely between Python threads: each request gets
+//! its own channel and the GIL is released while waiting on it.
+
+use std::path::PathBuf;
+use std::sync::{Arc, LazyLock, RwLock};
+use std::time::Instant;
+
+use either::Either;
+use candle_core::DeviceLocation;
+use mistralrs::core::{
+    AutoDeviceMapParams, DefaultSchedulerMethod, DeviceMapSetting, GGUFLoaderBuilder,
+    GGUFSpecificConfig, IsqOrganization, Loader, MistralRsBuilder, NormalLoaderBuilder,
+    NormalSpecificConfig, RequestMessage, SchedulerConfig, TokenizationRequest,
+};
+use mistralrs::{
+    Constraint, Device, MemoryGpuConfig, Model, ModelDType, NormalRequest, PagedAttentionConfig,
+    PagedCacheType, Request, TokenSource,
+};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use tokio::sync::mpsc::channel;
+
+use crate::errors::{panic_message, ConfigError, ModelLoadError, RequestError};
+use crate::model_files::{ModelFiles, ModelFormat};
+use crate::request::{convert_messages, Sampling};
+use crate::stream::ChatStream;
+use crate::topology::{canonical_isq, Topology};
+
+/// Runtime for the engine's async builder and tokenizer calls; the engine
+/// itself runs on a thread of its own.
+static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("mistralvllm-rt")
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+});
+
+/// Cargo features this extension was built with.
+pub fn build_features() -> Vec<&'static str> {
+    let mut features = Vec::new();
+    if cfg!(feature = "cuda") {
+        features.push("cuda");
+    }
+    if cfg!(feature = "cudnn") {
+        features.push("cudnn");
+    }
+    if cfg!(feature = "flash-attn") {
+        features.push("flash-attn");
+    }
+    features
+}
+
+/// `cpu`, `cuda[N]` or `metal[N]` (mistral.rs's device syntax) → a device.
+pub fn parse_device(spec: &str) -> anyhow::Result<Device> {
+    let ordinal = |kind: &str| {
+        spec.strip_prefix(kind)
+            .and_then(|rest| rest.strip_prefix('['))
+            .and_then(|rest| rest.strip_suffix(']'))
+            .and_then(|n| n.parse::<usize>().ok())
+    };
+    if spec == "cpu" {
+        Ok(Device::Cpu)
+    } else if let Some(n) = ordinal("cuda") {
+        Ok(Device::new_cuda(n)?)
+    } else if let Some(n) = ordinal("metal") {
+        Ok(Device::new_metal(n)?)
+    } else {
+        anyhow::bail!("device '{spec}' is not valid; expected 'auto', 'cpu', 'cuda[N]' or 'metal[N]'")
+    }
+}
+
+fn device_name(device: &Device) -> String {
+    match device.location() {
+        DeviceLocation::Cpu => "cpu".to_string(),
+        DeviceLocation::Cuda { gpu_id } => format!("cuda[{gpu_id}]"),
+        DeviceLocation::Metal { gpu_id } => format!("metal[{gpu_id}]"),
+    }
+}
+
+fn dtype_name(dtype: ModelDType) -> &'static str {
+    match dtype {
+        ModelDType::Auto => "auto",
+        ModelDType::BF16 => "bf16",
+        ModelDType::F16 => "f16",
+        ModelDType::F32 => "f32",
+    }
+}
+
+fn parse_dtype(dtype: &str) -> PyResult<ModelDType> {
+    match dtype {
+        "auto" => Ok(ModelDType::Auto),
+        "bf16" => Ok(ModelDType::BF16),
+        "f16" => Ok(ModelDType::F16),
+        "f32" => Ok(ModelDType::F32),
+        other => Err(ConfigError::new_err(format!(
+            "dtype '{other}' is not one of auto, bf16, f16, f32"
+        ))),
+    }
+}
+
+/// PagedAttention KV-cache memory (seed 003): an amount in MB, a fraction
+/// of device memory, or a context size in tokens.
+fn parse_kv_mem(kind: &str, value: f64) -> PyResult<MemoryGpuConfig> {
+    match kind {
+        "mb" if value >= 1.0 => Ok(MemoryGpuConfig::MbAmount(value as usize)),
+        "fraction" if value > 0.0 && value <= 1.0 => Ok(MemoryGpuConfig::Utilization(value as f32)),
+        "context" if value >= 1.0 => Ok(MemoryGpuConfig::ContextSize(value as usize)),
+        _ => Err(ConfigError::new_err(format!(
+            "kv_mem ({kind}, {value}) is not valid; expected ('mb', N >= 1), ('fraction', 0 < F <= 1) or ('context', N >= 1)"
+        ))),
+    }
+}
+
+/// What a session was asked for and what is in effect.
+#[derive(Clone)]
+struct SessionInfo {
+    files: ModelFiles,
+    device: String,
+    dtype: String,
+    isq: Option<String>,
+    topology: Option<Topology>,
+    paged_attention: bool,
+    block_size: Option<usize>,
+    kv_mem: Option<(String, f64)>,
+    max_num_seqs: usize,
+    prefix_cache_n: Option<usize>,
+    max_seq_len: Option<usize>,
+}
+
+/// A model loaded into the mistral.rs engine, ready for chat requests.
+#[pyclass(module = "mistralvllm._core", frozen)]
+pub struct Session {
+    model: RwLock<Option<Arc<Model>>>,
+    info: SessionInfo,
+}
+
+struct LoadOptions {
+    isq: Option<String>,
+    topology: Option<Topology>,
+    device: Device,
+    paged_attn: Option<PagedAttentionConfig>,
+    max_num_seqs: usize,
+    prefix_cache_n: Option<usize>,
+    dtype: ModelDType,
+}
+
+/// Load the model with mistral.rs's loaders and start its engine.
+///
+/// The loaders are used directly (not `GgufModelBuilder`) because the 0.8.1
+/// GGUF builder always picks the activation dtype itself, which is bf16 on
+/// CPU, and that measurably changes greedy answers of small models.
+/// Returns the model and whether paged attention is in effect.
+fn build_model(files: &ModelFiles, options: LoadOptions) -> anyhow::Result<(Model, bool)> {
+    let topology = options.topology.as_ref().map(Topology::to_mistralrs).transpose()?;
+    let dir = files.dir().to_string_lossy().into_owned();
+    let loader: Box<dyn Loader> = match files.format {
+        ModelFormat::Gguf => {
+            let name = files.path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            GGUFLoaderBuilder::new(None, None, dir, vec![name], GGUFSpecificConfig { topology }, false, None)
+                .build()
+        }
+        ModelFormat::Plain => NormalLoaderBuilder::new(
+            NormalSpecificConfig {
+                topology,
+                organization: IsqOrganization::Default,
+                write_uqff: None,
+                from_uqff: None,
+                imatrix: None,
+                calibration_file: None,
+                hf_cache_path: None,
+                matformer_config_path: None,
+                matformer_slice_name: None,
+            },
+            None,
+            None,
+            Some(dir),
+            false,
+            None,
+        )
+        .build(None)?,
+    };
+    let isq = options
+        .isq
+        .as_deref()
+        .map(|name| mistralrs::core::parse_isq_value(name, Some(&options.device)))
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let paged_requested = options.paged_attn.is_some();
+    RUNTIME.block_on(async move {
+        let pipeline = loader.load_model_from_hf(
+            None,
+            TokenSource::None,
+            &options.dtype,
+            &options.device,
+            true,
+            DeviceMapSetting::Auto(AutoDeviceMapParams::default_text()),
+            isq,
+            options.paged_attn,
+        )?;
+        let cache_config = pipeline.lock().await.get_metadata().cache_config.clone();
+        let paged = paged_requested && cache_config.is_some();
+        let scheduler = match cache_config {
+            Some(config) if paged => SchedulerConfig::PagedAttentionMeta { max_num_seqs: options.max_num_seqs, config },
+            _ => SchedulerConfig::DefaultScheduler {
+                method: DefaultSchedulerMethod::Fixed(options.max_num_seqs.try_into()?),
+            },
+        };
+        let runner = MistralRsBuilder::new(pipeline, scheduler, false, None)
+            .with_no_kv_cache(false)
+            .with_no_prefix_cache(options.prefix_cache_n.is_none())
+            .with_prefix_cache_n(options.prefix_cache_n.unwrap_or(0))
+            .build()
+            .await;
+        Ok((Model::new(runner), paged))
+    })
+}
+
+impl Session {
+    fn model(&self) -> PyResult<Arc<Model>> {
+        self.model
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| RequestError::new_err("the session is closed"))
+    }
+}
+
+#[pymethods]
+impl Session {
+    /// Load `model` (a `.gguf` file or a Hugging Face model directory) into the engine.
+    #[new]
+    #[pyo3(signature = (
+        model, *, topology=None, isq=None, device="auto", paged_attention="auto",
+        block_size=None, kv_mem=None, max_num_seqs=32, prefix_cache_n=Some(16), dtype="auto"
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        model: PathBuf,
+        topology: Option<Topology>,
+        isq: Option<String>,
+        device: &str,
+        paged_attention: &str,
+        block_size: Option<usize>,
+        kv_mem: Option<(String, f64)>,
+        max_num_seqs: usize,
+        prefix_cache_n: Option<usize>,
+        dtype: &str,
+    ) -> PyResult<Self> {
+        let files = ModelFiles::inspect(&model).map_err(ModelLoadError::new_err)?;
+        let isq = isq
+            .map(|name| canonical_isq(&name).map(str::to_string))
+            .transpose()
+            .map_err(ConfigError::new_err)?;
+        if files.format == ModelFormat::Gguf
+            && (isq.is_some() || topology.as_ref().is_some_and(Topology::has_isq))
+        {
+            return Err(ConfigError::new_err(format!(
+                "{}: ISQ applies to plain (safetensors) models; a GGUF file is already quantized (drop isq / the topology's isq, or load a model directory)",
+                files.path.display()
+            )));
+        }
+        if let Some(topology) = &topology {
+            topology
+                .check_layers(files.num_layers)
+                .map_err(|e| ConfigError::new_err(format!("{}: {e}", files.path.display())))?;
+        }
+        let requested_dtype = parse_dtype(dtype)?;
+        if max_num_seqs == 0 {
+            return Err(ConfigError::new_err("max_num_seqs: expected at least 1"));
+        }
+        // The 0.8.1 builders place a model on CPU (forced) or on the first
+        // CUDA/Metal device; other GPUs are reached through a topology.
+        let device = match device {
+            "auto" => mistralrs::best_device(false).map_err(anyhow::Error::from),
+            "cpu" | "cuda[0]" | "metal[0]" => parse_device(device),
+            spec if spec.starts_with("cuda[") || spec.starts_with("metal[") => Err(anyhow::anyhow!(
+                "'{spec}': a session loads on device 0; place layers on other devices with a topology's device field"
+            )),
+            spec => parse_device(spec),
+        }
+        .map_err(|e| ConfigError::new_err(format!("device: {e:#}")))?;
+        // mistral.rs's "auto" picks bf16 on CPU; small models answer wrongly in
+        // bf16 and candle's quantized CPU kernels are no faster with it, so on
+        // CPU "auto" means f32 (activations and KV cache).
+        let model_dtype = match requested_dtype {
+            ModelDType::Auto if device.is_cpu() => ModelDType::F32,
+            other => other,
+        };
+        let paged_capable = !device.is_cpu();
+        let paged_requested = match paged_attention {
+            "auto" => paged_capable,
+            "off" => false,
+            "on" if paged_capable => true,
+            "on" => {
+                let hint = if build_features().contains(&"cuda") {
+                    "no CUDA device is in use"
+                } else {
+                    "this build has no `cuda` feature (rebuild with --features cuda)"
+                };
+                return Err(ConfigError::new_err(format!(
+                    "paged_attention: 'on' needs a CUDA or Metal device, and {hint}; use 'auto' or 'off' on CPU"
+                )));
+            }
+            other => {
+                return Err(ConfigError::new_err(format!(
+                    "paged_attention: '{other}' is not one of auto, on, off"
+                )))
+            }
+        };
+        if let Some(size) = block_size.filter(|s| ![8, 16, 32].contains(s)) {
+            return Err(ConfigError::new_err(format!(
+                "block_size: {size} is not one of 8, 16, 32"
+            )));
+        }
+        let paged_attn = if paged_requested {
+            let mem = match &kv_mem {
+                Some((kind, value)) => parse_kv_mem(kind, *value)?,
+                None => MemoryGpuConfig::ContextSize(4096),
+            };
+            Some(
+                PagedAttentionConfig::new(block_size, mem, PagedCacheType::Auto)
+                    .map_err(|e| ConfigError::new_err(format!("paged_attention: {e:#}")))?,
+            )
+        } else {
+            None
+        };
+        let options = LoadOptions {
+            isq: isq.clone(),
+            topology: topology.clone(),
+            device,
+            paged_attn,
+            max_num_seqs,
+            prefix_cache_n,
+            dtype: model_dtype,
+        };
+        let loaded = py.detach(|| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build_model(&files, options)))
+        });
+        let (model, paged) = match loaded {
+            Ok(Ok(loaded)) => loaded,
+            Ok(Err(e)) => {
+                return Err(ModelLoadError::new_err(format!(
+                    "{}: the engine could not load the model: {e:#}",
+                    files.path.display()
+                )))
+            }
+            Err(panic) => {
+                return Err(ModelLoadError::new_err(format!(
+                    "{}: the engine failed while loading the model: {}",
+                    files.path.display(),
+                    panic_message(panic.as_ref())
+                )))
+            }
+        };
+        let config = model
+            .config()
+            .map_err(|e| ModelLoadError::new_err(format!("{}: {e}", files.path.display())))?;
+        let info = SessionInfo {
+            device: device_name(&config.device),
+            max_seq_len: config.max_seq_len,
+            files,
+            dtype: dtype_name(model_dtype).to_string(),
+            isq,
+            topology,
+            paged_attention: paged,
+            block_size: block_size.filter(|_| paged),
+            kv_mem: kv_mem.filter(|_| paged),
+            max_num_seqs,
+            prefix_cache_n,
+        };
+        Ok(Self { model: RwLock::new(Some(Arc::new(model))), info })
+    }
+
+    /// Send a chat request; returns a `ChatStream` of chunks.
+    #[pyo3(signature = (
+        messages, *, max_tokens=None, temperature=None, top_p=None, top_k=None, min_p=None,
+        seed=None, stop=None, frequency_penalty=None, presence_penalty=None, repetition_penalty=None
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn stream(
+        &self,
+        py: Python<'_>,
+        messages: &Bound<'_, PyList>,
+        max_tokens: Option<usize>,
+        temperature: Option<f64>,
+        top_p: Option<f64>,
+        top_k: Option<usize>,
+        min_p: Option<f64>,
+        seed: Option<u64>,
+        stop: Option<Vec<String>>,
+        frequency_penalty: Option<f32>,
+        presence_penalty: Option<f32>,
+        repetition_penalty: Option<f32>,
+    ) -> PyResult<ChatStream> {
+        let messages = convert_messages(messages)?;
+        let stops = stop.clone().unwrap_or_default();
+        let sampling = Sampling {
+            max_tokens,
+            temperature,
+            top_p,
+            top_k,
+            min_p,
+            seed,
+            stop,
+            frequency_penalty,
+            presence_penalty,
+            repetition_penalty,
+        };
+        let (sampling_params, logits_processors) = sampling.into_engine()?;
+        let model = self.model()?;
+        let (tx, rx) = channel(16);
+        let request = Request::Normal(Box::new(NormalRequest {
+            messages: RequestMessage::Chat { messages, enable_thinking: None, reasoning_effort: None },
+            sampling_params,
+            response: tx,
+            return_logprobs: false,
+            is_streaming: true,
+            id: 0,
+            constraint: Constraint::None,
+            suffix: None,
+            tools: None,
+            tool_choice: None,
+            logits_processors,
+            return_raw_logits: false,
+            web_search_options: None,
+            model_id: None,
+            truncate_sequence: false,
+        }));
+        let sent_at = Instant::now();
+        py.detach(|| {
+            let sender = model
+                .inner()
+                .get_sender(None)
+                .map_err(|e| RequestError::new_err(format!("engine unavailable: {e}")))?;
+            sender
+                .blocking_send(request)
+                .map_err(|_| RequestError::new_err("the engine has stopped"))
+        })?;
+        Ok(ChatStream::new(rx, sent_at, stops))
+    }
+
+    /// Token ids of `messages` rendered with the model's chat template.
+    #[pyo3(signature = (messages, *, add_generation_prompt=true))]
+    fn tokenize(
+        &self,
+        py: Python<'_>,
+        messages: &Bound<'_, PyList>,
+        add_generation_prompt: bool,
+    ) -> PyResult<Vec<u32>> {
+        let messages = convert_messages(messages)?;
+        let model = self.model()?;
+        py.detach(|| {
+            let (tx, mut rx) = channel(1);
+            let request = Request::Tokenize(TokenizationRequest {
+                text: Either::Left(messages),
+                tools: None,
+                add_generation_prompt,
+                add_special_tokens: false,
+                enable_thinking: None,
+                reasoning_effort: None,
+                response: tx,
+            });
+            let sender = model
+                .inner()
+                .get_sender(None)
+                .map_err(|e| RequestError::new_err(format!("engine unavailable: {e}")))?;
+            sender
+                .blocking_send(request)
+                .map_err(|_| RequestError::new_err("the engine has stopped"))?;
+            rx.blocking_recv()
+                .ok_or_else(|| RequestError::new_err("the engine dropped the tokenize request"))?
+                .map_err(|e| RequestError::new_err(format!("tokenize: {e:#}")))
+        })
+    }
+
+    /// What is loaded and what is in effect (device, paged attention, topology, ...).
+    fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let info = &self.info;
+        let dict = PyDict::new(py);
+        dict.set_item("model", info.files.path.to_string_lossy())?;
+        dict.set_item("format", info.files.format.name())?;
+        dict.set_item("architecture", &info.files.architecture)?;
+        dict.set_item("num_layers", info.files.num_layers)?;
+        dict.set_item("max_seq_len", info.max_seq_len)?;
+        dict.set_item("device", &info.device)?;
+        dict.set_item("dtype", &info.dtype)?;
+        dict.set_item("isq", &info.isq)?;
+        dict.set_item("topology", info.topology.clone())?;
+        dict.set_item("paged_attention", info.paged_attention)?;
+        dict.set_item("block_size", info.block_size)?;
+        dict.set_item("kv_mem", info.kv_mem.clone())?;
+        dict.set_item("max_num_seqs", info.max_num_seqs)?;
+        dict.set_item("prefix_cache_n", info.prefix_cache_n)?;
+        dict.set_item("build_features", build_features())?;
+        dict.set_item("closed", self.closed())?;
+        Ok(dict)
+    }
+
+    /// Stop the engine and free the model; later requests raise `RequestError`.
+    fn close(&self, py: Python<'_>) {
+        let model = self.model.write().unwrap_or_else(|e| e.into_inner()).take();
+        py.detach(move || drop(model));
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.model.read().unwrap_or_else(|e| e.into_inner()).is_none()
+    }
+}

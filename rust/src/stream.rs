@@ -1,0 +1,275 @@
+//! `ChatStream`: a Python iterator over the chunks of one streaming request.
+//!
+//! Dropping the receiver (`close()`, leaving a `for` loop and letting the
+//! stream be collected) makes the engine's next send fail, which is how
+//! mistral.rs cancels a sequence.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use mistralrs::Response;
+use pyo3::prelude::*;
+use tokio::sync::mpsc::Receiver;
+
+use crate::errors::{ContextOverflowError, RequestError};
+
+/// Token counts and timings of one finished request.
+#[pyclass(module = "mistralvllm._core", frozen, get_all)]
+#[derive(Clone, Debug)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub total_tokens: usize,
+    /// Seconds from sending the request to the first generated text.
+    pub time_to_first_token_s: f64,
+    pub prompt_tok_per_s: f64,
+    pub decode_tok_per_s: f64,
+    pub total_time_s: f64,
+}
+
+#[pymethods]
+impl Usage {
+    fn __repr__(&self) -> String {
+        format!(
+            "Usage(prompt_tokens={}, completion_tokens={}, total_tokens={}, time_to_first_token_s={:.3}, prompt_tok_per_s={:.1}, decode_tok_per_s={:.1}, total_time_s={:.3})",
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.total_tokens,
+            self.time_to_first_token_s,
+            self.prompt_tok_per_s,
+            self.decode_tok_per_s,
+            self.total_time_s
+        )
+    }
+}
+
+/// A piece of generated text; the last chunk carries `finish_reason` and `usage`.
+#[pyclass(module = "mistralvllm._core", frozen, get_all)]
+#[derive(Clone, Debug)]
+pub struct ChatChunk {
+    pub text: String,
+    pub finish_reason: Option<String>,
+    pub usage: Option<Usage>,
+}
+
+#[pymethods]
+impl ChatChunk {
+    fn __repr__(&self) -> String {
+        format!(
+            "ChatChunk(text={:?}, finish_reason={:?}, usage={})",
+            self.text,
+            self.finish_reason,
+            self.usage.as_ref().map_or("None".into(), |u| u.__repr__())
+        )
+    }
+}
+
+/// Cuts the answer before the first stop string. mistral.rs stops on it but
+/// its stream still carries the stop text; OpenAI's API (and users) expect it
+/// left out. Text that may be the start of a stop string is held back until
+/// the next chunk shows whether it is.
+#[derive(Default)]
+struct StopTrimmer {
+    stops: Vec<String>,
+    pending: String,
+    matched: bool,
+}
+
+impl StopTrimmer {
+    fn new(stops: Vec<String>) -> Self {
+        Self { stops: stops.into_iter().filter(|s| !s.is_empty()).collect(), ..Self::default() }
+    }
+
+    /// The part of `text` that can be shown now; nothing once a stop string matched.
+    fn push(&mut self, text: &str) -> String {
+        if self.matched {
+            return String::new();
+        }
+        self.pending.push_str(text);
+        if let Some(at) = self.stops.iter().filter_map(|s| self.pending.find(s.as_str())).min() {
+            self.matched = true;
+            self.pending.truncate(at);
+            return std::mem::take(&mut self.pending);
+        }
+        let held = self
+            .stops
+            .iter()
+            .map(|stop| held_back_len(&self.pending, stop))
+            .max()
+            .unwrap_or(0);
+        self.pending.drain(..self.pending.len() - held).collect()
+    }
+
+    /// Whatever was held back, at the end of the answer.
+    fn flush(&mut self) -> String {
+        std::mem::take(&mut self.pending)
+    }
+}
+
+/// Length of the longest end of `text` that is a proper start of `stop`.
+fn held_back_len(text: &str, stop: &str) -> usize {
+    (1..stop.len())
+        .rev()
+        .find(|&n| {
+            n <= text.len()
+                && stop.is_char_boundary(n)
+                && text.is_char_boundary(text.len() - n)
+                && text.ends_with(&stop[..n])
+        })
+        .unwrap_or(0)
+}
+
+struct StreamState {
+    rx: Option<Receiver<Response>>,
+    first_token_s: Option<f64>,
+    stops: StopTrimmer,
+}
+
+/// Iterator over `ChatChunk`s; `close()` (or dropping it) aborts the request.
+#[pyclass(module = "mistralvllm._core", frozen)]
+pub struct ChatStream {
+    state: Mutex<StreamState>,
+    sent_at: Instant,
+}
+
+/// The engine's own words for a prompt longer than the context window.
+const ENGINE_OVERFLOW: &str = "Prompt sequence length is greater than";
+
+fn request_error(message: String) -> PyErr {
+    if message.contains(ENGINE_OVERFLOW) {
+        ContextOverflowError::new_err(message)
+    } else {
+        RequestError::new_err(message)
+    }
+}
+
+impl ChatStream {
+    pub fn new(rx: Receiver<Response>, sent_at: Instant, stops: Vec<String>) -> Self {
+        Self {
+            state: Mutex::new(StreamState {
+                rx: Some(rx),
+                first_token_s: None,
+                stops: StopTrimmer::new(stops),
+            }),
+            sent_at,
+        }
+    }
+
+    /// Wait for the next chunk; `Ok(None)` once the answer is complete.
+    fn next_chunk(&self) -> PyResult<Option<ChatChunk>> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut text = String::new();
+        loop {
+            let Some(rx) = state.rx.as_mut() else {
+                return Ok(None);
+            };
+            let chunk = match rx.blocking_recv() {
+                Some(Response::Chunk(chunk)) => chunk,
+                other => {
+                    state.rx = None;
+                    return Err(match other {
+                        Some(Response::ModelError(message, _)) => {
+                            RequestError::new_err(format!("model error: {message}"))
+                        }
+                        Some(Response::InternalError(e)) | Some(Response::ValidationError(e)) => {
+                            request_error(e.to_string())
+                        }
+                        Some(_) => RequestError::new_err("unexpected response kind from the engine"),
+                        None => RequestError::new_err(
+                            "the engine closed the stream before the answer finished",
+                        ),
+                    });
+                }
+            };
+            let Some(choice) = chunk.choices.into_iter().next() else {
+                continue;
+            };
+            let shown = state.stops.push(&choice.delta.content.unwrap_or_default());
+            text.push_str(&shown);
+            let mut finish_reason = choice.finish_reason;
+            if finish_reason.is_some() {
+                state.rx = None;
+                if state.stops.matched {
+                    finish_reason = Some("stop".to_string());
+                } else {
+                    text.push_str(&state.stops.flush());
+                }
+            } else if text.is_empty() {
+                continue;
+            }
+            let elapsed = self.sent_at.elapsed().as_secs_f64();
+            let first_token_s = *state.first_token_s.get_or_insert(elapsed);
+            let usage = chunk.usage.map(|u| Usage {
+                prompt_tokens: u.prompt_tokens,
+                completion_tokens: u.completion_tokens,
+                total_tokens: u.total_tokens,
+                time_to_first_token_s: first_token_s,
+                prompt_tok_per_s: u.avg_prompt_tok_per_sec as f64,
+                decode_tok_per_s: u.avg_compl_tok_per_sec as f64,
+                total_time_s: elapsed,
+            });
+            return Ok(Some(ChatChunk { text, finish_reason, usage }));
+        }
+    }
+}
+
+#[pymethods]
+impl ChatStream {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    /// Next chunk, waiting with the GIL released.
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<ChatChunk>> {
+        py.detach(|| self.next_chunk())
+    }
+
+    /// Abort the request in the engine; further iteration stops.
+    fn close(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).rx = None;
+    }
+
+    /// Whether the stream has finished or was closed.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).rx.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shown(stops: &[&str], pieces: &[&str]) -> (String, bool) {
+        let mut trimmer = StopTrimmer::new(stops.iter().map(|s| s.to_string()).collect());
+        let mut out: String = pieces.iter().map(|p| trimmer.push(p)).collect();
+        if !trimmer.matched {
+            out.push_str(&trimmer.flush());
+        }
+        (out, trimmer.matched)
+    }
+
+    #[test]
+    fn stop_text_is_cut_even_across_chunks() {
+        assert_eq!(shown(&["Rome"], &["The capital is", " Ro", "me."]), ("The capital is ".into(), true));
+        assert_eq!(shown(&["\n\n"], &["a\n", "\nb"]), ("a".into(), true));
+    }
+
+    #[test]
+    fn held_back_text_comes_out_when_it_is_not_a_stop() {
+        assert_eq!(shown(&["Rome"], &["Ro", "ad"]), ("Road".into(), false));
+        assert_eq!(shown(&["Rome"], &["It is Ro"]), ("It is Ro".into(), false));
+    }
+
+    #[test]
+    fn no_stops_passes_everything() {
+        assert_eq!(shown(&[], &["a", "b"]), ("ab".into(), false));
+        assert_eq!(shown(&[""], &["a"]), ("a".into(), false));
+    }
+
+    #[test]
+    fn earliest_stop_wins_and_multibyte_text_is_safe() {
+        assert_eq!(shown(&["b", "a"], &["xab"]), ("x".into(), true));
+        assert_eq!(shown(&["é!"], &["caf", "é", "?"]), ("café?".into(), false));
+    }
+}

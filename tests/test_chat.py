@@ -1,0 +1,72 @@
+"""Chatting with the real default model: answers, determinism, streaming, usage."""
+
+from __future__ import annotations
+
+import pytest
+
+from prompts import HOT, ITALY, WATER
+from mistralvllm import ChatResult, Session
+
+
+@pytest.mark.parametrize(
+    ("messages", "keyword"),
+    [(ITALY, "Rome"), (WATER, "H2O"), (HOT, "cold")],
+)
+def test_greedy_answers_are_correct(session: Session, messages, keyword: str) -> None:
+    result = session.chat(messages, max_tokens=48)
+    assert isinstance(result, ChatResult)
+    assert keyword.lower() in result.text.lower(), result.text
+
+
+def test_greedy_is_deterministic(session: Session) -> None:
+    first = session.chat(WATER, max_tokens=32).text
+    second = session.chat(WATER, max_tokens=32).text
+    assert first == second
+
+
+def test_stream_concatenates_to_the_chat_text(session: Session) -> None:
+    chunks = list(session.stream(ITALY, max_tokens=32))
+    assert len(chunks) > 1
+    assert all(c.finish_reason is None for c in chunks[:-1])
+    assert chunks[-1].finish_reason in ("stop", "length")
+    assert chunks[-1].usage is not None
+    assert "".join(c.text for c in chunks) == session.chat(ITALY, max_tokens=32).text
+
+
+def test_usage_agrees_with_the_tokenizer(session: Session) -> None:
+    result = session.chat(HOT, max_tokens=6)
+    assert result.finish_reason == "length"
+    assert result.usage.completion_tokens == 6
+    assert result.usage.prompt_tokens == session.count_tokens(HOT)
+    assert result.usage.total_tokens == result.usage.prompt_tokens + 6
+    assert result.usage.time_to_first_token_s > 0
+    assert result.usage.decode_tok_per_s > 0
+
+
+def test_a_longer_conversation_counts_more_prompt_tokens(session: Session) -> None:
+    first = session.chat(ITALY, max_tokens=16)
+    follow_up = ITALY + [
+        {"role": "assistant", "content": first.text},
+        {"role": "user", "content": "And of Spain?"},
+    ]
+    second = session.chat(follow_up, max_tokens=16)
+    assert second.usage.prompt_tokens > first.usage.prompt_tokens
+
+
+def test_stop_sequence_ends_the_answer(session: Session) -> None:
+    full = session.chat(ITALY, max_tokens=32).text
+    assert "Rome" in full
+    stopped = session.chat(ITALY, max_tokens=32, stop=["Rome"])
+    assert stopped.finish_reason == "stop"
+    assert "Rome" not in stopped.text
+    assert full.startswith(stopped.text.rstrip())
+
+
+def test_seeded_sampling_repeats_and_seeds_differ(session: Session) -> None:
+    prompt = [{"role": "user", "content": "Write a short poem about the sea."}]
+    options = dict(max_tokens=24, temperature=1.0, top_p=0.95)
+    a = session.chat(prompt, seed=11, **options).text
+    b = session.chat(prompt, seed=11, **options).text
+    assert a == b
+    others = {session.chat(prompt, seed=s, **options).text for s in (12, 13, 14)}
+    assert len(others | {a}) > 1

@@ -1,0 +1,58 @@
+"""Many callers on one session: threads, asyncio tasks, abandoned streams."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from concurrent.futures import ThreadPoolExecutor
+
+from prompts import HOT, ITALY, WATER
+from mistralvllm import Session
+
+
+def test_four_threads_chat_at_once(session: Session) -> None:
+    questions = [(ITALY, "rome"), (WATER, "h2o"), (HOT, "cold"), (ITALY, "rome")]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda q: session.chat(q[0], max_tokens=48).text, questions))
+    for (_, keyword), answer in zip(questions, answers):
+        assert keyword in answer.lower(), answer
+
+
+def test_concurrent_answers_match_sequential_ones(session: Session) -> None:
+    alone = session.chat(WATER, max_tokens=24).text
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        together = list(pool.map(lambda m: session.chat(m, max_tokens=24).text, [WATER, ITALY, HOT]))
+    assert together[0] == alone
+
+
+def test_breaking_out_of_a_stream_lets_the_next_request_finish(session: Session) -> None:
+    long_prompt = [{"role": "user", "content": "Count from one to five hundred in words."}]
+    stream = session.stream(long_prompt, max_tokens=400)
+    for i, _ in enumerate(stream):
+        if i == 3:
+            break
+    del stream
+    gc.collect()
+    assert "rome" in session.chat(ITALY, max_tokens=32).text.lower()
+
+
+def test_closed_stream_stops_iterating(session: Session) -> None:
+    stream = session.stream(ITALY, max_tokens=32)
+    first = next(stream)
+    assert first.text
+    stream.close()
+    assert stream.closed
+    assert list(stream) == []
+
+
+def test_async_streams_run_together(session: Session) -> None:
+    async def answer(messages) -> str:
+        return "".join([chunk.text async for chunk in session.astream(messages, max_tokens=48)])
+
+    async def main() -> list[str]:
+        return await asyncio.gather(answer(ITALY), answer(WATER), session.achat(HOT, max_tokens=48))
+
+    italy, water, hot = asyncio.run(main())
+    assert "rome" in italy.lower()
+    assert "h2o" in water.lower()
+    assert "cold" in hot.text.lower()
