@@ -7,9 +7,11 @@ The engine batches every request it has (continuous batching), so one
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -104,6 +106,14 @@ class Session:
         )
         self._info = self._engine.info()
         self.context_length: int | None = self._info["max_seq_len"]
+        # Async callers wait for chunks on these threads (with the GIL
+        # released), one per running sequence, so they never starve each other
+        # or the event loop's default executor.
+        self._waiters = ThreadPoolExecutor(max_workers=max_num_seqs + 2, thread_name_prefix="mistralvllm-wait")
+
+    async def _off_loop(self, function: Any, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._waiters, functools.partial(function, *args, **kwargs))
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
         """Prompt tokens of ``messages`` after the model's chat template."""
@@ -152,16 +162,16 @@ class Session:
 
     async def astream(self, messages: Sequence[Message], **sampling: Any) -> AsyncIterator[ChatChunk]:
         """:meth:`stream` as an async iterator; waiting happens off the event loop."""
-        stream = await asyncio.to_thread(self.stream, messages, **sampling)
+        stream = await self._off_loop(self.stream, messages, **sampling)
         try:
-            while (chunk := await asyncio.to_thread(next, stream, None)) is not None:
+            while (chunk := await self._off_loop(next, stream, None)) is not None:
                 yield chunk
         finally:
             stream.close()
 
     async def achat(self, messages: Sequence[Message], **sampling: Any) -> ChatResult:
         """:meth:`chat` without blocking the event loop."""
-        return await asyncio.to_thread(self.chat, messages, **sampling)
+        return await self._off_loop(self.chat, messages, **sampling)
 
     def info(self) -> dict[str, Any]:
         """Model path, format, architecture, layers, device, dtype, paged
@@ -175,6 +185,7 @@ class Session:
     def close(self) -> None:
         """Stop the engine and free the model."""
         self._engine.close()
+        self._waiters.shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self) -> Session:
         return self

@@ -1,6 +1,7 @@
 //! mistralvllm's native core: a thin PyO3 layer over the mistral.rs engine.
 
 mod errors;
+mod gate;
 mod model_files;
 mod request;
 mod session;

@@ -24,6 +24,7 @@ use pyo3::types::{PyDict, PyList};
 use tokio::sync::mpsc::channel;
 
 use crate::errors::{panic_message, ConfigError, ModelLoadError, RequestError};
+use crate::gate::SequenceGate;
 use crate::model_files::{ModelFiles, ModelFormat};
 use crate::request::{convert_messages, Sampling};
 use crate::stream::ChatStream;
@@ -136,6 +137,8 @@ struct SessionInfo {
 #[pyclass(module = "mistralvllm._core", frozen)]
 pub struct Session {
     model: RwLock<Option<Arc<Model>>>,
+    /// Present on CPU, where batched decoding is broken (see `gate.rs`).
+    gate: Option<SequenceGate>,
     info: SessionInfo,
 }
 
@@ -374,7 +377,8 @@ impl Session {
             max_num_seqs,
             prefix_cache_n,
         };
-        Ok(Self { model: RwLock::new(Some(Arc::new(model))), info })
+        let gate = info.device.starts_with("cpu").then(SequenceGate::new);
+        Ok(Self { model: RwLock::new(Some(Arc::new(model))), gate, info })
     }
 
     /// Send a chat request; returns a `ChatStream` of chunks.
@@ -432,17 +436,19 @@ impl Session {
             model_id: None,
             truncate_sequence: false,
         }));
-        let sent_at = Instant::now();
-        py.detach(|| {
+        let (gate_pass, sent_at) = py.detach(|| {
+            let gate_pass = self.gate.as_ref().map(|gate| gate.enter(&RUNTIME)).transpose()?;
+            let sent_at = Instant::now();
             let sender = model
                 .inner()
                 .get_sender(None)
                 .map_err(|e| RequestError::new_err(format!("engine unavailable: {e}")))?;
             sender
                 .blocking_send(request)
-                .map_err(|_| RequestError::new_err("the engine has stopped"))
+                .map_err(|_| RequestError::new_err("the engine has stopped"))?;
+            Ok::<_, PyErr>((gate_pass, sent_at))
         })?;
-        Ok(ChatStream::new(rx, sent_at, stops))
+        Ok(ChatStream::new(rx, gate_pass, sent_at, stops))
     }
 
     /// Token ids of `messages` rendered with the model's chat template.
@@ -496,6 +502,7 @@ impl Session {
         dict.set_item("block_size", info.block_size)?;
         dict.set_item("kv_mem", info.kv_mem.clone())?;
         dict.set_item("max_num_seqs", info.max_num_seqs)?;
+        dict.set_item("max_running_sequences", if self.gate.is_some() { 1 } else { info.max_num_seqs })?;
         dict.set_item("prefix_cache_n", info.prefix_cache_n)?;
         dict.set_item("build_features", build_features())?;
         dict.set_item("closed", self.closed())?;

@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 use tokio::sync::mpsc::Receiver;
 
 use crate::errors::{ContextOverflowError, RequestError};
+use crate::gate::GatePass;
 
 /// Token counts and timings of one finished request.
 #[pyclass(module = "mistralvllm._core", frozen, get_all)]
@@ -121,8 +122,17 @@ fn held_back_len(text: &str, stop: &str) -> usize {
 
 struct StreamState {
     rx: Option<Receiver<Response>>,
+    gate_pass: Option<GatePass>,
     first_token_s: Option<f64>,
     stops: StopTrimmer,
+}
+
+impl StreamState {
+    /// Drop the receiver (which cancels an unfinished sequence) and the gate pass.
+    fn end(&mut self) {
+        self.rx = None;
+        self.gate_pass = None;
+    }
 }
 
 /// Iterator over `ChatChunk`s; `close()` (or dropping it) aborts the request.
@@ -144,10 +154,16 @@ fn request_error(message: String) -> PyErr {
 }
 
 impl ChatStream {
-    pub fn new(rx: Receiver<Response>, sent_at: Instant, stops: Vec<String>) -> Self {
+    pub fn new(
+        rx: Receiver<Response>,
+        gate_pass: Option<GatePass>,
+        sent_at: Instant,
+        stops: Vec<String>,
+    ) -> Self {
         Self {
             state: Mutex::new(StreamState {
                 rx: Some(rx),
+                gate_pass,
                 first_token_s: None,
                 stops: StopTrimmer::new(stops),
             }),
@@ -166,7 +182,7 @@ impl ChatStream {
             let chunk = match rx.blocking_recv() {
                 Some(Response::Chunk(chunk)) => chunk,
                 other => {
-                    state.rx = None;
+                    state.end();
                     return Err(match other {
                         Some(Response::ModelError(message, _)) => {
                             RequestError::new_err(format!("model error: {message}"))
@@ -188,7 +204,7 @@ impl ChatStream {
             text.push_str(&shown);
             let mut finish_reason = choice.finish_reason;
             if finish_reason.is_some() {
-                state.rx = None;
+                state.end();
                 if state.stops.matched {
                     finish_reason = Some("stop".to_string());
                 } else {
@@ -226,7 +242,7 @@ impl ChatStream {
 
     /// Abort the request in the engine; further iteration stops.
     fn close(&self) {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).rx = None;
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).end();
     }
 
     /// Whether the stream has finished or was closed.
