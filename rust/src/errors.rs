@@ -52,6 +52,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ModelLoadError", py.get_type::<ModelLoadError>())?;
     m.add("ConfigError", py.get_type::<ConfigError>())?;
     m.add("RequestError", py.get_type::<RequestError>())?;
-    m.add("ContextOverflowError", py.get_type::<ContextOverflowError>())?;
+    m.add(
+        "ContextOverflowError",
+        py.get_type::<ContextOverflowError>(),
+    )?;
     Ok(())
 }

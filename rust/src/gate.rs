@@ -34,7 +34,10 @@ impl Drop for GatePass {
 
 impl SequenceGate {
     pub fn new() -> Self {
-        Self { semaphore: Arc::new(Semaphore::new(1)), holder: Arc::new(Mutex::new(None)) }
+        Self {
+            semaphore: Arc::new(Semaphore::new(1)),
+            holder: Arc::new(Mutex::new(None)),
+        }
     }
 
     /// Wait for the engine to be free (call with the GIL released).
@@ -50,6 +53,9 @@ impl SequenceGate {
             .block_on(self.semaphore.clone().acquire_owned())
             .map_err(|_| RequestError::new_err("the session is closed"))?;
         *self.holder.lock().unwrap_or_else(|e| e.into_inner()) = Some(me);
-        Ok(GatePass { _permit: permit, holder: self.holder.clone() })
+        Ok(GatePass {
+            _permit: permit,
+            holder: self.holder.clone(),
+        })
     }
 }

@@ -2,6 +2,7 @@
 
 mod errors;
 mod gate;
+mod loader;
 mod model_files;
 mod request;
 mod session;
@@ -20,7 +21,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<topology::Topology>()?;
     m.add_class::<topology::TopologyRange>()?;
     m.add("ISQ_NAMES", topology::ISQ_NAMES.to_vec())?;
-    m.add("BUILD_FEATURES", session::build_features())?;
+    m.add("BUILD_FEATURES", loader::build_features())?;
     m.add("MISTRALRS_VERSION", MISTRALRS_VERSION)?;
     Ok(())
 }

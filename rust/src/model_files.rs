@@ -70,7 +70,12 @@ impl ModelFiles {
             .get(&format!("{architecture}.block_count"))
             .and_then(|v| v.to_u32().ok())
             .ok_or_else(|| format!("{shown}: GGUF metadata has no {architecture}.block_count"))?;
-        Ok(Self { path, format: ModelFormat::Gguf, architecture, num_layers: num_layers as usize })
+        Ok(Self {
+            path,
+            format: ModelFormat::Gguf,
+            architecture,
+            num_layers: num_layers as usize,
+        })
     }
 
     fn inspect_dir(path: PathBuf) -> Result<Self, String> {
@@ -84,9 +89,16 @@ impl ModelFiles {
         let has_weights = std::fs::read_dir(&path)
             .map_err(|e| format!("{shown}: cannot list directory ({e})"))?
             .filter_map(Result::ok)
-            .any(|entry| entry.path().extension().is_some_and(|ext| ext == "safetensors"));
+            .any(|entry| {
+                entry
+                    .path()
+                    .extension()
+                    .is_some_and(|ext| ext == "safetensors")
+            });
         if !has_weights {
-            return Err(format!("{shown}: no *.safetensors weights in the model directory"));
+            return Err(format!(
+                "{shown}: no *.safetensors weights in the model directory"
+            ));
         }
         if !path.join("tokenizer.json").is_file() {
             return Err(format!("{shown}: no tokenizer.json in the model directory"));
@@ -96,13 +108,26 @@ impl ModelFiles {
             .and_then(|a| a.get(0))
             .and_then(|a| a.as_str())
             .ok_or_else(|| {
-                format!("{}: architectures: expected a list like [\"LlamaForCausalLM\"]", config_path.display())
+                format!(
+                    "{}: architectures: expected a list like [\"LlamaForCausalLM\"]",
+                    config_path.display()
+                )
             })?
             .to_string();
         let num_layers = config
             .get("num_hidden_layers")
             .and_then(|n| n.as_u64())
-            .ok_or_else(|| format!("{}: num_hidden_layers: expected a positive integer", config_path.display()))?;
-        Ok(Self { path, format: ModelFormat::Plain, architecture, num_layers: num_layers as usize })
+            .ok_or_else(|| {
+                format!(
+                    "{}: num_hidden_layers: expected a positive integer",
+                    config_path.display()
+                )
+            })?;
+        Ok(Self {
+            path,
+            format: ModelFormat::Plain,
+            architecture,
+            num_layers: num_layers as usize,
+        })
     }
 }

@@ -17,7 +17,9 @@ pub fn convert_messages(
     messages: &Bound<'_, PyList>,
 ) -> PyResult<Vec<IndexMap<String, MessageContent>>> {
     if messages.is_empty() {
-        return Err(RequestError::new_err("messages: expected at least one message"));
+        return Err(RequestError::new_err(
+            "messages: expected at least one message",
+        ));
     }
     messages
         .iter()
@@ -33,7 +35,9 @@ pub fn convert_messages(
                     .get_item(name)?
                     .ok_or_else(|| RequestError::new_err(format!("messages[{i}].{name}: missing")))?
                     .extract::<String>()
-                    .map_err(|_| RequestError::new_err(format!("messages[{i}].{name}: expected a string")))
+                    .map_err(|_| {
+                        RequestError::new_err(format!("messages[{i}].{name}: expected a string"))
+                    })
             };
             let role = text_field("role")?;
             if !ROLES.contains(&role.as_str()) {
@@ -79,7 +83,9 @@ impl Sampling {
         self,
     ) -> PyResult<(SamplingParams, Option<Vec<Arc<dyn CustomLogitsProcessor>>>)> {
         if let Some(t) = self.temperature.filter(|t| !(0.0..=100.0).contains(t)) {
-            return Err(RequestError::new_err(format!("temperature: {t} is outside 0..100")));
+            return Err(RequestError::new_err(format!(
+                "temperature: {t} is outside 0..100"
+            )));
         }
         if let Some(p) = self.top_p.filter(|p| !(0.0..=1.0).contains(p)) {
             return Err(RequestError::new_err(format!("top_p: {p} is outside 0..1")));
@@ -146,7 +152,9 @@ fn splitmix64(mut x: u64) -> u64 {
 impl SeededSampler {
     /// Index of the drawn token, given logits and the sequence length so far.
     fn draw(&self, logits: &[f32], position: usize) -> usize {
-        let mut order: Vec<usize> = (0..logits.len()).filter(|&i| logits[i].is_finite()).collect();
+        let mut order: Vec<usize> = (0..logits.len())
+            .filter(|&i| logits[i].is_finite())
+            .collect();
         if order.is_empty() {
             return 0;
         }
@@ -206,14 +214,23 @@ mod tests {
     use super::*;
 
     fn sampler(seed: u64) -> SeededSampler {
-        SeededSampler { seed, temperature: 1.0, top_k: None, top_p: None, min_p: None }
+        SeededSampler {
+            seed,
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+            min_p: None,
+        }
     }
 
     #[test]
     fn same_seed_and_position_draw_the_same_token() {
         let logits: Vec<f32> = (0..50).map(|i| (i % 7) as f32 * 0.3).collect();
         for position in 0..20 {
-            assert_eq!(sampler(7).draw(&logits, position), sampler(7).draw(&logits, position));
+            assert_eq!(
+                sampler(7).draw(&logits, position),
+                sampler(7).draw(&logits, position)
+            );
         }
     }
 
@@ -227,14 +244,20 @@ mod tests {
 
     #[test]
     fn top_k_one_is_greedy() {
-        let s = SeededSampler { top_k: Some(1), ..sampler(3) };
+        let s = SeededSampler {
+            top_k: Some(1),
+            ..sampler(3)
+        };
         let logits = vec![0.1f32, 2.0, 0.5, f32::NEG_INFINITY];
         assert!((0..20).all(|p| s.draw(&logits, p) == 1));
     }
 
     #[test]
     fn top_p_keeps_only_the_nucleus() {
-        let s = SeededSampler { top_p: Some(0.5), ..sampler(9) };
+        let s = SeededSampler {
+            top_p: Some(0.5),
+            ..sampler(9)
+        };
         let logits = vec![5.0f32, 0.0, 0.0, 0.0];
         assert!((0..50).all(|p| s.draw(&logits, p) == 0));
     }

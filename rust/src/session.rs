@@ -5,19 +5,14 @@
 //! its own channel and the GIL is released while waiting on it.
 
 use std::path::PathBuf;
-use std::sync::{Arc, LazyLock, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use either::Either;
-use candle_core::DeviceLocation;
-use mistralrs::core::{
-    AutoDeviceMapParams, DefaultSchedulerMethod, DeviceMapSetting, GGUFLoaderBuilder,
-    GGUFSpecificConfig, IsqOrganization, Loader, MistralRsBuilder, NormalLoaderBuilder,
-    NormalSpecificConfig, RequestMessage, SchedulerConfig, TokenizationRequest,
-};
+use mistralrs::core::{RequestMessage, TokenizationRequest};
 use mistralrs::{
-    Constraint, Device, MemoryGpuConfig, Model, ModelDType, NormalRequest, PagedAttentionConfig,
-    PagedCacheType, Request, TokenSource,
+    Constraint, MemoryGpuConfig, Model, ModelDType, NormalRequest, PagedAttentionConfig,
+    PagedCacheType, Request,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -25,97 +20,14 @@ use tokio::sync::mpsc::channel;
 
 use crate::errors::{panic_message, ConfigError, ModelLoadError, RequestError};
 use crate::gate::SequenceGate;
+use crate::loader::{
+    build_features, build_model, device_name, dtype_name, parse_device, parse_dtype, parse_kv_mem,
+    LoadOptions, RUNTIME,
+};
 use crate::model_files::{ModelFiles, ModelFormat};
 use crate::request::{convert_messages, Sampling};
 use crate::stream::ChatStream;
 use crate::topology::{canonical_isq, Topology};
-
-/// Runtime for the engine's async builder and tokenizer calls; the engine
-/// itself runs on a thread of its own.
-static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("mistralvllm-rt")
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-});
-
-/// Cargo features this extension was built with.
-pub fn build_features() -> Vec<&'static str> {
-    let mut features = Vec::new();
-    if cfg!(feature = "cuda") {
-        features.push("cuda");
-    }
-    if cfg!(feature = "cudnn") {
-        features.push("cudnn");
-    }
-    if cfg!(feature = "flash-attn") {
-        features.push("flash-attn");
-    }
-    features
-}
-
-/// `cpu`, `cuda[N]` or `metal[N]` (mistral.rs's device syntax) → a device.
-pub fn parse_device(spec: &str) -> anyhow::Result<Device> {
-    let ordinal = |kind: &str| {
-        spec.strip_prefix(kind)
-            .and_then(|rest| rest.strip_prefix('['))
-            .and_then(|rest| rest.strip_suffix(']'))
-            .and_then(|n| n.parse::<usize>().ok())
-    };
-    if spec == "cpu" {
-        Ok(Device::Cpu)
-    } else if let Some(n) = ordinal("cuda") {
-        Ok(Device::new_cuda(n)?)
-    } else if let Some(n) = ordinal("metal") {
-        Ok(Device::new_metal(n)?)
-    } else {
-        anyhow::bail!("device '{spec}' is not valid; expected 'auto', 'cpu', 'cuda[N]' or 'metal[N]'")
-    }
-}
-
-fn device_name(device: &Device) -> String {
-    match device.location() {
-        DeviceLocation::Cpu => "cpu".to_string(),
-        DeviceLocation::Cuda { gpu_id } => format!("cuda[{gpu_id}]"),
-        DeviceLocation::Metal { gpu_id } => format!("metal[{gpu_id}]"),
-    }
-}
-
-fn dtype_name(dtype: ModelDType) -> &'static str {
-    match dtype {
-        ModelDType::Auto => "auto",
-        ModelDType::BF16 => "bf16",
-        ModelDType::F16 => "f16",
-        ModelDType::F32 => "f32",
-    }
-}
-
-fn parse_dtype(dtype: &str) -> PyResult<ModelDType> {
-    match dtype {
-        "auto" => Ok(ModelDType::Auto),
-        "bf16" => Ok(ModelDType::BF16),
-        "f16" => Ok(ModelDType::F16),
-        "f32" => Ok(ModelDType::F32),
-        other => Err(ConfigError::new_err(format!(
-            "dtype '{other}' is not one of auto, bf16, f16, f32"
-        ))),
-    }
-}
-
-/// PagedAttention KV-cache memory (seed 003): an amount in MB, a fraction
-/// of device memory, or a context size in tokens.
-fn parse_kv_mem(kind: &str, value: f64) -> PyResult<MemoryGpuConfig> {
-    match kind {
-        "mb" if value >= 1.0 => Ok(MemoryGpuConfig::MbAmount(value as usize)),
-        "fraction" if value > 0.0 && value <= 1.0 => Ok(MemoryGpuConfig::Utilization(value as f32)),
-        "context" if value >= 1.0 => Ok(MemoryGpuConfig::ContextSize(value as usize)),
-        _ => Err(ConfigError::new_err(format!(
-            "kv_mem ({kind}, {value}) is not valid; expected ('mb', N >= 1), ('fraction', 0 < F <= 1) or ('context', N >= 1)"
-        ))),
-    }
-}
 
 /// What a session was asked for and what is in effect.
 #[derive(Clone)]
@@ -142,85 +54,15 @@ pub struct Session {
     info: SessionInfo,
 }
 
-struct LoadOptions {
-    isq: Option<String>,
-    topology: Option<Topology>,
-    device: Device,
-    paged_attn: Option<PagedAttentionConfig>,
-    max_num_seqs: usize,
-    prefix_cache_n: Option<usize>,
-    dtype: ModelDType,
-}
-
-/// Load the model with mistral.rs's loaders and start its engine.
-///
-/// The loaders are used directly (not `GgufModelBuilder`) because the 0.8.1
-/// GGUF builder always picks the activation dtype itself, which is bf16 on
-/// CPU, and that measurably changes greedy answers of small models.
-/// Returns the model and whether paged attention is in effect.
-fn build_model(files: &ModelFiles, options: LoadOptions) -> anyhow::Result<(Model, bool)> {
-    let topology = options.topology.as_ref().map(Topology::to_mistralrs).transpose()?;
-    let dir = files.dir().to_string_lossy().into_owned();
-    let loader: Box<dyn Loader> = match files.format {
-        ModelFormat::Gguf => {
-            let name = files.path.file_name().unwrap_or_default().to_string_lossy().into_owned();
-            GGUFLoaderBuilder::new(None, None, dir, vec![name], GGUFSpecificConfig { topology }, false, None)
-                .build()
-        }
-        ModelFormat::Plain => NormalLoaderBuilder::new(
-            NormalSpecificConfig {
-                topology,
-                organization: IsqOrganization::Default,
-                write_uqff: None,
-                from_uqff: None,
-                imatrix: None,
-                calibration_file: None,
-                hf_cache_path: None,
-                matformer_config_path: None,
-                matformer_slice_name: None,
-            },
-            None,
-            None,
-            Some(dir),
-            false,
-            None,
-        )
-        .build(None)?,
-    };
-    let isq = options
-        .isq
-        .as_deref()
-        .map(|name| mistralrs::core::parse_isq_value(name, Some(&options.device)))
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
-    let paged_requested = options.paged_attn.is_some();
-    RUNTIME.block_on(async move {
-        let pipeline = loader.load_model_from_hf(
-            None,
-            TokenSource::None,
-            &options.dtype,
-            &options.device,
-            true,
-            DeviceMapSetting::Auto(AutoDeviceMapParams::default_text()),
-            isq,
-            options.paged_attn,
-        )?;
-        let cache_config = pipeline.lock().await.get_metadata().cache_config.clone();
-        let paged = paged_requested && cache_config.is_some();
-        let scheduler = match cache_config {
-            Some(config) if paged => SchedulerConfig::PagedAttentionMeta { max_num_seqs: options.max_num_seqs, config },
-            _ => SchedulerConfig::DefaultScheduler {
-                method: DefaultSchedulerMethod::Fixed(options.max_num_seqs.try_into()?),
-            },
-        };
-        let runner = MistralRsBuilder::new(pipeline, scheduler, false, None)
-            .with_no_kv_cache(false)
-            .with_no_prefix_cache(options.prefix_cache_n.is_none())
-            .with_prefix_cache_n(options.prefix_cache_n.unwrap_or(0))
-            .build()
-            .await;
-        Ok((Model::new(runner), paged))
-    })
+/// Hand a request to the engine's queue (blocking; call with the GIL released).
+fn send_to_engine(model: &Model, request: Request) -> PyResult<()> {
+    let sender = model
+        .inner()
+        .get_sender(None)
+        .map_err(|e| RequestError::new_err(format!("engine unavailable: {e}")))?;
+    sender
+        .blocking_send(request)
+        .map_err(|_| RequestError::new_err("the engine has stopped"))
 }
 
 impl Session {
@@ -343,7 +185,9 @@ impl Session {
             dtype: model_dtype,
         };
         let loaded = py.detach(|| {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build_model(&files, options)))
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                build_model(&files, options)
+            }))
         });
         let (model, paged) = match loaded {
             Ok(Ok(loaded)) => loaded,
@@ -378,7 +222,11 @@ impl Session {
             prefix_cache_n,
         };
         let gate = info.device.starts_with("cpu").then(SequenceGate::new);
-        Ok(Self { model: RwLock::new(Some(Arc::new(model))), gate, info })
+        Ok(Self {
+            model: RwLock::new(Some(Arc::new(model))),
+            gate,
+            info,
+        })
     }
 
     /// Send a chat request; returns a `ChatStream` of chunks.
@@ -420,7 +268,11 @@ impl Session {
         let model = self.model()?;
         let (tx, rx) = channel(16);
         let request = Request::Normal(Box::new(NormalRequest {
-            messages: RequestMessage::Chat { messages, enable_thinking: None, reasoning_effort: None },
+            messages: RequestMessage::Chat {
+                messages,
+                enable_thinking: None,
+                reasoning_effort: None,
+            },
             sampling_params,
             response: tx,
             return_logprobs: false,
@@ -437,15 +289,13 @@ impl Session {
             truncate_sequence: false,
         }));
         let (gate_pass, sent_at) = py.detach(|| {
-            let gate_pass = self.gate.as_ref().map(|gate| gate.enter(&RUNTIME)).transpose()?;
+            let gate_pass = self
+                .gate
+                .as_ref()
+                .map(|gate| gate.enter(&RUNTIME))
+                .transpose()?;
             let sent_at = Instant::now();
-            let sender = model
-                .inner()
-                .get_sender(None)
-                .map_err(|e| RequestError::new_err(format!("engine unavailable: {e}")))?;
-            sender
-                .blocking_send(request)
-                .map_err(|_| RequestError::new_err("the engine has stopped"))?;
+            send_to_engine(&model, request)?;
             Ok::<_, PyErr>((gate_pass, sent_at))
         })?;
         Ok(ChatStream::new(rx, gate_pass, sent_at, stops))
@@ -472,13 +322,7 @@ impl Session {
                 reasoning_effort: None,
                 response: tx,
             });
-            let sender = model
-                .inner()
-                .get_sender(None)
-                .map_err(|e| RequestError::new_err(format!("engine unavailable: {e}")))?;
-            sender
-                .blocking_send(request)
-                .map_err(|_| RequestError::new_err("the engine has stopped"))?;
+            send_to_engine(&model, request)?;
             rx.blocking_recv()
                 .ok_or_else(|| RequestError::new_err("the engine dropped the tokenize request"))?
                 .map_err(|e| RequestError::new_err(format!("tokenize: {e:#}")))
@@ -502,7 +346,14 @@ impl Session {
         dict.set_item("block_size", info.block_size)?;
         dict.set_item("kv_mem", info.kv_mem.clone())?;
         dict.set_item("max_num_seqs", info.max_num_seqs)?;
-        dict.set_item("max_running_sequences", if self.gate.is_some() { 1 } else { info.max_num_seqs })?;
+        dict.set_item(
+            "max_running_sequences",
+            if self.gate.is_some() {
+                1
+            } else {
+                info.max_num_seqs
+            },
+        )?;
         dict.set_item("prefix_cache_n", info.prefix_cache_n)?;
         dict.set_item("build_features", build_features())?;
         dict.set_item("closed", self.closed())?;
@@ -517,6 +368,9 @@ impl Session {
 
     #[getter]
     fn closed(&self) -> bool {
-        self.model.read().unwrap_or_else(|e| e.into_inner()).is_none()
+        self.model
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
     }
 }

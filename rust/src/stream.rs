@@ -78,7 +78,10 @@ struct StopTrimmer {
 
 impl StopTrimmer {
     fn new(stops: Vec<String>) -> Self {
-        Self { stops: stops.into_iter().filter(|s| !s.is_empty()).collect(), ..Self::default() }
+        Self {
+            stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
+            ..Self::default()
+        }
     }
 
     /// The part of `text` that can be shown now; nothing once a stop string matched.
@@ -87,7 +90,12 @@ impl StopTrimmer {
             return String::new();
         }
         self.pending.push_str(text);
-        if let Some(at) = self.stops.iter().filter_map(|s| self.pending.find(s.as_str())).min() {
+        if let Some(at) = self
+            .stops
+            .iter()
+            .filter_map(|s| self.pending.find(s.as_str()))
+            .min()
+        {
             self.matched = true;
             self.pending.truncate(at);
             return std::mem::take(&mut self.pending);
@@ -190,7 +198,9 @@ impl ChatStream {
                         Some(Response::InternalError(e)) | Some(Response::ValidationError(e)) => {
                             request_error(e.to_string())
                         }
-                        Some(_) => RequestError::new_err("unexpected response kind from the engine"),
+                        Some(_) => {
+                            RequestError::new_err("unexpected response kind from the engine")
+                        }
                         None => RequestError::new_err(
                             "the engine closed the stream before the answer finished",
                         ),
@@ -224,7 +234,11 @@ impl ChatStream {
                 decode_tok_per_s: u.avg_compl_tok_per_sec as f64,
                 total_time_s: elapsed,
             });
-            return Ok(Some(ChatChunk { text, finish_reason, usage }));
+            return Ok(Some(ChatChunk {
+                text,
+                finish_reason,
+                usage,
+            }));
         }
     }
 }
@@ -248,7 +262,11 @@ impl ChatStream {
     /// Whether the stream has finished or was closed.
     #[getter]
     fn closed(&self) -> bool {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).rx.is_none()
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .rx
+            .is_none()
     }
 }
 
@@ -267,7 +285,10 @@ mod tests {
 
     #[test]
     fn stop_text_is_cut_even_across_chunks() {
-        assert_eq!(shown(&["Rome"], &["The capital is", " Ro", "me."]), ("The capital is ".into(), true));
+        assert_eq!(
+            shown(&["Rome"], &["The capital is", " Ro", "me."]),
+            ("The capital is ".into(), true)
+        );
         assert_eq!(shown(&["\n\n"], &["a\n", "\nb"]), ("a".into(), true));
     }
 

@@ -137,7 +137,12 @@ impl Topology {
             ));
         }
         let mut next = self.clone();
-        next.ranges.push(TopologyRange { start, end, isq, device });
+        next.ranges.push(TopologyRange {
+            start,
+            end,
+            isq,
+            device,
+        });
         next.ranges.sort_by_key(|r| r.start);
         Ok(next)
     }
@@ -167,10 +172,7 @@ impl Topology {
         isq: Option<&str>,
         device: Option<&str>,
     ) -> Result<Self, String> {
-        if let Some(regex) = selector
-            .strip_prefix('/')
-            .and_then(|s| s.strip_suffix('/'))
-        {
+        if let Some(regex) = selector.strip_prefix('/').and_then(|s| s.strip_suffix('/')) {
             return self.add_pattern(regex, isq, device);
         }
         let parse = |s: &str| {
@@ -232,7 +234,10 @@ impl Topology {
                     .map(|name| mistralrs::core::parse_isq_value(name, None))
                     .transpose()
                     .map_err(anyhow::Error::msg)?,
-                device: device.as_deref().map(crate::session::parse_device).transpose()?,
+                device: device
+                    .as_deref()
+                    .map(crate::loader::parse_device)
+                    .transpose()?,
             })
         };
         let mut topology = mistralrs::Topology::empty();
@@ -248,7 +253,10 @@ impl Topology {
     }
 
     fn entries(&self) -> Vec<(String, &Option<String>, &Option<String>)> {
-        let ranges = self.ranges.iter().map(|r| (r.selector(), &r.isq, &r.device));
+        let ranges = self
+            .ranges
+            .iter()
+            .map(|r| (r.selector(), &r.isq, &r.device));
         let patterns = self
             .patterns
             .iter()
@@ -273,21 +281,24 @@ impl Topology {
         isq: Option<&str>,
         device: Option<&str>,
     ) -> PyResult<Self> {
-        self.add_range(start, end, isq, device).map_err(ConfigError::new_err)
+        self.add_range(start, end, isq, device)
+            .map_err(ConfigError::new_err)
     }
 
     /// A new topology where tensors whose name matches `regex` use `isq` on `device`.
     #[pyo3(signature = (regex, isq=None, device=None))]
     fn with_pattern(&self, regex: &str, isq: Option<&str>, device: Option<&str>) -> PyResult<Self> {
-        self.add_pattern(regex, isq, device).map_err(ConfigError::new_err)
+        self.add_pattern(regex, isq, device)
+            .map_err(ConfigError::new_err)
     }
 
     /// Read a topology file in mistral.rs's YAML format.
     #[staticmethod]
     fn from_file(path: std::path::PathBuf) -> PyResult<Self> {
         let shown = path.display();
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| ConfigError::new_err(format!("{shown}: cannot read topology file: {e}")))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            ConfigError::new_err(format!("{shown}: cannot read topology file: {e}"))
+        })?;
         let entries: IndexMap<String, LayerSettings> = serde_saphyr::from_str(&text).map_err(|e| {
             ConfigError::new_err(format!(
                 "{shown}: not a topology file (expected a mapping of 'START-END' to {{isq, device}}): {e}"
@@ -301,11 +312,13 @@ impl Topology {
     fn from_dict(mapping: &Bound<'_, PyDict>) -> PyResult<Self> {
         let mut entries = IndexMap::new();
         for (key, value) in mapping.iter() {
-            let selector: String = key
-                .extract()
-                .map_err(|_| ConfigError::new_err(format!("topology key {key}: expected a string like '0-8'")))?;
+            let selector: String = key.extract().map_err(|_| {
+                ConfigError::new_err(format!("topology key {key}: expected a string like '0-8'"))
+            })?;
             let settings: &Bound<'_, PyDict> = value.downcast().map_err(|_| {
-                ConfigError::new_err(format!("topology '{selector}': expected a mapping with 'isq' and/or 'device'"))
+                ConfigError::new_err(format!(
+                    "topology '{selector}': expected a mapping with 'isq' and/or 'device'"
+                ))
             })?;
             let field = |name: &str| -> PyResult<Option<String>> {
                 settings
@@ -313,20 +326,26 @@ impl Topology {
                     .filter(|v| !v.is_none())
                     .map(|v| v.extract())
                     .transpose()
-                    .map_err(|_| ConfigError::new_err(format!("topology '{selector}'.{name}: expected a string")))
+                    .map_err(|_| {
+                        ConfigError::new_err(format!(
+                            "topology '{selector}'.{name}: expected a string"
+                        ))
+                    })
             };
-            if let Some(unknown) = settings
-                .keys()
-                .iter()
-                .find(|k| !k.extract::<String>().is_ok_and(|k| k == "isq" || k == "device"))
-            {
+            if let Some(unknown) = settings.keys().iter().find(|k| {
+                !k.extract::<String>()
+                    .is_ok_and(|k| k == "isq" || k == "device")
+            }) {
                 return Err(ConfigError::new_err(format!(
                     "topology '{selector}': unknown key {unknown}; expected 'isq' and/or 'device'"
                 )));
             }
             entries.insert(
                 selector.clone(),
-                LayerSettings { isq: field("isq")?, device: field("device")? },
+                LayerSettings {
+                    isq: field("isq")?,
+                    device: field("device")?,
+                },
             );
         }
         Self::from_entries(entries).map_err(ConfigError::new_err)
@@ -397,7 +416,9 @@ mod tests {
 
     #[test]
     fn overlap_is_rejected_naming_both_ranges() {
-        let err = seed_topology().add_range(20, 26, Some("Q4K"), None).unwrap_err();
+        let err = seed_topology()
+            .add_range(20, 26, Some("Q4K"), None)
+            .unwrap_err();
         assert!(err.contains("20-26") && err.contains("16-24"), "{err}");
     }
 
@@ -409,15 +430,26 @@ mod tests {
 
     #[test]
     fn unknown_isq_lists_allowed_names() {
-        let err = Topology::default().add_range(0, 2, Some("Q5X"), None).unwrap_err();
-        assert!(err.contains("'Q5X'") && err.contains("Q4K") && err.contains("Q8_0"), "{err}");
+        let err = Topology::default()
+            .add_range(0, 2, Some("Q5X"), None)
+            .unwrap_err();
+        assert!(
+            err.contains("'Q5X'") && err.contains("Q4K") && err.contains("Q8_0"),
+            "{err}"
+        );
     }
 
     #[test]
     fn bad_device_is_rejected() {
-        assert!(Topology::default().add_range(0, 2, None, Some("gpu0")).is_err());
-        assert!(Topology::default().add_range(0, 2, None, Some("cuda[x]")).is_err());
-        assert!(Topology::default().add_range(0, 2, None, Some("cuda[1]")).is_ok());
+        assert!(Topology::default()
+            .add_range(0, 2, None, Some("gpu0"))
+            .is_err());
+        assert!(Topology::default()
+            .add_range(0, 2, None, Some("cuda[x]"))
+            .is_err());
+        assert!(Topology::default()
+            .add_range(0, 2, None, Some("cuda[1]"))
+            .is_ok());
     }
 
     #[test]
@@ -441,6 +473,9 @@ mod tests {
     fn converts_to_engine_topology() {
         let engine = seed_topology().to_mistralrs().unwrap();
         assert_eq!(engine.layers.len(), 32);
-        assert!(engine.layers.iter().all(|l| l.as_ref().is_some_and(|l| l.isq.is_some())));
+        assert!(engine
+            .layers
+            .iter()
+            .all(|l| l.as_ref().is_some_and(|l| l.isq.is_some())));
     }
 }

@@ -1,0 +1,207 @@
+//! Loading a model into a mistral.rs engine: devices, dtypes, paged
+//! attention options, and the loaders themselves.
+
+use std::sync::LazyLock;
+
+use candle_core::DeviceLocation;
+use mistralrs::core::{
+    AutoDeviceMapParams, DefaultSchedulerMethod, DeviceMapSetting, GGUFLoaderBuilder,
+    GGUFSpecificConfig, IsqOrganization, Loader, MistralRsBuilder, NormalLoaderBuilder,
+    NormalSpecificConfig, SchedulerConfig,
+};
+use mistralrs::{Device, MemoryGpuConfig, Model, ModelDType, PagedAttentionConfig, TokenSource};
+use pyo3::PyResult;
+
+use crate::errors::ConfigError;
+use crate::model_files::{ModelFiles, ModelFormat};
+use crate::topology::Topology;
+
+/// Runtime for the engine's async builder and tokenizer calls; the engine
+/// itself runs on a thread of its own.
+pub static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("mistralvllm-rt")
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+});
+
+/// Cargo features this extension was built with.
+pub fn build_features() -> Vec<&'static str> {
+    let mut features = Vec::new();
+    if cfg!(feature = "cuda") {
+        features.push("cuda");
+    }
+    if cfg!(feature = "cudnn") {
+        features.push("cudnn");
+    }
+    if cfg!(feature = "flash-attn") {
+        features.push("flash-attn");
+    }
+    features
+}
+
+/// `cpu`, `cuda[N]` or `metal[N]` (mistral.rs's device syntax) → a device.
+pub fn parse_device(spec: &str) -> anyhow::Result<Device> {
+    let ordinal = |kind: &str| {
+        spec.strip_prefix(kind)
+            .and_then(|rest| rest.strip_prefix('['))
+            .and_then(|rest| rest.strip_suffix(']'))
+            .and_then(|n| n.parse::<usize>().ok())
+    };
+    if spec == "cpu" {
+        Ok(Device::Cpu)
+    } else if let Some(n) = ordinal("cuda") {
+        Ok(Device::new_cuda(n)?)
+    } else if let Some(n) = ordinal("metal") {
+        Ok(Device::new_metal(n)?)
+    } else {
+        anyhow::bail!(
+            "device '{spec}' is not valid; expected 'auto', 'cpu', 'cuda[N]' or 'metal[N]'"
+        )
+    }
+}
+
+pub fn device_name(device: &Device) -> String {
+    match device.location() {
+        DeviceLocation::Cpu => "cpu".to_string(),
+        DeviceLocation::Cuda { gpu_id } => format!("cuda[{gpu_id}]"),
+        DeviceLocation::Metal { gpu_id } => format!("metal[{gpu_id}]"),
+    }
+}
+
+pub fn dtype_name(dtype: ModelDType) -> &'static str {
+    match dtype {
+        ModelDType::Auto => "auto",
+        ModelDType::BF16 => "bf16",
+        ModelDType::F16 => "f16",
+        ModelDType::F32 => "f32",
+    }
+}
+
+pub fn parse_dtype(dtype: &str) -> PyResult<ModelDType> {
+    match dtype {
+        "auto" => Ok(ModelDType::Auto),
+        "bf16" => Ok(ModelDType::BF16),
+        "f16" => Ok(ModelDType::F16),
+        "f32" => Ok(ModelDType::F32),
+        other => Err(ConfigError::new_err(format!(
+            "dtype '{other}' is not one of auto, bf16, f16, f32"
+        ))),
+    }
+}
+
+/// PagedAttention KV-cache memory (seed 003): an amount in MB, a fraction
+/// of device memory, or a context size in tokens.
+pub fn parse_kv_mem(kind: &str, value: f64) -> PyResult<MemoryGpuConfig> {
+    match kind {
+        "mb" if value >= 1.0 => Ok(MemoryGpuConfig::MbAmount(value as usize)),
+        "fraction" if value > 0.0 && value <= 1.0 => Ok(MemoryGpuConfig::Utilization(value as f32)),
+        "context" if value >= 1.0 => Ok(MemoryGpuConfig::ContextSize(value as usize)),
+        _ => Err(ConfigError::new_err(format!(
+            "kv_mem ({kind}, {value}) is not valid; expected ('mb', N >= 1), ('fraction', 0 < F <= 1) or ('context', N >= 1)"
+        ))),
+    }
+}
+
+pub struct LoadOptions {
+    pub isq: Option<String>,
+    pub topology: Option<Topology>,
+    pub device: Device,
+    pub paged_attn: Option<PagedAttentionConfig>,
+    pub max_num_seqs: usize,
+    pub prefix_cache_n: Option<usize>,
+    pub dtype: ModelDType,
+}
+
+/// Load the model with mistral.rs's loaders and start its engine.
+///
+/// The loaders are used directly (not `GgufModelBuilder`) because the 0.8.1
+/// GGUF builder always picks the activation dtype itself, which is bf16 on
+/// CPU, and that measurably changes greedy answers of small models.
+/// Returns the model and whether paged attention is in effect.
+pub fn build_model(files: &ModelFiles, options: LoadOptions) -> anyhow::Result<(Model, bool)> {
+    let topology = options
+        .topology
+        .as_ref()
+        .map(Topology::to_mistralrs)
+        .transpose()?;
+    let dir = files.dir().to_string_lossy().into_owned();
+    let loader: Box<dyn Loader> = match files.format {
+        ModelFormat::Gguf => {
+            let name = files
+                .path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            GGUFLoaderBuilder::new(
+                None,
+                None,
+                dir,
+                vec![name],
+                GGUFSpecificConfig { topology },
+                false,
+                None,
+            )
+            .build()
+        }
+        ModelFormat::Plain => NormalLoaderBuilder::new(
+            NormalSpecificConfig {
+                topology,
+                organization: IsqOrganization::Default,
+                write_uqff: None,
+                from_uqff: None,
+                imatrix: None,
+                calibration_file: None,
+                hf_cache_path: None,
+                matformer_config_path: None,
+                matformer_slice_name: None,
+            },
+            None,
+            None,
+            Some(dir),
+            false,
+            None,
+        )
+        .build(None)?,
+    };
+    let isq = options
+        .isq
+        .as_deref()
+        .map(|name| mistralrs::core::parse_isq_value(name, Some(&options.device)))
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let paged_requested = options.paged_attn.is_some();
+    RUNTIME.block_on(async move {
+        let pipeline = loader.load_model_from_hf(
+            None,
+            TokenSource::None,
+            &options.dtype,
+            &options.device,
+            true,
+            DeviceMapSetting::Auto(AutoDeviceMapParams::default_text()),
+            isq,
+            options.paged_attn,
+        )?;
+        let cache_config = pipeline.lock().await.get_metadata().cache_config.clone();
+        let paged = paged_requested && cache_config.is_some();
+        let scheduler = match cache_config {
+            Some(config) if paged => SchedulerConfig::PagedAttentionMeta {
+                max_num_seqs: options.max_num_seqs,
+                config,
+            },
+            _ => SchedulerConfig::DefaultScheduler {
+                method: DefaultSchedulerMethod::Fixed(options.max_num_seqs.try_into()?),
+            },
+        };
+        let runner = MistralRsBuilder::new(pipeline, scheduler, false, None)
+            .with_no_kv_cache(false)
+            .with_no_prefix_cache(options.prefix_cache_n.is_none())
+            .with_prefix_cache_n(options.prefix_cache_n.unwrap_or(0))
+            .build()
+            .await;
+        Ok((Model::new(runner), paged))
+    })
+}
