@@ -31,7 +31,7 @@ build: venv
 	  maturin develop --release --quiet $(if $(FEATURES),--features $(FEATURES))
 
 chat: build
-	$(PY) -m mistralvllm chat
+	$(PY) -m mistralvllm chat --config config/config.json
 
 test: build test-rust test-python
 

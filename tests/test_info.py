@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 from mistralvllm import BUILD_FEATURES, MISTRALRS_VERSION, Session
@@ -22,16 +20,3 @@ def test_info_reports_what_is_in_effect(session: Session, default_model: Path) -
     assert info["topology"] is None
     assert info["build_features"] == BUILD_FEATURES
     assert MISTRALRS_VERSION == "0.8.1"
-
-
-def test_chat_command_answers_a_typed_question() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "mistralvllm", "chat"],
-        input="What is the capital of Italy? Answer in one word.\n/exit\n",
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "Rome" in result.stdout
-    assert "tok/s" in result.stdout

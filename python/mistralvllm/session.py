@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 from . import _core
 from ._core import ChatChunk, Topology, Usage
-from .errors import ConfigError, ContextOverflowError, RequestError
+from .context_window import context_overflow
+from .errors import ConfigError, RequestError
 from .models import default_model_path
 
 Message = Mapping[str, str]
@@ -89,7 +90,7 @@ class Session:
     ) -> None:
         # Everything comes from local files; never let the engine reach a hub.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        path = default_model_path() if model is None else Path(model)
+        path = default_model_path() if model is None else Path(model).expanduser()
         if prefix_cache < 0:
             raise ConfigError(f"prefix_cache: {prefix_cache} is negative; expected a number of sequences (0 turns it off)")
         self._engine = _core.Session(
@@ -123,16 +124,9 @@ class Session:
         if self.context_length is None:
             return
         prompt_tokens = self.count_tokens(messages)
-        wanted = prompt_tokens + (max_tokens or 1)
-        if wanted > self.context_length:
-            error = ContextOverflowError(
-                f"the prompt has {prompt_tokens} tokens and {max_tokens or 1} more were asked for, "
-                f"but the model's context window is {self.context_length} tokens"
-            )
-            error.prompt_tokens = prompt_tokens
-            error.max_tokens = max_tokens
-            error.context_length = self.context_length
-            raise error
+        answer_tokens = max_tokens or 1
+        if prompt_tokens + answer_tokens > self.context_length:
+            raise context_overflow(prompt_tokens, answer_tokens, self.context_length)
 
     def stream(self, messages: Sequence[Message], **sampling: Any) -> _core.ChatStream:
         """Stream the answer as ``ChatChunk``s; the last one has ``finish_reason``

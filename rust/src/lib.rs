@@ -20,6 +20,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<stream::Usage>()?;
     m.add_class::<topology::Topology>()?;
     m.add_class::<topology::TopologyRange>()?;
+    m.add_function(wrap_pyfunction!(model_files::inspect_model, m)?)?;
     m.add("ISQ_NAMES", topology::ISQ_NAMES.to_vec())?;
     m.add("BUILD_FEATURES", loader::build_features())?;
     m.add("MISTRALRS_VERSION", MISTRALRS_VERSION)?;

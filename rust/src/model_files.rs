@@ -5,6 +5,10 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::errors::ModelLoadError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ModelFormat {
@@ -42,6 +46,24 @@ impl ModelFiles {
             Self::inspect_dir(path)
         } else {
             Self::inspect_gguf(path)
+        }
+    }
+
+    /// Bytes of weights on disk: the GGUF file, or the directory's safetensors.
+    pub fn size_bytes(&self) -> u64 {
+        let size = |path: &Path| std::fs::metadata(path).map_or(0, |m| m.len());
+        match self.format {
+            ModelFormat::Gguf => size(&self.path),
+            ModelFormat::Plain => std::fs::read_dir(&self.path)
+                .map(|entries| {
+                    entries
+                        .filter_map(Result::ok)
+                        .map(|e| e.path())
+                        .filter(|p| p.extension().is_some_and(|ext| ext == "safetensors"))
+                        .map(|p| size(&p))
+                        .sum()
+                })
+                .unwrap_or(0),
         }
     }
 
@@ -130,4 +152,18 @@ impl ModelFiles {
             num_layers: num_layers as usize,
         })
     }
+}
+
+/// What a model path holds, without loading it: path, format, architecture,
+/// number of layers and size of the weights.
+#[pyfunction]
+pub fn inspect_model<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
+    let files = ModelFiles::inspect(&path).map_err(ModelLoadError::new_err)?;
+    let found = PyDict::new(py);
+    found.set_item("path", files.path.to_string_lossy())?;
+    found.set_item("format", files.format.name())?;
+    found.set_item("architecture", &files.architecture)?;
+    found.set_item("num_layers", files.num_layers)?;
+    found.set_item("size_bytes", files.size_bytes())?;
+    Ok(found)
 }

@@ -1,0 +1,279 @@
+"""The terminal chat: streamed answers, slash commands, history, Ctrl-C handling."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from prompt_toolkit import PromptSession
+from prompt_toolkit.history import FileHistory
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ._core import Usage
+from .config import Config, SamplingSection
+from .errors import MistralVllmError
+from .history import ChatHistory, Conversation
+from .session import Session
+
+# Tokens kept free for the answer when no max_tokens is set.
+DEFAULT_ANSWER_RESERVE = 256
+MULTILINE_FENCE = '"""'
+HELP = """\
+/help               this list
+/new                start a new conversation
+/history            recent conversations
+/resume ID          continue a stored conversation (an id prefix is enough)
+/system TEXT        set the system prompt (empty: none)
+/set KEY VALUE      sampling option: max_tokens, temperature, top_p, top_k, min_p, seed, stop, ... (/set alone shows them)
+/stats              speed of the last answer, tokens in context, KV cache
+/export [FILE]      the conversation as Markdown (to FILE or the screen)
+/clear              clear the screen
+/quit               leave (Ctrl-D works too)
+Start and end a message with \"\"\" to write several lines. Ctrl-C stops an answer."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    finish_reason: str | None
+    usage: Usage | None
+    interrupted: bool
+    dropped_turns: int
+
+
+class ChatApp:
+    """One chat: a session, the conversation being continued, and sampling options."""
+
+    def __init__(self, session: Session, config: Config, history: ChatHistory | None, conversation: Conversation, console: Console) -> None:
+        self.session = session
+        self.config = config
+        self.history = history
+        self.conversation = conversation
+        self.console = console
+        self.sampling: dict[str, Any] = config.sampling.options()
+        self.last_usage: Usage | None = None
+        self.last_prompt_tokens: int | None = None
+
+    @property
+    def budget(self) -> int:
+        return self.config.history.context_budget or self.session.context_length or 2048
+
+    def _reserve(self) -> int:
+        return self.sampling.get("max_tokens") or DEFAULT_ANSWER_RESERVE
+
+    def ask(self, text: str, *, on_text: Callable[[str], None]) -> Answer:
+        """Send ``text`` with the conversation so far; stream the answer into
+        ``on_text``; record the turn (partial and flagged if interrupted)."""
+        fitted = self.conversation.fit(text, count_tokens=self.session.count_tokens, budget=self.budget, reserve=self._reserve())
+        parts: list[str] = []
+        usage = finish_reason = None
+        interrupted = False
+        stream = self.session.stream(fitted.messages, **self.sampling)
+        try:
+            for chunk in stream:
+                parts.append(chunk.text)
+                on_text(chunk.text)
+                if chunk.finish_reason is not None:
+                    finish_reason, usage = chunk.finish_reason, chunk.usage
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            stream.close()
+        answer = Answer("".join(parts), finish_reason, usage, interrupted, fitted.dropped_turns)
+        self.conversation.record_turn(
+            text, answer.text, usage=usage, finish_reason=finish_reason, interrupted=interrupted, dropped_turns=fitted.dropped_turns
+        )
+        self.last_usage = usage or self.last_usage
+        self.last_prompt_tokens = fitted.prompt_tokens
+        return answer
+
+    def new_conversation(self) -> None:
+        system_prompt = self.conversation.system_prompt
+        if self.history is None:
+            self.conversation = Conversation(None, "unsaved", system_prompt)
+        else:
+            info = self.session.info()
+            self.conversation = self.history.new(model=info["model"], config_digest=self.config.digest(), system_prompt=system_prompt)
+
+    # ---- the interactive terminal -------------------------------------------------
+
+    def note(self, text: str, style: str | None = None) -> None:
+        """Print text as it is (brackets in answers or errors are not markup)."""
+        self.console.print(text, style=style, markup=False, highlight=False)
+
+    def say_answer(self, text: str) -> None:
+        answer = self.ask(text, on_text=lambda t: self.console.print(t, end="", markup=False, highlight=False, soft_wrap=True))
+        self.console.print()
+        if answer.dropped_turns:
+            self.note(f"({answer.dropped_turns} oldest turn(s) left out to fit the context window)", "yellow")
+        if answer.interrupted:
+            self.note("[interrupted]", "yellow")
+        elif answer.usage is not None:
+            u = answer.usage
+            self.note(f"{u.completion_tokens} tokens · {u.decode_tok_per_s:.1f} tok/s · first token {u.time_to_first_token_s:.2f} s", "dim")
+
+    def run_command(self, line: str) -> bool:
+        """Handle a slash command; False means quit."""
+        name, _, argument = line.strip().partition(" ")
+        argument = argument.strip()
+        handlers: dict[str, Callable[[str], None]] = {
+            "/help": lambda _: self.note(HELP),
+            "/new": lambda _: self._command_new(),
+            "/history": lambda _: self._command_history(),
+            "/resume": self._command_resume,
+            "/system": self._command_system,
+            "/set": self._command_set,
+            "/stats": lambda _: self._command_stats(),
+            "/export": self._command_export,
+            "/clear": lambda _: self.console.clear(),
+        }
+        if name in ("/quit", "/exit", "/bye"):
+            return False
+        handler = handlers.get(name)
+        if handler is None:
+            self.note(f"unknown command {name}; /help lists them", "red")
+        else:
+            try:
+                handler(argument)
+            except MistralVllmError as e:
+                self.note(str(e), "red")
+        return True
+
+    def _command_new(self) -> None:
+        self.new_conversation()
+        self.note(f"new conversation {self.conversation.id}")
+
+    def _require_history(self) -> ChatHistory:
+        if self.history is None:
+            raise MistralVllmError("history is off (history.enabled is false or --no-history)")
+        return self.history
+
+    def _command_history(self) -> None:
+        table = Table()
+        for name in ("id", "updated", "messages"):
+            table.add_column(name, no_wrap=True)
+        table.add_column("title", no_wrap=True, overflow="ellipsis")
+        for c in self._require_history().list(limit=15):
+            table.add_row(*map(Text, (c.id, time.strftime("%Y-%m-%d %H:%M", time.localtime(c.updated)), str(c.message_count), c.title)))
+        self.console.print(table)
+
+    def _command_resume(self, conversation_id: str) -> None:
+        if not conversation_id:
+            raise MistralVllmError("/resume needs a conversation id (see /history)")
+        self.conversation = self._require_history().resume(conversation_id)
+        turns = sum(1 for m in self.conversation.messages if m.role == "user")
+        self.note(f"resumed {self.conversation.id} ({turns} turns)")
+
+    def _command_system(self, text: str) -> None:
+        self.conversation.set_system_prompt(text or None)
+        self.note("system prompt set" if text else "system prompt cleared")
+
+    def _command_set(self, argument: str) -> None:
+        if not argument:
+            self.note(json.dumps(self.sampling) if self.sampling else "no sampling options set (greedy)")
+            return
+        key, _, raw = argument.partition(" ")
+        raw = raw.strip()
+        try:
+            value = json.loads(raw) if raw else None
+        except json.JSONDecodeError:
+            value = shlex.split(raw) if key == "stop" else raw
+        try:
+            checked = SamplingSection.model_validate({**self.sampling, key: value})
+        except ValidationError as e:
+            problem = e.errors()[0]
+            raise MistralVllmError(f"/set {key}: {problem['msg']}") from None
+        self.sampling = checked.options()
+        self.note(f"{key} = {json.dumps(value)}")
+
+    def _command_stats(self) -> None:
+        info = self.session.info()
+        in_context = self.conversation.fit("", count_tokens=self.session.count_tokens, budget=self.budget, reserve=0).prompt_tokens
+        lines = [f"tokens in context: {in_context} of {self.budget}"]
+        if self.last_usage is not None:
+            u = self.last_usage
+            lines += [
+                f"last answer: {u.prompt_tokens} prompt tokens at {u.prompt_tok_per_s:.1f} tok/s, "
+                f"{u.completion_tokens} generated at {u.decode_tok_per_s:.1f} tok/s, first token after {u.time_to_first_token_s:.2f} s",
+            ]
+        if info["paged_attention"]:
+            lines.append(f"KV cache: paged attention on, block size {info['block_size'] or 32}, memory {info['kv_mem'] or 'default'}")
+        else:
+            lines.append(f"KV cache: paged attention off ({info['device']}), one sequence at a time" if info["max_running_sequences"] == 1 else "KV cache: paged attention off")
+        self.note("\n".join(lines))
+
+    def _command_export(self, target: str) -> None:
+        text = self._require_history().export(self.conversation.id, "markdown")
+        if target:
+            Path(target).expanduser().write_text(text)
+            self.note(f"written to {target}")
+        else:
+            self.note(text)
+
+    def run_interactive(self, prompt_history: Path) -> None:
+        """Read messages at a prompt until /quit or Ctrl-D."""
+        prompt_history.parent.mkdir(parents=True, exist_ok=True)
+        prompt: PromptSession[str] = PromptSession(history=FileHistory(str(prompt_history)))
+        while True:
+            try:
+                line = prompt.prompt(">>> ")
+                if line.strip().startswith(MULTILINE_FENCE):
+                    line = self._read_multiline(prompt, line.strip()[len(MULTILINE_FENCE) :])
+            except KeyboardInterrupt:
+                continue
+            except EOFError:
+                return
+            if not line.strip():
+                continue
+            if line.startswith("/"):
+                if not self.run_command(line):
+                    return
+                continue
+            try:
+                self.say_answer(line)
+            except KeyboardInterrupt:
+                self.note("\n[interrupted]", "yellow")
+            except MistralVllmError as e:
+                self.note(f"\n{e}", "red")
+
+    @staticmethod
+    def _read_multiline(prompt: PromptSession[str], first: str) -> str:
+        if first.rstrip().endswith(MULTILINE_FENCE):
+            return first.rstrip()[: -len(MULTILINE_FENCE)]
+        lines = [first] if first else []
+        while True:
+            line = prompt.prompt("... ")
+            if line.rstrip().endswith(MULTILINE_FENCE):
+                lines.append(line.rstrip()[: -len(MULTILINE_FENCE)])
+                return "\n".join(lines).strip("\n")
+            lines.append(line)
+
+    def run_pipe(self, stdin: TextIO, stdout: TextIO, *, as_json: bool) -> None:
+        """Answer all of ``stdin`` as one message; print only the answer (or JSON)."""
+        question = stdin.read().strip()
+        if not question:
+            raise MistralVllmError("no question on standard input")
+        answer = self.ask(question, on_text=(lambda _: None) if as_json else lambda t: (stdout.write(t), stdout.flush()))
+        if as_json:
+            usage = answer.usage
+            stdout.write(
+                json.dumps(
+                    {
+                        "conversation_id": self.conversation.id if self.history else None,
+                        "text": answer.text,
+                        "finish_reason": answer.finish_reason,
+                        "usage": None
+                        if usage is None
+                        else {name: getattr(usage, name) for name in ("prompt_tokens", "completion_tokens", "total_tokens", "time_to_first_token_s", "prompt_tok_per_s", "decode_tok_per_s", "total_time_s")},
+                    }
+                )
+            )
+        stdout.write("\n")

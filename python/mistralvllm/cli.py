@@ -1,0 +1,256 @@
+"""The `mistralvllm` command: chat, config, history, models, info."""
+
+from __future__ import annotations
+
+import functools
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import platformdirs
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from . import __version__
+from ._core import BUILD_FEATURES, MISTRALRS_VERSION, inspect_model
+from .chat_ui import ChatApp
+from .config import Config, config_schema, load_config
+from .errors import MistralVllmError
+from .history import ChatHistory, Conversation
+from .models import default_model_path
+from .session import Session
+
+F = TypeVar("F", bound=Callable[..., Any])
+config_option = click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="Config file (JSON); see `mistralvllm config schema`."
+)
+
+
+def reports_errors(command: F) -> F:
+    """Turn our errors into a one-line message and exit status 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except MistralVllmError as e:
+            Console(stderr=True).print(f"error: {e}", style="red", markup=False, highlight=False)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def open_history(config: Config) -> ChatHistory | None:
+    return ChatHistory(config.history.path) if config.history.enabled else None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mistralvllm")
+def main() -> None:
+    """Chat with local models on the mistral.rs engine."""
+
+
+def load_session(config: Config, console: Console, *, quiet: bool) -> Session:
+    """Load the model, with a spinner and elapsed time unless ``quiet``."""
+    if quiet:
+        return Session(**config.session_options())
+    name = config.model.path or str(default_model_path())
+    with Progress(SpinnerColumn(), TextColumn("loading {task.description}"), TimeElapsedColumn(), console=console, transient=True) as progress:
+        progress.add_task(Path(name).name, total=None)
+        return Session(**config.session_options())
+
+
+@main.command()
+@config_option
+@click.option("--model", help="A .gguf file or a Hugging Face model directory (overrides the config).")
+@click.option("--resume", "resume_id", help="Continue a stored conversation (id or id prefix).")
+@click.option("--system", "system_prompt", help="System prompt for a new conversation.")
+@click.option("--json", "as_json", is_flag=True, help="Pipe mode: print the answer as JSON.")
+@click.option("--no-history", is_flag=True, help="Do not store this chat.")
+@reports_errors
+def chat(config_path: Path | None, model: str | None, resume_id: str | None, system_prompt: str | None, as_json: bool, no_history: bool) -> None:
+    """Chat in the terminal; with piped input, answer it and print only the answer."""
+    overrides: dict[str, Any] = {}
+    if model:
+        overrides["model"] = {"path": model}
+    if system_prompt is not None:
+        overrides["system_prompt"] = system_prompt
+    if no_history:
+        overrides["history"] = {"enabled": False}
+    config = load_config(config_path, overrides=overrides)
+    interactive = sys.stdin.isatty()
+    console = Console(stderr=not interactive)
+    history = open_history(config)
+    session = load_session(config, console, quiet=not interactive)
+    with session:
+        info = session.info()
+        if resume_id is not None:
+            if history is None:
+                raise MistralVllmError("--resume needs the history (history.enabled is false or --no-history)")
+            conversation = history.resume(resume_id)
+        elif history is None:
+            conversation = Conversation(None, "unsaved", config.system_prompt)
+        else:
+            conversation = history.new(model=info["model"], config_digest=config.digest(), system_prompt=config.system_prompt)
+        app = ChatApp(session, config, history, conversation, console)
+        if not interactive:
+            app.run_pipe(sys.stdin, sys.stdout, as_json=as_json)
+            return
+        console.print(
+            f"[bold]{escape(Path(info['model']).name)}[/bold] ({info['architecture']}, {info['num_layers']} layers, {info['device']}) · "
+            f"conversation {conversation.id} · /help for commands, Ctrl-D to leave",
+            highlight=False,
+        )
+        app.run_interactive(Path(platformdirs.user_data_dir("mistralvllm")) / "prompt_history")
+
+
+@main.group("config")
+def config_group() -> None:
+    """Check a config file, or print its JSON schema."""
+
+
+@config_group.command("check")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@reports_errors
+def config_check(path: Path) -> None:
+    """Validate PATH (with MISTRALVLLM_* variables applied) and summarize it."""
+    config = load_config(path)
+    topology = config.build_topology()
+    click.echo(f"{path}: ok")
+    click.echo(f"  model: {config.model.path or 'bundled default (' + str(default_model_path().name) + ')'} on {config.model.device}")
+    if topology is not None:
+        ranges = [f"{r.start}..{r.end} {r.isq or 'no isq'}" for r in topology.ranges]
+        click.echo(f"  topology: {', '.join(ranges)}")
+    click.echo(f"  paged attention: {config.paged_attention.mode}; history: {'on' if config.history.enabled else 'off'}")
+
+
+@config_group.command("schema")
+def config_schema_command() -> None:
+    """Print the JSON schema of the config file."""
+    click.echo(json.dumps(config_schema(), indent=2))
+
+
+@main.group()
+def history() -> None:
+    """Stored conversations: list, show, export, search, rm."""
+
+
+def _history_from(config_path: Path | None) -> ChatHistory:
+    config = load_config(config_path)
+    return ChatHistory(config.history.path)
+
+
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+
+
+@history.command("list")
+@config_option
+@click.option("-n", "--limit", default=20, show_default=True)
+@reports_errors
+def history_list(config_path: Path | None, limit: int) -> None:
+    """The most recent conversations."""
+    table = Table()
+    for name in ("id", "updated", "messages", "model"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("title", no_wrap=True, overflow="ellipsis")
+    for c in _history_from(config_path).list(limit=limit):
+        table.add_row(*map(Text, (c.id, _when(c.updated), str(c.message_count), Path(c.model).name if c.model else "-", c.title)))
+    Console().print(table)
+
+
+@history.command("show")
+@config_option
+@click.argument("conversation_id")
+@reports_errors
+def history_show(config_path: Path | None, conversation_id: str) -> None:
+    """A conversation's messages."""
+    store = _history_from(config_path)
+    summary = store.show(conversation_id)
+    console = Console(highlight=False)
+    console.print(f"{summary.title or summary.id}  {summary.id}  {_when(summary.created)}", style="bold", markup=False)
+    if summary.system_prompt:
+        console.print(f"system: {summary.system_prompt}", style="dim", markup=False)
+    for message in store.messages(summary.id):
+        flag = " (interrupted)" if message.interrupted else ""
+        console.print(f"{message.role}{flag}:", style="bold", markup=False)
+        console.print(message.content, markup=False)
+
+
+@history.command("export")
+@config_option
+@click.argument("conversation_id")
+@click.option("--format", "export_format", type=click.Choice(["json", "markdown"]), default="markdown", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file instead of standard output.")
+@reports_errors
+def history_export(config_path: Path | None, conversation_id: str, export_format: str, output: Path | None) -> None:
+    """A conversation as Markdown or JSON."""
+    text = _history_from(config_path).export(conversation_id, export_format)  # type: ignore[arg-type]
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text)
+
+
+@history.command("search")
+@config_option
+@click.argument("text")
+@reports_errors
+def history_search(config_path: Path | None, text: str) -> None:
+    """Messages containing all the words of TEXT."""
+    table = Table()
+    for name in ("conversation", "role", "when"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("match")
+    for hit in _history_from(config_path).search(text):
+        table.add_row(*map(Text, (hit.conversation_id, hit.role, _when(hit.created), hit.snippet)))
+    Console().print(table)
+
+
+@history.command("rm")
+@config_option
+@click.argument("conversation_id")
+@reports_errors
+def history_rm(config_path: Path | None, conversation_id: str) -> None:
+    """Delete a conversation."""
+    store = _history_from(config_path)
+    summary = store.show(conversation_id)
+    store.delete(summary.id)
+    click.echo(f"deleted {summary.id}")
+
+
+@main.command()
+@config_option
+@reports_errors
+def models(config_path: Path | None) -> None:
+    """The bundled default model and the config's model: size, architecture, layers."""
+    config = load_config(config_path)
+    paths = [("default", str(default_model_path()))]
+    if config.model.path:
+        paths.append(("config", config.model.path))
+    table = Table("source", "path", "format", "architecture", "layers", "size")
+    for source, path in paths:
+        try:
+            found = inspect_model(path)
+        except MistralVllmError as e:
+            table.add_row(*map(Text, (source, path, "-", str(e), "-", "-")))
+            continue
+        table.add_row(*map(Text, (source, found["path"], found["format"], found["architecture"], str(found["num_layers"]), f"{found['size_bytes'] / 2**20:.0f} MiB")))
+    Console().print(table)
+
+
+@main.command()
+def info() -> None:
+    """Versions and build features."""
+    click.echo(f"mistralvllm {__version__}")
+    click.echo(f"mistral.rs {MISTRALRS_VERSION}")
+    click.echo(f"build features: {', '.join(['cpu', *BUILD_FEATURES])}")
+    click.echo(f"python {platform.python_version()} on {platform.system()} {platform.machine()}")

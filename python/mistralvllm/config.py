@@ -1,0 +1,337 @@
+"""The configuration file (`config/config.json`), validated with pydantic.
+
+Precedence, lowest first: defaults < config file < environment
+(``MISTRALVLLM_<SECTION>__<FIELD>``, e.g. ``MISTRALVLLM_SAMPLING__TEMPERATURE=0.7``)
+< command-line flags. Every error names where the bad value came from (the
+file or the environment variable), the field path and what was expected.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ._core import ISQ_NAMES, Topology
+from .errors import ConfigError
+
+ENV_PREFIX = "MISTRALVLLM_"
+_DEVICE = re.compile(r"^(auto|cpu|cuda\[\d+\]|metal\[\d+\])$")
+_LAYERS = re.compile(r"^\s*(\d+)\s*(?:\.\.|-)\s*(\d+)\s*$")
+
+
+def _check_isq(value: str | None) -> str | None:
+    if value is None:
+        return None
+    for name in ISQ_NAMES:
+        if name.lower() == value.lower():
+            return name
+    raise ValueError(f"{value!r} is not one of {', '.join(ISQ_NAMES)}")
+
+
+def _check_device(value: str | None) -> str | None:
+    if value is not None and not _DEVICE.match(value):
+        raise ValueError(f"{value!r} is not a device; expected 'auto', 'cpu', 'cuda[N]' or 'metal[N]'")
+    return value
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(Section):
+    """Which model to load and how."""
+
+    path: str | None = Field(None, description="A .gguf file or a Hugging Face model directory; null: the bundled default model")
+    dtype: Literal["auto", "bf16", "f16", "f32"] = "auto"
+    device: str = Field("auto", description="auto, cpu, cuda[N] or metal[N]")
+    isq: str | None = Field(None, description="In-situ quantization of the whole (plain) model, e.g. Q4K")
+
+    _isq = field_validator("isq")(_check_isq)
+    _device = field_validator("device")(_check_device)
+
+
+class TopologyRangeSection(Section):
+    """One layer range of the per-layer topology; `layers` is end-exclusive."""
+
+    layers: str = Field(description="'START..END' (end exclusive), e.g. '0..8'")
+    isq: str | None = None
+    device: str | None = None
+
+    _isq = field_validator("isq")(_check_isq)
+    _device = field_validator("device")(_check_device)
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, value: str) -> str:
+        match = _LAYERS.match(value)
+        if match is None:
+            raise ValueError(f"{value!r} is not a layer range; expected 'START..END' (end exclusive), e.g. '0..8'")
+        start, end = int(match[1]), int(match[2])
+        if start >= end:
+            raise ValueError(f"{value!r}: start must be below end (the end is exclusive)")
+        return f"{start}..{end}"
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        start, end = self.layers.split("..")
+        return int(start), int(end)
+
+
+class PagedAttentionSection(Section):
+    """PagedAttention (CUDA/Metal): mode, block size and KV-cache memory."""
+
+    mode: Literal["auto", "on", "off"] = "auto"
+    block_size: Literal[8, 16, 32] | None = None
+    gpu_mem: int | None = Field(None, gt=0, description="KV-cache memory in MB")
+    gpu_mem_usage: float | None = Field(None, gt=0, le=1, description="KV-cache memory as a fraction of GPU memory")
+    context_len: int | None = Field(None, gt=0, description="KV-cache memory sized for this many tokens")
+
+    @model_validator(mode="after")
+    def _one_memory_setting(self) -> PagedAttentionSection:
+        given = [n for n in ("gpu_mem", "gpu_mem_usage", "context_len") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise ValueError(f"set at most one of gpu_mem, gpu_mem_usage, context_len (got {', '.join(given)})")
+        return self
+
+    def kv_mem(self) -> int | float | str | None:
+        """The memory setting in `Session`'s `kv_mem` form."""
+        if self.gpu_mem is not None:
+            return self.gpu_mem
+        if self.gpu_mem_usage is not None:
+            return float(self.gpu_mem_usage)
+        if self.context_len is not None:
+            return f"{self.context_len} tokens"
+        return None
+
+
+class EngineSection(Section):
+    max_num_seqs: int = Field(32, ge=1, description="Sequences the engine runs at once")
+    prefix_cache: int = Field(16, ge=0, description="Sequences kept in the prefix cache; 0 turns it off")
+
+
+class SamplingSection(Section):
+    """Defaults for every request; a request (or /set in the chat) overrides them."""
+
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=100)
+    top_p: float | None = Field(None, ge=0, le=1)
+    top_k: int | None = Field(None, ge=1)
+    min_p: float | None = Field(None, ge=0, le=1)
+    seed: int | None = Field(None, ge=0)
+    stop: list[str] | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    repetition_penalty: float | None = Field(None, gt=0)
+
+    def options(self) -> dict[str, Any]:
+        """The set fields, as keyword arguments for `Session.chat`."""
+        return self.model_dump(exclude_none=True)
+
+
+class HistorySection(Section):
+    enabled: bool = True
+    path: str | None = Field(None, description="SQLite database; null: history.sqlite3 in the user data directory")
+    context_budget: int | None = Field(None, ge=1, description="Tokens of context a chat may use; null: the model's context window")
+
+
+class ServerSection(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    api_key: str | None = None
+
+
+class Config(Section):
+    """Everything `mistralvllm chat` and `mistralvllm serve` need."""
+
+    model: ModelSection = ModelSection()
+    topology: list[TopologyRangeSection] = Field(default_factory=list)
+    paged_attention: PagedAttentionSection = PagedAttentionSection()
+    engine: EngineSection = EngineSection()
+    sampling: SamplingSection = SamplingSection()
+    system_prompt: str | None = None
+    history: HistorySection = HistorySection()
+    server: ServerSection = ServerSection()
+
+    @model_validator(mode="after")
+    def _topology_is_consistent(self) -> Config:
+        self.build_topology()
+        return self
+
+    def build_topology(self) -> Topology | None:
+        """The `topology` list as a `Topology` (None when empty)."""
+        if not self.topology:
+            return None
+        topology = Topology()
+        for index, entry in enumerate(self.topology):
+            try:
+                topology = topology.with_range(*entry.bounds, isq=entry.isq, device=entry.device)
+            except ConfigError as e:
+                raise ValueError(f"topology[{index}]: {e}") from None
+        return topology
+
+    def session_options(self) -> dict[str, Any]:
+        """Keyword arguments for `Session`."""
+        return {
+            "model": self.model.path,
+            "topology": self.build_topology(),
+            "isq": self.model.isq,
+            "device": self.model.device,
+            "dtype": self.model.dtype,
+            "paged_attention": self.paged_attention.mode,
+            "block_size": self.paged_attention.block_size,
+            "kv_mem": self.paged_attention.kv_mem(),
+            "max_num_seqs": self.engine.max_num_seqs,
+            "prefix_cache": self.engine.prefix_cache,
+        }
+
+    def digest(self) -> str:
+        """A short hash of the settings that shape answers, stored with each conversation."""
+        shaping = self.model_dump(include={"model", "topology", "sampling", "system_prompt"})
+        return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    """``MISTRALVLLM_SECTION__FIELD=value`` → nested dict, and which variable set each path.
+    Values are parsed as JSON when they can be (numbers, booleans, null, lists)."""
+    overrides: dict[str, Any] = {}
+    origins: dict[tuple[str, ...], str] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}CONFIG":
+            continue
+        path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        target = overrides
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"{name}: {'.'.join(path[:-1])} is not a section")
+        target[path[-1]] = value
+        origins[path] = name
+    return overrides, origins
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _field_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model that holds the field at ``loc`` (for "did you mean")."""
+    model: Any = Config
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        annotation = field.annotation
+        inner = getattr(annotation, "__args__", (annotation,))[0] if getattr(annotation, "__origin__", None) is list else annotation
+        if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
+            return None
+        model = inner
+    return model
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    loc = tuple(error["loc"])
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        model = _field_model(loc)
+        known = list(model.model_fields) if model else []
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of {', '.join(known)}" if known else ""
+        return f"unknown key {loc[-1]!r}{hint}"
+    message = str(error["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    message = message[:1].lower() + message[1:]
+    shown = error.get("input")
+    if kind in ("literal_error", "enum"):
+        return f"{shown!r}: {message}"
+    if kind != "missing" and not isinstance(shown, dict | list) and not message.startswith("'"):
+        return f"{message} (got {shown!r})"
+    return message
+
+
+def _errors_to_config_error(error: ValidationError, source: str, origins: Mapping[tuple[str, ...], str]) -> ConfigError:
+    lines = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        where = next((origins[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in origins), source)
+        field = f"{_format_loc(loc)}: " if loc else ""
+        lines.append(f"{where}: {field}{_describe(item)}")
+    return ConfigError("\n".join(lines))
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The raw JSON object of a config file, with errors that name it."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file ({e.strerror or e})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: line {e.lineno} column {e.colno}: invalid JSON: {e.msg}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
+    return data
+
+
+def _resolve_relative_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Model and history paths written in a file are relative to the file."""
+    for section in ("model", "history"):
+        value = data.get(section)
+        if isinstance(value, dict) and isinstance(value.get("path"), str):
+            path = Path(value["path"]).expanduser()
+            data[section] = {**value, "path": str(path if path.is_absolute() else base / path)}
+    return data
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Defaults < the file at ``path`` < ``MISTRALVLLM_*`` environment < ``overrides``
+    (nested dict, e.g. from command-line flags). Relative model and history
+    paths in a file are taken relative to the file's directory."""
+    environ = os.environ if environ is None else environ
+    data = _resolve_relative_paths(read_config_file(path), Path(path).resolve().parent) if path is not None else {}
+    source = str(path) if path is not None else "defaults"
+    env_data, origins = _env_overrides(environ)
+    merged = _merge(_merge(data, env_data), overrides or {})
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as e:
+        raise _errors_to_config_error(e, source, origins) from None
+
+
+def config_schema() -> dict[str, Any]:
+    """JSON schema of the config file, for editors."""
+    return Config.model_json_schema()

@@ -1,0 +1,126 @@
+"""The `mistralvllm` command, in a real terminal (pexpect) and in pipes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from mistralvllm.history import ChatHistory
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = str(REPO / "config" / "config.json")
+ITALY = "What is the capital of Italy? Answer in one word."
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """A private history database and data directory for the command."""
+    return {
+        **os.environ,
+        "MISTRALVLLM_HISTORY__PATH": str(tmp_path / "history.sqlite3"),
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "COLUMNS": "200",
+    }
+
+
+def run(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mistralvllm", *args], input=stdin, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_pipe_mode_prints_only_the_answer(cli_env: dict[str, str]) -> None:
+    result = run(cli_env, "chat", "--config", CONFIG, stdin=ITALY + "\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "The capital of Italy is Rome.\n"
+
+
+def test_pipe_mode_json_and_the_history_commands(cli_env: dict[str, str]) -> None:
+    result = run(cli_env, "chat", "--config", CONFIG, "--json", stdin="What is the chemical symbol for water?")
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert "H2O" in answer["text"]
+    assert answer["finish_reason"] == "stop"
+    assert answer["usage"]["completion_tokens"] > 0 and answer["usage"]["decode_tok_per_s"] > 0
+    conversation_id = answer["conversation_id"]
+
+    listed = run(cli_env, "history", "list")
+    assert conversation_id in listed.stdout and "What is the chemical symbol" in listed.stdout
+    found = run(cli_env, "history", "search", "H2O")
+    assert conversation_id in found.stdout
+    exported = json.loads(run(cli_env, "history", "export", conversation_id, "--format", "json").stdout)
+    assert [m["role"] for m in exported["messages"]] == ["user", "assistant"]
+    shown = run(cli_env, "history", "show", conversation_id[:12])
+    assert "H2O" in shown.stdout
+    assert run(cli_env, "history", "rm", conversation_id).returncode == 0
+    missing = run(cli_env, "history", "show", conversation_id)
+    assert missing.returncode == 1 and "no conversation" in missing.stderr
+
+
+def test_config_check_schema_models_info(cli_env: dict[str, str], tmp_path: Path) -> None:
+    assert "config.json: ok" in run(cli_env, "config", "check", CONFIG).stdout
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"sampling": {"tempurature": 1}}')
+    checked = run(cli_env, "config", "check", str(broken))
+    assert checked.returncode == 1
+    assert "sampling.tempurature: unknown key 'tempurature'; did you mean 'temperature'?" in checked.stderr
+    assert json.loads(run(cli_env, "config", "schema").stdout)["title"] == "Config"
+    models = run(cli_env, "models").stdout
+    assert "SmolLM2-135M-Instruct.Q4_1.gguf" in models and "llama" in models and "30" in models
+    info = run(cli_env, "info").stdout
+    assert "mistral.rs 0.8.1" in info and "build features: cpu" in info
+
+
+def test_interactive_chat_in_a_terminal(cli_env: dict[str, str]) -> None:
+    child = pexpect.spawn(
+        sys.executable, ["-m", "mistralvllm", "chat", "--config", CONFIG], env=cli_env, encoding="utf-8", timeout=120, dimensions=(50, 200)
+    )
+    try:
+        child.expect("conversation ([0-9a-f]{17})")
+        first_id = child.match.group(1)
+        child.expect(">>>")
+        child.sendline(ITALY)
+        child.expect("Rome")
+        child.expect("tok/s")
+        child.expect(">>>")
+
+        child.sendline("/stats")
+        child.expect("tokens in context: \\d+ of 8192")
+        child.expect("generated at [0-9.]+ tok/s")
+        child.expect(">>>")
+
+        child.sendline("Write a long story about a dragon who learns to fly.")
+        child.expect("learns to fly\\.")
+        child.expect("upon a time")
+        child.sendintr()
+        child.expect("interrupted")
+        child.expect(">>>")
+        child.sendline("What is the chemical symbol for water?")
+        child.expect("H2O")
+        child.expect(">>>")
+
+        child.sendline("/new")
+        child.expect("new conversation")
+        child.expect(">>>")
+        child.sendline(f"/resume {first_id[:12]}")
+        child.expect(f"resumed {first_id} \\(3 turns\\)")
+        child.expect(">>>")
+        child.sendline('"""')
+        child.sendline("What is the opposite")
+        child.sendline('of hot?"""')
+        child.expect("cold")
+        child.expect(">>>")
+        child.sendline("/quit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+
+    messages = ChatHistory(cli_env["MISTRALVLLM_HISTORY__PATH"]).messages(first_id)
+    assert [m.role for m in messages] == ["user", "assistant"] * 4
+    assert [m.interrupted for m in messages if m.role == "assistant"] == [False, True, False, False]
+    assert messages[6].content == "What is the opposite\nof hot?"
+    assert "Rome" in messages[1].content and "H2O" in messages[5].content
