@@ -114,7 +114,12 @@ def test_interactive_chat_in_a_terminal(cli_env: dict[str, str]) -> None:
         child.sendline('of hot?"""')
         child.expect("cold")
         child.expect(">>>")
-        child.sendline("/quit")
+        child.sendintr()  # Ctrl-C at the prompt keeps the conversation
+        child.expect(">>>")
+        child.sendline("/export")
+        child.expect("of hot\\?")
+        child.expect(">>>")
+        child.sendeof()  # Ctrl-D leaves
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)
@@ -124,3 +129,18 @@ def test_interactive_chat_in_a_terminal(cli_env: dict[str, str]) -> None:
     assert [m.interrupted for m in messages if m.role == "assistant"] == [False, True, False, False]
     assert messages[6].content == "What is the opposite\nof hot?"
     assert "Rome" in messages[1].content and "H2O" in messages[5].content
+
+
+def test_resumed_pipe_chats_drop_the_oldest_turns_to_fit(cli_env: dict[str, str]) -> None:
+    env = {**cli_env, "MISTRALVLLM_HISTORY__CONTEXT_BUDGET": "110", "MISTRALVLLM_SAMPLING__MAX_TOKENS": "40"}
+    first = json.loads(run(env, "chat", "--config", CONFIG, "--json", stdin=ITALY).stdout)
+    conversation_id = first["conversation_id"]
+    for question in ("What is the chemical symbol for water?", "What is the opposite of hot?"):
+        answer = run(env, "chat", "--config", CONFIG, "--resume", conversation_id, stdin=question)
+        assert answer.returncode == 0, answer.stderr
+    assert "cold" in answer.stdout.lower()
+    messages = ChatHistory(env["MISTRALVLLM_HISTORY__PATH"]).messages(conversation_id)
+    assert len(messages) == 6
+    dropped = [m.dropped_turns for m in messages if m.role == "user"]
+    assert dropped[0] == 0 and dropped[-1] >= 1, dropped
+    assert all(m.prompt_tokens is None or m.prompt_tokens + 40 <= 110 for m in messages)
