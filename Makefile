@@ -16,7 +16,7 @@ FEATURES ?=
 PYTEST_ARGS ?=
 PYTHON_LIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 
-.PHONY: venv build chat test test-rust test-python wheel clean
+.PHONY: venv build chat serve test test-rust test-python wheel clean
 
 venv: $(VENV)/.deps
 
@@ -32,6 +32,9 @@ build: venv
 
 chat: build
 	$(PY) -m mistralvllm chat --config config/config.json
+
+serve: build
+	$(PY) -m mistralvllm serve --config config/config.json
 
 test: build test-rust test-python
 

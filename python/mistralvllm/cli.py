@@ -112,6 +112,32 @@ def chat(config_path: Path | None, model: str | None, resume_id: str | None, sys
         app.run_interactive(Path(platformdirs.user_data_dir("mistralvllm")) / "prompt_history")
 
 
+@main.command()
+@config_option
+@click.option("--host", help="Address to bind (default: the config's server.host, 127.0.0.1).")
+@click.option("--port", type=int, help="Port (default: the config's server.port, 8000).")
+@reports_errors
+def serve(config_path: Path | None, host: str | None, port: int | None) -> None:
+    """Serve the OpenAI-compatible API and the web chat page."""
+    import logging
+
+    import uvicorn
+
+    from .server import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    server = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    config = load_config(config_path, overrides={"server": server} if server else None)
+    if config.server.host not in ("127.0.0.1", "localhost", "::1") and config.server.api_key is None:
+        Console(stderr=True).print(
+            f"WARNING: listening on {config.server.host} without an API key: anyone who can reach this port can use the model "
+            "and read the chat history. Set server.api_key (or MISTRALVLLM_SERVER__API_KEY).",
+            style="bold red",
+            markup=False,
+        )
+    uvicorn.run(create_app(config), host=config.server.host, port=config.server.port, log_level="info")
+
+
 @main.group("config")
 def config_group() -> None:
     """Check a config file, or print its JSON schema."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import sqlite3
 import time
@@ -60,6 +61,7 @@ CREATE TRIGGER IF NOT EXISTS messages_fts_delete AFTER DELETE ON messages BEGIN
 END;
 """
 TITLE_LENGTH = 60
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class HistoryError(MistralVllmError):
@@ -242,9 +244,19 @@ class ChatHistory:
         with closing(self._connect()) as db:
             return db.execute(sql, parameters).fetchall()
 
-    def new(self, *, model: str | None = None, config_digest: str | None = None, system_prompt: str | None = None, title: str = "") -> Conversation:
-        """Start a conversation."""
-        conversation_id = _new_id()
+    def new(
+        self,
+        *,
+        model: str | None = None,
+        config_digest: str | None = None,
+        system_prompt: str | None = None,
+        title: str = "",
+        conversation_id: str | None = None,
+    ) -> Conversation:
+        """Start a conversation (with a given id, e.g. one a client chose)."""
+        if conversation_id is not None and not _CLIENT_ID.match(conversation_id):
+            raise HistoryError(f"conversation id {conversation_id!r}: expected 1-64 letters, digits, '-' or '_'")
+        conversation_id = conversation_id or _new_id()
         now = time.time()
         with self._transaction() as db:
             db.execute(
@@ -324,6 +336,14 @@ class ChatHistory:
             note = " *(interrupted)*" if message.interrupted else ""
             lines += ["", f"**{message.role}**{note}:", "", message.content]
         return "\n".join(lines) + "\n"
+
+    def exists(self, conversation_id: str) -> bool:
+        return bool(self._read("SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)))
+
+    def rename(self, conversation_id: str, title: str) -> None:
+        full_id = self._resolve(conversation_id)
+        with self._transaction() as db:
+            db.execute("UPDATE conversations SET title = ? WHERE id = ?", (title[:200], full_id))
 
     def delete(self, conversation_id: str) -> None:
         full_id = self._resolve(conversation_id)

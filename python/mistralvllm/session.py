@@ -10,6 +10,7 @@ import asyncio
 import functools
 import os
 import re
+import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -111,8 +112,26 @@ class Session:
         # released), one per running sequence, so they never starve each other
         # or the event loop's default executor.
         self._waiters = ThreadPoolExecutor(max_workers=max_num_seqs + 2, thread_name_prefix="mistralvllm-wait")
+        # Async callers queue for the engine on their event loop, so a long
+        # line of waiting requests holds no thread (see `admission`).
+        self._admission: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+        self._queued = 0
 
-    async def _off_loop(self, function: Any, *args: Any, **kwargs: Any) -> Any:
+    async def admission(self) -> asyncio.Semaphore:
+        """Wait on the event loop until the engine takes another sequence; the
+        caller must ``release()`` the returned semaphore when its stream ends."""
+        loop = asyncio.get_running_loop()
+        slots = self._admission.setdefault(loop, asyncio.Semaphore(self._info["max_running_sequences"]))
+        self._queued += 1
+        try:
+            await slots.acquire()
+        finally:
+            self._queued -= 1
+        return slots
+
+    async def off_loop(self, function: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a blocking call (``next(stream)``, ``chat``) on the session's
+        waiting threads, so the event loop keeps going."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._waiters, functools.partial(function, *args, **kwargs))
 
@@ -120,7 +139,8 @@ class Session:
         """Prompt tokens of ``messages`` after the model's chat template."""
         return len(self._engine.tokenize(list(messages)))
 
-    def _check_context(self, messages: Sequence[Message], max_tokens: int | None) -> None:
+    def check_context(self, messages: Sequence[Message], max_tokens: int | None) -> None:
+        """Raise `ContextOverflowError` if the prompt plus ``max_tokens`` exceeds the context window."""
         if self.context_length is None:
             return
         prompt_tokens = self.count_tokens(messages)
@@ -136,7 +156,7 @@ class Session:
         min_p, seed, stop, frequency_penalty, presence_penalty, repetition_penalty.
         """
         messages = list(messages)
-        self._check_context(messages, sampling.get("max_tokens"))
+        self.check_context(messages, sampling.get("max_tokens"))
         return self._engine.stream(messages, **sampling)
 
     def chat(self, messages: Sequence[Message], **sampling: Any) -> ChatResult:
@@ -156,21 +176,35 @@ class Session:
 
     async def astream(self, messages: Sequence[Message], **sampling: Any) -> AsyncIterator[ChatChunk]:
         """:meth:`stream` as an async iterator; waiting happens off the event loop."""
-        stream = await self._off_loop(self.stream, messages, **sampling)
+        slots = await self.admission()
         try:
-            while (chunk := await self._off_loop(next, stream, None)) is not None:
-                yield chunk
+            stream = await self.off_loop(self.stream, messages, **sampling)
+            try:
+                while (chunk := await self.off_loop(next, stream, None)) is not None:
+                    yield chunk
+            finally:
+                stream.close()
         finally:
-            stream.close()
+            slots.release()
 
     async def achat(self, messages: Sequence[Message], **sampling: Any) -> ChatResult:
         """:meth:`chat` without blocking the event loop."""
-        return await self._off_loop(self.chat, messages, **sampling)
+        slots = await self.admission()
+        try:
+            return await self.off_loop(self.chat, messages, **sampling)
+        finally:
+            slots.release()
 
     def info(self) -> dict[str, Any]:
         """Model path, format, architecture, layers, device, dtype, paged
         attention (on/off, block size, KV memory), topology in effect."""
         return self._engine.info()
+
+    def sequence_counts(self) -> dict[str, int]:
+        """``running``: streams being generated; ``waiting``: requests queued
+        to enter the engine (on CPU one sequence runs at a time)."""
+        counts = self._engine.sequence_counts()
+        return {"running": counts["running"], "waiting": counts["waiting"] + self._queued}
 
     @property
     def closed(self) -> bool:

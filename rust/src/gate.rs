@@ -7,6 +7,7 @@
 //! answers leak into each other. Until that is fixed upstream, a CPU session
 //! admits one sequence at a time; requests from other threads wait their turn.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, ThreadId};
 
@@ -57,5 +58,29 @@ impl SequenceGate {
             _permit: permit,
             holder: self.holder.clone(),
         })
+    }
+}
+
+/// Counts streams in some state (running, waiting) while guards live.
+#[derive(Clone, Default)]
+pub struct SequenceCount(Arc<AtomicUsize>);
+
+/// One counted stream; dropping it takes it off the count.
+pub struct CountGuard(Arc<AtomicUsize>);
+
+impl SequenceCount {
+    pub fn enter(&self) -> CountGuard {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        CountGuard(self.0.clone())
+    }
+
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for CountGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }

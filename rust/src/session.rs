@@ -19,7 +19,7 @@ use pyo3::types::{PyDict, PyList};
 use tokio::sync::mpsc::channel;
 
 use crate::errors::{panic_message, ConfigError, ModelLoadError, RequestError};
-use crate::gate::SequenceGate;
+use crate::gate::{SequenceCount, SequenceGate};
 use crate::loader::{
     build_features, build_model, device_name, dtype_name, parse_device, parse_dtype, parse_kv_mem,
     LoadOptions, RUNTIME,
@@ -51,6 +51,8 @@ pub struct Session {
     model: RwLock<Option<Arc<Model>>>,
     /// Present on CPU, where batched decoding is broken (see `gate.rs`).
     gate: Option<SequenceGate>,
+    running: SequenceCount,
+    waiting: SequenceCount,
     info: SessionInfo,
 }
 
@@ -225,6 +227,8 @@ impl Session {
         Ok(Self {
             model: RwLock::new(Some(Arc::new(model))),
             gate,
+            running: SequenceCount::default(),
+            waiting: SequenceCount::default(),
             info,
         })
     }
@@ -288,17 +292,20 @@ impl Session {
             model_id: None,
             truncate_sequence: false,
         }));
-        let (gate_pass, sent_at) = py.detach(|| {
+        let (gate_pass, running, sent_at) = py.detach(|| {
+            let waiting = self.waiting.enter();
             let gate_pass = self
                 .gate
                 .as_ref()
                 .map(|gate| gate.enter(&RUNTIME))
                 .transpose()?;
+            drop(waiting);
+            let running = self.running.enter();
             let sent_at = Instant::now();
             send_to_engine(&model, request)?;
-            Ok::<_, PyErr>((gate_pass, sent_at))
+            Ok::<_, PyErr>((gate_pass, running, sent_at))
         })?;
-        Ok(ChatStream::new(rx, gate_pass, sent_at, stops))
+        Ok(ChatStream::new(rx, gate_pass, running, sent_at, stops))
     }
 
     /// Token ids of `messages` rendered with the model's chat template.
@@ -358,6 +365,14 @@ impl Session {
         dict.set_item("build_features", build_features())?;
         dict.set_item("closed", self.closed())?;
         Ok(dict)
+    }
+
+    /// Streams being generated now, and requests waiting to enter the engine.
+    fn sequence_counts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let counts = PyDict::new(py);
+        counts.set_item("running", self.running.get())?;
+        counts.set_item("waiting", self.waiting.get())?;
+        Ok(counts)
     }
 
     /// Stop the engine and free the model; later requests raise `RequestError`.

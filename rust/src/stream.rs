@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 use tokio::sync::mpsc::Receiver;
 
 use crate::errors::{ContextOverflowError, RequestError};
-use crate::gate::GatePass;
+use crate::gate::{CountGuard, GatePass};
 
 /// Token counts and timings of one finished request.
 #[pyclass(module = "mistralvllm._core", frozen, get_all)]
@@ -131,6 +131,7 @@ fn held_back_len(text: &str, stop: &str) -> usize {
 struct StreamState {
     rx: Option<Receiver<Response>>,
     gate_pass: Option<GatePass>,
+    running: Option<CountGuard>,
     first_token_s: Option<f64>,
     stops: StopTrimmer,
 }
@@ -140,6 +141,7 @@ impl StreamState {
     fn end(&mut self) {
         self.rx = None;
         self.gate_pass = None;
+        self.running = None;
     }
 }
 
@@ -165,6 +167,7 @@ impl ChatStream {
     pub fn new(
         rx: Receiver<Response>,
         gate_pass: Option<GatePass>,
+        running: CountGuard,
         sent_at: Instant,
         stops: Vec<String>,
     ) -> Self {
@@ -172,6 +175,7 @@ impl ChatStream {
             state: Mutex::new(StreamState {
                 rx: Some(rx),
                 gate_pass,
+                running: Some(running),
                 first_token_s: None,
                 stops: StopTrimmer::new(stops),
             }),

@@ -1,0 +1,370 @@
+"""The FastAPI application: OpenAI-compatible chat, models, health, metrics,
+conversations, and the web chat page.
+
+One `Session` serves every request; the engine takes them all at once
+(continuous batching on GPU; one sequence at a time on CPU, see
+rust/src/gate.rs).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .._core import Usage
+from ..config import Config
+from ..errors import ContextOverflowError, MistralVllmError, RequestError
+from ..history import ChatHistory, Conversation, HistoryError
+from ..session import Session
+from .metrics import ServiceMetrics
+from .openai_schema import ChatCompletionRequest
+
+log = logging.getLogger("mistralvllm.server")
+MAX_BODY_BYTES = 1 << 20
+STATIC = resources.files("mistralvllm.server") / "static"
+
+
+class APIError(Exception):
+    """An error answered in OpenAI's shape."""
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+
+    def response(self) -> JSONResponse:
+        body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+        return JSONResponse(body, status_code=self.status, headers=headers)
+
+
+class BodyLimit:
+    """Answer 413 to request bodies over ``limit`` bytes, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        too_large = APIError(413, f"request body is larger than {self.limit} bytes", code="request_too_large").response()
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await too_large(scope, receive, send)
+        received = 0
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, counted_receive, send)
+        except _BodyTooLarge:
+            await too_large(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class ServiceState:
+    """The session being loaded or loaded, and what the routes share."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.session: Session | None = None
+        self.load_error: str | None = None
+        self.model_id = "loading"
+        self.history = ChatHistory(config.history.path) if config.history.enabled else None
+        self.metrics = ServiceMetrics(lambda: self.session.sequence_counts() if self.session else None)
+
+    def load(self) -> None:
+        try:
+            session = Session(**self.config.session_options())
+        except MistralVllmError as e:
+            self.load_error = str(e)
+            log.error("model failed to load: %s", e)
+            return
+        self.model_id = Path(session.info()["model"]).name.removesuffix(".gguf")
+        self.session = session
+        log.info("model %s loaded (%s)", self.model_id, session.info()["device"])
+
+    def ready_session(self) -> Session:
+        if self.session is None:
+            message = f"the model failed to load: {self.load_error}" if self.load_error else "the model is still loading"
+            raise APIError(503, message, type="service_unavailable", code="model_not_ready")
+        return self.session
+
+
+def _conversation(state: ServiceState, request: Request, body: ChatCompletionRequest, session: Session) -> Conversation | None:
+    """The stored conversation a request belongs to (``X-Conversation-Id`` or ``user``)."""
+    conversation_id = request.headers.get("x-conversation-id") or body.user
+    if not conversation_id or state.history is None:
+        return None
+    system = next((m.text() for m in body.messages if m.role == "system"), None)
+    try:
+        if state.history.exists(conversation_id):
+            conversation = state.history.resume(conversation_id)
+            if system is not None and system != conversation.system_prompt:
+                conversation.set_system_prompt(system)
+            return conversation
+        return state.history.new(
+            model=session.info()["model"], config_digest=state.config.digest(), system_prompt=system, conversation_id=conversation_id
+        )
+    except HistoryError as e:
+        raise APIError(400, str(e), param="X-Conversation-Id") from None
+
+
+def _usage_body(usage: Usage) -> dict[str, int]:
+    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens, "total_tokens": usage.total_tokens}
+
+
+def create_app(config: Config) -> FastAPI:
+    """The service for ``config``; the model loads in the background at start-up."""
+    state = ServiceState(config)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        loader = threading.Thread(target=state.load, name="mistralvllm-load", daemon=True)
+        loader.start()
+        yield
+        if state.session is not None:
+            state.session.close()
+
+    app = FastAPI(title="mistralvllm", version="0.1.0", lifespan=lifespan)
+    app.state.service = state
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+
+    def require_key(request: Request) -> None:
+        expected = config.server.api_key
+        if expected is None:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
+            raise APIError(401, "missing or wrong API key (send Authorization: Bearer <key>)", type="authentication_error", code="invalid_api_key")
+
+    @app.exception_handler(APIError)
+    async def api_error(_: Request, error: APIError) -> JSONResponse:
+        return error.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        problems = []
+        for item in error.errors():
+            loc = [str(part) for part in item["loc"] if part != "body"]
+            problems.append((".".join(loc), item["msg"]))
+        param = problems[0][0] if problems else None
+        message = "; ".join(f"{field}: {msg}" if field else msg for field, msg in problems)
+        return APIError(400, message, param=param or None).response()
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, error: HTTPException) -> JSONResponse:
+        kind = "not_found_error" if error.status_code == 404 else "invalid_request_error"
+        return APIError(error.status_code, str(error.detail), type=kind).response()
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        if request.url.path.startswith("/v1/"):
+            state.metrics.requests.labels(request.url.path, str(response.status_code)).inc()
+        return response
+
+    def check_model(body: ChatCompletionRequest) -> Session:
+        session = state.ready_session()
+        if body.model != state.model_id:
+            raise APIError(404, f"model {body.model!r} does not exist; this service serves {state.model_id!r}", param="model", code="model_not_found")
+        if body.response_format is not None and body.response_format.type != "text":
+            raise APIError(400, f"response_format {body.response_format.type!r} is not supported yet (only 'text')", param="response_format")
+        if body.tools:
+            raise APIError(400, "tools are not supported yet", param="tools")
+        return session
+
+    def record(conversation: Conversation | None, body: ChatCompletionRequest, text: str, usage: Usage | None, finish: str | None, interrupted: bool) -> None:
+        if conversation is not None:
+            question = next((m.text() for m in reversed(body.messages) if m.role == "user"), "")
+            conversation.record_turn(question, text, usage=usage, finish_reason=finish, interrupted=interrupted)
+
+    def observe(request_id: str, usage: Usage | None, started: float, status: str) -> None:
+        elapsed = time.monotonic() - started
+        state.metrics.request_duration.observe(elapsed)
+        if usage is not None:
+            state.metrics.prompt_tokens.inc(usage.prompt_tokens)
+            state.metrics.completion_tokens.inc(usage.completion_tokens)
+            state.metrics.time_to_first_token.observe(usage.time_to_first_token_s)
+            if usage.decode_tok_per_s > 0:
+                state.metrics.time_per_output_token.observe(1 / usage.decode_tok_per_s)
+        tokens = f"{usage.prompt_tokens}+{usage.completion_tokens} tokens, first token {usage.time_to_first_token_s:.3f}s" if usage else "no usage"
+        log.info("%s %s: %s, %.3fs", request_id, status, tokens, elapsed)
+
+    def start_stream(session: Session, body: ChatCompletionRequest) -> Any:
+        try:
+            return session.stream(body.session_messages(), **body.sampling())
+        except ContextOverflowError as e:
+            raise APIError(400, str(e), param="messages", code="context_length_exceeded") from None
+        except RequestError as e:
+            raise APIError(400, str(e)) from None
+
+    def check_context(session: Session, body: ChatCompletionRequest) -> None:
+        try:
+            session.check_context(body.session_messages(), body.sampling().get("max_tokens"))
+        except ContextOverflowError as e:
+            raise APIError(400, str(e), param="messages", code="context_length_exceeded") from None
+        except RequestError as e:
+            raise APIError(400, str(e), param="messages") from None
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(require_key)])
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
+        session = check_model(body)
+        await session.off_loop(check_context, session, body)
+        conversation = _conversation(state, request, body, session)
+        request_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        created = int(time.time())
+        started = time.monotonic()
+        headers = {"X-Conversation-Id": conversation.id} if conversation else {}
+
+        if not body.stream:
+            parts, usage, finish = [], None, None
+            slots = await session.admission()
+            try:
+                stream = await session.off_loop(start_stream, session, body)
+                try:
+                    while (chunk := await session.off_loop(next, stream, None)) is not None:
+                        parts.append(chunk.text)
+                        if chunk.finish_reason is not None:
+                            usage, finish = chunk.usage, chunk.finish_reason
+                finally:
+                    stream.close()
+            finally:
+                slots.release()
+            text = "".join(parts)
+            record(conversation, body, text, usage, finish, interrupted=False)
+            observe(request_id, usage, started, "ok")
+            message = {"role": "assistant", "content": text}
+            result = {
+                "id": request_id,
+                "object": "chat.completion",
+                "created": created,
+                "model": state.model_id,
+                "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+                "usage": _usage_body(usage) if usage else None,
+            }
+            return JSONResponse(result, headers=headers)
+
+        def event(choices: list[dict[str, Any]], usage: Usage | None = None) -> str:
+            payload: dict[str, Any] = {"id": request_id, "object": "chat.completion.chunk", "created": created, "model": state.model_id, "choices": choices}
+            if usage is not None:
+                payload["usage"] = _usage_body(usage)
+            return f"data: {json.dumps(payload)}\n\n"
+
+        async def events() -> AsyncIterator[str]:
+            # Everything is acquired inside the generator, so a response that
+            # is never sent holds no engine slot and no stream.
+            parts: list[str] = []
+            usage = finish = None
+            slots = await session.admission()
+            try:
+                stream = await session.off_loop(start_stream, session, body)
+            except APIError as e:
+                slots.release()
+                yield f"data: {json.dumps({'error': {'message': e.message, 'type': e.type, 'param': e.param, 'code': e.code}})}\n\n"
+                return
+            try:
+                yield event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+                while (chunk := await session.off_loop(next, stream, None)) is not None:
+                    parts.append(chunk.text)
+                    if chunk.finish_reason is not None:
+                        usage, finish = chunk.usage, chunk.finish_reason
+                    delta = {"content": chunk.text} if chunk.text else {}
+                    yield event([{"index": 0, "delta": delta, "finish_reason": chunk.finish_reason}])
+                if body.stream_options and body.stream_options.include_usage and usage is not None:
+                    yield event([], usage)
+                yield "data: [DONE]\n\n"
+            finally:
+                stream.close()
+                slots.release()
+                interrupted = finish is None
+                record(conversation, body, "".join(parts), usage, finish, interrupted)
+                observe(request_id, usage, started, "disconnected" if interrupted else "ok")
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"})
+
+    @app.get("/v1/models", dependencies=[Depends(require_key)])
+    async def models() -> dict[str, Any]:
+        state.ready_session()
+        return {"object": "list", "data": [{"id": state.model_id, "object": "model", "created": 0, "owned_by": "mistralvllm"}]}
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        if state.session is not None:
+            return JSONResponse({"status": "ok", "model": state.model_id})
+        status = "failed" if state.load_error else "loading"
+        return JSONResponse({"status": status, "error": state.load_error}, status_code=503)
+
+    @app.get("/metrics", dependencies=[Depends(require_key)])
+    async def metrics() -> Response:
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def history() -> ChatHistory:
+        if state.history is None:
+            raise APIError(404, "history is off in this service's config", code="history_disabled")
+        return state.history
+
+    @app.get("/v1/conversations", dependencies=[Depends(require_key)])
+    async def conversations(limit: int = 50) -> dict[str, Any]:
+        return {"object": "list", "data": [asdict(c) for c in history().list(limit=limit)]}
+
+    @app.get("/v1/conversations/{conversation_id}", dependencies=[Depends(require_key)])
+    async def conversation(conversation_id: str) -> dict[str, Any]:
+        store = history()
+        try:
+            summary = store.show(conversation_id)
+        except HistoryError as e:
+            raise APIError(404, str(e), code="conversation_not_found") from None
+        return {**asdict(summary), "messages": [asdict(m) for m in store.messages(summary.id)]}
+
+    class Rename(BaseModel):
+        title: str
+
+    @app.patch("/v1/conversations/{conversation_id}", dependencies=[Depends(require_key)])
+    async def rename_conversation(conversation_id: str, body: Rename) -> dict[str, Any]:
+        try:
+            history().rename(conversation_id, body.title)
+        except HistoryError as e:
+            raise APIError(404, str(e), code="conversation_not_found") from None
+        return {"id": conversation_id, "title": body.title}
+
+    @app.delete("/v1/conversations/{conversation_id}", dependencies=[Depends(require_key)])
+    async def delete_conversation(conversation_id: str) -> dict[str, Any]:
+        try:
+            history().delete(conversation_id)
+        except HistoryError as e:
+            raise APIError(404, str(e), code="conversation_not_found") from None
+        return {"id": conversation_id, "deleted": True}
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(str(STATIC / "index.html"), media_type="text/html")
+
+    return app

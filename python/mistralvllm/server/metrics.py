@@ -1,0 +1,42 @@
+"""Prometheus metrics of the service."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+TOKEN_LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
+
+
+class _SequenceCollector(Collector):
+    """Running and waiting sequences, read from the session at scrape time."""
+
+    def __init__(self, counts: Callable[[], dict[str, int] | None]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        counts = self._counts() or {"running": 0, "waiting": 0}
+        yield GaugeMetricFamily("mistralvllm_sequences_running", "Sequences being generated", value=counts["running"])
+        yield GaugeMetricFamily("mistralvllm_sequences_waiting", "Requests waiting to enter the engine", value=counts["waiting"])
+
+
+class ServiceMetrics:
+    def __init__(self, counts: Callable[[], dict[str, int] | None]) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("mistralvllm_requests", "Requests served", ["endpoint", "status"], registry=self.registry)
+        self.prompt_tokens = Counter("mistralvllm_prompt_tokens", "Prompt tokens processed", registry=self.registry)
+        self.completion_tokens = Counter("mistralvllm_completion_tokens", "Tokens generated", registry=self.registry)
+        self.time_to_first_token = Histogram(
+            "mistralvllm_time_to_first_token_seconds", "Time to first token", buckets=LATENCY_BUCKETS, registry=self.registry
+        )
+        self.time_per_output_token = Histogram(
+            "mistralvllm_time_per_output_token_seconds", "Decode time per generated token", buckets=TOKEN_LATENCY_BUCKETS, registry=self.registry
+        )
+        self.request_duration = Histogram(
+            "mistralvllm_request_duration_seconds", "Whole request time", buckets=LATENCY_BUCKETS, registry=self.registry
+        )
+        self.registry.register(_SequenceCollector(counts))
