@@ -16,7 +16,7 @@ FEATURES ?=
 PYTEST_ARGS ?=
 PYTHON_LIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 
-.PHONY: venv build chat serve test test-rust test-python wheel clean
+.PHONY: venv build browser chat serve test test-rust test-python wheel clean
 
 venv: $(VENV)/.deps
 
@@ -36,7 +36,13 @@ chat: build
 serve: build
 	$(PY) -m mistralvllm serve --config config/config.json
 
-test: build test-rust test-python
+# The web-page tests drive Debian's chromium (headless) through Playwright.
+browser:
+	command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends chromium; fi; }
+
+test: build browser test-rust test-python
 
 test-rust: venv
 	RUSTFLAGS="$(NATIVE_RUSTFLAGS)" PYO3_PYTHON=$(abspath $(PY)) LD_LIBRARY_PATH=$(PYTHON_LIBDIR) \

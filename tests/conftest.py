@@ -12,6 +12,7 @@ import pytest
 
 from mistralvllm import Session, default_model_path
 from mistralvllm.convert import gguf_to_plain, random_llama
+from service import run_server
 
 CACHE_DIR = Path(os.environ.get("MISTRALVLLM_CACHE", Path.home() / ".cache" / "mistralvllm")) / "models"
 # Bump when the conversion changes, so stale copies are not reused.
@@ -51,3 +52,9 @@ def session(default_model: Path) -> Iterator[Session]:
     """One default-model session shared by the tests that only send requests."""
     with Session(default_model) as s:
         yield s
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """`mistralvllm serve` with the default config, an API key and a private history."""
+    yield from run_server(tmp_path_factory)
