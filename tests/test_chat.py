@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from prompts import HOT, ITALY, WATER
@@ -75,3 +77,10 @@ def test_seeded_sampling_repeats_and_seeds_differ(default_model) -> None:
         others = {session.chat(prompt, seed=s, **options).text for s in (12, 13, 14)}
     assert a == b
     assert len(others | {a}) > 1
+
+
+def test_json_schema_constrains_the_answer(session: Session) -> None:
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"], "additionalProperties": False}
+    for prompt in (ITALY, WATER, HOT):
+        reply = json.loads(session.chat(prompt, max_tokens=60, json_schema=schema).text)
+        assert list(reply) == ["answer"] and isinstance(reply["answer"], str)

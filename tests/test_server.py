@@ -159,3 +159,24 @@ def test_service_answers_503_until_the_model_is_loaded(tmp_path: Path) -> None:
     assert client.get("/health").status_code == 503
     refused = client.post("/v1/chat/completions", json={"model": MODEL, "messages": ITALY})
     assert refused.status_code == 503 and refused.json()["error"]["code"] == "model_not_ready"
+
+
+def test_response_format_json_schema_is_followed(client: openai.OpenAI) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"capital": {"type": "string"}, "country": {"type": "string"}},
+        "required": ["capital", "country"],
+        "additionalProperties": False,
+    }
+    for question in ("What is the capital of Italy? Reply in JSON.", "Name a country and its capital, as JSON."):
+        reply = client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": question}],
+            max_tokens=80,
+            response_format={"type": "json_schema", "json_schema": {"name": "capital", "schema": schema}},
+        )
+        answer = json.loads(reply.choices[0].message.content)
+        assert set(answer) == {"capital", "country"}
+        assert all(isinstance(v, str) for v in answer.values())
+    with pytest.raises(openai.BadRequestError, match="json_schema is required"):
+        client.chat.completions.create(model=MODEL, messages=ITALY, response_format={"type": "json_schema"})

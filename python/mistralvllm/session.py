@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
 import re
 import weakref
@@ -154,9 +155,13 @@ class Session:
 
         Sampling: max_tokens, temperature (0 or unset: greedy), top_p, top_k,
         min_p, seed, stop, frequency_penalty, presence_penalty, repetition_penalty.
+        ``json_schema`` (a dict or JSON text) constrains the answer to JSON
+        that validates against it.
         """
         messages = list(messages)
         self.check_context(messages, sampling.get("max_tokens"))
+        if isinstance(sampling.get("json_schema"), dict):
+            sampling["json_schema"] = json.dumps(sampling["json_schema"])
         return self._engine.stream(messages, **sampling)
 
     def chat(self, messages: Sequence[Message], **sampling: Any) -> ChatResult:

@@ -236,7 +236,8 @@ impl Session {
     /// Send a chat request; returns a `ChatStream` of chunks.
     #[pyo3(signature = (
         messages, *, max_tokens=None, temperature=None, top_p=None, top_k=None, min_p=None,
-        seed=None, stop=None, frequency_penalty=None, presence_penalty=None, repetition_penalty=None
+        seed=None, stop=None, frequency_penalty=None, presence_penalty=None, repetition_penalty=None,
+        json_schema=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn stream(
@@ -253,8 +254,17 @@ impl Session {
         frequency_penalty: Option<f32>,
         presence_penalty: Option<f32>,
         repetition_penalty: Option<f32>,
+        json_schema: Option<&str>,
     ) -> PyResult<ChatStream> {
         let messages = convert_messages(messages)?;
+        // Constrained decoding (llguidance inside mistral.rs): the answer is
+        // JSON that validates against the schema.
+        let constraint = match json_schema {
+            Some(text) => Constraint::JsonSchema(serde_json::from_str(text).map_err(|e| {
+                RequestError::new_err(format!("json_schema: not valid JSON ({e})"))
+            })?),
+            None => Constraint::None,
+        };
         let stops = stop.clone().unwrap_or_default();
         let sampling = Sampling {
             max_tokens,
@@ -282,7 +292,7 @@ impl Session {
             return_logprobs: false,
             is_streaming: true,
             id: 0,
-            constraint: Constraint::None,
+            constraint,
             suffix: None,
             tools: None,
             tool_choice: None,

@@ -195,10 +195,8 @@ def create_app(config: Config) -> FastAPI:
         session = state.ready_session()
         if body.model != state.model_id:
             raise APIError(404, f"model {body.model!r} does not exist; this service serves {state.model_id!r}", param="model", code="model_not_found")
-        if body.response_format is not None and body.response_format.type != "text":
-            raise APIError(400, f"response_format {body.response_format.type!r} is not supported yet (only 'text')", param="response_format")
         if body.tools:
-            raise APIError(400, "tools are not supported yet", param="tools")
+            raise APIError(400, "tools are not supported yet; use response_format with a json_schema", param="tools")
         return session
 
     def record(conversation: Conversation | None, body: ChatCompletionRequest, text: str, usage: Usage | None, finish: str | None, interrupted: bool) -> None:

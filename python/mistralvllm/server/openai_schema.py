@@ -31,9 +31,26 @@ class StreamOptions(Strict):
     include_usage: bool = False
 
 
-class ResponseFormat(BaseModel):
+class JsonSchemaFormat(BaseModel):
     model_config = ConfigDict(extra="allow")
+    name: str | None = None
+    schema_: dict[str, Any] = Field(alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(Strict):
     type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    def schema(self) -> dict[str, Any] | None:
+        """The JSON schema the answer must follow, if any."""
+        if self.type == "json_object":
+            return {"type": "object"}
+        if self.type == "json_schema":
+            if self.json_schema is None:
+                raise ValueError("response_format.json_schema is required when type is 'json_schema'")
+            return self.json_schema.schema_
+        return None
 
 
 class ChatCompletionRequest(Strict):
@@ -62,6 +79,13 @@ class ChatCompletionRequest(Strict):
     metadata: dict[str, str] | None = None
     store: bool | None = None
 
+    @field_validator("response_format")
+    @classmethod
+    def _response_format(cls, value: ResponseFormat | None) -> ResponseFormat | None:
+        if value is not None and value.type == "json_schema" and value.json_schema is None:
+            raise ValueError("json_schema is required when type is 'json_schema'")
+        return value
+
     @field_validator("stop")
     @classmethod
     def _stop(cls, value: str | list[str] | None) -> list[str] | None:
@@ -85,6 +109,8 @@ class ChatCompletionRequest(Strict):
             "presence_penalty": self.presence_penalty,
             "repetition_penalty": self.repetition_penalty,
         }
+        if self.response_format is not None:
+            options["json_schema"] = self.response_format.schema()
         return {k: v for k, v in options.items() if v is not None}
 
     def session_messages(self) -> list[dict[str, str]]:
