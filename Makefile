@@ -16,7 +16,7 @@ FEATURES ?=
 PYTEST_ARGS ?=
 PYTHON_LIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 
-.PHONY: venv build browser chat serve test test-rust test-python wheel clean
+.PHONY: venv build browser chat serve bench-service test test-rust test-python wheel clean
 
 venv: $(VENV)/.deps
 
@@ -50,6 +50,10 @@ test-rust: venv
 
 test-python: build
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Benchmarks print numbers and write benches/results/*.json (never run by make test).
+bench-service: build
+	$(PY) benches/service_vs_session.py
 
 # A portable wheel (no native CPU flags) under dist/.
 wheel: venv
