@@ -84,3 +84,13 @@ def test_json_schema_constrains_the_answer(session: Session) -> None:
     for prompt in (ITALY, WATER, HOT):
         reply = json.loads(session.chat(prompt, max_tokens=60, json_schema=schema).text)
         assert list(reply) == ["answer"] and isinstance(reply["answer"], str)
+
+
+def test_text_completion_continues_a_raw_prompt(session: Session) -> None:
+    result = session.complete("The capital of Italy is", max_tokens=5)
+    assert "Rome" in result.text
+    assert result.finish_reason == "length"
+    assert result.usage.completion_tokens == 5
+    assert result.usage.prompt_tokens == len(session._engine.tokenize(prompt="The capital of Italy is"))
+    streamed = "".join(c.text for c in session.stream_completion("The capital of Italy is", max_tokens=5))
+    assert streamed == result.text

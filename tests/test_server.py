@@ -180,3 +180,11 @@ def test_response_format_json_schema_is_followed(client: openai.OpenAI) -> None:
         assert all(isinstance(v, str) for v in answer.values())
     with pytest.raises(openai.BadRequestError, match="json_schema is required"):
         client.chat.completions.create(model=MODEL, messages=ITALY, response_format={"type": "json_schema"})
+
+
+def test_text_completions(client: openai.OpenAI) -> None:
+    whole = client.completions.create(model=MODEL, prompt="The capital of Italy is", max_tokens=5)
+    assert "Rome" in whole.choices[0].text
+    assert whole.choices[0].finish_reason == "length" and whole.usage.completion_tokens == 5
+    streamed = client.completions.create(model=MODEL, prompt="The capital of Italy is", max_tokens=5, stream=True)
+    assert "".join(c.choices[0].text for c in streamed if c.choices) == whole.choices[0].text

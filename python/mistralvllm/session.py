@@ -164,9 +164,26 @@ class Session:
             sampling["json_schema"] = json.dumps(sampling["json_schema"])
         return self._engine.stream(messages, **sampling)
 
+    def stream_completion(self, prompt: str, **sampling: Any) -> _core.ChatStream:
+        """Stream the continuation of raw ``prompt`` text (no chat template);
+        same options as :meth:`stream`."""
+        if self.context_length is not None:
+            prompt_tokens = len(self._engine.tokenize(prompt=prompt))
+            answer_tokens = sampling.get("max_tokens") or 1
+            if prompt_tokens + answer_tokens > self.context_length:
+                raise context_overflow(prompt_tokens, answer_tokens, self.context_length)
+        return self._engine.stream(prompt=prompt, **sampling)
+
+    def complete(self, prompt: str, **sampling: Any) -> ChatResult:
+        """The whole continuation of ``prompt`` at once."""
+        return self._collect(self.stream_completion(prompt, **sampling))
+
     def chat(self, messages: Sequence[Message], **sampling: Any) -> ChatResult:
         """The whole answer at once (same options as :meth:`stream`)."""
-        stream = self.stream(messages, **sampling)
+        return self._collect(self.stream(messages, **sampling))
+
+    @staticmethod
+    def _collect(stream: _core.ChatStream) -> ChatResult:
         try:
             parts = []
             for chunk in stream:

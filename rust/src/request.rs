@@ -55,6 +55,23 @@ pub fn convert_messages(
         .collect()
 }
 
+/// What a request asks about: a conversation (chat template applied) or raw
+/// text to continue (a completion).
+pub type RequestInput = Either<Vec<IndexMap<String, MessageContent>>, String>;
+
+/// Exactly one of `messages` and `prompt`.
+pub fn convert_input(
+    messages: Option<&Bound<'_, PyList>>,
+    prompt: Option<String>,
+) -> PyResult<RequestInput> {
+    match (messages, prompt) {
+        (Some(messages), None) => Ok(Either::Left(convert_messages(messages)?)),
+        (None, Some(prompt)) if !prompt.is_empty() => Ok(Either::Right(prompt)),
+        (None, Some(_)) => Err(RequestError::new_err("prompt: expected a non-empty string")),
+        _ => Err(RequestError::new_err("give either messages or prompt")),
+    }
+}
+
 /// Sampling options of one request, as Python passes them.
 #[derive(Clone, Debug, Default)]
 pub struct Sampling {

@@ -25,7 +25,7 @@ use crate::loader::{
     LoadOptions, RUNTIME,
 };
 use crate::model_files::{ModelFiles, ModelFormat};
-use crate::request::{convert_messages, Sampling};
+use crate::request::{convert_input, RequestInput, Sampling};
 use crate::stream::ChatStream;
 use crate::topology::{canonical_isq, Topology};
 
@@ -65,6 +65,29 @@ fn send_to_engine(model: &Model, request: Request) -> PyResult<()> {
     sender
         .blocking_send(request)
         .map_err(|_| RequestError::new_err("the engine has stopped"))
+}
+
+/// Tokenize with the engine's tokenizer (blocking; call with the GIL released).
+fn tokenize_input(
+    model: &Model,
+    input: RequestInput,
+    add_generation_prompt: bool,
+) -> PyResult<Vec<u32>> {
+    let (tx, mut rx) = channel(1);
+    let add_special_tokens = input.is_right();
+    let request = Request::Tokenize(TokenizationRequest {
+        text: input,
+        tools: None,
+        add_generation_prompt,
+        add_special_tokens,
+        enable_thinking: None,
+        reasoning_effort: None,
+        response: tx,
+    });
+    send_to_engine(model, request)?;
+    rx.blocking_recv()
+        .ok_or_else(|| RequestError::new_err("the engine dropped the tokenize request"))?
+        .map_err(|e| RequestError::new_err(format!("tokenize: {e:#}")))
 }
 
 impl Session {
@@ -235,7 +258,7 @@ impl Session {
 
     /// Send a chat request; returns a `ChatStream` of chunks.
     #[pyo3(signature = (
-        messages, *, max_tokens=None, temperature=None, top_p=None, top_k=None, min_p=None,
+        messages=None, *, prompt=None, max_tokens=None, temperature=None, top_p=None, top_k=None, min_p=None,
         seed=None, stop=None, frequency_penalty=None, presence_penalty=None, repetition_penalty=None,
         json_schema=None
     ))]
@@ -243,7 +266,8 @@ impl Session {
     fn stream(
         &self,
         py: Python<'_>,
-        messages: &Bound<'_, PyList>,
+        messages: Option<&Bound<'_, PyList>>,
+        prompt: Option<String>,
         max_tokens: Option<usize>,
         temperature: Option<f64>,
         top_p: Option<f64>,
@@ -256,7 +280,7 @@ impl Session {
         repetition_penalty: Option<f32>,
         json_schema: Option<&str>,
     ) -> PyResult<ChatStream> {
-        let messages = convert_messages(messages)?;
+        let input = convert_input(messages, prompt)?;
         // Constrained decoding (llguidance inside mistral.rs): the answer is
         // JSON that validates against the schema.
         let constraint = match json_schema {
@@ -282,10 +306,17 @@ impl Session {
         let model = self.model()?;
         let (tx, rx) = channel(16);
         let request = Request::Normal(Box::new(NormalRequest {
-            messages: RequestMessage::Chat {
-                messages,
-                enable_thinking: None,
-                reasoning_effort: None,
+            messages: match input.clone() {
+                Either::Left(messages) => RequestMessage::Chat {
+                    messages,
+                    enable_thinking: None,
+                    reasoning_effort: None,
+                },
+                Either::Right(text) => RequestMessage::Completion {
+                    text,
+                    echo_prompt: false,
+                    best_of: None,
+                },
             },
             sampling_params,
             response: tx,
@@ -302,7 +333,14 @@ impl Session {
             model_id: None,
             truncate_sequence: false,
         }));
-        let (gate_pass, running, sent_at) = py.detach(|| {
+        let (gate_pass, running, sent_at, prompt_tokens) = py.detach(|| {
+            // The engine's completion chunks carry no usage: count the prompt here.
+            let prompt_tokens = match &input {
+                Either::Left(_) => None,
+                Either::Right(text) => {
+                    Some(tokenize_input(&model, Either::Right(text.clone()), false)?.len())
+                }
+            };
             let waiting = self.waiting.enter();
             let gate_pass = self
                 .gate
@@ -313,37 +351,30 @@ impl Session {
             let running = self.running.enter();
             let sent_at = Instant::now();
             send_to_engine(&model, request)?;
-            Ok::<_, PyErr>((gate_pass, running, sent_at))
+            Ok::<_, PyErr>((gate_pass, running, sent_at, prompt_tokens))
         })?;
-        Ok(ChatStream::new(rx, gate_pass, running, sent_at, stops))
+        Ok(ChatStream::new(
+            rx,
+            gate_pass,
+            running,
+            sent_at,
+            stops,
+            prompt_tokens,
+        ))
     }
 
-    /// Token ids of `messages` rendered with the model's chat template.
-    #[pyo3(signature = (messages, *, add_generation_prompt=true))]
+    /// Token ids of `messages` rendered with the model's chat template, or of a raw `prompt`.
+    #[pyo3(signature = (messages=None, *, prompt=None, add_generation_prompt=true))]
     fn tokenize(
         &self,
         py: Python<'_>,
-        messages: &Bound<'_, PyList>,
+        messages: Option<&Bound<'_, PyList>>,
+        prompt: Option<String>,
         add_generation_prompt: bool,
     ) -> PyResult<Vec<u32>> {
-        let messages = convert_messages(messages)?;
+        let input = convert_input(messages, prompt)?;
         let model = self.model()?;
-        py.detach(|| {
-            let (tx, mut rx) = channel(1);
-            let request = Request::Tokenize(TokenizationRequest {
-                text: Either::Left(messages),
-                tools: None,
-                add_generation_prompt,
-                add_special_tokens: false,
-                enable_thinking: None,
-                reasoning_effort: None,
-                response: tx,
-            });
-            send_to_engine(&model, request)?;
-            rx.blocking_recv()
-                .ok_or_else(|| RequestError::new_err("the engine dropped the tokenize request"))?
-                .map_err(|e| RequestError::new_err(format!("tokenize: {e:#}")))
-        })
+        py.detach(|| tokenize_input(&model, input, add_generation_prompt))
     }
 
     /// What is loaded and what is in effect (device, paged attention, topology, ...).

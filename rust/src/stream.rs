@@ -28,6 +28,36 @@ pub struct Usage {
     pub total_time_s: f64,
 }
 
+impl Usage {
+    /// Usage measured here, for engine responses that report none
+    /// (completion chunks): one chunk per generated token.
+    fn from_timing(
+        prompt_tokens: usize,
+        completion_tokens: usize,
+        first_token_s: f64,
+        total_s: f64,
+    ) -> Self {
+        let decode_s = total_s - first_token_s;
+        Self {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+            time_to_first_token_s: first_token_s,
+            prompt_tok_per_s: if first_token_s > 0.0 {
+                prompt_tokens as f64 / first_token_s
+            } else {
+                0.0
+            },
+            decode_tok_per_s: if decode_s > 0.0 {
+                completion_tokens.saturating_sub(1) as f64 / decode_s
+            } else {
+                0.0
+            },
+            total_time_s: total_s,
+        }
+    }
+}
+
 #[pymethods]
 impl Usage {
     fn __repr__(&self) -> String {
@@ -130,6 +160,9 @@ fn held_back_len(text: &str, stop: &str) -> usize {
 
 struct StreamState {
     rx: Option<Receiver<Response>>,
+    /// Known up front for completions, whose chunks carry no usage.
+    prompt_tokens: Option<usize>,
+    chunks: usize,
     gate_pass: Option<GatePass>,
     running: Option<CountGuard>,
     first_token_s: Option<f64>,
@@ -170,10 +203,13 @@ impl ChatStream {
         running: CountGuard,
         sent_at: Instant,
         stops: Vec<String>,
+        prompt_tokens: Option<usize>,
     ) -> Self {
         Self {
             state: Mutex::new(StreamState {
                 rx: Some(rx),
+                prompt_tokens,
+                chunks: 0,
                 gate_pass,
                 running: Some(running),
                 first_token_s: None,
@@ -191,12 +227,28 @@ impl ChatStream {
             let Some(rx) = state.rx.as_mut() else {
                 return Ok(None);
             };
-            let chunk = match rx.blocking_recv() {
-                Some(Response::Chunk(chunk)) => chunk,
+            let (delta, engine_finish, engine_usage) = match rx.blocking_recv() {
+                Some(Response::Chunk(chunk)) => {
+                    let Some(choice) = chunk.choices.into_iter().next() else {
+                        continue;
+                    };
+                    (
+                        choice.delta.content.unwrap_or_default(),
+                        choice.finish_reason,
+                        chunk.usage,
+                    )
+                }
+                Some(Response::CompletionChunk(chunk)) => {
+                    let Some(choice) = chunk.choices.into_iter().next() else {
+                        continue;
+                    };
+                    (choice.text, choice.finish_reason, None)
+                }
                 other => {
                     state.end();
                     return Err(match other {
-                        Some(Response::ModelError(message, _)) => {
+                        Some(Response::ModelError(message, _))
+                        | Some(Response::CompletionModelError(message, _)) => {
                             RequestError::new_err(format!("model error: {message}"))
                         }
                         Some(Response::InternalError(e)) | Some(Response::ValidationError(e)) => {
@@ -211,12 +263,10 @@ impl ChatStream {
                     });
                 }
             };
-            let Some(choice) = chunk.choices.into_iter().next() else {
-                continue;
-            };
-            let shown = state.stops.push(&choice.delta.content.unwrap_or_default());
+            state.chunks += 1;
+            let shown = state.stops.push(&delta);
             text.push_str(&shown);
-            let mut finish_reason = choice.finish_reason;
+            let mut finish_reason = engine_finish;
             if finish_reason.is_some() {
                 state.end();
                 if state.stops.matched {
@@ -229,15 +279,24 @@ impl ChatStream {
             }
             let elapsed = self.sent_at.elapsed().as_secs_f64();
             let first_token_s = *state.first_token_s.get_or_insert(elapsed);
-            let usage = chunk.usage.map(|u| Usage {
-                prompt_tokens: u.prompt_tokens,
-                completion_tokens: u.completion_tokens,
-                total_tokens: u.total_tokens,
-                time_to_first_token_s: first_token_s,
-                prompt_tok_per_s: u.avg_prompt_tok_per_sec as f64,
-                decode_tok_per_s: u.avg_compl_tok_per_sec as f64,
-                total_time_s: elapsed,
-            });
+            let usage = match (engine_usage, finish_reason.is_some()) {
+                (Some(u), _) => Some(Usage {
+                    prompt_tokens: u.prompt_tokens,
+                    completion_tokens: u.completion_tokens,
+                    total_tokens: u.total_tokens,
+                    time_to_first_token_s: first_token_s,
+                    prompt_tok_per_s: u.avg_prompt_tok_per_sec as f64,
+                    decode_tok_per_s: u.avg_compl_tok_per_sec as f64,
+                    total_time_s: elapsed,
+                }),
+                (None, true) => Some(Usage::from_timing(
+                    state.prompt_tokens.unwrap_or(0),
+                    state.chunks,
+                    first_token_s,
+                    elapsed,
+                )),
+                (None, false) => None,
+            };
             return Ok(Some(ChatChunk {
                 text,
                 finish_reason,

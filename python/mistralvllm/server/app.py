@@ -35,7 +35,7 @@ from ..errors import ContextOverflowError, MistralVllmError, RequestError
 from ..history import ChatHistory, Conversation, HistoryError
 from ..session import Session
 from .metrics import ServiceMetrics
-from .openai_schema import ChatCompletionRequest
+from .openai_schema import ChatCompletionRequest, CompletionRequest, SamplingRequest
 
 log = logging.getLogger("mistralvllm.server")
 MAX_BODY_BYTES = 1 << 20
@@ -191,16 +191,16 @@ def create_app(config: Config) -> FastAPI:
             state.metrics.requests.labels(request.url.path, str(response.status_code)).inc()
         return response
 
-    def check_model(body: ChatCompletionRequest) -> Session:
+    def check_model(body: SamplingRequest) -> Session:
         session = state.ready_session()
         if body.model != state.model_id:
             raise APIError(404, f"model {body.model!r} does not exist; this service serves {state.model_id!r}", param="model", code="model_not_found")
-        if body.tools:
+        if isinstance(body, ChatCompletionRequest) and body.tools:
             raise APIError(400, "tools are not supported yet; use response_format with a json_schema", param="tools")
         return session
 
-    def record(conversation: Conversation | None, body: ChatCompletionRequest, text: str, usage: Usage | None, finish: str | None, interrupted: bool) -> None:
-        if conversation is not None:
+    def record(conversation: Conversation | None, body: SamplingRequest, text: str, usage: Usage | None, finish: str | None, interrupted: bool) -> None:
+        if conversation is not None and isinstance(body, ChatCompletionRequest):
             question = next((m.text() for m in reversed(body.messages) if m.role == "user"), "")
             conversation.record_turn(question, text, usage=usage, finish_reason=finish, interrupted=interrupted)
 
@@ -216,37 +216,48 @@ def create_app(config: Config) -> FastAPI:
         tokens = f"{usage.prompt_tokens}+{usage.completion_tokens} tokens, first token {usage.time_to_first_token_s:.3f}s" if usage else "no usage"
         log.info("%s %s: %s, %.3fs", request_id, status, tokens, elapsed)
 
-    def start_stream(session: Session, body: ChatCompletionRequest) -> Any:
+    def engine_errors(call: Callable[[], Any]) -> Any:
+        """Run ``call``, answering the session's request errors in OpenAI's shape."""
         try:
-            return session.stream(body.session_messages(), **body.sampling())
+            return call()
         except ContextOverflowError as e:
             raise APIError(400, str(e), param="messages", code="context_length_exceeded") from None
         except RequestError as e:
             raise APIError(400, str(e)) from None
 
-    def check_context(session: Session, body: ChatCompletionRequest) -> None:
-        try:
-            session.check_context(body.session_messages(), body.sampling().get("max_tokens"))
-        except ContextOverflowError as e:
-            raise APIError(400, str(e), param="messages", code="context_length_exceeded") from None
-        except RequestError as e:
-            raise APIError(400, str(e), param="messages") from None
+    async def respond(
+        session: Session,
+        body: SamplingRequest,
+        request: Request,
+        *,
+        start: Callable[[], Any],
+        kind: str,
+        choice: Callable[[str, str | None], dict[str, Any]],
+        conversation: Conversation | None = None,
+    ) -> Response:
+        """Run one generation and answer it whole or as server-sent events.
 
-    @app.post("/v1/chat/completions", dependencies=[Depends(require_key)])
-    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
-        session = check_model(body)
-        await session.off_loop(check_context, session, body)
-        conversation = _conversation(state, request, body, session)
-        request_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        ``kind`` is the OpenAI object name ("chat.completion" or
+        "text_completion"); ``choice(text, finish_reason)`` shapes one choice
+        (a whole answer when not streaming, a delta when streaming).
+        """
+        request_id = f"{'chatcmpl' if kind == 'chat.completion' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         started = time.monotonic()
         headers = {"X-Conversation-Id": conversation.id} if conversation else {}
+
+        def payload(choices: list[dict[str, Any]], usage: Usage | None, chunk: bool) -> dict[str, Any]:
+            body_kind = kind + (".chunk" if chunk and kind == "chat.completion" else "")
+            result: dict[str, Any] = {"id": request_id, "object": body_kind, "created": created, "model": state.model_id, "choices": choices}
+            if usage is not None or not chunk:
+                result["usage"] = _usage_body(usage) if usage else None
+            return result
 
         if not body.stream:
             parts, usage, finish = [], None, None
             slots = await session.admission()
             try:
-                stream = await session.off_loop(start_stream, session, body)
+                stream = await session.off_loop(engine_errors, start)
                 try:
                     while (chunk := await session.off_loop(next, stream, None)) is not None:
                         parts.append(chunk.text)
@@ -259,22 +270,7 @@ def create_app(config: Config) -> FastAPI:
             text = "".join(parts)
             record(conversation, body, text, usage, finish, interrupted=False)
             observe(request_id, usage, started, "ok")
-            message = {"role": "assistant", "content": text}
-            result = {
-                "id": request_id,
-                "object": "chat.completion",
-                "created": created,
-                "model": state.model_id,
-                "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
-                "usage": _usage_body(usage) if usage else None,
-            }
-            return JSONResponse(result, headers=headers)
-
-        def event(choices: list[dict[str, Any]], usage: Usage | None = None) -> str:
-            payload: dict[str, Any] = {"id": request_id, "object": "chat.completion.chunk", "created": created, "model": state.model_id, "choices": choices}
-            if usage is not None:
-                payload["usage"] = _usage_body(usage)
-            return f"data: {json.dumps(payload)}\n\n"
+            return JSONResponse(payload([choice(text, finish)], usage, chunk=False), headers=headers)
 
         async def events() -> AsyncIterator[str]:
             # Everything is acquired inside the generator, so a response that
@@ -283,21 +279,21 @@ def create_app(config: Config) -> FastAPI:
             usage = finish = None
             slots = await session.admission()
             try:
-                stream = await session.off_loop(start_stream, session, body)
+                stream = await session.off_loop(engine_errors, start)
             except APIError as e:
                 slots.release()
                 yield f"data: {json.dumps({'error': {'message': e.message, 'type': e.type, 'param': e.param, 'code': e.code}})}\n\n"
                 return
             try:
-                yield event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+                if kind == "chat.completion":
+                    yield f"data: {json.dumps(payload([{'index': 0, 'delta': {'role': 'assistant', 'content': ''}, 'finish_reason': None}], None, True))}\n\n"
                 while (chunk := await session.off_loop(next, stream, None)) is not None:
                     parts.append(chunk.text)
                     if chunk.finish_reason is not None:
                         usage, finish = chunk.usage, chunk.finish_reason
-                    delta = {"content": chunk.text} if chunk.text else {}
-                    yield event([{"index": 0, "delta": delta, "finish_reason": chunk.finish_reason}])
+                    yield f"data: {json.dumps(payload([choice(chunk.text, chunk.finish_reason)], None, True))}\n\n"
                 if body.stream_options and body.stream_options.include_usage and usage is not None:
-                    yield event([], usage)
+                    yield f"data: {json.dumps(payload([], usage, True))}\n\n"
                 yield "data: [DONE]\n\n"
             finally:
                 stream.close()
@@ -307,6 +303,33 @@ def create_app(config: Config) -> FastAPI:
                 observe(request_id, usage, started, "disconnected" if interrupted else "ok")
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"})
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(require_key)])
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+        session = check_model(body)
+        messages, sampling = body.session_messages(), body.sampling()
+        await session.off_loop(engine_errors, lambda: session.check_context(messages, sampling.get("max_tokens")))
+        conversation = _conversation(state, request, body, session)
+
+        def choice(text: str, finish: str | None) -> dict[str, Any]:
+            if body.stream:
+                return {"index": 0, "delta": {"content": text} if text else {}, "finish_reason": finish}
+            return {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish, "logprobs": None}
+
+        return await respond(
+            session, body, request, start=lambda: session.stream(messages, **sampling), kind="chat.completion", choice=choice, conversation=conversation
+        )
+
+    @app.post("/v1/completions", dependencies=[Depends(require_key)])
+    async def completions(body: CompletionRequest, request: Request) -> Response:
+        session = check_model(body)
+
+        def choice(text: str, finish: str | None) -> dict[str, Any]:
+            return {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
+
+        return await respond(
+            session, body, request, start=lambda: session.stream_completion(body.prompt, **body.sampling()), kind="text_completion", choice=choice
+        )
 
     @app.get("/v1/models", dependencies=[Depends(require_key)])
     async def models() -> dict[str, Any]:

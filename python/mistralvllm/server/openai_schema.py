@@ -53,13 +53,13 @@ class ResponseFormat(Strict):
         return None
 
 
-class ChatCompletionRequest(Strict):
+class SamplingRequest(Strict):
+    """Fields shared by chat and text completions."""
+
     model: str
-    messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
     top_k: int | None = Field(None, ge=1)
@@ -71,20 +71,9 @@ class ChatCompletionRequest(Strict):
     repetition_penalty: float | None = Field(None, gt=0)
     n: Literal[1] = 1
     user: str | None = Field(None, max_length=256)
-    response_format: ResponseFormat | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: Any = None
     logprobs: Literal[False] | None = None
-    parallel_tool_calls: bool | None = None
     metadata: dict[str, str] | None = None
     store: bool | None = None
-
-    @field_validator("response_format")
-    @classmethod
-    def _response_format(cls, value: ResponseFormat | None) -> ResponseFormat | None:
-        if value is not None and value.type == "json_schema" and value.json_schema is None:
-            raise ValueError("json_schema is required when type is 'json_schema'")
-        return value
 
     @field_validator("stop")
     @classmethod
@@ -95,10 +84,13 @@ class ChatCompletionRequest(Strict):
             raise ValueError("at most 4 stop sequences")
         return value
 
+    def answer_tokens(self) -> int | None:
+        return self.max_tokens
+
     def sampling(self) -> dict[str, Any]:
         """Keyword arguments for `Session.stream`."""
         options = {
-            "max_tokens": self.max_completion_tokens or self.max_tokens,
+            "max_tokens": self.answer_tokens(),
             "temperature": self.temperature,
             "top_p": self.top_p,
             "top_k": self.top_k,
@@ -109,9 +101,42 @@ class ChatCompletionRequest(Strict):
             "presence_penalty": self.presence_penalty,
             "repetition_penalty": self.repetition_penalty,
         }
-        if self.response_format is not None:
-            options["json_schema"] = self.response_format.schema()
         return {k: v for k, v in options.items() if v is not None}
+
+
+class ChatCompletionRequest(SamplingRequest):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    response_format: ResponseFormat | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
+
+    @field_validator("response_format")
+    @classmethod
+    def _response_format(cls, value: ResponseFormat | None) -> ResponseFormat | None:
+        if value is not None and value.type == "json_schema" and value.json_schema is None:
+            raise ValueError("json_schema is required when type is 'json_schema'")
+        return value
+
+    def answer_tokens(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+    def sampling(self) -> dict[str, Any]:
+        options = super().sampling()
+        if self.response_format is not None and (schema := self.response_format.schema()) is not None:
+            options["json_schema"] = schema
+        return options
 
     def session_messages(self) -> list[dict[str, str]]:
         return [{"role": m.role, "content": m.text()} for m in self.messages]
+
+
+class CompletionRequest(SamplingRequest):
+    """`POST /v1/completions`: continue raw text, no chat template."""
+
+    prompt: str = Field(min_length=1)
+    max_tokens: int | None = Field(16, ge=1)
+    echo: Literal[False] = False
+    best_of: Literal[1] | None = None
+    suffix: None = None
