@@ -16,7 +16,7 @@ FEATURES ?=
 PYTEST_ARGS ?=
 PYTHON_LIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 
-.PHONY: venv build browser chat serve bench-service test test-rust test-python wheel clean
+.PHONY: venv build browser chat serve bench bench-service test test-rust test-python wheel clean
 
 venv: $(VENV)/.deps
 
@@ -52,6 +52,16 @@ test-python: build
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Benchmarks print numbers and write benches/results/*.json (never run by make test).
+BENCH_VENV ?= $(CACHE_DIR)/bench-venv
+
+$(BENCH_VENV)/.deps: requirements/bench.txt
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	CMAKE_ARGS="-DGGML_NATIVE=ON" $(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/bench.txt
+	touch $@
+
+bench: build $(BENCH_VENV)/.deps
+	MISTRALVLLM_BENCH_VENV=$(BENCH_VENV) $(PY) benches/engines.py
+
 bench-service: build
 	$(PY) benches/service_vs_session.py
 
