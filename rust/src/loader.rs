@@ -118,8 +118,8 @@ pub struct LoadOptions {
 /// Load the model with mistral.rs's loaders and start its engine.
 ///
 /// The loaders are used directly (not `GgufModelBuilder`) because the 0.8.1
-/// GGUF builder always picks the activation dtype itself, which is bf16 on
-/// CPU, and that measurably changes greedy answers of small models.
+/// GGUF builder always picks the activation dtype itself (bf16 on CPU), so
+/// `dtype` could not be honoured for GGUF models.
 /// Returns the model and whether paged attention is in effect.
 pub fn build_model(files: &ModelFiles, options: LoadOptions) -> anyhow::Result<(Model, bool)> {
     let topology = options

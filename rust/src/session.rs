@@ -155,9 +155,9 @@ impl Session {
             spec => parse_device(spec),
         }
         .map_err(|e| ConfigError::new_err(format!("device: {e:#}")))?;
-        // mistral.rs's "auto" picks bf16 on CPU; small models answer wrongly in
-        // bf16 and candle's quantized CPU kernels are no faster with it, so on
-        // CPU "auto" means f32 (activations and KV cache).
+        // mistral.rs's "auto" picks bf16 on CPU. Measured here, f32 decodes
+        // the default model ~10% faster (54 vs 49 tok/s, prompt 86 vs 77) and
+        // keeps the KV cache in full precision, so on CPU "auto" means f32.
         let model_dtype = match requested_dtype {
             ModelDType::Auto if device.is_cpu() => ModelDType::F32,
             other => other,
