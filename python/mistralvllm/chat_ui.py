@@ -76,7 +76,7 @@ class ChatApp:
         parts: list[str] = []
         usage = finish_reason = None
         interrupted = False
-        stream = self.session.stream(fitted.messages, **self.sampling)
+        stream = self.session.start(fitted.messages, **self.sampling)
         try:
             for chunk in stream:
                 parts.append(chunk.text)

@@ -160,9 +160,14 @@ class Session:
         """
         messages = list(messages)
         self.check_context(messages, sampling.get("max_tokens"))
+        return self.start(messages, **sampling)
+
+    def start(self, messages: Sequence[Message], **sampling: Any) -> _core.ChatStream:
+        """:meth:`stream` without the context check, for callers that already
+        counted the prompt (:meth:`check_context`, or a fitted conversation)."""
         if isinstance(sampling.get("json_schema"), dict):
             sampling["json_schema"] = json.dumps(sampling["json_schema"])
-        return self._engine.stream(messages, **sampling)
+        return self._engine.stream(list(messages), **sampling)
 
     def stream_completion(self, prompt: str, **sampling: Any) -> _core.ChatStream:
         """Stream the continuation of raw ``prompt`` text (no chat template);

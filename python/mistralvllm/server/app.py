@@ -317,7 +317,7 @@ def create_app(config: Config) -> FastAPI:
             return {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish, "logprobs": None}
 
         return await respond(
-            session, body, request, start=lambda: session.stream(messages, **sampling), kind="chat.completion", choice=choice, conversation=conversation
+            session, body, request, start=lambda: session.start(messages, **sampling), kind="chat.completion", choice=choice, conversation=conversation
         )
 
     @app.post("/v1/completions", dependencies=[Depends(require_key)])
