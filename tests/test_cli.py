@@ -144,3 +144,11 @@ def test_resumed_pipe_chats_drop_the_oldest_turns_to_fit(cli_env: dict[str, str]
     dropped = [m.dropped_turns for m in messages if m.role == "user"]
     assert dropped[0] == 0 and dropped[-1] >= 1, dropped
     assert all(m.prompt_tokens is None or m.prompt_tokens + 40 <= 110 for m in messages)
+
+
+def test_missing_model_is_a_clear_error_for_chat_and_serve(cli_env: dict[str, str], tmp_path: Path) -> None:
+    missing = str(tmp_path / "gone.gguf")
+    chat = run(cli_env, "chat", "--config", CONFIG, "--model", missing, stdin="hi")
+    assert chat.returncode == 1 and f"error: {missing}: no such model file or directory" in chat.stderr
+    serve = run({**cli_env, "MISTRALVLLM_MODEL__PATH": missing}, "serve", "--config", CONFIG, "--port", "1")
+    assert serve.returncode == 1 and f"{missing}: no such model file or directory" in serve.stderr

@@ -42,7 +42,7 @@ def reports_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except MistralVllmError as e:
-            Console(stderr=True).print(f"error: {e}", style="red", markup=False, highlight=False)
+            Console(stderr=True).print(f"error: {e}", style="red", markup=False, highlight=False, soft_wrap=True)
             sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
@@ -128,6 +128,8 @@ def serve(config_path: Path | None, host: str | None, port: int | None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     server = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     config = load_config(config_path, overrides={"server": server} if server else None)
+    # A missing or unreadable model is an error at start, not a service stuck at 503.
+    inspect_model(config.model.path or default_model_path())
     if config.server.host not in ("127.0.0.1", "localhost", "::1") and config.server.api_key is None:
         Console(stderr=True).print(
             f"WARNING: listening on {config.server.host} without an API key: anyone who can reach this port can use the model "
