@@ -188,3 +188,22 @@ def test_text_completions(client: openai.OpenAI) -> None:
     assert whole.choices[0].finish_reason == "length" and whole.usage.completion_tokens == 5
     streamed = client.completions.create(model=MODEL, prompt="The capital of Italy is", max_tokens=5, stream=True)
     assert "".join(c.choices[0].text for c in streamed if c.choices) == whole.choices[0].text
+
+
+def test_request_size_and_max_tokens_limits_are_configurable(tmp_path: Path) -> None:
+    environ = {
+        "MISTRALVLLM_HISTORY__PATH": str(tmp_path / "h.sqlite3"),
+        "MISTRALVLLM_SERVER__MAX_REQUEST_BYTES": "2048",
+        "MISTRALVLLM_SERVER__MAX_TOKENS_LIMIT": "64",
+    }
+    with TestClient(create_app(load_config(environ=environ))) as client:
+        deadline = time.monotonic() + 60
+        while client.get("/health").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        big = client.post("/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "x" * 4000}]})
+        assert big.status_code == 413
+        greedy = client.post("/v1/chat/completions", json={"model": MODEL, "messages": ITALY, "max_tokens": 65})
+        assert greedy.status_code == 400 and greedy.json()["error"]["param"] == "max_tokens"
+        ok = client.post("/v1/chat/completions", json={"model": MODEL, "messages": ITALY, "max_tokens": 64})
+        assert ok.status_code == 200 and "Rome" in ok.json()["choices"][0]["message"]["content"]

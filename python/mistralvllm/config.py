@@ -146,6 +146,8 @@ class ServerSection(Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     api_key: str | None = None
+    max_request_bytes: int = Field(1 << 20, ge=1024, description="Larger request bodies get 413")
+    max_tokens_limit: int | None = Field(None, ge=1, description="Largest max_tokens a request may ask for")
 
 
 class Config(Section):

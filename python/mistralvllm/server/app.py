@@ -38,7 +38,6 @@ from .metrics import ServiceMetrics
 from .openai_schema import ChatCompletionRequest, CompletionRequest, SamplingRequest
 
 log = logging.getLogger("mistralvllm.server")
-MAX_BODY_BYTES = 1 << 20
 STATIC = resources.files("mistralvllm.server") / "static"
 
 
@@ -154,7 +153,7 @@ def create_app(config: Config) -> FastAPI:
 
     app = FastAPI(title="mistralvllm", version="0.1.0", lifespan=lifespan)
     app.state.service = state
-    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(BodyLimit, limit=config.server.max_request_bytes)
 
     def require_key(request: Request) -> None:
         expected = config.server.api_key
@@ -195,6 +194,9 @@ def create_app(config: Config) -> FastAPI:
         session = state.ready_session()
         if body.model != state.model_id:
             raise APIError(404, f"model {body.model!r} does not exist; this service serves {state.model_id!r}", param="model", code="model_not_found")
+        limit = config.server.max_tokens_limit
+        if limit is not None and (body.answer_tokens() or 0) > limit:
+            raise APIError(400, f"max_tokens {body.answer_tokens()} is above this service's limit of {limit}", param="max_tokens")
         if isinstance(body, ChatCompletionRequest) and body.tools:
             raise APIError(400, "tools are not supported yet; use response_format with a json_schema", param="tools")
         return session
