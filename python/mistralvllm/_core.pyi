@@ -96,6 +96,7 @@ class Session:
         messages: list[Mapping[str, str]] | None = None,
         *,
         prompt: str | None = None,
+        prompt_tokens: int | None = None,
         max_tokens: int | None = None,
         temperature: float | None = None,
         top_p: float | None = None,

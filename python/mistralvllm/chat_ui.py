@@ -20,7 +20,7 @@ from rich.text import Text
 from ._core import Usage
 from .config import Config, SamplingSection
 from .errors import MistralVllmError
-from .history import ChatHistory, Conversation
+from .history import ChatHistory, Conversation, ConversationSummary
 from .session import Session
 
 # Tokens kept free for the answer when no max_tokens is set.
@@ -47,6 +47,29 @@ class Answer:
     usage: Usage | None
     interrupted: bool
     dropped_turns: int
+
+
+def when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+
+
+def conversation_table(conversations: list[ConversationSummary]) -> Table:
+    """Stored conversations, one row each, ids in full (they are what /resume takes)."""
+    table = Table()
+    for name in ("id", "updated", "messages", "model"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("title", no_wrap=True, overflow="ellipsis")
+    for c in conversations:
+        model = Path(c.model).name if c.model else "-"
+        table.add_row(*map(Text, (c.id, when(c.updated), str(c.message_count), model, c.title)))
+    return table
+
+
+def start_conversation(session: Session, config: Config, history: ChatHistory | None, system_prompt: str | None) -> Conversation:
+    """A new conversation, stored when there is a history, in memory otherwise."""
+    if history is None:
+        return Conversation(None, "unsaved", system_prompt)
+    return history.new(model=session.info()["model"], config_digest=config.digest(), system_prompt=system_prompt)
 
 
 class ChatApp:
@@ -96,12 +119,7 @@ class ChatApp:
         return answer
 
     def new_conversation(self) -> None:
-        system_prompt = self.conversation.system_prompt
-        if self.history is None:
-            self.conversation = Conversation(None, "unsaved", system_prompt)
-        else:
-            info = self.session.info()
-            self.conversation = self.history.new(model=info["model"], config_digest=self.config.digest(), system_prompt=system_prompt)
+        self.conversation = start_conversation(self.session, self.config, self.history, self.conversation.system_prompt)
 
     # ---- the interactive terminal -------------------------------------------------
 
@@ -157,13 +175,7 @@ class ChatApp:
         return self.history
 
     def _command_history(self) -> None:
-        table = Table()
-        for name in ("id", "updated", "messages"):
-            table.add_column(name, no_wrap=True)
-        table.add_column("title", no_wrap=True, overflow="ellipsis")
-        for c in self._require_history().list(limit=15):
-            table.add_row(*map(Text, (c.id, time.strftime("%Y-%m-%d %H:%M", time.localtime(c.updated)), str(c.message_count), c.title)))
-        self.console.print(table)
+        self.console.print(conversation_table(self._require_history().list(limit=15)))
 
     def _command_resume(self, conversation_id: str) -> None:
         if not conversation_id:

@@ -6,7 +6,6 @@ import functools
 import json
 import platform
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,10 +20,10 @@ from rich.text import Text
 
 from . import __version__
 from ._core import BUILD_FEATURES, MISTRALRS_VERSION, inspect_model
-from .chat_ui import ChatApp
+from .chat_ui import ChatApp, conversation_table, start_conversation, when
 from .config import Config, config_schema, load_config
 from .errors import MistralVllmError
-from .history import ChatHistory, Conversation
+from .history import ChatHistory
 from .models import default_model_path
 from .session import Session
 
@@ -96,10 +95,8 @@ def chat(config_path: Path | None, model: str | None, resume_id: str | None, sys
             if history is None:
                 raise MistralVllmError("--resume needs the history (history.enabled is false or --no-history)")
             conversation = history.resume(resume_id)
-        elif history is None:
-            conversation = Conversation(None, "unsaved", config.system_prompt)
         else:
-            conversation = history.new(model=info["model"], config_digest=config.digest(), system_prompt=config.system_prompt)
+            conversation = start_conversation(session, config, history, config.system_prompt)
         app = ChatApp(session, config, history, conversation, console)
         if not interactive:
             app.run_pipe(sys.stdin, sys.stdout, as_json=as_json)
@@ -176,23 +173,13 @@ def _history_from(config_path: Path | None) -> ChatHistory:
     return ChatHistory(config.history.path)
 
 
-def _when(timestamp: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
-
-
 @history.command("list")
 @config_option
 @click.option("-n", "--limit", default=20, show_default=True)
 @reports_errors
 def history_list(config_path: Path | None, limit: int) -> None:
     """The most recent conversations."""
-    table = Table()
-    for name in ("id", "updated", "messages", "model"):
-        table.add_column(name, no_wrap=True)
-    table.add_column("title", no_wrap=True, overflow="ellipsis")
-    for c in _history_from(config_path).list(limit=limit):
-        table.add_row(*map(Text, (c.id, _when(c.updated), str(c.message_count), Path(c.model).name if c.model else "-", c.title)))
-    Console().print(table)
+    Console().print(conversation_table(_history_from(config_path).list(limit=limit)))
 
 
 @history.command("show")
@@ -204,7 +191,7 @@ def history_show(config_path: Path | None, conversation_id: str) -> None:
     store = _history_from(config_path)
     summary = store.show(conversation_id)
     console = Console(highlight=False)
-    console.print(f"{summary.title or summary.id}  {summary.id}  {_when(summary.created)}", style="bold", markup=False)
+    console.print(f"{summary.title or summary.id}  {summary.id}  {when(summary.created)}", style="bold", markup=False)
     if summary.system_prompt:
         console.print(f"system: {summary.system_prompt}", style="dim", markup=False)
     for message in store.messages(summary.id):
@@ -239,7 +226,7 @@ def history_search(config_path: Path | None, text: str) -> None:
         table.add_column(name, no_wrap=True)
     table.add_column("match")
     for hit in _history_from(config_path).search(text):
-        table.add_row(*map(Text, (hit.conversation_id, hit.role, _when(hit.created), hit.snippet)))
+        table.add_row(*map(Text, (hit.conversation_id, hit.role, when(hit.created), hit.snippet)))
     Console().print(table)
 
 

@@ -142,11 +142,12 @@ class Session:
 
     def check_context(self, messages: Sequence[Message], max_tokens: int | None) -> None:
         """Raise `ContextOverflowError` if the prompt plus ``max_tokens`` exceeds the context window."""
-        if self.context_length is None:
-            return
-        prompt_tokens = self.count_tokens(messages)
+        if self.context_length is not None:
+            self._check_fits(self.count_tokens(messages), max_tokens)
+
+    def _check_fits(self, prompt_tokens: int, max_tokens: int | None) -> None:
         answer_tokens = max_tokens or 1
-        if prompt_tokens + answer_tokens > self.context_length:
+        if self.context_length is not None and prompt_tokens + answer_tokens > self.context_length:
             raise context_overflow(prompt_tokens, answer_tokens, self.context_length)
 
     def stream(self, messages: Sequence[Message], **sampling: Any) -> _core.ChatStream:
@@ -165,19 +166,19 @@ class Session:
     def start(self, messages: Sequence[Message], **sampling: Any) -> _core.ChatStream:
         """:meth:`stream` without the context check, for callers that already
         counted the prompt (:meth:`check_context`, or a fitted conversation)."""
-        if isinstance(sampling.get("json_schema"), dict):
-            sampling["json_schema"] = json.dumps(sampling["json_schema"])
-        return self._engine.stream(list(messages), **sampling)
+        return self._send(messages=list(messages), **sampling)
 
     def stream_completion(self, prompt: str, **sampling: Any) -> _core.ChatStream:
         """Stream the continuation of raw ``prompt`` text (no chat template);
         same options as :meth:`stream`."""
-        if self.context_length is not None:
-            prompt_tokens = len(self._engine.tokenize(prompt=prompt))
-            answer_tokens = sampling.get("max_tokens") or 1
-            if prompt_tokens + answer_tokens > self.context_length:
-                raise context_overflow(prompt_tokens, answer_tokens, self.context_length)
-        return self._engine.stream(prompt=prompt, **sampling)
+        prompt_tokens = len(self._engine.tokenize(prompt=prompt))
+        self._check_fits(prompt_tokens, sampling.get("max_tokens"))
+        return self._send(prompt=prompt, prompt_tokens=prompt_tokens, **sampling)
+
+    def _send(self, **request: Any) -> _core.ChatStream:
+        if isinstance(request.get("json_schema"), dict):
+            request["json_schema"] = json.dumps(request["json_schema"])
+        return self._engine.stream(**request)
 
     def complete(self, prompt: str, **sampling: Any) -> ChatResult:
         """The whole continuation of ``prompt`` at once."""

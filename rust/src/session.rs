@@ -258,7 +258,7 @@ impl Session {
 
     /// Send a chat request; returns a `ChatStream` of chunks.
     #[pyo3(signature = (
-        messages=None, *, prompt=None, max_tokens=None, temperature=None, top_p=None, top_k=None, min_p=None,
+        messages=None, *, prompt=None, prompt_tokens=None, max_tokens=None, temperature=None, top_p=None, top_k=None, min_p=None,
         seed=None, stop=None, frequency_penalty=None, presence_penalty=None, repetition_penalty=None,
         json_schema=None
     ))]
@@ -268,6 +268,7 @@ impl Session {
         py: Python<'_>,
         messages: Option<&Bound<'_, PyList>>,
         prompt: Option<String>,
+        prompt_tokens: Option<usize>,
         max_tokens: Option<usize>,
         temperature: Option<f64>,
         top_p: Option<f64>,
@@ -334,10 +335,12 @@ impl Session {
             truncate_sequence: false,
         }));
         let (gate_pass, running, sent_at, prompt_tokens) = py.detach(|| {
-            // The engine's completion chunks carry no usage: count the prompt here.
-            let prompt_tokens = match &input {
-                Either::Left(_) => None,
-                Either::Right(text) => {
+            // The engine's completion chunks carry no usage: count the prompt
+            // here unless the caller already did.
+            let prompt_tokens = match (&input, prompt_tokens) {
+                (Either::Left(_), _) => None,
+                (Either::Right(_), Some(counted)) => Some(counted),
+                (Either::Right(text), None) => {
                     Some(tokenize_input(&model, Either::Right(text.clone()), false)?.len())
                 }
             };

@@ -12,6 +12,7 @@ use pyo3::types::PyDict;
 use serde::Deserialize;
 
 use crate::errors::ConfigError;
+use crate::loader::DeviceSpec;
 
 /// ISQ types as mistral.rs spells them (`parse_isq_value`), numeric shorthands aside.
 pub const ISQ_NAMES: &[&str] = &[
@@ -30,20 +31,7 @@ pub fn canonical_isq(name: &str) -> Result<&'static str, String> {
 
 /// Check a device specifier in mistral.rs's syntax: `cpu`, `cuda[N]`, `metal[N]`.
 fn check_device(device: &str) -> Result<String, String> {
-    let ordinal_ok = |kind: &str| {
-        device
-            .strip_prefix(kind)
-            .and_then(|rest| rest.strip_prefix('['))
-            .and_then(|rest| rest.strip_suffix(']'))
-            .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
-    };
-    if device == "cpu" || ordinal_ok("cuda") || ordinal_ok("metal") {
-        Ok(device.to_string())
-    } else {
-        Err(format!(
-            "device '{device}' is not valid; expected 'cpu', 'cuda[N]' or 'metal[N]'"
-        ))
-    }
+    DeviceSpec::parse(device).map(|_| device.to_string())
 }
 
 fn check_layer_settings(
