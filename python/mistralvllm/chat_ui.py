@@ -100,6 +100,7 @@ class ChatApp:
         usage = finish_reason = None
         interrupted = False
         stream = self.session.start(fitted.messages, **self.sampling)
+        turn = self.conversation.begin_turn(text, dropped_turns=fitted.dropped_turns)
         try:
             for chunk in stream:
                 parts.append(chunk.text)
@@ -111,9 +112,7 @@ class ChatApp:
         finally:
             stream.close()
         answer = Answer("".join(parts), finish_reason, usage, interrupted, fitted.dropped_turns)
-        self.conversation.record_turn(
-            text, answer.text, usage=usage, finish_reason=finish_reason, interrupted=interrupted, dropped_turns=fitted.dropped_turns
-        )
+        turn.finish(answer.text, usage=usage, finish_reason=finish_reason, interrupted=interrupted)
         self.last_usage = usage or self.last_usage
         self.last_prompt_tokens = fitted.prompt_tokens
         return answer

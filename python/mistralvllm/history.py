@@ -1,9 +1,11 @@
 """Chat history in SQLite: every conversation, queryable afterwards.
 
 One database (WAL mode) holds conversations and their messages with token
-counts, timings, finish reasons and an interrupted flag. Each turn (the
-question and its answer) is written in one transaction, so several threads
-and processes can write at once and a killed writer leaves only whole turns.
+counts, timings, finish reasons and an interrupted flag. A turn is stored
+when it begins (the question, and an empty answer flagged interrupted) and
+completed when the answer ends, each step one transaction: several threads
+and processes can write at once, and a writer killed mid-answer leaves the
+question and the answer so far, marked interrupted.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,13 +61,26 @@ END;
 CREATE TRIGGER IF NOT EXISTS messages_fts_delete AFTER DELETE ON messages BEGIN
     INSERT INTO messages_fts (messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
 END;
+CREATE TRIGGER IF NOT EXISTS messages_fts_update AFTER UPDATE OF content ON messages BEGIN
+    INSERT INTO messages_fts (messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+    INSERT INTO messages_fts (rowid, content) VALUES (new.id, new.content);
+END;
 """
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (conversation_id, role, content, created, prompt_tokens, completion_tokens,"
+    " time_to_first_token_s, decode_tok_per_s, finish_reason, interrupted, dropped_turns)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 TITLE_LENGTH = 60
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class HistoryError(MistralVllmError):
     """A conversation could not be found, or the history database is unusable."""
+
+
+class HistoryWriteError(HistoryError):
+    """A write to the history database failed (full disk, read-only file, ...)."""
 
 
 def default_history_path() -> Path:
@@ -139,6 +154,23 @@ class Conversation:
             reserve=reserve,
         )
 
+    def begin_turn(self, user_text: str, *, dropped_turns: int = 0) -> Turn:
+        """Store the question and an empty answer marked interrupted, so a
+        process killed mid-answer still leaves the turn (see :class:`Turn`)."""
+        now = time.time()
+        question = StoredMessage("user", user_text, now, dropped_turns=dropped_turns)
+        rows = None
+        if self.history is not None:
+            placeholder = StoredMessage("assistant", "", now, interrupted=True)
+            with self.history._transaction() as db:
+                question_row = db.execute(_INSERT_MESSAGE, self._row(question)).lastrowid
+                rows = (question_row, db.execute(_INSERT_MESSAGE, self._row(placeholder)).lastrowid)
+                db.execute(
+                    "UPDATE conversations SET updated = ?, title = CASE WHEN title = '' THEN ? ELSE title END WHERE id = ?",
+                    (now, " ".join(user_text.split())[:TITLE_LENGTH], self.id),
+                )
+        return Turn(self, question, rows)
+
     def record_turn(
         self,
         user_text: str,
@@ -149,9 +181,53 @@ class Conversation:
         interrupted: bool = False,
         dropped_turns: int = 0,
     ) -> None:
-        """Store a question and its (possibly partial) answer in one transaction."""
+        """Store a question and its whole (or partial) answer."""
+        self.begin_turn(user_text, dropped_turns=dropped_turns).finish(
+            answer, usage=usage, finish_reason=finish_reason, interrupted=interrupted
+        )
+
+    def _row(self, message: StoredMessage) -> tuple[Any, ...]:
+        return (
+            self.id,
+            message.role,
+            message.content,
+            message.created,
+            message.prompt_tokens,
+            message.completion_tokens,
+            message.time_to_first_token_s,
+            message.decode_tok_per_s,
+            message.finish_reason,
+            int(message.interrupted),
+            message.dropped_turns,
+        )
+
+    def set_system_prompt(self, system_prompt: str | None) -> None:
+        if self.history is not None:
+            with self.history._transaction() as db:
+                db.execute(
+                    "UPDATE conversations SET system_prompt = ?, updated = ? WHERE id = ?", (system_prompt, time.time(), self.id)
+                )
+        self.system_prompt = system_prompt
+
+
+@dataclass
+class Turn:
+    """A stored question whose answer is being written: ``save_partial`` keeps
+    the text so far, ``finish`` stores the answer and clears the interrupted
+    flag unless it was interrupted. Both go to the conversation in memory too."""
+
+    conversation: Conversation
+    question: StoredMessage
+    rows: tuple[int, int] | None  # (question, answer) message ids when stored
+
+    def save_partial(self, text: str) -> None:
+        if self.rows is not None and self.conversation.history is not None:
+            with self.conversation.history._transaction() as db:
+                db.execute("UPDATE messages SET content = ? WHERE id = ?", (text, self.rows[1]))
+
+    def finish(self, answer: str, *, usage: Usage | None = None, finish_reason: str | None = None, interrupted: bool = False) -> None:
         now = time.time()
-        question = StoredMessage("user", user_text, now, prompt_tokens=usage.prompt_tokens if usage else None, dropped_turns=dropped_turns)
+        question = replace(self.question, prompt_tokens=usage.prompt_tokens if usage else None)
         reply = StoredMessage(
             "assistant",
             answer,
@@ -162,43 +238,19 @@ class Conversation:
             finish_reason=finish_reason,
             interrupted=interrupted,
         )
-        if self.history is not None:
-            self._store(self.history, question, reply)
-        self.messages += [question, reply]
-
-    def _store(self, history: ChatHistory, question: StoredMessage, reply: StoredMessage) -> None:
-        with history._transaction() as db:
-            for message in (question, reply):
+        history = self.conversation.history
+        if self.rows is not None and history is not None:
+            question_row, answer_row = self.rows
+            with history._transaction() as db:
                 db.execute(
-                    "INSERT INTO messages (conversation_id, role, content, created, prompt_tokens, completion_tokens,"
-                    " time_to_first_token_s, decode_tok_per_s, finish_reason, interrupted, dropped_turns)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        self.id,
-                        message.role,
-                        message.content,
-                        message.created,
-                        message.prompt_tokens,
-                        message.completion_tokens,
-                        message.time_to_first_token_s,
-                        message.decode_tok_per_s,
-                        message.finish_reason,
-                        int(message.interrupted),
-                        message.dropped_turns,
-                    ),
+                    "UPDATE messages SET content = ?, completion_tokens = ?, time_to_first_token_s = ?, decode_tok_per_s = ?,"
+                    " finish_reason = ?, interrupted = ? WHERE id = ?",
+                    (reply.content, reply.completion_tokens, reply.time_to_first_token_s, reply.decode_tok_per_s,
+                     reply.finish_reason, int(reply.interrupted), answer_row),
                 )
-            db.execute(
-                "UPDATE conversations SET updated = ?, title = CASE WHEN title = '' THEN ? ELSE title END WHERE id = ?",
-                (reply.created, " ".join(question.content.split())[:TITLE_LENGTH], self.id),
-            )
-
-    def set_system_prompt(self, system_prompt: str | None) -> None:
-        if self.history is not None:
-            with self.history._transaction() as db:
-                db.execute(
-                    "UPDATE conversations SET system_prompt = ?, updated = ? WHERE id = ?", (system_prompt, time.time(), self.id)
-                )
-        self.system_prompt = system_prompt
+                db.execute("UPDATE messages SET prompt_tokens = ? WHERE id = ?", (question.prompt_tokens, question_row))
+                db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, self.conversation.id))
+        self.conversation.messages += [question, reply]
 
 
 class ChatHistory:
@@ -231,14 +283,19 @@ class ChatHistory:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction on a fresh connection (safe across threads and processes)."""
-        with closing(self._connect()) as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+        try:
+            with closing(self._connect()) as db:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+        except sqlite3.Error as e:
+            # A full disk, a read-only file, a corrupt page: say which database.
+            raise HistoryWriteError(f"{self.path}: could not write to the history database ({e})") from e
 
     def _read(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with closing(self._connect()) as db:

@@ -32,13 +32,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .._core import Usage
 from ..config import Config
 from ..errors import ContextOverflowError, MistralVllmError, RequestError
-from ..history import ChatHistory, Conversation, HistoryError
+from ..history import ChatHistory, Conversation, HistoryError, HistoryWriteError, Turn
 from ..session import Session
 from .metrics import ServiceMetrics
 from .openai_schema import ChatCompletionRequest, CompletionRequest, SamplingRequest
 
 log = logging.getLogger("mistralvllm.server")
 STATIC = resources.files("mistralvllm.server") / "static"
+# How often a streaming answer's text so far is written to history, so that
+# a crash loses at most this much of it.
+PARTIAL_SAVE_INTERVAL_S = 1.0
 
 
 class APIError(Exception):
@@ -116,6 +119,15 @@ class ServiceState:
         return self.session
 
 
+def _history_writes(call: Callable[[], Any]) -> Any:
+    """Run ``call``, answering a history write that failed (e.g. a full disk) with 507."""
+    try:
+        return call()
+    except HistoryWriteError as e:
+        log.error("history write failed: %s", e)
+        raise APIError(507, str(e), type="server_error", code="history_write_failed") from None
+
+
 def _conversation(state: ServiceState, request: Request, body: ChatCompletionRequest, session: Session) -> Conversation | None:
     """The stored conversation a request belongs to (``X-Conversation-Id`` or ``user``)."""
     conversation_id = request.headers.get("x-conversation-id") or body.user
@@ -126,10 +138,12 @@ def _conversation(state: ServiceState, request: Request, body: ChatCompletionReq
         if state.history.exists(conversation_id):
             conversation = state.history.resume(conversation_id)
             if system is not None and system != conversation.system_prompt:
-                conversation.set_system_prompt(system)
+                _history_writes(lambda: conversation.set_system_prompt(system))
             return conversation
-        return state.history.new(
-            model=session.info()["model"], config_digest=state.config.digest(), system_prompt=system, conversation_id=conversation_id
+        return _history_writes(
+            lambda: state.history.new(
+                model=session.info()["model"], config_digest=state.config.digest(), system_prompt=system, conversation_id=conversation_id
+            )
         )
     except HistoryError as e:
         raise APIError(400, str(e), param="X-Conversation-Id") from None
@@ -201,10 +215,12 @@ def create_app(config: Config) -> FastAPI:
             raise APIError(400, "tools are not supported yet; use response_format with a json_schema", param="tools")
         return session
 
-    def record(conversation: Conversation | None, body: SamplingRequest, text: str, usage: Usage | None, finish: str | None, interrupted: bool) -> None:
-        if conversation is not None and isinstance(body, ChatCompletionRequest):
-            question = next((m.text() for m in reversed(body.messages) if m.role == "user"), "")
-            conversation.record_turn(question, text, usage=usage, finish_reason=finish, interrupted=interrupted)
+    def begin_turn(conversation: Conversation | None, body: SamplingRequest) -> Turn | None:
+        """Store the question before answering, so a crash leaves it marked interrupted."""
+        if conversation is None or not isinstance(body, ChatCompletionRequest):
+            return None
+        question = next((m.text() for m in reversed(body.messages) if m.role == "user"), "")
+        return _history_writes(lambda: conversation.begin_turn(question))
 
     def observe(request_id: str, usage: Usage | None, started: float, status: str) -> None:
         elapsed = time.monotonic() - started
@@ -255,24 +271,37 @@ def create_app(config: Config) -> FastAPI:
                 result["usage"] = _usage_body(usage) if usage else None
             return result
 
+        # The question is stored before the answer starts, so a crash or a
+        # full disk shows up in history (or as a 507) and loses nothing written.
+        turn = begin_turn(conversation, body)
+
+        def store_answer(text: str, usage: Usage | None, finish: str | None) -> None:
+            if turn is None:
+                return
+            try:
+                turn.finish(text, usage=usage, finish_reason=finish, interrupted=finish is None)
+            except HistoryError as e:
+                log.error("could not store the answer to %s: %s", request_id, e)
+
         if not body.stream:
             parts, usage, finish = [], None, None
-            slots = await session.admission()
             try:
-                stream = await session.off_loop(engine_errors, start)
+                slots = await session.admission()
                 try:
-                    while (chunk := await session.off_loop(next, stream, None)) is not None:
-                        parts.append(chunk.text)
-                        if chunk.finish_reason is not None:
-                            usage, finish = chunk.usage, chunk.finish_reason
+                    stream = await session.off_loop(engine_errors, start)
+                    try:
+                        while (chunk := await session.off_loop(next, stream, None)) is not None:
+                            parts.append(chunk.text)
+                            if chunk.finish_reason is not None:
+                                usage, finish = chunk.usage, chunk.finish_reason
+                    finally:
+                        stream.close()
                 finally:
-                    stream.close()
+                    slots.release()
             finally:
-                slots.release()
-            text = "".join(parts)
-            record(conversation, body, text, usage, finish, interrupted=False)
+                store_answer("".join(parts), usage, finish)
             observe(request_id, usage, started, "ok")
-            return JSONResponse(payload([choice(text, finish)], usage, chunk=False), headers=headers)
+            return JSONResponse(payload([choice("".join(parts), finish)], usage, chunk=False), headers=headers)
 
         async def events() -> AsyncIterator[str]:
             # Everything is acquired inside the generator, so a response that
@@ -284,8 +313,10 @@ def create_app(config: Config) -> FastAPI:
                 stream = await session.off_loop(engine_errors, start)
             except APIError as e:
                 slots.release()
+                store_answer("", None, None)
                 yield f"data: {json.dumps({'error': {'message': e.message, 'type': e.type, 'param': e.param, 'code': e.code}})}\n\n"
                 return
+            saved = time.monotonic()
             try:
                 if kind == "chat.completion":
                     yield f"data: {json.dumps(payload([{'index': 0, 'delta': {'role': 'assistant', 'content': ''}, 'finish_reason': None}], None, True))}\n\n"
@@ -293,6 +324,12 @@ def create_app(config: Config) -> FastAPI:
                     parts.append(chunk.text)
                     if chunk.finish_reason is not None:
                         usage, finish = chunk.usage, chunk.finish_reason
+                    elif turn is not None and time.monotonic() - saved > PARTIAL_SAVE_INTERVAL_S:
+                        saved = time.monotonic()
+                        try:
+                            turn.save_partial("".join(parts))
+                        except HistoryError as e:
+                            log.error("could not save the answer so far to %s: %s", request_id, e)
                     yield f"data: {json.dumps(payload([choice(chunk.text, chunk.finish_reason)], None, True))}\n\n"
                 if body.stream_options and body.stream_options.include_usage and usage is not None:
                     yield f"data: {json.dumps(payload([], usage, True))}\n\n"
@@ -300,9 +337,8 @@ def create_app(config: Config) -> FastAPI:
             finally:
                 stream.close()
                 slots.release()
-                interrupted = finish is None
-                record(conversation, body, "".join(parts), usage, finish, interrupted)
-                observe(request_id, usage, started, "disconnected" if interrupted else "ok")
+                store_answer("".join(parts), usage, finish)
+                observe(request_id, usage, started, "ok" if finish else "disconnected")
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"})
 
