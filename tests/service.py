@@ -1,14 +1,16 @@
-"""The running service that the server and web-page tests talk to."""
+"""Running services that the server, web-page and reliability tests talk to."""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -17,6 +19,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 API_KEY = "test-key"
 MODEL = "SmolLM2-135M-Instruct.Q4_1"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
 def free_port() -> int:
@@ -25,34 +28,71 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    tmp = tmp_path_factory.mktemp("server")
+@dataclass
+class Server:
+    """A `mistralvllm serve` process with a private history database."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    history: Path
+    log: Path
+    env: dict[str, str]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
+def start_server(tmp: Path, *, history: Path | None = None, extra_env: dict[str, str] | None = None) -> Server:
+    """Start the service with the default config on a free loopback port and
+    wait until its model is loaded."""
     port = free_port()
+    history = history or tmp / "history.sqlite3"
     env = {
         **os.environ,
-        "MISTRALVLLM_HISTORY__PATH": str(tmp / "history.sqlite3"),
+        "MISTRALVLLM_HISTORY__PATH": str(history),
         "MISTRALVLLM_SERVER__API_KEY": API_KEY,
         "XDG_DATA_HOME": str(tmp / "data"),
+        **(extra_env or {}),
     }
-    log = open(tmp / "server.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mistralvllm", "serve", "--config", str(REPO / "config" / "config.json"), "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
+
+    log = tmp / f"server-{port}.log"
+    with open(log, "w") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mistralvllm", "serve", "--config", str(REPO / "config" / "config.json"), "--port", str(port)],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(process, f"http://127.0.0.1:{port}", history, log, env)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/health").status_code == 200:
-                break
+            if httpx.get(f"{server.url}/health").status_code == 200:
+                return server
         except httpx.HTTPError:
             pass
-        assert process.poll() is None, (tmp / "server.log").read_text()
+        assert process.poll() is None, log.read_text()
         time.sleep(0.2)
-    else:
-        raise AssertionError("the server did not become healthy")
-    yield {"url": url, "history": env["MISTRALVLLM_HISTORY__PATH"], "log": str(tmp / "server.log"), "env": json.dumps(env)}
-    process.terminate()
-    process.wait(timeout=30)
+    server.stop()
+    raise AssertionError(f"the server did not become healthy:\n{log.read_text()}")
+
+
+def run_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The shared service of the `server` fixture, as a dict of its places."""
+    server = start_server(tmp_path_factory.mktemp("server"))
+    yield {"url": server.url, "history": str(server.history), "log": str(server.log), "env": json.dumps(server.env)}
+    server.stop()
+
+
+def stored_turns(history: Path) -> dict[str, list[dict[str, object]]]:
+    """Every conversation's messages, read straight from the database."""
+    with sqlite3.connect(history) as db:
+        db.row_factory = sqlite3.Row
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        rows = db.execute("SELECT conversation_id, role, content, finish_reason, interrupted FROM messages ORDER BY id").fetchall()
+    turns: dict[str, list[dict[str, object]]] = {}
+    for row in rows:
+        turns.setdefault(row["conversation_id"], []).append(dict(row))
+    return turns

@@ -20,3 +20,8 @@ def test_info_reports_what_is_in_effect(session: Session, default_model: Path) -
     assert info["topology"] is None
     assert info["build_features"] == BUILD_FEATURES
     assert MISTRALRS_VERSION == "0.8.1"
+
+
+def test_prefix_cache_is_off_on_cpu_by_default(session) -> None:
+    # mistral.rs 0.8.1 never evicts CPU prefix caches (see session._prefix_cache_for).
+    assert session.info()["prefix_cache_n"] is None

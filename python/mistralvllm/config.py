@@ -114,7 +114,12 @@ class PagedAttentionSection(Section):
 
 class EngineSection(Section):
     max_num_seqs: int = Field(32, ge=1, description="Sequences the engine runs at once")
-    prefix_cache: int = Field(16, ge=0, description="Sequences kept in the prefix cache; 0 turns it off")
+    prefix_cache: int | None = Field(
+        None,
+        ge=0,
+        description="Sequences kept in the prefix cache; 0 turns it off; null: 16 on a GPU, off on CPU "
+        "(mistral.rs 0.8.1 never evicts prefix caches held in CPU memory)",
+    )
 
 
 class SamplingSection(Section):
@@ -292,24 +297,34 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The raw JSON object of a config file, with errors that name it."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory; expected a JSON config file") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config file ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at position {e.start}); expected a JSON config file") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: line {e.lineno} column {e.colno}: invalid JSON: {e.msg}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: JSON nested too deeply to be a config file") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
     return data
 
 
-def _resolve_relative_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+def _resolve_relative_paths(data: dict[str, Any], config_file: Path) -> dict[str, Any]:
     """Model and history paths written in a file are relative to the file."""
+    base = config_file.resolve().parent
     for section in ("model", "history"):
         value = data.get(section)
         if isinstance(value, dict) and isinstance(value.get("path"), str):
-            path = Path(value["path"]).expanduser()
+            try:
+                path = Path(value["path"]).expanduser()
+            except RuntimeError:
+                raise ConfigError(f"{config_file}: {section}.path: {value['path']!r} starts with ~ but names no known user") from None
             data[section] = {**value, "path": str(path if path.is_absolute() else base / path)}
     return data
 
@@ -324,7 +339,7 @@ def load_config(
     (nested dict, e.g. from command-line flags). Relative model and history
     paths in a file are taken relative to the file's directory."""
     environ = os.environ if environ is None else environ
-    data = _resolve_relative_paths(read_config_file(path), Path(path).resolve().parent) if path is not None else {}
+    data = _resolve_relative_paths(read_config_file(path), Path(path)) if path is not None else {}
     source = str(path) if path is not None else "defaults"
     env_data, origins = _env_overrides(environ)
     merged = _merge(_merge(data, env_data), overrides or {})

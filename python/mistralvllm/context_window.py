@@ -16,7 +16,7 @@ Message = Mapping[str, str]
 def context_overflow(prompt_tokens: int, answer_tokens: int, context_length: int) -> ContextOverflowError:
     """The error for a prompt that cannot fit, carrying both numbers."""
     error = ContextOverflowError(
-        f"the prompt has {prompt_tokens} tokens and {answer_tokens} more are needed for the answer, "
+        f"the prompt has {prompt_tokens} tokens and the answer may take {answer_tokens} more (max_tokens), "
         f"but the context window is {context_length} tokens"
     )
     error.prompt_tokens = prompt_tokens

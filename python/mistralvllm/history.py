@@ -257,7 +257,10 @@ class ChatHistory:
     """The history database at ``path`` (default: :func:`default_history_path`)."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = Path(path).expanduser() if path is not None else default_history_path()
+        try:
+            self.path = Path(path).expanduser() if path is not None else default_history_path()
+        except RuntimeError:
+            raise HistoryError(f"{path}: starts with ~ but names no known user") from None
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             created = not self.path.exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import os
 import re
 import weakref
@@ -21,8 +22,10 @@ from typing import Any, Literal
 from . import _core
 from ._core import ChatChunk, Topology, Usage
 from .context_window import context_overflow
-from .errors import ConfigError, RequestError
+from .errors import ConfigError, ModelLoadError, RequestError
 from .models import default_model_path
+
+log = logging.getLogger("mistralvllm")
 
 Message = Mapping[str, str]
 KvMem = int | float | str
@@ -56,6 +59,43 @@ def parse_kv_mem(kv_mem: KvMem) -> tuple[str, float]:
     return ("context", value)
 
 
+# Prefix-cache size where the caches live in device memory.
+GPU_PREFIX_CACHE = 16
+
+
+def _prefix_cache_for(device: str, prefix_cache: int | None) -> int:
+    """The prefix-cache size to use: ``None`` means 16 on a GPU and off on CPU.
+
+    mistral.rs 0.8.1 evicts a prefix cache only by moving it off the GPU
+    (``PrefixCacheManagerV2::evict_caches`` counts only non-CPU caches), so on
+    CPU every finished sequence's KV cache is kept forever: ~8 MB more memory
+    per request with the default model. An explicit size is honoured, with a
+    warning on CPU.
+    """
+    if prefix_cache is not None and prefix_cache < 0:
+        raise ConfigError(f"prefix_cache: {prefix_cache} is negative; expected a number of sequences (0 turns it off)")
+    on_cpu = device.startswith("cpu") or (device == "auto" and not {"cuda", "metal"} & set(_core.BUILD_FEATURES))
+    if prefix_cache is None:
+        return 0 if on_cpu else GPU_PREFIX_CACHE
+    if prefix_cache and on_cpu:
+        log.warning("prefix_cache=%d on CPU: mistral.rs 0.8.1 never evicts CPU prefix caches, memory grows with every request", prefix_cache)
+    return prefix_cache
+
+
+# Sampling options the engine takes as unsigned integers, and their least value.
+_COUNTS = {"max_tokens": 1, "top_k": 0, "seed": 0}
+
+
+def _check_counts(sampling: Mapping[str, Any]) -> None:
+    """Refuse counts the engine cannot take, naming the option."""
+    for name, least in _COUNTS.items():
+        value = sampling.get(name)
+        if value is None or isinstance(value, bool) or not isinstance(value, int):
+            continue
+        if not least <= value < 2**64:
+            raise RequestError(f"{name}: {value} is out of range; expected a whole number from {least} to 2**64-1")
+
+
 @dataclass(frozen=True)
 class ChatResult:
     """A complete answer: its text, why it stopped, and the request's usage."""
@@ -87,14 +127,16 @@ class Session:
         block_size: int | None = None,
         kv_mem: KvMem | None = None,
         max_num_seqs: int = 32,
-        prefix_cache: int = 16,
+        prefix_cache: int | None = None,
         dtype: Literal["auto", "bf16", "f16", "f32"] = "auto",
     ) -> None:
         # Everything comes from local files; never let the engine reach a hub.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        path = default_model_path() if model is None else Path(model).expanduser()
-        if prefix_cache < 0:
-            raise ConfigError(f"prefix_cache: {prefix_cache} is negative; expected a number of sequences (0 turns it off)")
+        try:
+            path = default_model_path() if model is None else Path(model).expanduser()
+        except RuntimeError:
+            raise ModelLoadError(f"{model}: starts with ~ but names no known user") from None
+        prefix_cache = _prefix_cache_for(device, prefix_cache)
         self._engine = _core.Session(
             str(path),
             topology=topology,
@@ -176,6 +218,7 @@ class Session:
         return self._send(prompt=prompt, prompt_tokens=prompt_tokens, **sampling)
 
     def _send(self, **request: Any) -> _core.ChatStream:
+        _check_counts(request)
         if isinstance(request.get("json_schema"), dict):
             request["json_schema"] = json.dumps(request["json_schema"])
         return self._engine.stream(**request)

@@ -25,7 +25,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -90,6 +90,12 @@ class _BodyTooLarge(Exception):
     pass
 
 
+class RenameRequest(BaseModel):
+    """`PATCH /v1/conversations/{id}`: a new title."""
+
+    title: str = Field(max_length=200)
+
+
 class ServiceState:
     """The session being loaded or loaded, and what the routes share."""
 
@@ -117,6 +123,16 @@ class ServiceState:
             message = f"the model failed to load: {self.load_error}" if self.load_error else "the model is still loading"
             raise APIError(503, message, type="service_unavailable", code="model_not_ready")
         return self.session
+
+
+def _body_problem(cause: BaseException | None) -> str | None:
+    """What was wrong with a body FastAPI could not parse (it says only
+    "There was an error parsing the body")."""
+    if isinstance(cause, UnicodeDecodeError):
+        return f"the request body is not valid UTF-8 (byte {cause.object[cause.start]:#04x} at position {cause.start}); send JSON in UTF-8"
+    if isinstance(cause, RecursionError):
+        return "the request body's JSON is nested too deeply to parse"
+    return None
 
 
 def _history_writes(call: Callable[[], Any]) -> Any:
@@ -195,7 +211,7 @@ def create_app(config: Config) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, error: HTTPException) -> JSONResponse:
         kind = "not_found_error" if error.status_code == 404 else "invalid_request_error"
-        return APIError(error.status_code, str(error.detail), type=kind).response()
+        return APIError(error.status_code, _body_problem(error.__cause__) or str(error.detail), type=kind).response()
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -403,11 +419,8 @@ def create_app(config: Config) -> FastAPI:
             raise APIError(404, str(e), code="conversation_not_found") from None
         return {**asdict(summary), "messages": [asdict(m) for m in store.messages(summary.id)]}
 
-    class Rename(BaseModel):
-        title: str
-
     @app.patch("/v1/conversations/{conversation_id}", dependencies=[Depends(require_key)])
-    async def rename_conversation(conversation_id: str, body: Rename) -> dict[str, Any]:
+    async def rename_conversation(conversation_id: str, body: RenameRequest) -> dict[str, Any]:
         try:
             history().rename(conversation_id, body.title)
         except HistoryError as e:

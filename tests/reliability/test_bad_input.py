@@ -1,0 +1,212 @@
+"""The bad-input corpus: each case gets a specific, clear error, and none of
+them crashes the service, the session or the history.
+
+Config-file cases live in tests/test_config.py (33 of them) and topology
+cases in tests/test_topology.py; this corpus covers HTTP bodies, Python API
+arguments and model paths, plus config and topology files that are not even
+well-formed text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import struct
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mistralvllm import ConfigError, ModelLoadError, RequestError, Session, Topology
+from mistralvllm.config import load_config
+from prompts import ITALY
+from service import AUTH, MODEL
+
+CHAT = "/v1/chat/completions"
+OK_MESSAGES = [{"role": "user", "content": "Hi"}]
+
+
+def chat_body(**fields: object) -> dict[str, object]:
+    return {"model": MODEL, "messages": OK_MESSAGES, "max_tokens": 4, **fields}
+
+
+# (case name, path, raw body or JSON body, expected status, fragment of the error message)
+HTTP_CASES: list[tuple[str, str, bytes | dict[str, object], int, str]] = [
+    ("messages is a string", CHAT, chat_body(messages="hello"), 400, "messages"),
+    ("max_tokens is text", CHAT, chat_body(max_tokens="ten"), 400, "max_tokens"),
+    ("negative max_tokens", CHAT, chat_body(max_tokens=-5), 400, "max_tokens"),
+    ("zero max_tokens", CHAT, chat_body(max_tokens=0), 400, "max_tokens"),
+    ("huge max_tokens", CHAT, chat_body(max_tokens=10**12), 400, "max_tokens"),
+    ("empty messages", CHAT, chat_body(messages=[]), 400, "messages"),
+    ("invalid role", CHAT, chat_body(messages=[{"role": "wizard", "content": "hi"}]), 400, "role"),
+    ("message without content", CHAT, chat_body(messages=[{"role": "user"}]), 400, "content"),
+    ("content is a number", CHAT, chat_body(messages=[{"role": "user", "content": 42}]), 400, "content"),
+    ("unknown field", CHAT, chat_body(frobnicate=True), 400, "frobnicate"),
+    ("temperature is text", CHAT, chat_body(temperature="hot"), 400, "temperature"),
+    ("negative temperature", CHAT, chat_body(temperature=-1), 400, "temperature"),
+    ("top_p above 1", CHAT, chat_body(top_p=1.5), 400, "top_p"),
+    ("n above 1", CHAT, chat_body(n=3), 400, "n"),
+    ("stream is text", CHAT, chat_body(stream="yes"), 400, "stream"),
+    ("seed is text", CHAT, chat_body(seed="lucky"), 400, "seed"),
+    ("stop is a number", CHAT, chat_body(stop=7), 400, "stop"),
+    ("model is a file path", CHAT, chat_body(model="/etc/passwd"), 404, "does not exist"),
+    ("model missing", CHAT, {"messages": OK_MESSAGES}, 400, "model"),
+    ("response_format type unknown", CHAT, chat_body(response_format={"type": "yaml"}), 400, "response_format"),
+    ("tools are refused", CHAT, chat_body(tools=[{"type": "function", "function": {"name": "f"}}]), 400, "tools"),
+    ("body is not JSON", CHAT, b"this is not json", 400, "JSON"),
+    ("body is a JSON array", CHAT, b"[1, 2, 3]", 400, "object"),
+    ("body is invalid UTF-8", CHAT, b'{"model": "\xff\xfe", "messages": []}', 400, "UTF-8"),
+    ("deeply nested JSON", CHAT, b'{"model": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400, "JSON"),
+    ("10 MB body", CHAT, b'{"model": "' + b"x" * 10_000_000 + b'"}', 413, "larger than"),
+    ("completion prompt is a list of numbers", "/v1/completions", {"model": MODEL, "prompt": [1, 2, 3]}, 400, "prompt"),
+    ("conversation rename without title", "/v1/conversations/abc", {}, 400, "title"),
+]
+
+
+@pytest.mark.parametrize("name,path,body,status,fragment", HTTP_CASES, ids=[case[0] for case in HTTP_CASES])
+def test_http_bad_input(server: dict[str, str], name: str, path: str, body: bytes | dict[str, object], status: int, fragment: str) -> None:
+    method = "PATCH" if path.startswith("/v1/conversations/") else "POST"
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    response = httpx.request(method, server["url"] + path, content=content, headers={**AUTH, "Content-Type": "application/json"}, timeout=60)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert fragment.lower() in error["message"].lower(), error
+    assert error["type"] and response.status_code < 500
+
+
+def test_the_service_is_whole_after_the_corpus(server: dict[str, str]) -> None:
+    # Runs after the HTTP cases (file order): still healthy, still answering,
+    # and its history database intact.
+    assert httpx.get(server["url"] + "/health").json()["status"] == "ok"
+    reply = httpx.post(server["url"] + CHAT, json={"model": MODEL, "messages": ITALY, "max_tokens": 16}, headers=AUTH, timeout=60)
+    assert "Rome" in reply.json()["choices"][0]["message"]["content"]
+    with sqlite3.connect(server["history"]) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+# ---- the Python API -----------------------------------------------------------
+
+API_CASES: list[tuple[str, dict[str, object], type[Exception], str]] = [
+    ("max_tokens negative", {"messages": ITALY, "max_tokens": -1}, RequestError, "max_tokens"),
+    ("temperature text", {"messages": ITALY, "temperature": "hot"}, TypeError, "temperature"),
+    ("top_k negative", {"messages": ITALY, "top_k": -3}, RequestError, "top_k"),
+    ("messages not a list", {"messages": "hello"}, RequestError, "messages"),
+    ("message not a dict", {"messages": ["hello"]}, RequestError, "message"),
+    ("role missing", {"messages": [{"content": "hi"}]}, RequestError, "role"),
+    ("stop not strings", {"messages": ITALY, "stop": [1, 2]}, TypeError, "stop"),
+    ("json_schema not a schema", {"messages": ITALY, "json_schema": "{not json"}, RequestError, "json_schema"),
+]
+
+
+@pytest.mark.parametrize("name,arguments,error,fragment", API_CASES, ids=[case[0] for case in API_CASES])
+def test_python_api_bad_arguments(session: Session, name: str, arguments: dict[str, object], error: type[Exception], fragment: str) -> None:
+    with pytest.raises(error) as raised:
+        session.chat(**arguments)
+    assert fragment in str(raised.value)
+    # The session keeps working after every refusal.
+    assert session.sequence_counts() == {"running": 0, "waiting": 0}
+
+
+def test_session_still_answers_after_the_api_cases(session: Session) -> None:
+    assert "Rome" in session.chat(ITALY, max_tokens=16).text
+
+
+# ---- model paths --------------------------------------------------------------
+
+
+def _safetensors_header_only(path: Path) -> None:
+    header = json.dumps({"model.embed_tokens.weight": {"dtype": "F32", "shape": [49152, 576], "data_offsets": [0, 49152 * 576 * 4]}}).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 64)
+
+
+def model_case(kind: str, tmp_path: Path, tiny_model: Path, default_model: Path) -> Path:
+    """Build one broken model on disk and return the path to load."""
+    if kind == "empty gguf file":
+        (tmp_path / "empty.gguf").write_bytes(b"")
+        return tmp_path / "empty.gguf"
+    if kind == "gguf with a wrong version":
+        data = bytearray(default_model.read_bytes()[:65536])
+        data[4:8] = struct.pack("<I", 99)
+        (tmp_path / "v99.gguf").write_bytes(data)
+        return tmp_path / "v99.gguf"
+    if kind == "directory named like a gguf":
+        (tmp_path / "dir.gguf").mkdir()
+        return tmp_path / "dir.gguf"
+    if kind == "dangling symlink":
+        (tmp_path / "link.gguf").symlink_to(tmp_path / "gone.gguf")
+        return tmp_path / "link.gguf"
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    if kind == "truncated safetensors":
+        weights = next(model.glob("*.safetensors"))
+        weights.write_bytes(weights.read_bytes()[:1000])
+    elif kind == "safetensors with a lying header":
+        _safetensors_header_only(next(model.glob("*.safetensors")))
+    elif kind == "wrong architecture":
+        config = json.loads((model / "config.json").read_text())
+        config["architectures"] = ["BertForMaskedLM"]
+        (model / "config.json").write_text(json.dumps(config))
+    elif kind == "config.json not JSON":
+        (model / "config.json").write_text("{ this is not json")
+    elif kind == "no tokenizer":
+        (model / "tokenizer.json").unlink()
+    return model
+
+
+MODEL_CASES = [
+    ("empty gguf file", ""),
+    ("gguf with a wrong version", ""),
+    ("directory named like a gguf", ""),
+    ("dangling symlink", "no such model file"),
+    ("truncated safetensors", ""),
+    ("safetensors with a lying header", ""),
+    ("wrong architecture", "BertForMaskedLM"),
+    ("config.json not JSON", "config.json"),
+    ("no tokenizer", "tokenizer"),
+]
+
+
+@pytest.mark.parametrize("kind,fragment", MODEL_CASES, ids=[case[0] for case in MODEL_CASES])
+def test_broken_model_files(tmp_path: Path, tiny_model: Path, default_model: Path, kind: str, fragment: str) -> None:
+    path = model_case(kind, tmp_path, tiny_model, default_model)
+    with pytest.raises(ModelLoadError) as raised:
+        Session(path)
+    message = str(raised.value)
+    assert str(path) in message or path.name in message, message
+    assert fragment in message, message
+
+
+# ---- config and topology files that are not even text ---------------------------
+
+FILE_CASES: list[tuple[str, bytes]] = [
+    ("empty file", b""),
+    ("binary garbage", os.urandom(64) + b"\0\xff"),
+    ("UTF-16 text", '{"model": {}}'.encode("utf-16")),
+    ("deeply nested JSON", b'{"server": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"),
+]
+
+
+@pytest.mark.parametrize("name,content", FILE_CASES, ids=[case[0] for case in FILE_CASES])
+def test_config_files_that_are_not_json_text(tmp_path: Path, name: str, content: bytes) -> None:
+    path = tmp_path / "config.json"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert str(path) in str(raised.value)
+
+
+def test_config_path_is_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not a file|directory") as raised:
+        load_config(tmp_path)
+    assert str(tmp_path) in str(raised.value)
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00garbage", b"0-10:\n  isq: [Q4K\n", b"- just\n- a list\n"], ids=["binary", "unclosed bracket", "a list"])
+def test_topology_files_that_are_not_yaml_maps(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "topology.yml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as raised:
+        Topology.from_file(path)
+    assert str(path) in str(raised.value)

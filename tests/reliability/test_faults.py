@@ -1,0 +1,159 @@
+"""Faults: the server killed mid-answer, clients that go away, a model file
+that is gone at start, a full disk under the history database."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from prompts import ITALY
+from service import AUTH, MODEL, REPO, free_port, start_server, stored_turns
+
+CHAT = "/v1/chat/completions"
+
+
+def test_kill_9_during_eight_streams_loses_no_turn(tmp_path: Path) -> None:
+    server = start_server(tmp_path)
+    try:
+        for i in range(2):
+            reply = httpx.post(server.url + CHAT, json={"model": MODEL, "messages": ITALY, "max_tokens": 12}, headers={**AUTH, "X-Conversation-Id": f"done-{i}"}, timeout=60)
+            assert reply.status_code == 200
+        received = {f"live-{i}": "" for i in range(8)}
+        first_token = threading.Event()
+
+        def stream(conversation_id: str) -> None:
+            body = {"model": MODEL, "messages": [{"role": "user", "content": f"Tell a long story about lighthouse {conversation_id}."}], "max_tokens": 400, "stream": True}
+            try:
+                with httpx.stream("POST", server.url + CHAT, json=body, headers={**AUTH, "X-Conversation-Id": conversation_id}, timeout=120) as response:
+                    for line in response.iter_lines():
+                        if line.startswith("data: {"):
+                            delta = json.loads(line[6:])["choices"][0]["delta"]
+                            received[conversation_id] += delta.get("content", "")
+                            if received[conversation_id]:
+                                first_token.set()
+            except httpx.HTTPError:
+                pass  # the server died under us, as intended
+
+        threads = [threading.Thread(target=stream, args=(cid,)) for cid in received]
+        for thread in threads:
+            thread.start()
+        assert first_token.wait(60)
+        time.sleep(2.5)  # past the one-second partial save of the running answer
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait(timeout=30)
+        for thread in threads:
+            thread.join(timeout=60)
+
+        turns = stored_turns(server.history)
+        for i in range(2):
+            question, answer = turns[f"done-{i}"]
+            assert (question["role"], answer["role"], answer["interrupted"]) == ("user", "assistant", 0)
+            assert answer["finish_reason"] in ("stop", "length") and "Rome" in str(answer["content"])
+        for conversation_id, text in received.items():
+            question, answer = turns[conversation_id]  # every accepted question is stored
+            assert conversation_id in str(question["content"])
+            assert answer["interrupted"] == 1 and answer["finish_reason"] is None
+            assert text.startswith(str(answer["content"]))  # what was saved is what was sent
+        assert any(answer["content"] for _, answer in (turns[c] for c in received)), "the running answer's text was saved"
+
+        restarted = start_server(tmp_path, history=server.history)
+        try:
+            reply = httpx.post(
+                restarted.url + CHAT, json={"model": MODEL, "messages": ITALY, "max_tokens": 12}, headers={**AUTH, "X-Conversation-Id": "live-0"}, timeout=60
+            )
+            assert reply.status_code == 200
+            stored = httpx.get(restarted.url + "/v1/conversations/live-0", headers=AUTH).json()
+            assert [m["interrupted"] for m in stored["messages"]] == [False, True, False, False]
+        finally:
+            restarted.stop()
+    finally:
+        server.stop()
+
+
+def running_sequences(url: str) -> tuple[float, float]:
+    values = {}
+    for line in httpx.get(url + "/metrics", headers=AUTH).text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("mistralvllm_sequences_running", "mistralvllm_sequences_waiting"):
+            values[name] = float(value)
+    return values["mistralvllm_sequences_running"], values["mistralvllm_sequences_waiting"]
+
+
+def test_disconnected_clients_free_their_sequences(server: dict[str, str]) -> None:
+    def leave_after_first_chunk() -> None:
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "Count from one to two hundred."}], "max_tokens": 300, "stream": True}
+        with httpx.stream("POST", server["url"] + CHAT, json=body, headers=AUTH, timeout=120) as response:
+            for line in response.iter_lines():
+                if '"content": "' in line and '"content": ""' not in line:
+                    return  # closing the connection mid-answer
+
+    threads = [threading.Thread(target=leave_after_first_chunk) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    deadline = time.monotonic() + 30
+    while running_sequences(server["url"]) != (0.0, 0.0):
+        assert time.monotonic() < deadline, f"sequences still held: {running_sequences(server['url'])}"
+        time.sleep(0.2)
+    reply = httpx.post(server["url"] + CHAT, json={"model": MODEL, "messages": ITALY, "max_tokens": 12}, headers=AUTH, timeout=60)
+    assert "Rome" in reply.json()["choices"][0]["message"]["content"]
+
+
+@pytest.mark.parametrize("kind", ["removed", "dangling symlink", "a directory"])
+def test_model_gone_at_start_is_a_clear_exit(tmp_path: Path, default_model: Path, kind: str) -> None:
+    model = tmp_path / "model.gguf"
+    if kind == "dangling symlink":
+        model.symlink_to(tmp_path / "moved-away.gguf")
+    elif kind == "a directory":
+        model.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "mistralvllm", "serve", "--config", str(REPO / "config" / "config.json"), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "MISTRALVLLM_MODEL__PATH": str(model), "MISTRALVLLM_HISTORY__ENABLED": "false"},
+    )
+    assert result.returncode == 1, result.stderr
+    assert str(model) in result.stderr
+
+
+def test_full_disk_fails_the_request_cleanly(tmp_path: Path) -> None:
+    server = start_server(tmp_path)
+    try:
+        completed, failure = [], None
+        for i in range(80):
+            if i == 3:
+                # From now on no file of the server's may grow past the
+                # database's present size: to SQLite that is a full disk.
+                limit = server.history.stat().st_size
+                resource.prlimit(server.process.pid, resource.RLIMIT_FSIZE, (limit, limit))
+            reply = httpx.post(
+                server.url + CHAT, json={"model": MODEL, "messages": ITALY, "max_tokens": 4}, headers={**AUTH, "X-Conversation-Id": f"turn-{i}"}, timeout=60
+            )
+            if reply.status_code != 200:
+                failure = reply
+                break
+            completed.append(f"turn-{i}")
+        assert failure is not None, "the history never filled up"
+        assert failure.status_code == 507
+        error = failure.json()["error"]
+        assert error["code"] == "history_write_failed" and str(server.history) in error["message"]
+        # The service keeps answering what needs no history, and stays healthy.
+        assert httpx.get(server.url + "/health").json()["status"] == "ok"
+        reply = httpx.post(server.url + CHAT, json={"model": MODEL, "messages": ITALY, "max_tokens": 12}, headers=AUTH, timeout=60)
+        assert "Rome" in reply.json()["choices"][0]["message"]["content"]
+    finally:
+        server.stop()
+    turns = stored_turns(server.history)
+    assert len(completed) >= 3 and all(len(turns[c]) == 2 and turns[c][1]["interrupted"] == 0 for c in completed)

@@ -1,0 +1,59 @@
+"""Security: loopback by default, a loud warning otherwise, the API key on
+every route that touches the model or the history."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from mistralvllm.config import Config, load_config
+from service import API_KEY, REPO, free_port
+
+PUBLIC = {("get", "/health")}
+
+
+def test_the_default_bind_is_loopback() -> None:
+    assert Config().server.host == "127.0.0.1"
+    assert load_config(REPO / "config" / "config.json").server.host == "127.0.0.1"
+
+
+def test_every_route_but_health_needs_the_key(server: dict[str, str]) -> None:
+    schema = httpx.get(server["url"] + "/openapi.json").json()
+    routes = [(method, path) for path, methods in schema["paths"].items() for method in methods]
+    assert len(routes) >= 8 and PUBLIC <= set(routes)
+    wrong = "x" * len(API_KEY)  # same length: only the comparison can refuse it
+    for method, path in routes:
+        if (method, path) in PUBLIC:
+            continue
+        url = server["url"] + path.replace("{conversation_id}", "some-id")
+        for headers in ({}, {"Authorization": f"Bearer {wrong}"}, {"Authorization": API_KEY}):
+            response = httpx.request(method.upper(), url, headers=headers, json={})
+            assert response.status_code == 401, (method, path, headers, response.text)
+            assert response.json()["error"]["code"] == "invalid_api_key"
+    assert httpx.get(server["url"] + "/health").status_code == 200
+
+
+def test_binding_beyond_loopback_without_a_key_warns_loudly(tmp_path: Path) -> None:
+    env = {**os.environ, "MISTRALVLLM_HISTORY__PATH": str(tmp_path / "h.sqlite3")}
+    env.pop("MISTRALVLLM_SERVER__API_KEY", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mistralvllm", "serve", "--config", str(REPO / "config" / "config.json"), "--host", "0.0.0.0", "--port", str(free_port())],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        output = ""
+        while "WARNING" not in output and time.monotonic() < deadline and process.poll() is None:
+            output += process.stdout.readline()
+        assert "WARNING: listening on 0.0.0.0 without an API key" in output, output
+    finally:
+        process.kill()
+        process.wait(timeout=30)
