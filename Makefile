@@ -16,7 +16,7 @@ FEATURES ?=
 PYTEST_ARGS ?=
 PYTHON_LIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 
-.PHONY: venv build browser chat serve bench bench-service test test-rust test-python wheel clean
+.PHONY: venv build browser chat serve bench bench-service test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda wheel-cuda clean
 
 venv: $(VENV)/.deps
 
@@ -51,6 +51,14 @@ test-rust: venv
 test-python: build
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The long variants of tests/reliability (make test runs the short ones):
+# 8 clients x 50 chats with figures in benches/results/, and longer fuzzing.
+stress: build
+	MISTRALVLLM_LOAD_CHATS=50 MISTRALVLLM_RELIABILITY_RESULTS=benches/results $(PY) -m pytest -s tests/reliability/test_load.py
+
+fuzz: build
+	MISTRALVLLM_FUZZ_RUNS=300000 MISTRALVLLM_FUZZ_API_EXAMPLES=300 $(PY) -m pytest -s tests/reliability/test_fuzz.py
+
 # Benchmarks print numbers and write benches/results/*.json (never run by make test).
 BENCH_VENV ?= $(CACHE_DIR)/bench-venv
 
@@ -60,7 +68,11 @@ $(BENCH_VENV)/.deps: requirements/bench.txt
 	touch $@
 
 bench: build $(BENCH_VENV)/.deps
-	MISTRALVLLM_BENCH_VENV=$(BENCH_VENV) $(PY) benches/engines.py
+	RUSTFLAGS="$(NATIVE_RUSTFLAGS)" PYO3_PYTHON=$(abspath $(PY)) LD_LIBRARY_PATH=$(PYTHON_LIBDIR) \
+	  cargo bench --quiet --manifest-path rust/Cargo.toml --bench direct -- \
+	  "$$($(PY) -c 'import mistralvllm; print(mistralvllm.default_model_path())')" > $(CACHE_DIR)/direct-bench.json
+	MISTRALVLLM_BENCH_VENV=$(BENCH_VENV) MISTRALVLLM_DIRECT_RESULT=$(CACHE_DIR)/direct-bench.json $(PY) benches/engines.py
+	$(BENCH_VENV)/bin/python benches/report.py
 
 bench-service: build
 	$(PY) benches/service_vs_session.py
@@ -68,6 +80,38 @@ bench-service: build
 # A portable wheel (no native CPU flags) under dist/.
 wheel: venv
 	PATH="$(abspath $(VENV))/bin:$$PATH" maturin build --profile dist --out dist $(if $(FEATURES),--features $(FEATURES))
+
+# The CUDA build: CUDA 13.0 toolkit from PyPI (requirements/cuda-build.txt)
+# assembled into CUDA_HOME by scripts/cuda-home.sh; its own target dir so the
+# CPU build stays warm. flash-attn is not in the default feature set: its build
+# script clones CUTLASS from GitHub (see README, "CUDA build").
+CUDA_VENV ?= $(CACHE_DIR)/cuda-venv
+CUDA_HOME_DIR ?= $(CACHE_DIR)/cuda-home
+CUDA_FEATURES ?= cuda,cudnn
+CUDA_COMPUTE_CAP ?= 90
+CUDA_TARGET_DIR ?= $(CACHE_DIR)/target-cuda
+# The wheel finds libcudart/cublas/curand/nvrtc/cudnn next to itself in
+# site-packages (pip install mistralvllm[cuda]), else where the system keeps them.
+CUDA_RPATH := -C link-arg=-Wl,-rpath,$$ORIGIN/../nvidia/cu13/lib:$$ORIGIN/../nvidia/cudnn/lib
+CUDA_ENV = CUDA_HOME=$(CUDA_HOME_DIR) CUDA_PATH=$(CUDA_HOME_DIR) PATH="$(CUDA_HOME_DIR)/bin:$(abspath $(VENV))/bin:$$PATH" \
+  CUDA_COMPUTE_CAP=$(CUDA_COMPUTE_CAP) CARGO_TARGET_DIR=$(CUDA_TARGET_DIR)
+
+cuda-toolkit: $(CUDA_HOME_DIR)/.ready
+
+$(CUDA_HOME_DIR)/.ready: requirements/cuda-build.txt scripts/cuda-home.sh
+	test -x $(CUDA_VENV)/bin/python || $(PYTHON) -m venv $(CUDA_VENV)
+	$(CUDA_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/cuda-build.txt
+	scripts/cuda-home.sh $(CUDA_VENV) $(CUDA_HOME_DIR)
+	touch $@
+
+# Compiles every CUDA kernel and type-checks the crate with the CUDA features.
+check-cuda: venv cuda-toolkit
+	$(CUDA_ENV) PYO3_PYTHON=$(abspath $(PY)) cargo check --profile dist --manifest-path rust/Cargo.toml --features $(CUDA_FEATURES)
+
+# The wheel to carry to a GPU machine, under dist/.
+wheel-cuda: venv cuda-toolkit
+	$(CUDA_ENV) RUSTFLAGS='$(CUDA_RPATH)' \
+	  maturin build --profile dist --out dist/cuda --auditwheel skip --features $(CUDA_FEATURES)
 
 clean:
 	rm -rf $(VENV) dist

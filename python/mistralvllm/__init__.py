@@ -2,6 +2,18 @@
 attention, per-layer in-situ quantization (a Topology), continuous batching
 and streaming."""
 
+try:
+    from . import _core
+except ImportError as e:  # a CUDA build whose runtime libraries are not installed
+    if "libcuda.so" in str(e):
+        raise ImportError(f"{e}. This mistralvllm was built with CUDA and needs the NVIDIA driver (libcuda.so.1)") from e
+    if any(name in str(e) for name in ("libcu", "libnvrtc", "libcudnn")):
+        raise ImportError(
+            f"{e}. This mistralvllm was built with CUDA 13: install its runtime libraries with "
+            "`pip install mistralvllm[cuda]`, or make the system's CUDA 13 libraries visible to the loader"
+        ) from e
+    raise
+
 from ._core import BUILD_FEATURES, ISQ_NAMES, MISTRALRS_VERSION, ChatChunk, Topology, TopologyRange, Usage
 from .errors import ConfigError, ContextOverflowError, MistralVllmError, ModelLoadError, RequestError
 from .models import default_model_path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import platform
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -264,8 +265,26 @@ def models(config_path: Path | None) -> None:
 
 @main.command()
 def info() -> None:
-    """Versions and build features."""
+    """Versions, build features and visible CUDA devices."""
     click.echo(f"mistralvllm {__version__}")
     click.echo(f"mistral.rs {MISTRALRS_VERSION}")
     click.echo(f"build features: {', '.join(['cpu', *BUILD_FEATURES])}")
     click.echo(f"python {platform.python_version()} on {platform.system()} {platform.machine()}")
+    click.echo(f"CUDA devices: {cuda_devices()}")
+
+
+def cuda_devices() -> str:
+    """The GPUs the NVIDIA driver shows (``nvidia-smi``), or why there are none."""
+    try:
+        result = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index,name,memory.total", "--format=csv,noheader"], capture_output=True, text=True, timeout=30
+        )
+    except FileNotFoundError:
+        return "none (no NVIDIA driver: nvidia-smi not found)"
+    except subprocess.TimeoutExpired:
+        return "unknown (nvidia-smi did not answer)"
+    if result.returncode != 0:
+        return f"none ({(result.stderr or result.stdout).strip() or 'nvidia-smi failed'})"
+    devices = [f"cuda:{line.replace(', ', ' ', 1)}" for line in result.stdout.strip().splitlines()]
+    note = "" if "cuda" in BUILD_FEATURES else " (this build is CPU-only)"
+    return ("; ".join(devices) or "none") + note
