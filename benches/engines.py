@@ -9,8 +9,14 @@ the first and the last piece.
     make bench        # builds the peers' venv once (~/.cache/mistralvllm/bench-venv)
 
 Figures: load time, decode tok/s (128 new tokens after a short prompt),
-time to first token and prompt tok/s (a ~512-token prompt), peak RSS.
-Results go to benches/results/<date>-<host>-engines.json.
+time to first token and prompt tok/s (a ~512-token prompt), aggregate tok/s
+and per-request latency at 1, 2, 4 and 8 concurrent chats (engines that
+cannot take requests from several threads are serialized behind a lock, and
+say so), peak RSS, decode tok/s as a fraction of this machine's memory
+bandwidth roofline, greedy fidelity against llama.cpp (first 20 tokens of 5
+prompts), and for us also the plain model with the seed's topology.
+Results go to benches/results/<date>-<host>-engines.json; benches/report.py
+turns them into the plot and the README table.
 """
 
 from __future__ import annotations
@@ -23,12 +29,15 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# Written by `cargo bench --bench direct` (rust/benches/direct.rs) earlier in `make bench`.
+DIRECT_RESULT = os.environ.get("MISTRALVLLM_DIRECT_RESULT")
 PEER_PYTHON = Path(os.environ.get("MISTRALVLLM_BENCH_VENV", Path.home() / ".cache" / "mistralvllm" / "bench-venv")) / "bin" / "python"
 THREADS = os.cpu_count() or 1
 DECODE_TOKENS = 128
@@ -39,6 +48,20 @@ PARAGRAPH = (
     "Later, towers were built along coasts, and lenses made their light visible for many miles across the sea. "
 )
 LONG = [{"role": "user", "content": "Summarize this text in one sentence:\n" + PARAGRAPH * 12}]
+CONCURRENCY = (1, 2, 4, 8)
+CONCURRENT_TOKENS = 64
+TOPICS = ["a lighthouse", "the moon", "a river", "an old map", "a violin", "the desert", "a train", "a garden"]
+FIDELITY_TOKENS = 20
+FIDELITY_PROMPTS = [
+    "What is the capital of Italy?",
+    "Write a story about a lighthouse keeper who finds a message in a bottle.",
+    "Explain why the sky is blue.",
+    "Give me three tips for learning to cook.",
+    "What is the chemical symbol for water?",
+]
+# The seed's topology (seed 001) mapped onto SmolLM2's 30 layers.
+SEED_TOPOLOGY = [(0, 8, "Q3K"), (8, 16, "Q4K"), (16, 24, "Q6K"), (24, 30, "Q8_0")]
+PLAIN_MODEL = Path.home() / ".cache" / "mistralvllm" / "models" / "smollm2-135m-instruct-f32-v1"
 
 StreamFn = Callable[[list[dict[str, str]], int], Iterator[str]]
 
@@ -55,8 +78,19 @@ def default_model() -> str:
 def load_ours(model: str) -> StreamFn:
     from mistralvllm import Session
 
-    session = Session(model)
+    return _session_stream(Session(model))
 
+
+def load_ours_plain_topology(_: str) -> StreamFn:
+    from mistralvllm import Session, Topology
+
+    topology = Topology()
+    for start, end, isq in SEED_TOPOLOGY:
+        topology = topology.with_range(start, end, isq=isq)
+    return _session_stream(Session(PLAIN_MODEL, topology=topology))
+
+
+def _session_stream(session) -> StreamFn:
     def stream(messages: list[dict[str, str]], max_tokens: int) -> Iterator[str]:
         for chunk in session.stream(messages, max_tokens=max_tokens, temperature=0.0):
             yield chunk.text
@@ -94,7 +128,16 @@ def load_mistralrs(model: str) -> StreamFn:
     return stream
 
 
-ENGINES = {"mistralvllm": load_ours, "mistralrs": load_mistralrs, "llama-cpp-python": load_llamacpp}
+ENGINES = {
+    "mistralvllm": load_ours,
+    "mistralvllm-plain-topology": load_ours_plain_topology,
+    "mistralrs": load_mistralrs,
+    "llama-cpp-python": load_llamacpp,
+}
+# Engines whose objects fail when called from several threads at once
+# (llama.cpp's Llama is not thread-safe; PyPI mistralrs raised "Already
+# borrowed"): their concurrent runs go through one lock, one chat at a time.
+SERIALIZED = {"mistralrs", "llama-cpp-python"}
 
 
 def timed(stream: StreamFn, messages: list[dict[str, str]], max_tokens: int) -> tuple[float, float, int, str]:
@@ -113,6 +156,31 @@ def timed(stream: StreamFn, messages: list[dict[str, str]], max_tokens: int) -> 
     return first - started, last - started, pieces, "".join(parts)
 
 
+def concurrent(stream: StreamFn, clients: int, serialized: bool) -> dict[str, float]:
+    """``clients`` chats at once, each CONCURRENT_TOKENS long: aggregate tok/s and latencies."""
+    lock = threading.Lock() if serialized else None
+    latencies, pieces = [0.0] * clients, [0] * clients
+
+    def one(index: int) -> None:
+        messages = [{"role": "user", "content": f"Write a short poem about {TOPICS[index % len(TOPICS)]}."}]
+        started = time.perf_counter()
+        if lock is not None:
+            with lock:
+                _, _, pieces[index], _ = timed(stream, messages, CONCURRENT_TOKENS)
+        else:
+            _, _, pieces[index], _ = timed(stream, messages, CONCURRENT_TOKENS)
+        latencies[index] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    return {"clients": clients, "aggregate_tok_s": sum(pieces) / wall, "latency_median_s": statistics.median(latencies), "latency_max_s": max(latencies)}
+
+
 def run_engine(name: str, model: str) -> dict[str, object]:
     """Measure one engine in this process."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -125,14 +193,32 @@ def run_engine(name: str, model: str) -> dict[str, object]:
         first, last, pieces, text = timed(stream, SHORT, DECODE_TOKENS)
         decode.append((pieces - 1) / (last - first))
         ttft.append(timed(stream, LONG, 1)[0])
+    fidelity = [timed(stream, [{"role": "user", "content": prompt}], FIDELITY_TOKENS)[3] for prompt in FIDELITY_PROMPTS]
     return {
         "engine": name,
         "load_s": load_s,
         "decode_tok_s": decode,
         "long_prompt_ttft_s": ttft,
+        "concurrency": [concurrent(stream, clients, name in SERIALIZED) for clients in CONCURRENCY],
+        "serialized": name in SERIALIZED,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "fidelity_texts": fidelity,
         "sample": text[:160],
     }
+
+
+def memory_bandwidth_gib_s() -> float:
+    """A STREAM-like copy of 256 MiB arrays, best of 5: bytes read plus written per second."""
+    import numpy as np
+
+    source = np.ones(256 * 1024 * 1024 // 8)
+    target = np.empty_like(source)
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        np.copyto(target, source)
+        best = min(best, time.perf_counter() - started)
+    return 2 * source.nbytes / best / 2**30
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -154,6 +240,9 @@ def main() -> None:
 
     with Session(model) as session:
         long_prompt_tokens = session.count_tokens(LONG)
+    bandwidth = memory_bandwidth_gib_s()
+    bytes_per_token = Path(model).stat().st_size
+    roofline_tok_s = bandwidth * 2**30 / bytes_per_token
     rows = []
     for name in ENGINES:
         python = sys.executable if name == "mistralvllm" else str(PEER_PYTHON)
@@ -165,16 +254,39 @@ def main() -> None:
         row["decode_tok_s"] = summary(row["decode_tok_s"])
         row["long_prompt_ttft_s"] = summary(row["long_prompt_ttft_s"])
         row["prompt_tok_s_median"] = long_prompt_tokens / row["long_prompt_ttft_s"]["median"]
+        # Every decoded token reads all the weights once: the file size is the
+        # bytes per token (the plain model with ISQ reads its quantized size,
+        # which we do not know here, so it gets no roofline figure).
+        if row["engine"] != "mistralvllm-plain-topology":
+            row["decode_fraction_of_roofline"] = row["decode_tok_s"]["median"] / roofline_tok_s
         rows.append(row)
     ours = next((r for r in rows if r["engine"] == "mistralvllm"), None)
+    reference = next((r for r in rows if r["engine"] == "llama-cpp-python"), None)
+    for row in rows:
+        if reference is not None:
+            # Greedy text for the same prompts: identical first 20 tokens?
+            row["fidelity_matches_llamacpp"] = sum(a == b for a, b in zip(row["fidelity_texts"], reference["fidelity_texts"]))
+    binding = None
+    if DIRECT_RESULT and ours is not None:
+        direct = json.loads(Path(DIRECT_RESULT).read_text().strip().splitlines()[-1])
+        direct_rate = statistics.median(direct["decode_tok_s"])
+        ours_rate = ours["decode_tok_s"]["median"]
+        overhead_ms = 1000 / ours_rate - 1000 / direct_rate
+        binding = {
+            "direct_decode_tok_s": direct_rate,
+            "session_decode_tok_s": ours_rate,
+            "overhead_ms_per_token": overhead_ms,
+            "overhead_fraction_of_token_time": overhead_ms / (1000 / ours_rate),
+        }
     ratios = {}
     if ours is not None:
         for row in rows:
-            if row is ours:
+            if row["engine"].startswith("mistralvllm"):
                 continue
             ratios[row["engine"]] = {
                 "decode": ours["decode_tok_s"]["median"] / row["decode_tok_s"]["median"],
                 "prompt": ours["prompt_tok_s_median"] / row["prompt_tok_s_median"],
+                "aggregate_8": ours["concurrency"][-1]["aggregate_tok_s"] / row["concurrency"][-1]["aggregate_tok_s"],
                 "peak_rss": ours["peak_rss_mib"] / row["peak_rss_mib"],
             }
     report = {
@@ -186,7 +298,13 @@ def main() -> None:
         "decode_tokens": DECODE_TOKENS,
         "long_prompt_tokens": long_prompt_tokens,
         "repetitions": REPETITIONS,
+        "memory_bandwidth_gib_s": bandwidth,
+        "bytes_per_token": bytes_per_token,
+        "roofline_decode_tok_s": roofline_tok_s,
+        "fidelity_prompts": FIDELITY_PROMPTS,
+        "fidelity_tokens": FIDELITY_TOKENS,
         "engines": rows,
+        "binding_overhead": binding,
         "mistralvllm_over_peer": ratios,
     }
     out = REPO / "benches" / "results" / f"{report['date']}-{report['host']}-engines.json"
@@ -196,6 +314,15 @@ def main() -> None:
         print(
             f"{row['engine']:18} {row['load_s']:>7.2f} {row['decode_tok_s']['median']:>13.1f} "
             f"{row['long_prompt_ttft_s']['median']:>11.3f}s {row['prompt_tok_s_median']:>13.1f} {row['peak_rss_mib']:>7.0f}Mi"
+        )
+    print(f"aggregate tok/s at {CONCURRENCY} concurrent chats:")
+    for row in rows:
+        print(f"  {row['engine']:26} " + " ".join(f"{c['aggregate_tok_s']:7.1f}" for c in row["concurrency"]) + ("  (serialized)" if row["serialized"] else ""))
+    print(f"memory bandwidth {bandwidth:.1f} GiB/s, roofline {roofline_tok_s:.0f} tok/s for {bytes_per_token / 2**20:.0f} MiB per token")
+    if binding is not None:
+        print(
+            f"binding: Session {binding['session_decode_tok_s']:.1f} tok/s vs Rust direct {binding['direct_decode_tok_s']:.1f}: "
+            f"{binding['overhead_ms_per_token']:.3f} ms per token ({100 * binding['overhead_fraction_of_token_time']:.1f}%)"
         )
     print("mistralvllm / peer:", json.dumps({k: {m: round(v, 2) for m, v in r.items()} for k, r in ratios.items()}))
     print(f"written to {out}")

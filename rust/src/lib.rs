@@ -2,8 +2,10 @@
 
 mod errors;
 mod gate;
-mod loader;
-mod model_files;
+// Public for rust/benches/direct.rs, which loads a model the same way and
+// drives mistral.rs without Python to measure the binding's overhead.
+pub mod loader;
+pub mod model_files;
 mod request;
 mod session;
 mod stream;

@@ -1,0 +1,101 @@
+"""Turn the newest benches/results/*-engines.json into a plot and the README's
+speed table (between the bench-table markers). Run by `make bench` with the
+peers' venv, which has matplotlib.
+
+    python benches/report.py [RESULTS.json]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benches" / "results"
+README = REPO / "README.md"
+START, END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
+NAMES = {
+    "mistralvllm": "mistralvllm (GGUF)",
+    "mistralvllm-plain-topology": "mistralvllm (plain + seed topology)",
+    "mistralrs": "PyPI mistralrs",
+    "llama-cpp-python": "llama-cpp-python",
+}
+
+
+def plot(report: dict, out: Path) -> None:
+    figure, axes = plt.subplots(figsize=(7, 4.2))
+    for row in report["engines"]:
+        clients = [c["clients"] for c in row["concurrency"]]
+        rates = [c["aggregate_tok_s"] for c in row["concurrency"]]
+        label = NAMES.get(row["engine"], row["engine"]) + (" (serialized)" if row["serialized"] else "")
+        axes.plot(clients, rates, marker="o", label=label)
+    axes.set_xscale("log", base=2)
+    axes.set_xticks([c["clients"] for c in report["engines"][0]["concurrency"]], labels=[str(c["clients"]) for c in report["engines"][0]["concurrency"]])
+    axes.set_xlabel("concurrent chats")
+    axes.set_ylabel("aggregate tok/s")
+    axes.set_title(f"{report['model']}, {report['threads']} threads, {report['host']}")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
+
+
+def table(report: dict, results: Path, png: Path) -> str:
+    lines = [
+        f"Measured {report['date']} on `{report['host']}` ({report['threads']} threads), `{results.relative_to(REPO)}`; "
+        f"plot: `{png.relative_to(REPO)}`. Medians of {report['repetitions']}; "
+        f"decode = {report['decode_tokens']} new tokens; prompt = {report['long_prompt_tokens']} tokens; "
+        f"roofline = {report['memory_bandwidth_gib_s']:.1f} GiB/s copy bandwidth / {report['bytes_per_token'] / 2**20:.0f} MiB of weights "
+        f"= {report['roofline_decode_tok_s']:.0f} tok/s; fidelity = prompts of {len(report['fidelity_prompts'])} whose first "
+        f"{report['fidelity_tokens']} greedy tokens match llama.cpp's.",
+        "",
+        "| engine | load | decode tok/s | % of roofline | TTFT | prompt tok/s | 8 chats, tok/s | 8 chats, median latency | peak RSS | fidelity |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in report["engines"]:
+        eight = row["concurrency"][-1]
+        roofline = f"{100 * row['decode_fraction_of_roofline']:.0f}%" if "decode_fraction_of_roofline" in row else "-"
+        serialized = " (serialized)" if row["serialized"] else ""
+        lines.append(
+            f"| {NAMES.get(row['engine'], row['engine'])} | {row['load_s']:.2f} s | {row['decode_tok_s']['median']:.1f} | {roofline} "
+            f"| {row['long_prompt_ttft_s']['median']:.2f} s | {row['prompt_tok_s_median']:.0f} | {eight['aggregate_tok_s']:.1f}{serialized} "
+            f"| {eight['latency_median_s']:.1f} s | {row['peak_rss_mib']:.0f} MiB | {row.get('fidelity_matches_llamacpp', '-')}/{len(report['fidelity_prompts'])} |"
+        )
+    lines.append("")
+    ratios = "; ".join(
+        f"vs {NAMES.get(peer, peer)}: " + ", ".join(f"{metric} {value:.2f}×" for metric, value in values.items())
+        for peer, values in report["mistralvllm_over_peer"].items()
+    )
+    lines.append(f"Ratios, mistralvllm (GGUF) / peer — {ratios}.")
+    if binding := report.get("binding_overhead"):
+        lines += [
+            "",
+            f"Binding overhead: mistral.rs driven from Rust (`rust/benches/direct.rs`, same loader and request) decodes "
+            f"{binding['direct_decode_tok_s']:.1f} tok/s, through `Session` from Python {binding['session_decode_tok_s']:.1f}: "
+            f"{binding['overhead_ms_per_token']:.3f} ms per token, {100 * binding['overhead_fraction_of_token_time']:.1f}% of a token's time.",
+        ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    results = Path(sys.argv[1]) if len(sys.argv) > 1 else max(RESULTS.glob("*-engines.json"), key=lambda p: p.stat().st_mtime)
+    report = json.loads(results.read_text())
+    png = results.with_suffix(".png")
+    plot(report, png)
+    text = README.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"{README}: the markers {START} / {END} are missing")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    README.write_text(f"{head}{START}\n{table(report, results, png)}\n{END}{tail}")
+    print(f"wrote {png} and the table in {README}")
+
+
+if __name__ == "__main__":
+    main()
