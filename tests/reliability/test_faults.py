@@ -29,7 +29,8 @@ def test_kill_9_during_eight_streams_loses_no_turn(tmp_path: Path) -> None:
             reply = httpx.post(server.url + CHAT, json={"model": MODEL, "messages": ITALY, "max_tokens": 12}, headers={**AUTH, "X-Conversation-Id": f"done-{i}"}, timeout=60)
             assert reply.status_code == 200
         received = {f"live-{i}": "" for i in range(8)}
-        first_token = threading.Event()
+        finished: set[str] = set()  # answers that ended before the kill
+        answering_since: dict[str, float] = {}
 
         def stream(conversation_id: str) -> None:
             body = {"model": MODEL, "messages": [{"role": "user", "content": f"Tell a long story about lighthouse {conversation_id}."}], "max_tokens": 400, "stream": True}
@@ -37,18 +38,23 @@ def test_kill_9_during_eight_streams_loses_no_turn(tmp_path: Path) -> None:
                 with httpx.stream("POST", server.url + CHAT, json=body, headers={**AUTH, "X-Conversation-Id": conversation_id}, timeout=120) as response:
                     for line in response.iter_lines():
                         if line.startswith("data: {"):
-                            delta = json.loads(line[6:])["choices"][0]["delta"]
-                            received[conversation_id] += delta.get("content", "")
+                            choice = json.loads(line[6:])["choices"][0]
+                            received[conversation_id] += choice["delta"].get("content", "")
+                            if choice["finish_reason"]:
+                                finished.add(conversation_id)
                             if received[conversation_id]:
-                                first_token.set()
+                                answering_since.setdefault(conversation_id, time.monotonic())
             except httpx.HTTPError:
                 pass  # the server died under us, as intended
 
         threads = [threading.Thread(target=stream, args=(cid,)) for cid in received]
         for thread in threads:
             thread.start()
-        assert first_token.wait(60)
-        time.sleep(2.5)  # past the one-second partial save of the running answer
+        # Kill once an unfinished answer has run past the one-second partial save.
+        deadline = time.monotonic() + 120
+        while not any(c not in finished and time.monotonic() - t > 1.6 for c, t in list(answering_since.items())):
+            assert time.monotonic() < deadline, "no answer ran long enough"
+            time.sleep(0.05)
         server.process.send_signal(signal.SIGKILL)
         server.process.wait(timeout=30)
         for thread in threads:
@@ -59,12 +65,17 @@ def test_kill_9_during_eight_streams_loses_no_turn(tmp_path: Path) -> None:
             question, answer = turns[f"done-{i}"]
             assert (question["role"], answer["role"], answer["interrupted"]) == ("user", "assistant", 0)
             assert answer["finish_reason"] in ("stop", "length") and "Rome" in str(answer["content"])
+        assert len(finished) < len(received), "the kill came after every answer had ended"
         for conversation_id, text in received.items():
             question, answer = turns[conversation_id]  # every accepted question is stored
             assert conversation_id in str(question["content"])
-            assert answer["interrupted"] == 1 and answer["finish_reason"] is None
-            assert text.startswith(str(answer["content"]))  # what was saved is what was sent
-        assert any(answer["content"] for _, answer in (turns[c] for c in received)), "the running answer's text was saved"
+            if conversation_id in finished:
+                assert answer["interrupted"] == 0 and answer["content"] == text
+            else:
+                assert answer["interrupted"] == 1 and answer["finish_reason"] is None
+                assert text.startswith(str(answer["content"]))  # what was saved is what was sent
+        running = [turns[c][1] for c in received if c not in finished and received[c]]
+        assert any(answer["content"] for answer in running), "the running answer's text was saved"
 
         restarted = start_server(tmp_path, history=server.history)
         try:
