@@ -53,11 +53,12 @@ test-python: build
 
 # The long variants of tests/reliability (make test runs the short ones):
 # 8 clients x 50 chats with figures in benches/results/, and longer fuzzing.
+# (Their settings are not MISTRALVLLM_* variables: those are config for the server.)
 stress: build
-	MISTRALVLLM_LOAD_CHATS=50 MISTRALVLLM_RELIABILITY_RESULTS=benches/results $(PY) -m pytest -s tests/reliability/test_load.py
+	LOAD_TEST_CHATS=50 LOAD_TEST_RESULTS=benches/results $(PY) -m pytest -s tests/reliability/test_load.py
 
 fuzz: build
-	MISTRALVLLM_FUZZ_RUNS=300000 MISTRALVLLM_FUZZ_API_EXAMPLES=300 $(PY) -m pytest -s tests/reliability/test_fuzz.py
+	FUZZ_CONFIG_RUNS=300000 FUZZ_API_EXAMPLES=300 $(PY) -m pytest -s tests/reliability/test_fuzz.py
 
 # Benchmarks print numbers and write benches/results/*.json (never run by make test).
 BENCH_VENV ?= $(CACHE_DIR)/bench-venv
@@ -70,7 +71,7 @@ $(BENCH_VENV)/.deps: requirements/bench.txt
 bench: build $(BENCH_VENV)/.deps
 	RUSTFLAGS="$(NATIVE_RUSTFLAGS)" PYO3_PYTHON=$(abspath $(PY)) LD_LIBRARY_PATH=$(PYTHON_LIBDIR) \
 	  cargo bench --quiet --manifest-path rust/Cargo.toml --bench direct -- \
-	  "$$($(PY) -c 'import mistralvllm; print(mistralvllm.default_model_path())')" > $(CACHE_DIR)/direct-bench.json
+	  "$$($(PY) -c 'import mistralvllm; print(mistralvllm.default_model_path())')" 128 5 > $(CACHE_DIR)/direct-bench.json
 	MISTRALVLLM_BENCH_VENV=$(BENCH_VENV) MISTRALVLLM_DIRECT_RESULT=$(CACHE_DIR)/direct-bench.json $(PY) benches/engines.py
 	$(BENCH_VENV)/bin/python benches/report.py
 

@@ -14,8 +14,8 @@ from service import API_KEY, REPO, start_server
 
 HERE = Path(__file__).parent
 SEED_TOPOLOGY = b"0-8:\n  isq: Q3K\n8-16:\n  isq: Q4K\n16-24:\n  isq: Q6K\n24-30:\n  isq: Q8_0\n  device: cpu\n"
-FUZZ_RUNS = os.environ.get("MISTRALVLLM_FUZZ_RUNS", "4000")
-API_EXAMPLES = os.environ.get("MISTRALVLLM_FUZZ_API_EXAMPLES", "25")
+FUZZ_RUNS = os.environ.get("FUZZ_CONFIG_RUNS", "4000")
+API_EXAMPLES = os.environ.get("FUZZ_API_EXAMPLES", "25")
 
 
 def test_config_and_topology_parsers_under_atheris(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import openai
 from service import API_KEY, MODEL, start_server, stored_turns
 
 CLIENTS = 8
-CHATS_PER_CLIENT = int(os.environ.get("MISTRALVLLM_LOAD_CHATS", "5"))
+CHATS_PER_CLIENT = int(os.environ.get("LOAD_TEST_CHATS", "5"))
 QUESTIONS = ["What is the capital of Italy?", "Name a colour.", "What is 2+2?", "Say hello.", "What is water made of?", "Name a planet."]
 
 
@@ -90,7 +90,7 @@ def test_eight_clients_chatting_at_once(tmp_path: Path) -> None:
         f"rss_after_{total}_requests_mib": round(rss_end / 1024, 1),
     }
     print(json.dumps(figures))
-    if results_dir := os.environ.get("MISTRALVLLM_RELIABILITY_RESULTS"):
+    if results_dir := os.environ.get("LOAD_TEST_RESULTS"):
         out = Path(results_dir) / f"{date.today()}-{platform.node() or 'host'}-load.json"
         out.write_text(json.dumps(figures, indent=2) + "\n")
     assert rss_end <= 1.10 * rss_at_checkpoint[0], figures
