@@ -65,6 +65,13 @@ HTTP_CASES: list[tuple[str, str, bytes | dict[str, object], int, str]] = [
 ]
 
 
+@pytest.mark.parametrize("limit", ["-67085686089297650274795520", "0", "100000", "ten"])
+def test_conversation_list_limit_out_of_range(server: dict[str, str], limit: str) -> None:
+    # Found by schemathesis: a limit beyond SQLite's integers was a 500.
+    response = httpx.get(server["url"] + "/v1/conversations", params={"limit": limit}, headers=AUTH)
+    assert response.status_code == 400 and "limit" in response.json()["error"]["message"], response.text
+
+
 @pytest.mark.parametrize("name,path,body,status,fragment", HTTP_CASES, ids=[case[0] for case in HTTP_CASES])
 def test_http_bad_input(server: dict[str, str], name: str, path: str, body: bytes | dict[str, object], status: int, fragment: str) -> None:
     method = "PATCH" if path.startswith("/v1/conversations/") else "POST"

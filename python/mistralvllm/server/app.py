@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -407,7 +407,7 @@ def create_app(config: Config) -> FastAPI:
         return state.history
 
     @app.get("/v1/conversations", dependencies=[Depends(require_key)])
-    async def conversations(limit: int = 50) -> dict[str, Any]:
+    async def conversations(limit: int = Query(50, ge=1, le=1000)) -> dict[str, Any]:
         return {"object": "list", "data": [asdict(c) for c in history().list(limit=limit)]}
 
     @app.get("/v1/conversations/{conversation_id}", dependencies=[Depends(require_key)])
