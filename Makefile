@@ -52,10 +52,14 @@ test-python: build
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The long variants of tests/reliability (make test runs the short ones):
-# 8 clients x 50 chats with figures in benches/results/, and longer fuzzing.
+# 8 clients x 63 chats with figures in benches/results/, and longer fuzzing.
 # (Their settings are not MISTRALVLLM_* variables: those are config for the server.)
+# 8 clients x 63 chats: at least 50 chats each and 504 requests in all, so
+# the RSS figure compares request 50 with request 500+.
+LOAD_TEST_CHATS ?= 63
+
 stress: build
-	LOAD_TEST_CHATS=50 LOAD_TEST_RESULTS=benches/results $(PY) -m pytest -s tests/reliability/test_load.py
+	LOAD_TEST_CHATS=$(LOAD_TEST_CHATS) LOAD_TEST_RESULTS=benches/results $(PY) -m pytest -s tests/reliability/test_load.py
 
 fuzz: build
 	FUZZ_CONFIG_RUNS=300000 FUZZ_API_EXAMPLES=300 $(PY) -m pytest -s tests/reliability/test_fuzz.py
