@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,18 @@ def test_pipe_mode_prints_only_the_answer(cli_env: dict[str, str]) -> None:
     result = run(cli_env, "chat", "--config", CONFIG, stdin=ITALY + "\n")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "The capital of Italy is Rome.\n"
+
+
+def test_pipe_mode_with_a_regex_or_a_grammar(cli_env: dict[str, str], tmp_path: Path) -> None:
+    result = run(cli_env, "chat", "--config", CONFIG, "--no-history", "--regex", r"\d{4}-\d{2}-\d{2}", stdin="When did the Berlin Wall fall?\n")
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}\n", result.stdout), result.stdout
+    grammar = tmp_path / "colours.lark"
+    grammar.write_text('start: "red" | "green" | "blue"\n')
+    result = run(cli_env, "chat", "--config", CONFIG, "--no-history", "--grammar", str(grammar), stdin="Name a colour.\n")
+    assert result.returncode == 0 and result.stdout.strip() in {"red", "green", "blue"}, result.stdout + result.stderr
+    result = run(cli_env, "chat", "--config", CONFIG, "--no-history", "--regex", "([", stdin="hi\n")
+    assert result.returncode == 1 and "unclosed character class" in result.stderr
 
 
 def test_pipe_mode_json_and_the_history_commands(cli_env: dict[str, str]) -> None:

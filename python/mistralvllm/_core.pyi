@@ -108,6 +108,8 @@ class Session:
         presence_penalty: float | None = None,
         repetition_penalty: float | None = None,
         json_schema: str | None = None,
+        regex: str | None = None,
+        grammar: str | None = None,
     ) -> ChatStream: ...
     def tokenize(
         self, messages: list[Mapping[str, str]] | None = None, *, prompt: str | None = None, add_generation_prompt: bool = True

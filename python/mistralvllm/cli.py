@@ -75,9 +75,28 @@ def load_session(config: Config, console: Console, *, quiet: bool) -> Session:
 @click.option("--system", "system_prompt", help="System prompt for a new conversation.")
 @click.option("--json", "as_json", is_flag=True, help="Pipe mode: print the answer as JSON.")
 @click.option("--no-history", is_flag=True, help="Do not store this chat.")
+@click.option("--regex", help="Constrain every answer to match this regular expression.")
+@click.option("--grammar", "grammar_file", type=click.Path(dir_okay=False, path_type=Path), help="Constrain every answer to this Lark grammar (a file).")
 @reports_errors
-def chat(config_path: Path | None, model: str | None, resume_id: str | None, system_prompt: str | None, as_json: bool, no_history: bool) -> None:
+def chat(
+    config_path: Path | None,
+    model: str | None,
+    resume_id: str | None,
+    system_prompt: str | None,
+    as_json: bool,
+    no_history: bool,
+    regex: str | None,
+    grammar_file: Path | None,
+) -> None:
     """Chat in the terminal; with piped input, answer it and print only the answer."""
+    if regex is not None and grammar_file is not None:
+        raise click.UsageError("give --regex or --grammar, not both")
+    constraint: dict[str, str] = {"regex": regex} if regex is not None else {}
+    if grammar_file is not None:
+        try:
+            constraint["grammar"] = grammar_file.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise MistralVllmError(f"{grammar_file}: cannot read the grammar ({e})") from None
     overrides: dict[str, Any] = {}
     if model:
         overrides["model"] = {"path": model}
@@ -99,6 +118,7 @@ def chat(config_path: Path | None, model: str | None, resume_id: str | None, sys
         else:
             conversation = start_conversation(session, config, history, config.system_prompt)
         app = ChatApp(session, config, history, conversation, console)
+        app.sampling.update(constraint)
         if not interactive:
             app.run_pipe(sys.stdin, sys.stdout, as_json=as_json)
             return

@@ -198,8 +198,10 @@ class Session:
 
         Sampling: max_tokens, temperature (0 or unset: greedy), top_p, top_k,
         min_p, seed, stop, frequency_penalty, presence_penalty, repetition_penalty.
-        ``json_schema`` (a dict or JSON text) constrains the answer to JSON
-        that validates against it.
+        Constraints (at most one): ``json_schema`` (a dict or JSON text): the
+        answer is JSON that validates against it; ``regex``: the answer matches
+        the regular expression; ``grammar``: the answer is a sentence of the
+        Lark grammar (rule ``start``).
         """
         messages = list(messages)
         self.check_context(messages, sampling.get("max_tokens"))

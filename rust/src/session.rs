@@ -260,7 +260,7 @@ impl Session {
     #[pyo3(signature = (
         messages=None, *, prompt=None, prompt_tokens=None, max_tokens=None, temperature=None, top_p=None, top_k=None, min_p=None,
         seed=None, stop=None, frequency_penalty=None, presence_penalty=None, repetition_penalty=None,
-        json_schema=None
+        json_schema=None, regex=None, grammar=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn stream(
@@ -280,15 +280,21 @@ impl Session {
         presence_penalty: Option<f32>,
         repetition_penalty: Option<f32>,
         json_schema: Option<&str>,
+        regex: Option<String>,
+        grammar: Option<String>,
     ) -> PyResult<ChatStream> {
         let input = convert_input(messages, prompt)?;
         // Constrained decoding (llguidance inside mistral.rs): the answer is
-        // JSON that validates against the schema.
-        let constraint = match json_schema {
-            Some(text) => Constraint::JsonSchema(serde_json::from_str(text).map_err(|e| {
+        // JSON that validates against the schema, matches the regex, or is a
+        // sentence of the Lark grammar.
+        let constraint = match (json_schema, regex, grammar) {
+            (None, None, None) => Constraint::None,
+            (Some(text), None, None) => Constraint::JsonSchema(serde_json::from_str(text).map_err(|e| {
                 RequestError::new_err(format!("json_schema: not valid JSON ({e})"))
             })?),
-            None => Constraint::None,
+            (None, Some(pattern), None) => Constraint::Regex(pattern),
+            (None, None, Some(lark)) => Constraint::Lark(lark),
+            _ => return Err(RequestError::new_err("give at most one of json_schema, regex and grammar")),
         };
         let stops = stop.clone().unwrap_or_default();
         let sampling = Sampling {

@@ -250,6 +250,9 @@ def create_app(config: Config) -> FastAPI:
         tokens = f"{usage.prompt_tokens}+{usage.completion_tokens} tokens, first token {usage.time_to_first_token_s:.3f}s" if usage else "no usage"
         log.info("%s %s: %s, %.3fs", request_id, status, tokens, elapsed)
 
+    def error_event(error: APIError) -> dict[str, Any]:
+        return {"error": {"message": error.message, "type": error.type, "param": error.param, "code": error.code}}
+
     def engine_errors(call: Callable[[], Any]) -> Any:
         """Run ``call``, answering the session's request errors in OpenAI's shape."""
         try:
@@ -306,7 +309,7 @@ def create_app(config: Config) -> FastAPI:
                 try:
                     stream = await session.off_loop(engine_errors, start)
                     try:
-                        while (chunk := await session.off_loop(next, stream, None)) is not None:
+                        while (chunk := await session.off_loop(engine_errors, lambda: next(stream, None))) is not None:
                             parts.append(chunk.text)
                             if chunk.finish_reason is not None:
                                 usage, finish = chunk.usage, chunk.finish_reason
@@ -330,13 +333,13 @@ def create_app(config: Config) -> FastAPI:
             except APIError as e:
                 slots.release()
                 store_answer("", None, None)
-                yield f"data: {json.dumps({'error': {'message': e.message, 'type': e.type, 'param': e.param, 'code': e.code}})}\n\n"
+                yield f"data: {json.dumps(error_event(e))}\n\n"
                 return
             saved = time.monotonic()
             try:
                 if kind == "chat.completion":
                     yield f"data: {json.dumps(payload([{'index': 0, 'delta': {'role': 'assistant', 'content': ''}, 'finish_reason': None}], None, True))}\n\n"
-                while (chunk := await session.off_loop(next, stream, None)) is not None:
+                while (chunk := await session.off_loop(engine_errors, lambda: next(stream, None))) is not None:
                     parts.append(chunk.text)
                     if chunk.finish_reason is not None:
                         usage, finish = chunk.usage, chunk.finish_reason
@@ -350,6 +353,8 @@ def create_app(config: Config) -> FastAPI:
                 if body.stream_options and body.stream_options.include_usage and usage is not None:
                     yield f"data: {json.dumps(payload([], usage, True))}\n\n"
                 yield "data: [DONE]\n\n"
+            except APIError as e:  # the engine refused the request after it started (e.g. a bad regex)
+                yield f"data: {json.dumps(error_event(e))}\n\n"
             finally:
                 stream.close()
                 slots.release()

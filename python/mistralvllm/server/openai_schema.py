@@ -90,8 +90,23 @@ class SamplingRequest(Strict):
             raise ValueError("at most 4 stop sequences")
         return value
 
+    # vLLM's extensions for constrained decoding (the OpenAI API has no
+    # regex or grammar); at most one constraint per request.
+    guided_regex: str | None = None
+    guided_grammar: str | None = None
+
     def answer_tokens(self) -> int | None:
         return self.max_tokens
+
+    @model_validator(mode="after")
+    def _one_constraint(self) -> SamplingRequest:
+        if self.guided_regex is not None and self.guided_grammar is not None:
+            raise ValueError("give at most one of guided_regex and guided_grammar")
+        return self
+
+    def constraint(self) -> dict[str, Any]:
+        """The Session keyword for this request's regex or grammar, if any."""
+        return {k: v for k, v in (("regex", self.guided_regex), ("grammar", self.guided_grammar)) if v is not None}
 
     def sampling(self) -> dict[str, Any]:
         """Keyword arguments for `Session.stream`."""
@@ -107,7 +122,7 @@ class SamplingRequest(Strict):
             "presence_penalty": self.presence_penalty,
             "repetition_penalty": self.repetition_penalty,
         }
-        return {k: v for k, v in options.items() if v is not None}
+        return {**{k: v for k, v in options.items() if v is not None}, **self.constraint()}
 
 
 class ChatCompletionRequest(SamplingRequest):
@@ -124,6 +139,12 @@ class ChatCompletionRequest(SamplingRequest):
         if value is not None and value.type == "json_schema" and value.json_schema is None:
             raise ValueError("json_schema is required when type is 'json_schema'")
         return value
+
+    @model_validator(mode="after")
+    def _schema_or_guided(self) -> ChatCompletionRequest:
+        if self.response_format is not None and self.response_format.type != "text" and self.constraint():
+            raise ValueError("response_format with a schema cannot be combined with guided_regex or guided_grammar")
+        return self
 
     def answer_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
