@@ -51,10 +51,13 @@ class APIError(Exception):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
 
+    def body(self) -> dict[str, Any]:
+        """The error object, as answered and as sent in a server-sent event."""
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
     def response(self) -> JSONResponse:
-        body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
         headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
-        return JSONResponse(body, status_code=self.status, headers=headers)
+        return JSONResponse(self.body(), status_code=self.status, headers=headers)
 
 
 class BodyLimit:
@@ -250,9 +253,6 @@ def create_app(config: Config) -> FastAPI:
         tokens = f"{usage.prompt_tokens}+{usage.completion_tokens} tokens, first token {usage.time_to_first_token_s:.3f}s" if usage else "no usage"
         log.info("%s %s: %s, %.3fs", request_id, status, tokens, elapsed)
 
-    def error_event(error: APIError) -> dict[str, Any]:
-        return {"error": {"message": error.message, "type": error.type, "param": error.param, "code": error.code}}
-
     def engine_errors(call: Callable[[], Any]) -> Any:
         """Run ``call``, answering the session's request errors in OpenAI's shape."""
         try:
@@ -333,7 +333,7 @@ def create_app(config: Config) -> FastAPI:
             except APIError as e:
                 slots.release()
                 store_answer("", None, None)
-                yield f"data: {json.dumps(error_event(e))}\n\n"
+                yield f"data: {json.dumps(e.body())}\n\n"
                 return
             saved = time.monotonic()
             try:
@@ -354,7 +354,7 @@ def create_app(config: Config) -> FastAPI:
                     yield f"data: {json.dumps(payload([], usage, True))}\n\n"
                 yield "data: [DONE]\n\n"
             except APIError as e:  # the engine refused the request after it started (e.g. a bad regex)
-                yield f"data: {json.dumps(error_event(e))}\n\n"
+                yield f"data: {json.dumps(e.body())}\n\n"
             finally:
                 stream.close()
                 slots.release()
