@@ -14,7 +14,7 @@ except ImportError as e:  # a CUDA build whose runtime libraries are not install
         ) from e
     raise
 
-from ._core import BUILD_FEATURES, ISQ_NAMES, MISTRALRS_VERSION, ChatChunk, Topology, TopologyRange, Usage
+from ._core import BUILD_FEATURES, ISQ_NAMES, MISTRALRS_VERSION, ChatChunk, ToolCall, Topology, TopologyRange, Usage
 from .errors import ConfigError, ContextOverflowError, MistralVllmError, ModelLoadError, RequestError
 from .models import default_model_path
 from .session import ChatResult, Session
@@ -33,6 +33,7 @@ __all__ = [
     "ModelLoadError",
     "RequestError",
     "Session",
+    "ToolCall",
     "Topology",
     "TopologyRange",
     "Usage",

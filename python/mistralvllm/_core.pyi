@@ -52,11 +52,22 @@ class Usage:
     @property
     def time_to_first_token_s(self) -> float: ...
     @property
+    def prompt_time_s(self) -> float: ...
+    @property
     def prompt_tok_per_s(self) -> float: ...
     @property
     def decode_tok_per_s(self) -> float: ...
     @property
     def total_time_s(self) -> float: ...
+
+@final
+class ToolCall:
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def arguments(self) -> str: ...
 
 @final
 class ChatChunk:
@@ -66,6 +77,8 @@ class ChatChunk:
     def finish_reason(self) -> str | None: ...
     @property
     def usage(self) -> Usage | None: ...
+    @property
+    def tool_calls(self) -> list[ToolCall]: ...
 
 @final
 class ChatStream:
@@ -90,6 +103,9 @@ class Session:
         max_num_seqs: int = 32,
         prefix_cache_n: int | None = 16,
         dtype: str = "auto",
+        paged_cache_type: str = "auto",
+        write_uqff: str | PathLike[str] | None = None,
+        lora_adapters: list[str] = ...,
     ) -> None: ...
     def stream(
         self,
@@ -110,7 +126,11 @@ class Session:
         json_schema: str | None = None,
         regex: str | None = None,
         grammar: str | None = None,
+        tools: str | None = None,
+        tool_choice: str | None = None,
     ) -> ChatStream: ...
+    def score(self, tokens: list[int]) -> list[float]: ...
+    def engine_stats(self) -> dict[str, int]: ...
     def tokenize(
         self, messages: list[Mapping[str, str]] | None = None, *, prompt: str | None = None, add_generation_prompt: bool = True
     ) -> list[int]: ...

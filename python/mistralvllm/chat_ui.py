@@ -22,6 +22,7 @@ from .config import Config, SamplingSection
 from .errors import MistralVllmError
 from .history import ChatHistory, Conversation, ConversationSummary
 from .session import Session
+from .tools import PythonTool
 
 # Tokens kept free for the answer when no max_tokens is set.
 DEFAULT_ANSWER_RESERVE = 256
@@ -47,6 +48,10 @@ class Answer:
     usage: Usage | None
     interrupted: bool
     dropped_turns: int
+
+
+def _call_body(call: Any) -> dict[str, Any]:
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
 
 
 def when(timestamp: float) -> str:
@@ -75,8 +80,20 @@ def start_conversation(session: Session, config: Config, history: ChatHistory | 
 class ChatApp:
     """One chat: a session, the conversation being continued, and sampling options."""
 
-    def __init__(self, session: Session, config: Config, history: ChatHistory | None, conversation: Conversation, console: Console) -> None:
+    def __init__(
+        self,
+        session: Session,
+        config: Config,
+        history: ChatHistory | None,
+        conversation: Conversation,
+        console: Console,
+        *,
+        tools: list[PythonTool] | None = None,
+        tool_choice: str = "auto",
+    ) -> None:
         self.session = session
+        self.tools = {tool.name: tool for tool in tools or []}
+        self.tool_choice = tool_choice
         self.config = config
         self.history = history
         self.conversation = conversation
@@ -92,25 +109,44 @@ class ChatApp:
     def _reserve(self) -> int:
         return self.sampling.get("max_tokens") or DEFAULT_ANSWER_RESERVE
 
-    def ask(self, text: str, *, on_text: Callable[[str], None]) -> Answer:
+    def ask(self, text: str, *, on_text: Callable[[str], None], on_tool: Callable[[str], None] = lambda _: None) -> Answer:
         """Send ``text`` with the conversation so far; stream the answer into
-        ``on_text``; record the turn (partial and flagged if interrupted)."""
+        ``on_text``; record the turn (partial and flagged if interrupted).
+
+        With tools, calls the model makes are run (each reported to
+        ``on_tool``) and their results sent back for the answer."""
         fitted = self.conversation.fit(text, count_tokens=self.session.count_tokens, budget=self.budget, reserve=self._reserve())
+        messages: list[dict[str, Any]] = list(fitted.messages)
         parts: list[str] = []
         usage = finish_reason = None
         interrupted = False
-        stream = self.session.start(fitted.messages, **self.sampling)
+        tool_choice = self.tool_choice
         turn = self.conversation.begin_turn(text, dropped_turns=fitted.dropped_turns)
         try:
-            for chunk in stream:
-                parts.append(chunk.text)
-                on_text(chunk.text)
-                if chunk.finish_reason is not None:
-                    finish_reason, usage = chunk.finish_reason, chunk.usage
+            while True:
+                options = {"tools": [t.definition() for t in self.tools.values()], "tool_choice": tool_choice} if self.tools else {}
+                stream = self.session.start(messages, **self.sampling, **options)
+                calls = []
+                try:
+                    for chunk in stream:
+                        parts.append(chunk.text)
+                        on_text(chunk.text)
+                        calls.extend(chunk.tool_calls)
+                        if chunk.finish_reason is not None:
+                            finish_reason, usage = chunk.finish_reason, chunk.usage
+                finally:
+                    stream.close()
+                if not calls:
+                    break
+                # One round of calls, then the answer from their results.
+                messages.append({"role": "assistant", "content": "", "tool_calls": [_call_body(call) for call in calls]})
+                for call in calls:
+                    result = self.tools[call.name].call(call.arguments) if call.name in self.tools else f"error: no tool {call.name}"
+                    on_tool(f"{call.name}({call.arguments}) -> {result}")
+                    messages.append({"role": "tool", "content": result})
+                tool_choice = "none"
         except KeyboardInterrupt:
             interrupted = True
-        finally:
-            stream.close()
         answer = Answer("".join(parts), finish_reason, usage, interrupted, fitted.dropped_turns)
         turn.finish(answer.text, usage=usage, finish_reason=finish_reason, interrupted=interrupted)
         self.last_usage = usage or self.last_usage
@@ -127,7 +163,11 @@ class ChatApp:
         self.console.print(text, style=style, markup=False, highlight=False)
 
     def say_answer(self, text: str) -> None:
-        answer = self.ask(text, on_text=lambda t: self.console.print(t, end="", markup=False, highlight=False, soft_wrap=True))
+        answer = self.ask(
+            text,
+            on_text=lambda t: self.console.print(t, end="", markup=False, highlight=False, soft_wrap=True),
+            on_tool=lambda line: self.note(f"[tool] {line}", "dim"),
+        )
         self.console.print()
         if answer.dropped_turns:
             self.note(f"({answer.dropped_turns} oldest turn(s) left out to fit the context window)", "yellow")
@@ -272,7 +312,8 @@ class ChatApp:
         question = stdin.read().strip()
         if not question:
             raise MistralVllmError("no question on standard input")
-        answer = self.ask(question, on_text=(lambda _: None) if as_json else lambda t: (stdout.write(t), stdout.flush()))
+        tool_lines: list[str] = []
+        answer = self.ask(question, on_text=(lambda _: None) if as_json else lambda t: (stdout.write(t), stdout.flush()), on_tool=lambda line: (tool_lines.append(line), self.note(f"[tool] {line}", "dim")))
         if as_json:
             usage = answer.usage
             stdout.write(
@@ -281,6 +322,7 @@ class ChatApp:
                         "conversation_id": self.conversation.id if self.history else None,
                         "text": answer.text,
                         "finish_reason": answer.finish_reason,
+                        "tool_calls": tool_lines,
                         "usage": None
                         if usage is None
                         else {name: getattr(usage, name) for name in ("prompt_tokens", "completion_tokens", "total_tokens", "time_to_first_token_s", "prompt_tok_per_s", "decode_tok_per_s", "total_time_s")},

@@ -26,7 +26,9 @@ from .config import Config, config_schema, load_config
 from .errors import MistralVllmError
 from .history import ChatHistory
 from .models import default_model_path
+from .planner import DTYPE_BYTES, ModelInventory, check_plan, parse_memory, plan_topology
 from .session import Session
+from .tools import load_python_tool
 
 F = TypeVar("F", bound=Callable[..., Any])
 config_option = click.option(
@@ -77,6 +79,9 @@ def load_session(config: Config, console: Console, *, quiet: bool) -> Session:
 @click.option("--no-history", is_flag=True, help="Do not store this chat.")
 @click.option("--regex", help="Constrain every answer to match this regular expression.")
 @click.option("--grammar", "grammar_file", type=click.Path(dir_okay=False, path_type=Path), help="Constrain every answer to this Lark grammar (a file).")
+@click.option("--tool", "tool_specs", multiple=True, help="Offer a Python function as a tool: MODULE:FUNCTION or FILE.py:FUNCTION (repeatable).")
+@click.option("--tool-choice", type=click.Choice(["auto", "required"]), default="auto", show_default=True, help="required: every question gets a tool call first.")
+@click.option("--lora", "lora_dirs", multiple=True, help="A LoRA adapter directory to merge into the (plain) model (repeatable; overrides the config).")
 @reports_errors
 def chat(
     config_path: Path | None,
@@ -87,8 +92,12 @@ def chat(
     no_history: bool,
     regex: str | None,
     grammar_file: Path | None,
+    tool_specs: tuple[str, ...],
+    tool_choice: str,
+    lora_dirs: tuple[str, ...],
 ) -> None:
     """Chat in the terminal; with piped input, answer it and print only the answer."""
+    tools = [load_python_tool(spec) for spec in tool_specs]
     if regex is not None and grammar_file is not None:
         raise click.UsageError("give --regex or --grammar, not both")
     constraint: dict[str, str] = {"regex": regex} if regex is not None else {}
@@ -100,6 +109,8 @@ def chat(
     overrides: dict[str, Any] = {}
     if model:
         overrides["model"] = {"path": model}
+    if lora_dirs:
+        overrides.setdefault("model", {})["lora"] = [str(Path(d).expanduser().resolve()) for d in lora_dirs]
     if system_prompt is not None:
         overrides["system_prompt"] = system_prompt
     if no_history:
@@ -117,7 +128,7 @@ def chat(
             conversation = history.resume(resume_id)
         else:
             conversation = start_conversation(session, config, history, config.system_prompt)
-        app = ChatApp(session, config, history, conversation, console)
+        app = ChatApp(session, config, history, conversation, console, tools=tools, tool_choice=tool_choice)
         app.sampling.update(constraint)
         if not interactive:
             app.run_pipe(sys.stdin, sys.stdout, as_json=as_json)
@@ -128,6 +139,102 @@ def chat(
             highlight=False,
         )
         app.run_interactive(Path(platformdirs.user_data_dir("mistralvllm")) / "prompt_history")
+
+
+@main.command()
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="A plain (safetensors) model directory.")
+@click.option("--memory", required=True, help="Memory budget for weights, KV cache and runtime, e.g. 2GiB or 800MB.")
+@click.option("--quality", type=click.Choice(["high", "balanced", "small"]), default="balanced", show_default=True)
+@click.option("--context", type=click.IntRange(min=1), help="Tokens of KV cache to plan for (default: the model's context window).")
+@click.option("--dtype", type=click.Choice(sorted(DTYPE_BYTES)), default="f32", show_default=True, help="Activation/KV dtype (f32 is the CPU default, bf16 on GPUs).")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the plan: .yml/.yaml as a topology file, .json as a config file's topology section.")
+@click.option("--check", is_flag=True, help="Load the plan and report real memory and perplexity against the unquantized model.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan (and check) as JSON.")
+@reports_errors
+def plan(model_dir: Path, memory: str, quality: str, context: int | None, dtype: str, out: Path | None, check: bool, as_json: bool) -> None:
+    """Propose a per-layer ISQ topology that fits a memory budget."""
+    budget = parse_memory(memory)
+    inventory = ModelInventory.read(model_dir)
+    context = context or inventory.max_context
+    proposal = plan_topology(inventory, budget, quality=quality, dtype_bytes=DTYPE_BYTES[dtype], context=context)  # type: ignore[arg-type]
+    mib = 2**20
+    report: dict[str, Any] = {
+        "model": str(inventory.path),
+        "budget_bytes": budget,
+        "quality": quality,
+        "context": context,
+        "topology": proposal.config_section(),
+        "estimate_bytes": {"weights": proposal.weight_bytes, "kv_cache": proposal.kv_bytes, "runtime": proposal.runtime_bytes, "total": proposal.total_bytes},
+    }
+    if out is not None:
+        if out.suffix in (".yml", ".yaml"):
+            text = proposal.topology_yaml()
+        elif out.suffix == ".json":
+            text = json.dumps({"topology": proposal.config_section()}, indent=2) + "\n"
+        else:
+            raise MistralVllmError(f"--out {out}: expected a .yml/.yaml topology file or a .json config section")
+        try:
+            out.write_text(text)
+        except OSError as e:
+            raise MistralVllmError(f"--out {out}: cannot write ({e})") from None
+    if check:
+        result = check_plan(inventory, proposal)
+        report["check"] = {"measured_bytes": result.measured_bytes, "perplexity": result.perplexity, "base_perplexity": result.base_perplexity}
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    console = Console()
+    console.print(f"{inventory.path.name}: {budget / mib:.0f} MiB budget, quality {quality}, {context} tokens of context", highlight=False)
+    table = Table()
+    for column in ("layers", "isq"):
+        table.add_column(column)
+    for entry in proposal.config_section():
+        table.add_row(entry["layers"], entry.get("isq", f"none ({dtype})"))
+    console.print(table)
+    console.print(
+        f"estimate: weights {proposal.weight_bytes / mib:.0f} MiB + KV cache {proposal.kv_bytes / mib:.0f} MiB "
+        f"+ runtime {proposal.runtime_bytes / mib:.0f} MiB = {proposal.total_bytes / mib:.0f} MiB",
+        highlight=False,
+    )
+    if check:
+        measured = result.measured_bytes
+        console.print(
+            f"loaded: {'?' if measured is None else f'{measured / mib:.0f} MiB'} resident; perplexity {result.perplexity:.2f} "
+            f"(unquantized {result.base_perplexity:.2f}, {100 * (result.perplexity / result.base_perplexity - 1):+.1f}%)",
+            highlight=False,
+        )
+    if out is not None:
+        console.print(f"wrote {out}", highlight=False)
+
+
+@main.command()
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="A plain (safetensors) model directory.")
+@click.option("--isq", help="Quantize every layer to this type, e.g. Q4K.")
+@click.option("--topology", "topology_file", type=click.Path(dir_okay=False, path_type=Path), help="A per-layer topology file (YAML).")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Directory for the UQFF model.")
+@reports_errors
+def quantize(model_dir: Path, isq: str | None, topology_file: Path | None, out: Path) -> None:
+    """Quantize a plain model once and save it as UQFF, to load later without quantizing."""
+    import time
+
+    from ._core import Topology
+
+    if (isq is None) == (topology_file is None):
+        raise click.UsageError("give --isq or --topology (one of them)")
+    topology = Topology.from_file(topology_file) if topology_file is not None else None
+    question = [{"role": "user", "content": "Name three colours."}]
+    started = time.monotonic()
+    with Session(model_dir, isq=isq, topology=topology, device="cpu", write_uqff=out / "model.uqff") as session:
+        quantize_s = time.monotonic() - started
+        before = session.chat(question, max_tokens=16).text
+    started = time.monotonic()
+    with Session(out, device="cpu") as session:
+        load_s = time.monotonic() - started
+        after = session.chat(question, max_tokens=16).text
+    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    click.echo(f"wrote {out} ({size / 2**20:.0f} MiB)")
+    click.echo(f"quantize and write: {quantize_s:.1f} s; load from UQFF: {load_s:.1f} s")
+    click.echo(f"same greedy answer after loading: {'yes' if before == after else 'no'}")
 
 
 @main.command()

@@ -53,6 +53,9 @@ class ModelSection(Section):
     dtype: Literal["auto", "bf16", "f16", "f32"] = "auto"
     device: str = Field("auto", description="auto, cpu, cuda[N] or metal[N]")
     isq: str | None = Field(None, description="In-situ quantization of the whole (plain) model, e.g. Q4K")
+    lora: list[str] = Field(
+        default_factory=list, description="LoRA adapter directories (PEFT's adapter_config.json + adapter_model.safetensors) merged into a plain model"
+    )
 
     _isq = field_validator("isq")(_check_isq)
     _device = field_validator("device")(_check_device)
@@ -93,6 +96,7 @@ class PagedAttentionSection(Section):
     gpu_mem: int | None = Field(None, gt=0, description="KV-cache memory in MB")
     gpu_mem_usage: float | None = Field(None, gt=0, le=1, description="KV-cache memory as a fraction of GPU memory")
     context_len: int | None = Field(None, gt=0, description="KV-cache memory sized for this many tokens")
+    cache_type: Literal["auto", "f8e4m3"] = Field("auto", description="KV-cache dtype: auto (the model's) or f8e4m3 (CUDA)")
 
     @model_validator(mode="after")
     def _one_memory_setting(self) -> PagedAttentionSection:
@@ -195,6 +199,8 @@ class Config(Section):
             "paged_attention": self.paged_attention.mode,
             "block_size": self.paged_attention.block_size,
             "kv_mem": self.paged_attention.kv_mem(),
+            "paged_cache_type": self.paged_attention.cache_type,
+            "lora": self.model.lora,
             "max_num_seqs": self.engine.max_num_seqs,
             "prefix_cache": self.engine.prefix_cache,
         }
@@ -315,17 +321,24 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
+def _relative_to(base: Path, value: str, config_file: Path, field: str) -> str:
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError:
+        raise ConfigError(f"{config_file}: {field}: {value!r} starts with ~ but names no known user") from None
+    return str(path if path.is_absolute() else base / path)
+
+
 def _resolve_relative_paths(data: dict[str, Any], config_file: Path) -> dict[str, Any]:
-    """Model and history paths written in a file are relative to the file."""
+    """Model, adapter and history paths written in a file are relative to the file."""
     base = config_file.resolve().parent
+    model = data.get("model")
+    if isinstance(model, dict) and isinstance(model.get("lora"), list):
+        model["lora"] = [_relative_to(base, entry, config_file, "model.lora") if isinstance(entry, str) else entry for entry in model["lora"]]
     for section in ("model", "history"):
         value = data.get(section)
         if isinstance(value, dict) and isinstance(value.get("path"), str):
-            try:
-                path = Path(value["path"]).expanduser()
-            except RuntimeError:
-                raise ConfigError(f"{config_file}: {section}.path: {value['path']!r} starts with ~ but names no known user") from None
-            data[section] = {**value, "path": str(path if path.is_absolute() else base / path)}
+            data[section] = {**value, "path": _relative_to(base, value["path"], config_file, f"{section}.path")}
     return data
 
 

@@ -10,6 +10,7 @@ import asyncio
 import functools
 import json
 import logging
+import math
 import os
 import re
 import weakref
@@ -20,7 +21,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from . import _core
-from ._core import ChatChunk, Topology, Usage
+from . import tools as tool_calling
+from ._core import ChatChunk, ToolCall, Topology, Usage
+from .adapters import lora_adapter_id
 from .context_window import context_overflow
 from .errors import ConfigError, ModelLoadError, RequestError
 from .models import default_model_path
@@ -82,6 +85,19 @@ def _prefix_cache_for(device: str, prefix_cache: int | None) -> int:
     return prefix_cache
 
 
+def _uqff_target(path: str | os.PathLike[str]) -> str:
+    """Where to write UQFF weights: a ``.uqff`` file in a directory that is
+    created if needed (mistral.rs writes the config and tokenizer beside it)."""
+    target = Path(path).expanduser()
+    if target.suffix != ".uqff":
+        raise ConfigError(f"write_uqff: {target}: expected a file name ending in .uqff (e.g. {target / 'model.uqff'})")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"write_uqff: {target.parent}: cannot create the directory ({e})") from None
+    return str(target)
+
+
 # Sampling options the engine takes as unsigned integers, and their least value.
 _COUNTS = {"max_tokens": 1, "top_k": 0, "seed": 0}
 
@@ -98,11 +114,13 @@ def _check_counts(sampling: Mapping[str, Any]) -> None:
 
 @dataclass(frozen=True)
 class ChatResult:
-    """A complete answer: its text, why it stopped, and the request's usage."""
+    """A complete answer: its text, why it stopped, the request's usage, and
+    the tools the model called (finish_reason ``"tool_calls"``)."""
 
     text: str
     finish_reason: str
     usage: Usage
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 class Session:
@@ -113,7 +131,12 @@ class Session:
     tokenizer.json); ``None`` loads the bundled default model.
     ``topology``/``isq`` quantize a plain model in situ; ``paged_attention``
     is ``"auto"`` (on where the engine supports it: CUDA/Metal), ``"on"`` or
-    ``"off"``, with ``block_size`` and ``kv_mem`` (see :func:`parse_kv_mem`).
+    ``"off"``, with ``block_size``, ``kv_mem`` (see :func:`parse_kv_mem`) and
+    ``paged_cache_type`` (``"auto"``: the model's dtype, or ``"f8e4m3"``).
+    ``lora`` lists LoRA adapter directories (PEFT's adapter_config.json and
+    adapter_model.safetensors) merged into a plain model at load.
+    ``write_uqff`` (a ``.uqff`` path) saves the ISQ-quantized weights as a
+    UQFF model directory, which loads later without quantizing again.
     """
 
     def __init__(
@@ -129,6 +152,9 @@ class Session:
         max_num_seqs: int = 32,
         prefix_cache: int | None = None,
         dtype: Literal["auto", "bf16", "f16", "f32"] = "auto",
+        paged_cache_type: Literal["auto", "f8e4m3"] = "auto",
+        lora: Sequence[str | os.PathLike[str]] = (),
+        write_uqff: str | os.PathLike[str] | None = None,
     ) -> None:
         # Everything comes from local files; never let the engine reach a hub.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -137,6 +163,7 @@ class Session:
         except RuntimeError:
             raise ModelLoadError(f"{model}: starts with ~ but names no known user") from None
         prefix_cache = _prefix_cache_for(device, prefix_cache)
+        uqff_path = None if write_uqff is None else _uqff_target(write_uqff)
         self._engine = _core.Session(
             str(path),
             topology=topology,
@@ -148,6 +175,9 @@ class Session:
             max_num_seqs=max_num_seqs,
             prefix_cache_n=prefix_cache or None,
             dtype=dtype,
+            paged_cache_type=paged_cache_type,
+            write_uqff=uqff_path,
+            lora_adapters=[lora_adapter_id(Path(adapter)) for adapter in lora],
         )
         self._info = self._engine.info()
         self.context_length: int | None = self._info["max_seq_len"]
@@ -182,9 +212,11 @@ class Session:
         """Prompt tokens of ``messages`` after the model's chat template."""
         return len(self._engine.tokenize(list(messages)))
 
-    def check_context(self, messages: Sequence[Message], max_tokens: int | None) -> None:
-        """Raise `ContextOverflowError` if the prompt plus ``max_tokens`` exceeds the context window."""
+    def check_context(self, messages: Sequence[Message], max_tokens: int | None, **tool_options: Any) -> None:
+        """Raise `ContextOverflowError` if the prompt plus ``max_tokens`` exceeds
+        the context window (with the request's ``tools``/``tool_choice`` applied)."""
         if self.context_length is not None:
+            messages, _ = self._with_tools(messages, dict(tool_options))
             self._check_fits(self.count_tokens(messages), max_tokens)
 
     def _check_fits(self, prompt_tokens: int, max_tokens: int | None) -> None:
@@ -202,15 +234,33 @@ class Session:
         answer is JSON that validates against it; ``regex``: the answer matches
         the regular expression; ``grammar``: the answer is a sentence of the
         Lark grammar (rule ``start``).
+        Tools: ``tools`` (OpenAI tool definitions) and ``tool_choice`` ("auto",
+        "none", "required" or ``{"type": "function", "function": {"name": ...}}``);
+        calls arrive in the last chunk's ``tool_calls``.
         """
-        messages = list(messages)
-        self.check_context(messages, sampling.get("max_tokens"))
+        tool_options = {key: sampling[key] for key in ("tools", "tool_choice") if key in sampling}
+        self.check_context(messages, sampling.get("max_tokens"), **tool_options)
         return self.start(messages, **sampling)
 
     def start(self, messages: Sequence[Message], **sampling: Any) -> _core.ChatStream:
         """:meth:`stream` without the context check, for callers that already
         counted the prompt (:meth:`check_context`, or a fitted conversation)."""
-        return self._send(messages=list(messages), **sampling)
+        messages, sampling = self._with_tools(messages, sampling)
+        return self._send(messages=messages, **sampling)
+
+    def _with_tools(self, messages: Sequence[Message], sampling: dict[str, Any]) -> tuple[list[dict[str, str]], dict[str, Any]]:
+        """Messages and options with the request's tools applied (see `tools.prepare`)."""
+        tools = sampling.pop("tools", None)
+        tool_choice = sampling.pop("tool_choice", None)
+        if not tools:
+            if tool_choice not in (None, "none", "auto"):
+                raise RequestError("tool_choice: needs tools")
+            return tool_calling.messages_for_engine(messages), sampling
+        constrained = any(sampling.get(key) is not None for key in ("json_schema", "regex", "grammar"))
+        request = tool_calling.prepare(
+            messages, tools, tool_choice or "auto", chat_template=self._info["chat_template"], constrained=constrained
+        )
+        return request.messages, {**sampling, **request.options}
 
     def stream_completion(self, prompt: str, **sampling: Any) -> _core.ChatStream:
         """Stream the continuation of raw ``prompt`` text (no chat template);
@@ -237,12 +287,14 @@ class Session:
     def _collect(stream: _core.ChatStream) -> ChatResult:
         try:
             parts = []
+            calls: list[ToolCall] = []
             for chunk in stream:
                 parts.append(chunk.text)
+                calls.extend(chunk.tool_calls)
                 if chunk.finish_reason is not None:
                     if chunk.usage is None:
                         raise RequestError("the engine finished the answer without reporting usage")
-                    return ChatResult("".join(parts), chunk.finish_reason, chunk.usage)
+                    return ChatResult("".join(parts), chunk.finish_reason, chunk.usage, tuple(calls))
             raise RequestError("the answer ended without a finish reason")
         finally:
             stream.close()
@@ -272,6 +324,26 @@ class Session:
         """Model path, format, architecture, layers, device, dtype, paged
         attention (on/off, block size, KV memory), topology in effect."""
         return self._engine.info()
+
+    def score(self, text: str) -> list[float]:
+        """Log-probability of each token of ``text`` (after its first) given the
+        tokens before it: the model reads the text rather than writing."""
+        tokens = self._engine.tokenize(prompt=text)
+        if len(tokens) < 2:
+            raise RequestError("score: the text is shorter than 2 tokens")
+        self._check_fits(len(tokens) - 1, 1)
+        return self._engine.score(tokens)
+
+    def perplexity(self, text: str) -> float:
+        """``exp`` of the mean negative log-probability of ``text``'s tokens:
+        lower means the model finds the text more likely."""
+        logprobs = self.score(text)
+        return math.exp(-sum(logprobs) / len(logprobs))
+
+    def engine_stats(self) -> dict[str, int]:
+        """Engine counters since load: ``sequences`` started and
+        ``prefix_cache_hits`` (sequences whose prompt start was reused)."""
+        return self._engine.engine_stats()
 
     def sequence_counts(self) -> dict[str, int]:
         """``running``: streams being generated; ``waiting``: requests queued

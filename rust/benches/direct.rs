@@ -26,6 +26,8 @@ fn main() -> anyhow::Result<()> {
     let files = ModelFiles::inspect(&model).map_err(anyhow::Error::msg)?;
     let options = LoadOptions {
         isq: None,
+        write_uqff: None,
+        lora_adapters: Vec::new(),
         topology: None,
         device: Device::Cpu,
         paged_attn: None,

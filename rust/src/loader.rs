@@ -1,6 +1,7 @@
 //! Loading a model into a mistral.rs engine: devices, dtypes, paged
 //! attention options, and the loaders themselves.
 
+use std::path::PathBuf;
 use std::sync::LazyLock;
 
 use candle_core::DeviceLocation;
@@ -126,6 +127,10 @@ pub fn parse_kv_mem(kind: &str, value: f64) -> PyResult<MemoryGpuConfig> {
 
 pub struct LoadOptions {
     pub isq: Option<String>,
+    /// Write the ISQ-quantized weights to this `.uqff` file (plain models).
+    pub write_uqff: Option<PathBuf>,
+    /// LoRA adapters to merge at load, as hub-cache repo ids (see adapters.py).
+    pub lora_adapters: Vec<String>,
     pub topology: Option<Topology>,
     pub device: Device,
     pub paged_attn: Option<PagedAttentionConfig>,
@@ -140,7 +145,20 @@ pub struct LoadOptions {
 /// GGUF builder always picks the activation dtype itself (bf16 on CPU), so
 /// `dtype` could not be honoured for GGUF models.
 /// Returns the model and whether paged attention is in effect.
+///
+/// Loading runs on a thread of its own: mistral.rs 0.8.1 keeps the LoRA
+/// adapters to merge in a thread-local list that it never clears, so a later
+/// load on the same thread would merge them again.
 pub fn build_model(files: &ModelFiles, options: LoadOptions) -> anyhow::Result<(Model, bool)> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| load_on_this_thread(files, options))
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+fn load_on_this_thread(files: &ModelFiles, options: LoadOptions) -> anyhow::Result<(Model, bool)> {
     let topology = options
         .topology
         .as_ref()
@@ -166,12 +184,14 @@ pub fn build_model(files: &ModelFiles, options: LoadOptions) -> anyhow::Result<(
             )
             .build()
         }
-        ModelFormat::Plain => NormalLoaderBuilder::new(
+        ModelFormat::Plain | ModelFormat::Uqff => {
+            let from_uqff = Some(files.uqff_files()).filter(|names| !names.is_empty());
+            let builder = NormalLoaderBuilder::new(
             NormalSpecificConfig {
                 topology,
                 organization: IsqOrganization::Default,
-                write_uqff: None,
-                from_uqff: None,
+                write_uqff: options.write_uqff.clone(),
+                from_uqff,
                 imatrix: None,
                 calibration_file: None,
                 hf_cache_path: None,
@@ -183,8 +203,14 @@ pub fn build_model(files: &ModelFiles, options: LoadOptions) -> anyhow::Result<(
             Some(dir),
             false,
             None,
-        )
-        .build(None)?,
+        );
+            if options.lora_adapters.is_empty() {
+                builder
+            } else {
+                builder.with_lora(options.lora_adapters.clone())
+            }
+            .build(None)?
+        }
     };
     let isq = options
         .isq

@@ -16,6 +16,9 @@ pub enum ModelFormat {
     Gguf,
     /// A Hugging Face directory: config.json, *.safetensors, tokenizer.json.
     Plain,
+    /// A directory that mistral.rs wrote with `write_uqff`: config.json,
+    /// tokenizer.json, pre-quantized `*.uqff` weights and residual.safetensors.
+    Uqff,
 }
 
 impl ModelFormat {
@@ -23,6 +26,7 @@ impl ModelFormat {
         match self {
             ModelFormat::Gguf => "gguf",
             ModelFormat::Plain => "safetensors",
+            ModelFormat::Uqff => "uqff",
         }
     }
 }
@@ -34,6 +38,27 @@ pub struct ModelFiles {
     pub format: ModelFormat,
     pub architecture: String,
     pub num_layers: usize,
+    /// The chat template the model ships, if any (GGUF metadata or tokenizer_config.json).
+    pub chat_template: Option<String>,
+}
+
+fn has_extension(path: &Path, wanted: &str) -> bool {
+    path.extension().is_some_and(|ext| ext == wanted)
+}
+
+/// Files in `dir` whose name ends in `.{extension}`, sorted by name.
+fn files_with_extension(dir: &Path, extension: &str) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_file() && has_extension(p, extension))
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
 }
 
 impl ModelFiles {
@@ -49,21 +74,16 @@ impl ModelFiles {
         }
     }
 
-    /// Bytes of weights on disk: the GGUF file, or the directory's safetensors.
+    /// Bytes of weights on disk: the GGUF file, or the directory's safetensors and UQFF files.
     pub fn size_bytes(&self) -> u64 {
         let size = |path: &Path| std::fs::metadata(path).map_or(0, |m| m.len());
         match self.format {
             ModelFormat::Gguf => size(&self.path),
-            ModelFormat::Plain => std::fs::read_dir(&self.path)
-                .map(|entries| {
-                    entries
-                        .filter_map(Result::ok)
-                        .map(|e| e.path())
-                        .filter(|p| p.extension().is_some_and(|ext| ext == "safetensors"))
-                        .map(|p| size(&p))
-                        .sum()
-                })
-                .unwrap_or(0),
+            ModelFormat::Plain | ModelFormat::Uqff => ["safetensors", "uqff"]
+                .iter()
+                .flat_map(|ext| files_with_extension(&self.path, ext))
+                .map(|p| size(&p))
+                .sum(),
         }
     }
 
@@ -71,7 +91,18 @@ impl ModelFiles {
     pub fn dir(&self) -> &Path {
         match self.format {
             ModelFormat::Gguf => self.path.parent().unwrap_or(Path::new(".")),
-            ModelFormat::Plain => &self.path,
+            ModelFormat::Plain | ModelFormat::Uqff => &self.path,
+        }
+    }
+
+    /// Names of the UQFF weight files (empty unless the format is UQFF).
+    pub fn uqff_files(&self) -> Vec<PathBuf> {
+        match self.format {
+            ModelFormat::Uqff => files_with_extension(&self.path, "uqff")
+                .into_iter()
+                .filter_map(|p| p.file_name().map(PathBuf::from))
+                .collect(),
+            _ => Vec::new(),
         }
     }
 
@@ -92,11 +123,17 @@ impl ModelFiles {
             .get(&format!("{architecture}.block_count"))
             .and_then(|v| v.to_u32().ok())
             .ok_or_else(|| format!("{shown}: GGUF metadata has no {architecture}.block_count"))?;
+        let chat_template = content
+            .metadata
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.to_string().ok())
+            .cloned();
         Ok(Self {
             path,
             format: ModelFormat::Gguf,
             architecture,
             num_layers: num_layers as usize,
+            chat_template,
         })
     }
 
@@ -108,20 +145,16 @@ impl ModelFiles {
         })?;
         let config: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| format!("{}: invalid JSON ({e})", config_path.display()))?;
-        let has_weights = std::fs::read_dir(&path)
-            .map_err(|e| format!("{shown}: cannot list directory ({e})"))?
-            .filter_map(Result::ok)
-            .any(|entry| {
-                entry
-                    .path()
-                    .extension()
-                    .is_some_and(|ext| ext == "safetensors")
-            });
-        if !has_weights {
+        std::fs::read_dir(&path).map_err(|e| format!("{shown}: cannot list directory ({e})"))?;
+        let format = if !files_with_extension(&path, "uqff").is_empty() {
+            ModelFormat::Uqff
+        } else if !files_with_extension(&path, "safetensors").is_empty() {
+            ModelFormat::Plain
+        } else {
             return Err(format!(
-                "{shown}: no *.safetensors weights in the model directory"
+                "{shown}: no *.safetensors (or *.uqff) weights in the model directory"
             ));
-        }
+        };
         if !path.join("tokenizer.json").is_file() {
             return Err(format!("{shown}: no tokenizer.json in the model directory"));
         }
@@ -145,11 +178,20 @@ impl ModelFiles {
                     config_path.display()
                 )
             })?;
+        // mistral.rs reads the template from tokenizer_config.json or chat_template.jinja.
+        let chat_template = std::fs::read_to_string(path.join("chat_template.jinja"))
+            .ok()
+            .or_else(|| {
+                let text = std::fs::read_to_string(path.join("tokenizer_config.json")).ok()?;
+                let config: serde_json::Value = serde_json::from_str(&text).ok()?;
+                config.get("chat_template")?.as_str().map(str::to_string)
+            });
         Ok(Self {
             path,
-            format: ModelFormat::Plain,
+            format,
             architecture,
             num_layers: num_layers as usize,
+            chat_template,
         })
     }
 }
@@ -165,5 +207,6 @@ pub fn inspect_model<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py,
     found.set_item("architecture", &files.architecture)?;
     found.set_item("num_layers", files.num_layers)?;
     found.set_item("size_bytes", files.size_bytes())?;
+    found.set_item("chat_template", files.chat_template)?;
     Ok(found)
 }

@@ -1,6 +1,6 @@
 //! Converting Python chat messages and sampling options into mistral.rs request data.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use either::Either;
 use indexmap::IndexMap;
@@ -226,9 +226,81 @@ impl CustomLogitsProcessor for SeededSampler {
     }
 }
 
+/// Scores a fixed text: at each step it records the log-probability of the
+/// text's next token and then makes that token the only choice, so the
+/// engine's greedy path walks through the text (teacher forcing).
+pub struct ForcedScorer {
+    tokens: Vec<u32>,
+    logprobs: Mutex<Vec<f64>>,
+}
+
+impl ForcedScorer {
+    pub fn new(tokens: Vec<u32>) -> Self {
+        Self {
+            tokens,
+            logprobs: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// One log-probability per token after the first, once the request is done.
+    pub fn logprobs(&self) -> PyResult<Vec<f64>> {
+        let logprobs = self.logprobs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if logprobs.len() + 1 != self.tokens.len() {
+            return Err(RequestError::new_err(format!(
+                "score: the engine stopped after {} of {} tokens",
+                logprobs.len(),
+                self.tokens.len() - 1
+            )));
+        }
+        Ok(logprobs)
+    }
+}
+
+/// Log-softmax of `logits` at `target`.
+fn log_probability(logits: &[f32], target: usize) -> f64 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let total: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
+    logits[target] as f64 - max - total.ln()
+}
+
+impl CustomLogitsProcessor for ForcedScorer {
+    fn apply(&self, logits: &Tensor, context: &[u32]) -> mistralrs::Result<Tensor> {
+        let values = logits.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let Some(&target) = self.tokens.get(context.len()) else {
+            return Ok(logits.clone());
+        };
+        let target = target as usize;
+        if target >= values.len() {
+            return Err(candle_core::Error::Msg(format!(
+                "token id {target} is outside the vocabulary ({} tokens)",
+                values.len()
+            )));
+        }
+        self.logprobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(log_probability(&values, target));
+        let mut one_hot = vec![f32::NEG_INFINITY; values.len()];
+        one_hot[target] = 0.0;
+        Tensor::from_vec(one_hot, logits.shape(), logits.device())?.to_dtype(logits.dtype())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_probability_matches_a_hand_computed_softmax() {
+        let logits = [1.0f32, 2.0, 3.0];
+        let total: f64 = [1.0f64, 2.0, 3.0].iter().map(|l| l.exp()).sum();
+        for target in 0..3 {
+            let expected = ((target + 1) as f64).exp().ln() - total.ln();
+            assert!((log_probability(&logits, target) - expected).abs() < 1e-9);
+        }
+        // Large logits do not overflow.
+        assert!((log_probability(&[1000.0, 1000.0], 0) - 0.5f64.ln()).abs() < 1e-9);
+    }
 
     fn sampler(seed: u64) -> SeededSampler {
         SeededSampler {

@@ -10,13 +10,14 @@ use std::time::Instant;
 
 use either::Either;
 use mistralrs::core::{RequestMessage, TokenizationRequest};
+use mistralrs::core::{Tool, ToolChoice};
 use mistralrs::{
-    Constraint, MemoryGpuConfig, Model, ModelDType, NormalRequest, PagedAttentionConfig,
-    PagedCacheType, Request,
+    Constraint, CustomLogitsProcessor, MemoryGpuConfig, Model, ModelDType, NormalRequest,
+    PagedAttentionConfig, PagedCacheType, Request, Response,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use tokio::sync::mpsc::channel;
+use tokio::sync::mpsc::{channel, Receiver};
 
 use crate::errors::{panic_message, ConfigError, ModelLoadError, RequestError};
 use crate::gate::{SequenceCount, SequenceGate};
@@ -25,7 +26,7 @@ use crate::loader::{
     LoadOptions, RUNTIME,
 };
 use crate::model_files::{ModelFiles, ModelFormat};
-use crate::request::{convert_input, RequestInput, Sampling};
+use crate::request::{convert_input, ForcedScorer, RequestInput, Sampling};
 use crate::stream::ChatStream;
 use crate::topology::{canonical_isq, Topology};
 
@@ -43,6 +44,8 @@ struct SessionInfo {
     max_num_seqs: usize,
     prefix_cache_n: Option<usize>,
     max_seq_len: Option<usize>,
+    lora_adapters: Vec<String>,
+    paged_cache_type: String,
 }
 
 /// A model loaded into the mistral.rs engine, ready for chat requests.
@@ -91,6 +94,50 @@ fn tokenize_input(
 }
 
 impl Session {
+    /// Send a request through the CPU gate to the engine; its answer comes
+    /// back as a `ChatStream`.
+    fn submit(
+        &self,
+        py: Python<'_>,
+        request: Request,
+        rx: Receiver<Response>,
+        input: RequestInput,
+        prompt_tokens: Option<usize>,
+        stops: Vec<String>,
+    ) -> PyResult<ChatStream> {
+        let model = self.model()?;
+        let (gate_pass, running, sent_at, prompt_tokens) = py.detach(|| {
+            // The engine's completion chunks carry no usage: count the prompt
+            // here unless the caller already did.
+            let prompt_tokens = match (&input, prompt_tokens) {
+                (Either::Left(_), _) => None,
+                (Either::Right(_), Some(counted)) => Some(counted),
+                (Either::Right(text), None) => {
+                    Some(tokenize_input(&model, Either::Right(text.clone()), false)?.len())
+                }
+            };
+            let waiting = self.waiting.enter();
+            let gate_pass = self
+                .gate
+                .as_ref()
+                .map(|gate| gate.enter(&RUNTIME))
+                .transpose()?;
+            drop(waiting);
+            let running = self.running.enter();
+            let sent_at = Instant::now();
+            send_to_engine(&model, request)?;
+            Ok::<_, PyErr>((gate_pass, running, sent_at, prompt_tokens))
+        })?;
+        Ok(ChatStream::new(
+            rx,
+            gate_pass,
+            running,
+            sent_at,
+            stops,
+            prompt_tokens,
+        ))
+    }
+
     fn model(&self) -> PyResult<Arc<Model>> {
         self.model
             .read()
@@ -106,7 +153,8 @@ impl Session {
     #[new]
     #[pyo3(signature = (
         model, *, topology=None, isq=None, device="auto", paged_attention="auto",
-        block_size=None, kv_mem=None, max_num_seqs=32, prefix_cache_n=Some(16), dtype="auto"
+        block_size=None, kv_mem=None, max_num_seqs=32, prefix_cache_n=Some(16), dtype="auto",
+        paged_cache_type="auto", write_uqff=None, lora_adapters=Vec::new()
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -121,20 +169,53 @@ impl Session {
         max_num_seqs: usize,
         prefix_cache_n: Option<usize>,
         dtype: &str,
+        paged_cache_type: &str,
+        write_uqff: Option<PathBuf>,
+        lora_adapters: Vec<String>,
     ) -> PyResult<Self> {
         let files = ModelFiles::inspect(&model).map_err(ModelLoadError::new_err)?;
         let isq = isq
             .map(|name| canonical_isq(&name).map(str::to_string))
             .transpose()
             .map_err(ConfigError::new_err)?;
-        if files.format == ModelFormat::Gguf
-            && (isq.is_some() || topology.as_ref().is_some_and(Topology::has_isq))
-        {
+        let quantizes = isq.is_some() || topology.as_ref().is_some_and(Topology::has_isq);
+        if files.format != ModelFormat::Plain && quantizes {
             return Err(ConfigError::new_err(format!(
-                "{}: ISQ applies to plain (safetensors) models; a GGUF file is already quantized (drop isq / the topology's isq, or load a model directory)",
-                files.path.display()
+                "{}: ISQ applies to plain (safetensors) models; a {} model is already quantized (drop isq / the topology's isq, or load a safetensors model directory)",
+                files.path.display(),
+                files.format.name()
             )));
         }
+        if files.format != ModelFormat::Plain && !lora_adapters.is_empty() {
+            return Err(ConfigError::new_err(format!(
+                "{}: LoRA adapters are merged into plain (safetensors) models; this is a {} model",
+                files.path.display(),
+                files.format.name()
+            )));
+        }
+        if let Some(out) = &write_uqff {
+            if files.format != ModelFormat::Plain || !quantizes {
+                return Err(ConfigError::new_err(format!(
+                    "write_uqff: {}: UQFF stores ISQ-quantized weights; give isq or a topology with isq, and a safetensors model directory",
+                    out.display()
+                )));
+            }
+            if out.extension().is_none_or(|ext| ext != "uqff") {
+                return Err(ConfigError::new_err(format!(
+                    "write_uqff: {}: expected a file name ending in .uqff",
+                    out.display()
+                )));
+            }
+        }
+        let cache_type = match paged_cache_type {
+            "auto" => PagedCacheType::Auto,
+            "f8e4m3" => PagedCacheType::F8E4M3,
+            other => {
+                return Err(ConfigError::new_err(format!(
+                    "paged_cache_type: '{other}' is not one of auto, f8e4m3"
+                )))
+            }
+        };
         if let Some(topology) = &topology {
             topology
                 .check_layers(files.num_layers)
@@ -183,6 +264,11 @@ impl Session {
                 )))
             }
         };
+        if paged_cache_type != "auto" && !paged_requested {
+            return Err(ConfigError::new_err(format!(
+                "paged_cache_type: '{paged_cache_type}' sets the KV-cache type of paged attention, which is off here (it needs a CUDA or Metal device); without it the KV cache has the model's dtype"
+            )));
+        }
         if let Some(size) = block_size.filter(|s| ![8, 16, 32].contains(s)) {
             return Err(ConfigError::new_err(format!(
                 "block_size: {size} is not one of 8, 16, 32"
@@ -194,7 +280,7 @@ impl Session {
                 None => MemoryGpuConfig::ContextSize(4096),
             };
             Some(
-                PagedAttentionConfig::new(block_size, mem, PagedCacheType::Auto)
+                PagedAttentionConfig::new(block_size, mem, cache_type)
                     .map_err(|e| ConfigError::new_err(format!("paged_attention: {e:#}")))?,
             )
         } else {
@@ -202,6 +288,8 @@ impl Session {
         };
         let options = LoadOptions {
             isq: isq.clone(),
+            write_uqff,
+            lora_adapters: lora_adapters.clone(),
             topology: topology.clone(),
             device,
             paged_attn,
@@ -245,6 +333,8 @@ impl Session {
             kv_mem: kv_mem.filter(|_| paged),
             max_num_seqs,
             prefix_cache_n,
+            lora_adapters,
+            paged_cache_type: paged_cache_type.to_string(),
         };
         let gate = info.device.starts_with("cpu").then(SequenceGate::new);
         Ok(Self {
@@ -260,7 +350,7 @@ impl Session {
     #[pyo3(signature = (
         messages=None, *, prompt=None, prompt_tokens=None, max_tokens=None, temperature=None, top_p=None, top_k=None, min_p=None,
         seed=None, stop=None, frequency_penalty=None, presence_penalty=None, repetition_penalty=None,
-        json_schema=None, regex=None, grammar=None
+        json_schema=None, regex=None, grammar=None, tools=None, tool_choice=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn stream(
@@ -282,8 +372,31 @@ impl Session {
         json_schema: Option<&str>,
         regex: Option<String>,
         grammar: Option<String>,
+        tools: Option<&str>,
+        tool_choice: Option<&str>,
     ) -> PyResult<ChatStream> {
         let input = convert_input(messages, prompt)?;
+        // Tools in OpenAI's shape; mistral.rs renders them with the chat
+        // template and parses calls from the answer.
+        let tools = tools
+            .map(|text| {
+                serde_json::from_str::<Vec<Tool>>(text).map_err(|e| {
+                    RequestError::new_err(format!(
+                        "tools: expected a list of {{\"type\": \"function\", \"function\": {{\"name\": ..., \"parameters\": ...}}}} ({e})"
+                    ))
+                })
+            })
+            .transpose()?;
+        let tool_choice = match tool_choice {
+            None => None,
+            Some("auto") => Some(ToolChoice::Auto),
+            Some("none") => Some(ToolChoice::None),
+            Some(other) => {
+                return Err(RequestError::new_err(format!(
+                    "tool_choice: '{other}' is not one of auto, none"
+                )))
+            }
+        };
         // Constrained decoding (llguidance inside mistral.rs): the answer is
         // JSON that validates against the schema, matches the regex, or is a
         // sentence of the Lark grammar.
@@ -310,7 +423,6 @@ impl Session {
             repetition_penalty,
         };
         let (sampling_params, logits_processors) = sampling.into_engine()?;
-        let model = self.model()?;
         let (tx, rx) = channel(16);
         let request = Request::Normal(Box::new(NormalRequest {
             messages: match input.clone() {
@@ -332,44 +444,71 @@ impl Session {
             id: 0,
             constraint,
             suffix: None,
-            tools: None,
-            tool_choice: None,
+            tools,
+            tool_choice,
             logits_processors,
             return_raw_logits: false,
             web_search_options: None,
             model_id: None,
             truncate_sequence: false,
         }));
-        let (gate_pass, running, sent_at, prompt_tokens) = py.detach(|| {
-            // The engine's completion chunks carry no usage: count the prompt
-            // here unless the caller already did.
-            let prompt_tokens = match (&input, prompt_tokens) {
-                (Either::Left(_), _) => None,
-                (Either::Right(_), Some(counted)) => Some(counted),
-                (Either::Right(text), None) => {
-                    Some(tokenize_input(&model, Either::Right(text.clone()), false)?.len())
-                }
-            };
-            let waiting = self.waiting.enter();
-            let gate_pass = self
-                .gate
-                .as_ref()
-                .map(|gate| gate.enter(&RUNTIME))
-                .transpose()?;
-            drop(waiting);
-            let running = self.running.enter();
-            let sent_at = Instant::now();
-            send_to_engine(&model, request)?;
-            Ok::<_, PyErr>((gate_pass, running, sent_at, prompt_tokens))
+        self.submit(py, request, rx, input, prompt_tokens, stops)
+    }
+
+    /// Log-probability of each token of `tokens` after the first, given the
+    /// tokens before it (teacher forcing): the model scores the text instead
+    /// of writing its own. `exp(-mean)` of the result is the perplexity.
+    fn score(&self, py: Python<'_>, tokens: Vec<u32>) -> PyResult<Vec<f64>> {
+        if tokens.len() < 2 {
+            return Err(RequestError::new_err("tokens: expected at least 2 token ids"));
+        }
+        let scorer = Arc::new(ForcedScorer::new(tokens.clone()));
+        let (sampling_params, _) = Sampling {
+            max_tokens: Some(tokens.len() - 1),
+            ..Sampling::default()
+        }
+        .into_engine()?;
+        let processor: Arc<dyn CustomLogitsProcessor> = scorer.clone();
+        let (tx, rx) = channel(16);
+        let request = Request::Normal(Box::new(NormalRequest {
+            messages: RequestMessage::CompletionTokens(tokens[..1].to_vec()),
+            sampling_params,
+            response: tx,
+            return_logprobs: false,
+            is_streaming: true,
+            id: 0,
+            constraint: Constraint::None,
+            suffix: None,
+            tools: None,
+            tool_choice: None,
+            logits_processors: Some(vec![processor]),
+            return_raw_logits: false,
+            web_search_options: None,
+            model_id: None,
+            truncate_sequence: false,
+        }));
+        let input = Either::Right(String::new());
+        let stream = self.submit(py, request, rx, input, Some(1), Vec::new())?;
+        py.detach(|| {
+            while stream.next_chunk()?.is_some() {}
+            Ok::<_, PyErr>(())
         })?;
-        Ok(ChatStream::new(
-            rx,
-            gate_pass,
-            running,
-            sent_at,
-            stops,
-            prompt_tokens,
-        ))
+        scorer.logprobs()
+    }
+
+    /// Counters of the engine since the session started: sequences begun,
+    /// and how many of them reused a cached prefix.
+    fn engine_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let model = self.model()?;
+        let logger = model
+            .inner()
+            .get_logger(None)
+            .map_err(|e| RequestError::new_err(format!("engine unavailable: {e}")))?;
+        let (hits, sequences) = logger.prefix_cache_stats();
+        let stats = PyDict::new(py);
+        stats.set_item("sequences", sequences)?;
+        stats.set_item("prefix_cache_hits", hits)?;
+        Ok(stats)
     }
 
     /// Token ids of `messages` rendered with the model's chat template, or of a raw `prompt`.
@@ -412,6 +551,9 @@ impl Session {
             },
         )?;
         dict.set_item("prefix_cache_n", info.prefix_cache_n)?;
+        dict.set_item("paged_cache_type", &info.paged_cache_type)?;
+        dict.set_item("lora_adapters", info.lora_adapters.clone())?;
+        dict.set_item("chat_template", info.files.chat_template.clone())?;
         dict.set_item("build_features", build_features())?;
         dict.set_item("closed", self.closed())?;
         Ok(dict)

@@ -7,6 +7,7 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
+use mistralrs::core::ToolCallResponse;
 use mistralrs::Response;
 use pyo3::prelude::*;
 use tokio::sync::mpsc::Receiver;
@@ -23,6 +24,8 @@ pub struct Usage {
     pub total_tokens: usize,
     /// Seconds from sending the request to the first generated text.
     pub time_to_first_token_s: f64,
+    /// Seconds the engine spent on the prompt (less when the prefix cache hit).
+    pub prompt_time_s: f64,
     pub prompt_tok_per_s: f64,
     pub decode_tok_per_s: f64,
     pub total_time_s: f64,
@@ -43,6 +46,7 @@ impl Usage {
             completion_tokens,
             total_tokens: prompt_tokens + completion_tokens,
             time_to_first_token_s: first_token_s,
+            prompt_time_s: first_token_s,
             prompt_tok_per_s: if first_token_s > 0.0 {
                 prompt_tokens as f64 / first_token_s
             } else {
@@ -62,11 +66,12 @@ impl Usage {
 impl Usage {
     fn __repr__(&self) -> String {
         format!(
-            "Usage(prompt_tokens={}, completion_tokens={}, total_tokens={}, time_to_first_token_s={:.3}, prompt_tok_per_s={:.1}, decode_tok_per_s={:.1}, total_time_s={:.3})",
+            "Usage(prompt_tokens={}, completion_tokens={}, total_tokens={}, time_to_first_token_s={:.3}, prompt_time_s={:.3}, prompt_tok_per_s={:.1}, decode_tok_per_s={:.1}, total_time_s={:.3})",
             self.prompt_tokens,
             self.completion_tokens,
             self.total_tokens,
             self.time_to_first_token_s,
+            self.prompt_time_s,
             self.prompt_tok_per_s,
             self.decode_tok_per_s,
             self.total_time_s
@@ -74,23 +79,56 @@ impl Usage {
     }
 }
 
-/// A piece of generated text; the last chunk carries `finish_reason` and `usage`.
+/// A call of one of the request's tools, as the model asked for it.
+#[pyclass(module = "mistralvllm._core", frozen, get_all)]
+#[derive(Clone, Debug)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    /// The arguments as a JSON object in text, as OpenAI's API carries them.
+    pub arguments: String,
+}
+
+#[pymethods]
+impl ToolCall {
+    fn __repr__(&self) -> String {
+        format!(
+            "ToolCall(id={:?}, name={:?}, arguments={:?})",
+            self.id, self.name, self.arguments
+        )
+    }
+}
+
+impl From<ToolCallResponse> for ToolCall {
+    fn from(call: ToolCallResponse) -> Self {
+        Self {
+            id: call.id,
+            name: call.function.name,
+            arguments: call.function.arguments,
+        }
+    }
+}
+
+/// A piece of generated text; the last chunk carries `finish_reason` and `usage`,
+/// and `tool_calls` when the model called tools instead of answering.
 #[pyclass(module = "mistralvllm._core", frozen, get_all)]
 #[derive(Clone, Debug)]
 pub struct ChatChunk {
     pub text: String,
     pub finish_reason: Option<String>,
     pub usage: Option<Usage>,
+    pub tool_calls: Vec<ToolCall>,
 }
 
 #[pymethods]
 impl ChatChunk {
     fn __repr__(&self) -> String {
         format!(
-            "ChatChunk(text={:?}, finish_reason={:?}, usage={})",
+            "ChatChunk(text={:?}, finish_reason={:?}, usage={}, tool_calls={:?})",
             self.text,
             self.finish_reason,
-            self.usage.as_ref().map_or("None".into(), |u| u.__repr__())
+            self.usage.as_ref().map_or("None".into(), |u| u.__repr__()),
+            self.tool_calls
         )
     }
 }
@@ -220,14 +258,14 @@ impl ChatStream {
     }
 
     /// Wait for the next chunk; `Ok(None)` once the answer is complete.
-    fn next_chunk(&self) -> PyResult<Option<ChatChunk>> {
+    pub fn next_chunk(&self) -> PyResult<Option<ChatChunk>> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut text = String::new();
         loop {
             let Some(rx) = state.rx.as_mut() else {
                 return Ok(None);
             };
-            let (delta, engine_finish, engine_usage) = match rx.blocking_recv() {
+            let (delta, engine_finish, engine_usage, tool_calls) = match rx.blocking_recv() {
                 Some(Response::Chunk(chunk)) => {
                     let Some(choice) = chunk.choices.into_iter().next() else {
                         continue;
@@ -236,13 +274,14 @@ impl ChatStream {
                         choice.delta.content.unwrap_or_default(),
                         choice.finish_reason,
                         chunk.usage,
+                        choice.delta.tool_calls.unwrap_or_default(),
                     )
                 }
                 Some(Response::CompletionChunk(chunk)) => {
                     let Some(choice) = chunk.choices.into_iter().next() else {
                         continue;
                     };
-                    (choice.text, choice.finish_reason, None)
+                    (choice.text, choice.finish_reason, None, Vec::new())
                 }
                 other => {
                     state.end();
@@ -274,7 +313,7 @@ impl ChatStream {
                 } else {
                     text.push_str(&state.stops.flush());
                 }
-            } else if text.is_empty() {
+            } else if text.is_empty() && tool_calls.is_empty() {
                 continue;
             }
             let elapsed = self.sent_at.elapsed().as_secs_f64();
@@ -285,6 +324,7 @@ impl ChatStream {
                     completion_tokens: u.completion_tokens,
                     total_tokens: u.total_tokens,
                     time_to_first_token_s: first_token_s,
+                    prompt_time_s: u.total_prompt_time_sec as f64,
                     prompt_tok_per_s: u.avg_prompt_tok_per_sec as f64,
                     decode_tok_per_s: u.avg_compl_tok_per_sec as f64,
                     total_time_s: elapsed,
@@ -301,6 +341,7 @@ impl ChatStream {
                 text,
                 finish_reason,
                 usage,
+                tool_calls: tool_calls.into_iter().map(ToolCall::from).collect(),
             }));
         }
     }

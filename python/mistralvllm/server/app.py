@@ -29,11 +29,12 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .._core import Usage
+from .._core import ToolCall, Usage
 from ..config import Config
 from ..errors import ContextOverflowError, MistralVllmError, RequestError
 from ..history import ChatHistory, Conversation, HistoryError, HistoryWriteError, Turn
 from ..session import Session
+from ..tools import calls_as_text
 from .metrics import ServiceMetrics
 from .openai_schema import ChatCompletionRequest, CompletionRequest, SamplingRequest
 
@@ -108,7 +109,10 @@ class ServiceState:
         self.load_error: str | None = None
         self.model_id = "loading"
         self.history = ChatHistory(config.history.path) if config.history.enabled else None
-        self.metrics = ServiceMetrics(lambda: self.session.sequence_counts() if self.session else None)
+        self.metrics = ServiceMetrics(
+            lambda: self.session.sequence_counts() if self.session else None,
+            lambda: self.session.engine_stats() if self.session else None,
+        )
 
     def load(self) -> None:
         try:
@@ -166,6 +170,17 @@ def _conversation(state: ServiceState, request: Request, body: ChatCompletionReq
         )
     except HistoryError as e:
         raise APIError(400, str(e), param="X-Conversation-Id") from None
+
+
+def _tool_call_body(call: ToolCall) -> dict[str, Any]:
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+
+
+def answer_text(parts: list[str], calls: list[ToolCall]) -> str:
+    """What history stores as the answer: the text, or the calls as the model wrote them."""
+    if calls:
+        return calls_as_text([_tool_call_body(call) for call in calls])
+    return "".join(parts)
 
 
 def _usage_body(usage: Usage) -> dict[str, int]:
@@ -230,8 +245,6 @@ def create_app(config: Config) -> FastAPI:
         limit = config.server.max_tokens_limit
         if limit is not None and (body.answer_tokens() or 0) > limit:
             raise APIError(400, f"max_tokens {body.answer_tokens()} is above this service's limit of {limit}", param="max_tokens")
-        if isinstance(body, ChatCompletionRequest) and body.tools:
-            raise APIError(400, "tools are not supported yet; use response_format with a json_schema", param="tools")
         return session
 
     def begin_turn(conversation: Conversation | None, body: SamplingRequest) -> Turn | None:
@@ -269,14 +282,14 @@ def create_app(config: Config) -> FastAPI:
         *,
         start: Callable[[], Any],
         kind: str,
-        choice: Callable[[str, str | None], dict[str, Any]],
+        choice: Callable[[str, str | None, list[ToolCall]], dict[str, Any]],
         conversation: Conversation | None = None,
     ) -> Response:
         """Run one generation and answer it whole or as server-sent events.
 
         ``kind`` is the OpenAI object name ("chat.completion" or
-        "text_completion"); ``choice(text, finish_reason)`` shapes one choice
-        (a whole answer when not streaming, a delta when streaming).
+        "text_completion"); ``choice(text, finish_reason, tool_calls)`` shapes
+        one choice (a whole answer when not streaming, a delta when streaming).
         """
         request_id = f"{'chatcmpl' if kind == 'chat.completion' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
@@ -304,6 +317,7 @@ def create_app(config: Config) -> FastAPI:
 
         if not body.stream:
             parts, usage, finish = [], None, None
+            calls: list[ToolCall] = []
             try:
                 slots = await session.admission()
                 try:
@@ -311,6 +325,7 @@ def create_app(config: Config) -> FastAPI:
                     try:
                         while (chunk := await session.off_loop(engine_errors, lambda: next(stream, None))) is not None:
                             parts.append(chunk.text)
+                            calls.extend(chunk.tool_calls)
                             if chunk.finish_reason is not None:
                                 usage, finish = chunk.usage, chunk.finish_reason
                     finally:
@@ -318,14 +333,15 @@ def create_app(config: Config) -> FastAPI:
                 finally:
                     slots.release()
             finally:
-                store_answer("".join(parts), usage, finish)
+                store_answer(answer_text(parts, calls), usage, finish)
             observe(request_id, usage, started, "ok")
-            return JSONResponse(payload([choice("".join(parts), finish)], usage, chunk=False), headers=headers)
+            return JSONResponse(payload([choice("".join(parts), finish, calls)], usage, chunk=False), headers=headers)
 
         async def events() -> AsyncIterator[str]:
             # Everything is acquired inside the generator, so a response that
             # is never sent holds no engine slot and no stream.
             parts: list[str] = []
+            calls: list[ToolCall] = []
             usage = finish = None
             slots = await session.admission()
             try:
@@ -341,6 +357,7 @@ def create_app(config: Config) -> FastAPI:
                     yield f"data: {json.dumps(payload([{'index': 0, 'delta': {'role': 'assistant', 'content': ''}, 'finish_reason': None}], None, True))}\n\n"
                 while (chunk := await session.off_loop(engine_errors, lambda: next(stream, None))) is not None:
                     parts.append(chunk.text)
+                    calls.extend(chunk.tool_calls)
                     if chunk.finish_reason is not None:
                         usage, finish = chunk.usage, chunk.finish_reason
                     elif turn is not None and time.monotonic() - saved > PARTIAL_SAVE_INTERVAL_S:
@@ -349,7 +366,7 @@ def create_app(config: Config) -> FastAPI:
                             turn.save_partial("".join(parts))
                         except HistoryError as e:
                             log.error("could not save the answer so far to %s: %s", request_id, e)
-                    yield f"data: {json.dumps(payload([choice(chunk.text, chunk.finish_reason)], None, True))}\n\n"
+                    yield f"data: {json.dumps(payload([choice(chunk.text, chunk.finish_reason, chunk.tool_calls)], None, True))}\n\n"
                 if body.stream_options and body.stream_options.include_usage and usage is not None:
                     yield f"data: {json.dumps(payload([], usage, True))}\n\n"
                 yield "data: [DONE]\n\n"
@@ -358,7 +375,7 @@ def create_app(config: Config) -> FastAPI:
             finally:
                 stream.close()
                 slots.release()
-                store_answer("".join(parts), usage, finish)
+                store_answer(answer_text(parts, calls), usage, finish)
                 observe(request_id, usage, started, "ok" if finish else "disconnected")
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"})
@@ -367,13 +384,19 @@ def create_app(config: Config) -> FastAPI:
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         session = check_model(body)
         messages, sampling = body.session_messages(), body.sampling()
-        await session.off_loop(engine_errors, lambda: session.check_context(messages, sampling.get("max_tokens")))
+        await session.off_loop(engine_errors, lambda: session.check_context(messages, sampling.get("max_tokens"), **body.tool_options()))
         conversation = _conversation(state, request, body, session)
 
-        def choice(text: str, finish: str | None) -> dict[str, Any]:
+        def choice(text: str, finish: str | None, calls: list[ToolCall]) -> dict[str, Any]:
             if body.stream:
-                return {"index": 0, "delta": {"content": text} if text else {}, "finish_reason": finish}
-            return {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish, "logprobs": None}
+                delta: dict[str, Any] = {"content": text} if text else {}
+                if calls:
+                    delta["tool_calls"] = [{"index": i, **_tool_call_body(call)} for i, call in enumerate(calls)]
+                return {"index": 0, "delta": delta, "finish_reason": finish}
+            message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
+            if calls:
+                message["tool_calls"] = [_tool_call_body(call) for call in calls]
+            return {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
 
         return await respond(
             session, body, request, start=lambda: session.start(messages, **sampling), kind="chat.completion", choice=choice, conversation=conversation
@@ -383,7 +406,7 @@ def create_app(config: Config) -> FastAPI:
     async def completions(body: CompletionRequest, request: Request) -> Response:
         session = check_model(body)
 
-        def choice(text: str, finish: str | None) -> dict[str, Any]:
+        def choice(text: str, finish: str | None, _calls: list[ToolCall]) -> dict[str, Any]:
             return {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
 
         return await respond(

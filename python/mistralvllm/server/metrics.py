@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -24,8 +24,22 @@ class _SequenceCollector(Collector):
         yield GaugeMetricFamily("mistralvllm_sequences_waiting", "Requests waiting to enter the engine", value=counts["waiting"])
 
 
+class _EngineCollector(Collector):
+    """The engine's own counters (sequences begun, prefix-cache hits), read at scrape time."""
+
+    def __init__(self, stats: Callable[[], dict[str, int] | None]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        stats = self._stats() or {"sequences": 0, "prefix_cache_hits": 0}
+        yield CounterMetricFamily("mistralvllm_engine_sequences", "Sequences the engine began", value=stats["sequences"])
+        yield CounterMetricFamily(
+            "mistralvllm_prefix_cache_hits", "Sequences whose prompt start came from the prefix cache", value=stats["prefix_cache_hits"]
+        )
+
+
 class ServiceMetrics:
-    def __init__(self, counts: Callable[[], dict[str, int] | None]) -> None:
+    def __init__(self, counts: Callable[[], dict[str, int] | None], engine_stats: Callable[[], dict[str, int] | None]) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter("mistralvllm_requests", "Requests served", ["endpoint", "status"], registry=self.registry)
         self.prompt_tokens = Counter("mistralvllm_prompt_tokens", "Prompt tokens processed", registry=self.registry)
@@ -40,3 +54,4 @@ class ServiceMetrics:
             "mistralvllm_request_duration_seconds", "Whole request time", buckets=LATENCY_BUCKETS, registry=self.registry
         )
         self.registry.register(_SequenceCollector(counts))
+        self.registry.register(_EngineCollector(engine_stats))

@@ -16,10 +16,23 @@ class TextPart(Strict):
     text: str
 
 
+class FunctionCall(Strict):
+    name: str
+    arguments: str
+
+
+class ToolCallMessage(Strict):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(Strict):
     role: Literal["system", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCallMessage] | None = None
+    tool_call_id: str | None = None
 
     @model_validator(mode="after")
     def _content_required(self) -> ChatMessage:
@@ -153,10 +166,22 @@ class ChatCompletionRequest(SamplingRequest):
         options = super().sampling()
         if self.response_format is not None and (schema := self.response_format.schema()) is not None:
             options["json_schema"] = schema
-        return options
+        return {**options, **self.tool_options()}
 
-    def session_messages(self) -> list[dict[str, str]]:
-        return [{"role": m.role, "content": m.text()} for m in self.messages]
+    def session_messages(self) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = []
+        for m in self.messages:
+            message: dict[str, Any] = {"role": m.role, "content": m.text()}
+            if m.tool_calls:
+                message["tool_calls"] = [call.model_dump() for call in m.tool_calls]
+            messages.append(message)
+        return messages
+
+    def tool_options(self) -> dict[str, Any]:
+        """``tools``/``tool_choice`` for `Session` when the request has tools."""
+        if not self.tools:
+            return {}
+        return {"tools": self.tools, "tool_choice": self.tool_choice or "auto"}
 
 
 class CompletionRequest(SamplingRequest):
