@@ -16,7 +16,7 @@ FEATURES ?=
 PYTEST_ARGS ?=
 PYTHON_LIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 
-.PHONY: venv build browser chat serve bench bench-service test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda wheel-cuda clean
+.PHONY: venv build browser chat serve bench bench-service bench-uqff bench-kv test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda wheel-cuda clean
 
 venv: $(VENV)/.deps
 
@@ -81,6 +81,12 @@ bench: build $(BENCH_VENV)/.deps
 
 bench-service: build
 	$(PY) benches/service_vs_session.py
+
+bench-uqff: build
+	$(PY) benches/uqff_load.py
+
+bench-kv: build
+	$(PY) benches/kv_dtype.py
 
 # A portable wheel (no native CPU flags) under dist/.
 wheel: venv

@@ -1,6 +1,6 @@
 """The CUDA checks, run on a GPU machine by benches/gpu/run.sh (pytest need
 not be installed there): paged attention with block sizes 16 and 32 and KV
-memory given in all three of seed 003's forms, paged attention off, the
+memory given in all three of seed 003's forms, an F8E4M3 KV cache, paged attention off, the
 seed's four-range topology with ISQ on the GPU, and 32 concurrent chats that
 must each give the answer they give alone.
 
@@ -36,6 +36,18 @@ def check_paged(model: str, block_size: int, kv_mem: object) -> dict:
         info = session.info()
         assert info["paged_attention"] is True and info["block_size"] == block_size, info
         return {"info": {k: info[k] for k in ("paged_attention", "block_size", "kv_mem", "device")}, "text": greedy(session, PROMPTS[0])}
+
+
+def check_fp8_kv_cache(model: str) -> dict:
+    """Paged attention with an F8E4M3 KV cache: it loads, answers, and how far
+    its greedy text stays with the model-dtype cache's."""
+    with Session(model, device="cuda", paged_attention="on", kv_mem="4096MB") as session:
+        reference = greedy(session, PROMPTS[0])
+    with Session(model, device="cuda", paged_attention="on", kv_mem="4096MB", paged_cache_type="f8e4m3") as session:
+        assert session.info()["paged_cache_type"] == "f8e4m3"
+        text = greedy(session, PROMPTS[0])
+    same = next((i for i, (a, b) in enumerate(zip(reference.split(), text.split())) if a != b), None)
+    return {"text": text, "reference": reference, "first_differing_word": same}
 
 
 def check_unpaged(model: str) -> dict:
@@ -80,6 +92,7 @@ def main() -> None:
         "paged, block 16, kv_mem 4096MB": lambda: check_paged(args.model, 16, "4096MB"),
         "paged, block 32, kv_mem 0.5 of GPU memory": lambda: check_paged(args.model, 32, 0.5),
         "paged, block 32, kv_mem 8192 tokens": lambda: check_paged(args.model, 32, "8192 tokens"),
+        "paged, F8E4M3 KV cache": lambda: check_fp8_kv_cache(args.model),
         "paged off": lambda: check_unpaged(args.model),
         "seed topology, ISQ on GPU": lambda: check_seed_topology(args.model, layers),
         "32 concurrent chats": lambda: check_concurrent(args.model),
