@@ -104,6 +104,7 @@ def test_interactive_chat_in_a_terminal(cli_env: dict[str, str]) -> None:
         child.sendline("/stats")
         child.expect("tokens in context: \\d+ of 8192")
         child.expect("generated at [0-9.]+ tok/s")
+        child.expect("prefix cache: off")
         child.expect(">>>")
 
         child.sendline("Write a long story about a dragon who learns to fly.")

@@ -25,6 +25,8 @@ def test_repeated_system_prompt_hits_the_prefix_cache(default_model: Path) -> No
         first = session.chat([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is the capital of France?"}], max_tokens=8)
         second = session.chat([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is the capital of Spain?"}], max_tokens=8)
         stats = session.engine_stats()
+        info = session.info()
+    assert info["prefix_cache_hits"] == 1 and info["sequences"] == 2
     assert first.usage.prompt_tokens > 400 and stats == {"sequences": 2, "prefix_cache_hits": 1}
     # Reported, not asserted (timings): the engine's prompt time with and without the hit.
     print(f"\nprompt of {first.usage.prompt_tokens} tokens: {first.usage.prompt_time_s:.3f} s cold, {second.usage.prompt_time_s:.3f} s from the prefix cache")

@@ -259,6 +259,10 @@ class ChatApp:
             lines.append(f"KV cache: paged attention on, block size {info['block_size'] or 32}, memory {info['kv_mem'] or 'default'}")
         else:
             lines.append(f"KV cache: paged attention off ({info['device']}), one sequence at a time" if info["max_running_sequences"] == 1 else "KV cache: paged attention off")
+        if info["prefix_cache_n"]:
+            lines.append(f"prefix cache: {info['prefix_cache_n']} sequences, {info['prefix_cache_hits']} hits in {info['sequences']} sequences")
+        else:
+            lines.append("prefix cache: off")
         self.note("\n".join(lines))
 
     def _command_export(self, target: str) -> None:

@@ -322,8 +322,12 @@ class Session:
 
     def info(self) -> dict[str, Any]:
         """Model path, format, architecture, layers, device, dtype, paged
-        attention (on/off, block size, KV memory), topology in effect."""
-        return self._engine.info()
+        attention (on/off, block size, KV memory), topology, LoRA adapters in
+        effect, and the engine's counters (`engine_stats`)."""
+        info = self._engine.info()
+        if not info["closed"]:
+            info.update(self._engine.engine_stats())
+        return info
 
     def score(self, text: str) -> list[float]:
         """Log-probability of each token of ``text`` (after its first) given the
