@@ -22,7 +22,7 @@ from .config import Config, SamplingSection
 from .errors import MistralVllmError
 from .history import ChatHistory, Conversation, ConversationSummary
 from .session import Session
-from .tools import PythonTool
+from .tools import PythonTool, tool_call_body
 
 # Tokens kept free for the answer when no max_tokens is set.
 DEFAULT_ANSWER_RESERVE = 256
@@ -48,10 +48,6 @@ class Answer:
     usage: Usage | None
     interrupted: bool
     dropped_turns: int
-
-
-def _call_body(call: Any) -> dict[str, Any]:
-    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
 
 
 def when(timestamp: float) -> str:
@@ -139,7 +135,7 @@ class ChatApp:
                 if not calls:
                     break
                 # One round of calls, then the answer from their results.
-                messages.append({"role": "assistant", "content": "", "tool_calls": [_call_body(call) for call in calls]})
+                messages.append({"role": "assistant", "content": "", "tool_calls": [tool_call_body(call) for call in calls]})
                 for call in calls:
                     result = self.tools[call.name].call(call.arguments) if call.name in self.tools else f"error: no tool {call.name}"
                     on_tool(f"{call.name}({call.arguments}) -> {result}")

@@ -85,19 +85,6 @@ def _prefix_cache_for(device: str, prefix_cache: int | None) -> int:
     return prefix_cache
 
 
-def _uqff_target(path: str | os.PathLike[str]) -> str:
-    """Where to write UQFF weights: a ``.uqff`` file in a directory that is
-    created if needed (mistral.rs writes the config and tokenizer beside it)."""
-    target = Path(path).expanduser()
-    if target.suffix != ".uqff":
-        raise ConfigError(f"write_uqff: {target}: expected a file name ending in .uqff (e.g. {target / 'model.uqff'})")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"write_uqff: {target.parent}: cannot create the directory ({e})") from None
-    return str(target)
-
-
 # Sampling options the engine takes as unsigned integers, and their least value.
 _COUNTS = {"max_tokens": 1, "top_k": 0, "seed": 0}
 
@@ -163,7 +150,10 @@ class Session:
         except RuntimeError:
             raise ModelLoadError(f"{model}: starts with ~ but names no known user") from None
         prefix_cache = _prefix_cache_for(device, prefix_cache)
-        uqff_path = None if write_uqff is None else _uqff_target(write_uqff)
+        try:
+            uqff_path = None if write_uqff is None else str(Path(write_uqff).expanduser())
+        except RuntimeError:
+            raise ConfigError(f"write_uqff: {write_uqff}: starts with ~ but names no known user") from None
         self._engine = _core.Session(
             str(path),
             topology=topology,

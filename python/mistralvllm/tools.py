@@ -119,6 +119,11 @@ def template_renders_tools(chat_template: str | None) -> bool:
     return chat_template is not None and "tools" in chat_template
 
 
+def tool_call_body(call: Any) -> dict[str, Any]:
+    """A `ToolCall` in OpenAI's message shape."""
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+
+
 def calls_as_text(calls: Sequence[Mapping[str, Any]]) -> str:
     """Assistant tool calls as the JSON text the model would have written."""
     written = []

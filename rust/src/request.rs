@@ -216,13 +216,18 @@ impl SeededSampler {
     }
 }
 
+/// Logits like `logits` that leave `chosen` as the only token the engine can pick.
+fn only_choice(logits: &Tensor, vocab: usize, chosen: usize) -> mistralrs::Result<Tensor> {
+    let mut one_hot = vec![f32::NEG_INFINITY; vocab];
+    one_hot[chosen] = 0.0;
+    Tensor::from_vec(one_hot, logits.shape(), logits.device())?.to_dtype(logits.dtype())
+}
+
 impl CustomLogitsProcessor for SeededSampler {
     fn apply(&self, logits: &Tensor, context: &[u32]) -> mistralrs::Result<Tensor> {
         let values = logits.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         let chosen = self.draw(&values, context.len());
-        let mut one_hot = vec![f32::NEG_INFINITY; values.len()];
-        one_hot[chosen] = 0.0;
-        Tensor::from_vec(one_hot, logits.shape(), logits.device())?.to_dtype(logits.dtype())
+        only_choice(logits, values.len(), chosen)
     }
 }
 
@@ -280,9 +285,7 @@ impl CustomLogitsProcessor for ForcedScorer {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(log_probability(&values, target));
-        let mut one_hot = vec![f32::NEG_INFINITY; values.len()];
-        one_hot[target] = 0.0;
-        Tensor::from_vec(one_hot, logits.shape(), logits.device())?.to_dtype(logits.dtype())
+        only_choice(logits, values.len(), target)
     }
 }
 

@@ -202,9 +202,19 @@ impl Session {
             }
             if out.extension().is_none_or(|ext| ext != "uqff") {
                 return Err(ConfigError::new_err(format!(
-                    "write_uqff: {}: expected a file name ending in .uqff",
-                    out.display()
+                    "write_uqff: {}: expected a file name ending in .uqff (e.g. {})",
+                    out.display(),
+                    out.join("model.uqff").display()
                 )));
+            }
+            // mistral.rs writes the config and tokenizer beside the .uqff file.
+            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    ConfigError::new_err(format!(
+                        "write_uqff: {}: cannot create the directory ({e})",
+                        dir.display()
+                    ))
+                })?;
             }
         }
         let cache_type = match paged_cache_type {

@@ -34,7 +34,7 @@ from ..config import Config
 from ..errors import ContextOverflowError, MistralVllmError, RequestError
 from ..history import ChatHistory, Conversation, HistoryError, HistoryWriteError, Turn
 from ..session import Session
-from ..tools import calls_as_text
+from ..tools import calls_as_text, tool_call_body
 from .metrics import ServiceMetrics
 from .openai_schema import ChatCompletionRequest, CompletionRequest, SamplingRequest
 
@@ -172,14 +172,10 @@ def _conversation(state: ServiceState, request: Request, body: ChatCompletionReq
         raise APIError(400, str(e), param="X-Conversation-Id") from None
 
 
-def _tool_call_body(call: ToolCall) -> dict[str, Any]:
-    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
-
-
 def answer_text(parts: list[str], calls: list[ToolCall]) -> str:
     """What history stores as the answer: the text, or the calls as the model wrote them."""
     if calls:
-        return calls_as_text([_tool_call_body(call) for call in calls])
+        return calls_as_text([tool_call_body(call) for call in calls])
     return "".join(parts)
 
 
@@ -391,11 +387,11 @@ def create_app(config: Config) -> FastAPI:
             if body.stream:
                 delta: dict[str, Any] = {"content": text} if text else {}
                 if calls:
-                    delta["tool_calls"] = [{"index": i, **_tool_call_body(call)} for i, call in enumerate(calls)]
+                    delta["tool_calls"] = [{"index": i, **tool_call_body(call)} for i, call in enumerate(calls)]
                 return {"index": 0, "delta": delta, "finish_reason": finish}
             message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
             if calls:
-                message["tool_calls"] = [_tool_call_body(call) for call in calls]
+                message["tool_calls"] = [tool_call_body(call) for call in calls]
             return {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
 
         return await respond(
