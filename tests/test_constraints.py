@@ -26,6 +26,19 @@ def test_regex_constrains_the_answer(session: Session, question: str, pattern: s
     assert re.fullmatch(pattern, answer), answer
 
 
+def test_a_satisfied_constraint_ends_the_answer(session: Session) -> None:
+    """Regression (patches/mistralrs-core-0.8.1/0003): once the constraint was
+    complete the engine kept sampling the constraint's end token, which is
+    not the model's, until max_tokens or the end of the context window."""
+    schema = {"type": "object", "properties": {"name": {"type": "string"}, "country": {"type": "string"}}, "required": ["name", "country"]}
+    question = [{"role": "user", "content": "Name a city in Spain and its country."}]
+    for constraint in ({"json_schema": schema}, {"regex": r"(yes|no)"}, {"grammar": COLOURS}):
+        for max_tokens in (None, 300):
+            result = session.chat(question, max_tokens=max_tokens, **constraint)
+            assert result.finish_reason == "stop", (constraint, result)
+            assert result.usage.completion_tokens < 40, result
+
+
 def test_lark_grammar_constrains_the_answer(session: Session) -> None:
     for question in ("Name a primary colour.", "What colour is the sky?", "What colour is grass?"):
         answer = session.chat([{"role": "user", "content": question}], grammar=COLOURS, max_tokens=8).text

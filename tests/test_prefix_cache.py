@@ -32,6 +32,18 @@ def test_repeated_system_prompt_hits_the_prefix_cache(default_model: Path) -> No
     print(f"\nprompt of {first.usage.prompt_tokens} tokens: {first.usage.prompt_time_s:.3f} s cold, {second.usage.prompt_time_s:.3f} s from the prefix cache")
 
 
+@pytest.mark.parametrize(("kept", "hits"), [(1, 0), (2, 1)])
+def test_the_oldest_prefix_is_evicted_beyond_the_count(default_model: Path, kept: int, hits: int) -> None:
+    """On CPU the engine never evicted (patches/mistralrs-core-0.8.1/0002):
+    with room for one cache, a prompt in between (sharing no token with the
+    system prompt) must push the system prompt's cache out."""
+    with Session(default_model, prefix_cache=kept) as session:
+        session.chat([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is the capital of France?"}], max_tokens=4)
+        session.complete("Zebras live in Africa and eat grass all day long.", max_tokens=4)
+        session.chat([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is the capital of Spain?"}], max_tokens=4)
+        assert session.engine_stats() == {"sequences": 3, "prefix_cache_hits": hits}
+
+
 def test_prefix_cache_off_never_hits(default_model: Path) -> None:
     with Session(default_model, prefix_cache=0) as session:
         for question in ("Hi", "Hello"):

@@ -112,10 +112,8 @@ def test_eight_concurrent_streams_all_finish_correctly(client: openai.OpenAI, se
         watcher.join()
     for (_, keyword), answer in zip(questions, answers):
         assert keyword in answer.lower(), answer
-    # On CPU the session runs one sequence at a time (rust/src/gate.rs): the
-    # others wait in line instead of being decoded in a broken batch.
-    assert seen["running"] == 1
-    assert seen["waiting"] >= 1
+    # The engine decodes them together (continuous batching, on CPU too).
+    assert seen["running"] > 1
 
 
 def test_disconnect_aborts_the_generation_and_keeps_the_partial_turn(server: dict[str, str]) -> None:

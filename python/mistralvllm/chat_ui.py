@@ -254,7 +254,7 @@ class ChatApp:
         if info["paged_attention"]:
             lines.append(f"KV cache: paged attention on, block size {info['block_size'] or 32}, memory {info['kv_mem'] or 'default'}")
         else:
-            lines.append(f"KV cache: paged attention off ({info['device']}), one sequence at a time" if info["max_running_sequences"] == 1 else "KV cache: paged attention off")
+            lines.append(f"KV cache: paged attention off ({info['device']}), up to {info['max_running_sequences']} sequences at once")
         if info["prefix_cache_n"]:
             lines.append(f"prefix cache: {info['prefix_cache_n']} sequences, {info['prefix_cache_hits']} hits in {info['sequences']} sequences")
         else:

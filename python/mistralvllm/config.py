@@ -121,8 +121,8 @@ class EngineSection(Section):
     prefix_cache: int | None = Field(
         None,
         ge=0,
-        description="Sequences kept in the prefix cache; 0 turns it off; null: 16 on a GPU, off on CPU "
-        "(mistral.rs 0.8.1 never evicts prefix caches held in CPU memory)",
+        description="Finished sequences whose KV caches are kept for reuse (oldest evicted first); 0 turns it off; "
+        "null: 16 on a GPU, off on CPU (where prefix-cache hits decoded together can answer differently from alone)",
     )
 
 
@@ -157,6 +157,12 @@ class ServerSection(Section):
     api_key: str | None = None
     max_request_bytes: int = Field(1 << 20, ge=1024, description="Larger request bodies get 413")
     max_tokens_limit: int | None = Field(None, ge=1, description="Largest max_tokens a request may ask for")
+    request_timeout: float | None = Field(
+        300,
+        gt=0,
+        description="Seconds a request may take, waiting included; then it ends with a request_timeout error and "
+        "its answer so far is stored as interrupted; null: no limit",
+    )
 
 
 class Config(Section):

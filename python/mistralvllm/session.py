@@ -62,18 +62,19 @@ def parse_kv_mem(kv_mem: KvMem) -> tuple[str, float]:
     return ("context", value)
 
 
-# Prefix-cache size where the caches live in device memory.
+# Prefix-cache size when the config leaves it unset, on a GPU.
 GPU_PREFIX_CACHE = 16
 
 
 def _prefix_cache_for(device: str, prefix_cache: int | None) -> int:
-    """The prefix-cache size to use: ``None`` means 16 on a GPU and off on CPU.
+    """The number of finished sequences whose KV caches are kept for reuse:
+    ``None`` means 16 on a GPU and off on CPU, 0 turns it off.
 
-    mistral.rs 0.8.1 evicts a prefix cache only by moving it off the GPU
-    (``PrefixCacheManagerV2::evict_caches`` counts only non-CPU caches), so on
-    CPU every finished sequence's KV cache is kept forever: ~8 MB more memory
-    per request with the default model. An explicit size is honoured, with a
-    warning on CPU.
+    The oldest is evicted first, on CPU too (patches/mistralrs-core-0.8.1/0002).
+    It stays off by default on CPU because there prefix-cache hits decoded in
+    one batch can answer differently from alone (four chats sharing the chat
+    template's system part with an earlier one: "The opposite of hot is a
+    hot?"); an explicit size is honoured, with a warning.
     """
     if prefix_cache is not None and prefix_cache < 0:
         raise ConfigError(f"prefix_cache: {prefix_cache} is negative; expected a number of sequences (0 turns it off)")
@@ -81,7 +82,7 @@ def _prefix_cache_for(device: str, prefix_cache: int | None) -> int:
     if prefix_cache is None:
         return 0 if on_cpu else GPU_PREFIX_CACHE
     if prefix_cache and on_cpu:
-        log.warning("prefix_cache=%d on CPU: mistral.rs 0.8.1 never evicts CPU prefix caches, memory grows with every request", prefix_cache)
+        log.warning("prefix_cache=%d on CPU: prefix-cache hits decoded together can answer differently from alone", prefix_cache)
     return prefix_cache
 
 
@@ -340,10 +341,9 @@ class Session:
         return self._engine.engine_stats()
 
     def sequence_counts(self) -> dict[str, int]:
-        """``running``: streams being generated; ``waiting``: requests queued
-        to enter the engine (on CPU one sequence runs at a time)."""
-        counts = self._engine.sequence_counts()
-        return {"running": counts["running"], "waiting": counts["waiting"] + self._queued}
+        """``running``: streams being generated; ``waiting``: async requests
+        queued for one of the engine's ``max_num_seqs`` places."""
+        return {"running": self._engine.sequence_counts()["running"], "waiting": self._queued}
 
     @property
     def closed(self) -> bool:

@@ -20,10 +20,10 @@ use pyo3::types::{PyDict, PyList};
 use tokio::sync::mpsc::{channel, Receiver};
 
 use crate::errors::{panic_message, ConfigError, ModelLoadError, RequestError};
-use crate::gate::{SequenceCount, SequenceGate};
+use crate::counts::SequenceCount;
 use crate::loader::{
     build_features, build_model, device_name, dtype_name, parse_device, parse_dtype, parse_kv_mem,
-    LoadOptions, RUNTIME,
+    LoadOptions,
 };
 use crate::model_files::{ModelFiles, ModelFormat};
 use crate::request::{convert_input, ForcedScorer, RequestInput, Sampling};
@@ -48,14 +48,18 @@ struct SessionInfo {
     paged_cache_type: String,
 }
 
+/// Chunks one stream holds. The engine awaits a full channel, and that
+/// stalls every sequence of the batch behind one reader that is not reading
+/// (a thread reading its streams one after another deadlocked on 16); tokio
+/// allocates slots as they fill, so a buffer longer than any answer costs only
+/// what is queued.
+const STREAM_BUFFER: usize = 1 << 20;
+
 /// A model loaded into the mistral.rs engine, ready for chat requests.
 #[pyclass(module = "mistralvllm._core", frozen)]
 pub struct Session {
     model: RwLock<Option<Arc<Model>>>,
-    /// Present on CPU, where batched decoding is broken (see `gate.rs`).
-    gate: Option<SequenceGate>,
     running: SequenceCount,
-    waiting: SequenceCount,
     info: SessionInfo,
 }
 
@@ -94,8 +98,7 @@ fn tokenize_input(
 }
 
 impl Session {
-    /// Send a request through the CPU gate to the engine; its answer comes
-    /// back as a `ChatStream`.
+    /// Send a request to the engine; its answer comes back as a `ChatStream`.
     fn submit(
         &self,
         py: Python<'_>,
@@ -106,7 +109,7 @@ impl Session {
         stops: Vec<String>,
     ) -> PyResult<ChatStream> {
         let model = self.model()?;
-        let (gate_pass, running, sent_at, prompt_tokens) = py.detach(|| {
+        let (running, sent_at, prompt_tokens) = py.detach(|| {
             // The engine's completion chunks carry no usage: count the prompt
             // here unless the caller already did.
             let prompt_tokens = match (&input, prompt_tokens) {
@@ -116,21 +119,13 @@ impl Session {
                     Some(tokenize_input(&model, Either::Right(text.clone()), false)?.len())
                 }
             };
-            let waiting = self.waiting.enter();
-            let gate_pass = self
-                .gate
-                .as_ref()
-                .map(|gate| gate.enter(&RUNTIME))
-                .transpose()?;
-            drop(waiting);
             let running = self.running.enter();
             let sent_at = Instant::now();
             send_to_engine(&model, request)?;
-            Ok::<_, PyErr>((gate_pass, running, sent_at, prompt_tokens))
+            Ok::<_, PyErr>((running, sent_at, prompt_tokens))
         })?;
         Ok(ChatStream::new(
             rx,
-            gate_pass,
             running,
             sent_at,
             stops,
@@ -346,12 +341,9 @@ impl Session {
             lora_adapters,
             paged_cache_type: paged_cache_type.to_string(),
         };
-        let gate = info.device.starts_with("cpu").then(SequenceGate::new);
         Ok(Self {
             model: RwLock::new(Some(Arc::new(model))),
-            gate,
             running: SequenceCount::default(),
-            waiting: SequenceCount::default(),
             info,
         })
     }
@@ -433,7 +425,7 @@ impl Session {
             repetition_penalty,
         };
         let (sampling_params, logits_processors) = sampling.into_engine()?;
-        let (tx, rx) = channel(16);
+        let (tx, rx) = channel(STREAM_BUFFER);
         let request = Request::Normal(Box::new(NormalRequest {
             messages: match input.clone() {
                 Either::Left(messages) => RequestMessage::Chat {
@@ -479,7 +471,7 @@ impl Session {
         }
         .into_engine()?;
         let processor: Arc<dyn CustomLogitsProcessor> = scorer.clone();
-        let (tx, rx) = channel(16);
+        let (tx, rx) = channel(STREAM_BUFFER);
         let request = Request::Normal(Box::new(NormalRequest {
             messages: RequestMessage::CompletionTokens(tokens[..1].to_vec()),
             sampling_params,
@@ -552,14 +544,7 @@ impl Session {
         dict.set_item("block_size", info.block_size)?;
         dict.set_item("kv_mem", info.kv_mem.clone())?;
         dict.set_item("max_num_seqs", info.max_num_seqs)?;
-        dict.set_item(
-            "max_running_sequences",
-            if self.gate.is_some() {
-                1
-            } else {
-                info.max_num_seqs
-            },
-        )?;
+        dict.set_item("max_running_sequences", info.max_num_seqs)?;
         dict.set_item("prefix_cache_n", info.prefix_cache_n)?;
         dict.set_item("paged_cache_type", &info.paged_cache_type)?;
         dict.set_item("lora_adapters", info.lora_adapters.clone())?;
@@ -569,11 +554,10 @@ impl Session {
         Ok(dict)
     }
 
-    /// Streams being generated now, and requests waiting to enter the engine.
+    /// Streams sent to the engine and not yet finished or closed.
     fn sequence_counts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let counts = PyDict::new(py);
         counts.set_item("running", self.running.get())?;
-        counts.set_item("waiting", self.waiting.get())?;
         Ok(counts)
     }
 

@@ -4,6 +4,7 @@
 //! stream be collected) makes the engine's next send fail, which is how
 //! mistral.rs cancels a sequence.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -11,9 +12,11 @@ use mistralrs::core::ToolCallResponse;
 use mistralrs::Response;
 use pyo3::prelude::*;
 use tokio::sync::mpsc::Receiver;
+use tokio::sync::Notify;
 
 use crate::errors::{ContextOverflowError, RequestError};
-use crate::gate::{CountGuard, GatePass};
+use crate::loader::RUNTIME;
+use crate::counts::CountGuard;
 
 /// Token counts and timings of one finished request.
 #[pyclass(module = "mistralvllm._core", frozen, get_all)]
@@ -201,17 +204,15 @@ struct StreamState {
     /// Known up front for completions, whose chunks carry no usage.
     prompt_tokens: Option<usize>,
     chunks: usize,
-    gate_pass: Option<GatePass>,
     running: Option<CountGuard>,
     first_token_s: Option<f64>,
     stops: StopTrimmer,
 }
 
 impl StreamState {
-    /// Drop the receiver (which cancels an unfinished sequence) and the gate pass.
+    /// Drop the receiver (which cancels an unfinished sequence).
     fn end(&mut self) {
         self.rx = None;
-        self.gate_pass = None;
         self.running = None;
     }
 }
@@ -221,6 +222,10 @@ impl StreamState {
 pub struct ChatStream {
     state: Mutex<StreamState>,
     sent_at: Instant,
+    /// Set by `close()`, which must not wait for a thread that is waiting
+    /// for the next chunk (it holds `state`): `wake` interrupts that wait.
+    cancelled: AtomicBool,
+    wake: Notify,
 }
 
 /// The engine's own words for a prompt longer than the context window.
@@ -237,7 +242,6 @@ fn request_error(message: String) -> PyErr {
 impl ChatStream {
     pub fn new(
         rx: Receiver<Response>,
-        gate_pass: Option<GatePass>,
         running: CountGuard,
         sent_at: Instant,
         stops: Vec<String>,
@@ -248,13 +252,27 @@ impl ChatStream {
                 rx: Some(rx),
                 prompt_tokens,
                 chunks: 0,
-                gate_pass,
                 running: Some(running),
                 first_token_s: None,
                 stops: StopTrimmer::new(stops),
             }),
             sent_at,
+            cancelled: AtomicBool::new(false),
+            wake: Notify::new(),
         }
+    }
+
+    /// The engine's next response; `None` once `close()` was called.
+    fn receive(&self, rx: &mut Receiver<Response>) -> Option<Option<Response>> {
+        if self.cancelled.load(Ordering::SeqCst) {
+            return None;
+        }
+        RUNTIME.block_on(async {
+            tokio::select! {
+                response = rx.recv() => Some(response),
+                () = self.wake.notified() => None,
+            }
+        })
     }
 
     /// Wait for the next chunk; `Ok(None)` once the answer is complete.
@@ -265,7 +283,11 @@ impl ChatStream {
             let Some(rx) = state.rx.as_mut() else {
                 return Ok(None);
             };
-            let (delta, engine_finish, engine_usage, tool_calls) = match rx.blocking_recv() {
+            let Some(response) = self.receive(rx) else {
+                state.end();
+                return Ok(None);
+            };
+            let (delta, engine_finish, engine_usage, tool_calls) = match response {
                 Some(Response::Chunk(chunk)) => {
                     let Some(choice) = chunk.choices.into_iter().next() else {
                         continue;
@@ -358,19 +380,24 @@ impl ChatStream {
         py.detach(|| self.next_chunk())
     }
 
-    /// Abort the request in the engine; further iteration stops.
+    /// Abort the request in the engine; further iteration stops. Returns at
+    /// once, also while another thread waits for the next chunk.
     fn close(&self) {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).end();
+        self.cancelled.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+        if let Ok(mut state) = self.state.try_lock() {
+            state.end();
+        }
     }
 
     /// Whether the stream has finished or was closed.
     #[getter]
     fn closed(&self) -> bool {
-        self.state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .rx
-            .is_none()
+        self.cancelled.load(Ordering::SeqCst)
+            || self
+                .state
+                .try_lock()
+                .is_ok_and(|state| state.rx.is_none())
     }
 }
 

@@ -1,9 +1,8 @@
 """The FastAPI application: OpenAI-compatible chat, models, health, metrics,
 conversations, and the web chat page.
 
-One `Session` serves every request; the engine takes them all at once
-(continuous batching on GPU; one sequence at a time on CPU, see
-rust/src/gate.rs).
+One `Session` serves every request; the engine decodes them together
+(continuous batching).
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -35,6 +34,7 @@ from ..errors import ContextOverflowError, MistralVllmError, RequestError
 from ..history import ChatHistory, Conversation, HistoryError, HistoryWriteError, Turn
 from ..session import Session
 from ..tools import calls_as_text, tool_call_body
+from .generation import ClientDisconnected, Generation, Limits, RequestTimedOut, run_generation
 from .metrics import ServiceMetrics
 from .openai_schema import ChatCompletionRequest, CompletionRequest, SamplingRequest
 
@@ -43,6 +43,9 @@ STATIC = resources.files("mistralvllm.server") / "static"
 # How often a streaming answer's text so far is written to history, so that
 # a crash loses at most this much of it.
 PARTIAL_SAVE_INTERVAL_S = 1.0
+# OpenAI's max_tokens for a text completion that sets none (and no config default).
+COMPLETION_MAX_TOKENS = 16
+T = TypeVar("T")
 
 
 class APIError(Exception):
@@ -57,7 +60,11 @@ class APIError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
     def response(self) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else {}
+        if self.code == "request_timeout":
+            # The openai client retries 5xx answers unless told not to, which
+            # would run the same long request again, twice.
+            headers["x-should-retry"] = "false"
         return JSONResponse(self.body(), status_code=self.status, headers=headers)
 
 
@@ -179,6 +186,20 @@ def answer_text(parts: list[str], calls: list[ToolCall]) -> str:
     return "".join(parts)
 
 
+def fit_default_max_tokens(check: Callable[[dict[str, Any]], T], options: dict[str, Any], *, asked: bool) -> T:
+    """``check(options)``; where the prompt leaves less room than a max_tokens
+    the client did not ask for (a config default, ``asked`` false), lower it to
+    that room, as vLLM does for an unset max_tokens."""
+    try:
+        return check(options)
+    except ContextOverflowError as e:
+        room = getattr(e, "context_length", 0) - getattr(e, "prompt_tokens", 0)
+        if asked or room < 1:
+            raise
+        options["max_tokens"] = room
+        return check(options)
+
+
 def _usage_body(usage: Usage) -> dict[str, int]:
     return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens, "total_tokens": usage.total_tokens}
 
@@ -232,6 +253,8 @@ def create_app(config: Config) -> FastAPI:
         response = await call_next(request)
         if request.url.path.startswith("/v1/"):
             state.metrics.requests.labels(request.url.path, str(response.status_code)).inc()
+            if request.method == "POST" and not getattr(request.state, "logged", False):
+                log.info("%s %s: error %d", request.method, request.url.path, response.status_code)
         return response
 
     def check_model(body: SamplingRequest) -> Session:
@@ -243,6 +266,12 @@ def create_app(config: Config) -> FastAPI:
             raise APIError(400, f"max_tokens {body.answer_tokens()} is above this service's limit of {limit}", param="max_tokens")
         return session
 
+    def request_options(body: SamplingRequest) -> dict[str, Any]:
+        """The request's sampling options over the config's ``sampling``
+        defaults, which apply to every field a request leaves out (as vLLM's
+        generation config and llama-server's n_predict do)."""
+        return {**config.sampling.options(), **body.sampling()}
+
     def begin_turn(conversation: Conversation | None, body: SamplingRequest) -> Turn | None:
         """Store the question before answering, so a crash leaves it marked interrupted."""
         if conversation is None or not isinstance(body, ChatCompletionRequest):
@@ -251,6 +280,7 @@ def create_app(config: Config) -> FastAPI:
         return _history_writes(lambda: conversation.begin_turn(question))
 
     def observe(request_id: str, usage: Usage | None, started: float, status: str) -> None:
+        """The one log line (and the metrics) of a request that reached the engine."""
         elapsed = time.monotonic() - started
         state.metrics.request_duration.observe(elapsed)
         if usage is not None:
@@ -271,6 +301,15 @@ def create_app(config: Config) -> FastAPI:
         except RequestError as e:
             raise APIError(400, str(e)) from None
 
+    def timeout_error() -> APIError:
+        limit = config.server.request_timeout
+        return APIError(
+            504,
+            f"the request took longer than this service's limit of {limit:g} s (server.request_timeout); the answer so far is stored as interrupted",
+            type="timeout_error",
+            code="request_timeout",
+        )
+
     async def respond(
         session: Session,
         body: SamplingRequest,
@@ -286,6 +325,8 @@ def create_app(config: Config) -> FastAPI:
         ``kind`` is the OpenAI object name ("chat.completion" or
         "text_completion"); ``choice(text, finish_reason, tool_calls)`` shapes
         one choice (a whole answer when not streaming, a delta when streaming).
+        Every request ends with one log line: ok, length, disconnected, error
+        or timed out, and with its answer in history (interrupted unless finished).
         """
         request_id = f"{'chatcmpl' if kind == 'chat.completion' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
@@ -302,85 +343,83 @@ def create_app(config: Config) -> FastAPI:
         # The question is stored before the answer starts, so a crash or a
         # full disk shows up in history (or as a 507) and loses nothing written.
         turn = begin_turn(conversation, body)
+        generation = Generation()
 
-        def store_answer(text: str, usage: Usage | None, finish: str | None) -> None:
-            if turn is None:
-                return
-            try:
-                turn.finish(text, usage=usage, finish_reason=finish, interrupted=finish is None)
-            except HistoryError as e:
-                log.error("could not store the answer to %s: %s", request_id, e)
-
-        if not body.stream:
-            parts, usage, finish = [], None, None
-            calls: list[ToolCall] = []
-            try:
-                slots = await session.admission()
+        def end(status: str) -> None:
+            """Store the answer (interrupted unless it finished) and write the log line."""
+            if turn is not None:
+                text = answer_text(generation.parts, generation.calls)
                 try:
-                    stream = await session.off_loop(engine_errors, start)
-                    try:
-                        while (chunk := await session.off_loop(engine_errors, lambda: next(stream, None))) is not None:
-                            parts.append(chunk.text)
-                            calls.extend(chunk.tool_calls)
-                            if chunk.finish_reason is not None:
-                                usage, finish = chunk.usage, chunk.finish_reason
-                    finally:
-                        stream.close()
-                finally:
-                    slots.release()
+                    turn.finish(text, usage=generation.usage, finish_reason=generation.finish_reason, interrupted=generation.finish_reason is None)
+                except HistoryError as e:
+                    log.error("could not store the answer to %s: %s", request_id, e)
+            observe(request_id, generation.usage, started, status)
+
+        request.state.logged = True  # `end` writes this request's log line
+        if not body.stream:
+            limits = Limits.start(config.server.request_timeout, request)
+            status = "error"
+            try:
+                async for chunk in run_generation(session, start, limits, engine_errors):
+                    generation.add(chunk)
+                status = generation.status
+            except RequestTimedOut:
+                status = "timed out"
+                raise timeout_error() from None
+            except ClientDisconnected:
+                status = "disconnected"
+                return Response(status_code=499)  # nobody reads it (nginx's "client closed request")
             finally:
-                store_answer(answer_text(parts, calls), usage, finish)
-            observe(request_id, usage, started, "ok")
-            return JSONResponse(payload([choice("".join(parts), finish, calls)], usage, chunk=False), headers=headers)
+                limits.stop()
+                end(status)
+            choices = [choice(generation.text, generation.finish_reason, generation.calls)]
+            return JSONResponse(payload(choices, generation.usage, chunk=False), headers=headers)
 
         async def events() -> AsyncIterator[str]:
             # Everything is acquired inside the generator, so a response that
-            # is never sent holds no engine slot and no stream.
-            parts: list[str] = []
-            calls: list[ToolCall] = []
-            usage = finish = None
-            slots = await session.admission()
-            try:
-                stream = await session.off_loop(engine_errors, start)
-            except APIError as e:
-                slots.release()
-                store_answer("", None, None)
-                yield f"data: {json.dumps(e.body())}\n\n"
-                return
-            saved = time.monotonic()
+            # is never sent holds no engine slot and no stream. Starlette
+            # cancels it when the client leaves (status "disconnected").
+            limits = Limits.start(config.server.request_timeout, None)
+            status, saved = "disconnected", time.monotonic()
             try:
                 if kind == "chat.completion":
                     yield f"data: {json.dumps(payload([{'index': 0, 'delta': {'role': 'assistant', 'content': ''}, 'finish_reason': None}], None, True))}\n\n"
-                while (chunk := await session.off_loop(engine_errors, lambda: next(stream, None))) is not None:
-                    parts.append(chunk.text)
-                    calls.extend(chunk.tool_calls)
-                    if chunk.finish_reason is not None:
-                        usage, finish = chunk.usage, chunk.finish_reason
-                    elif turn is not None and time.monotonic() - saved > PARTIAL_SAVE_INTERVAL_S:
+                async for chunk in run_generation(session, start, limits, engine_errors):
+                    generation.add(chunk)
+                    if chunk.finish_reason is None and turn is not None and time.monotonic() - saved > PARTIAL_SAVE_INTERVAL_S:
                         saved = time.monotonic()
                         try:
-                            turn.save_partial("".join(parts))
+                            turn.save_partial(generation.text)
                         except HistoryError as e:
                             log.error("could not save the answer so far to %s: %s", request_id, e)
                     yield f"data: {json.dumps(payload([choice(chunk.text, chunk.finish_reason, chunk.tool_calls)], None, True))}\n\n"
-                if body.stream_options and body.stream_options.include_usage and usage is not None:
-                    yield f"data: {json.dumps(payload([], usage, True))}\n\n"
+                if body.stream_options and body.stream_options.include_usage and generation.usage is not None:
+                    yield f"data: {json.dumps(payload([], generation.usage, True))}\n\n"
+                status = generation.status
                 yield "data: [DONE]\n\n"
-            except APIError as e:  # the engine refused the request after it started (e.g. a bad regex)
+            except APIError as e:  # the engine refused the request (e.g. a bad regex)
+                status = "error"
                 yield f"data: {json.dumps(e.body())}\n\n"
+            except RequestTimedOut:
+                status = "timed out"
+                yield f"data: {json.dumps(timeout_error().body())}\n\n"
+            except Exception:
+                status = "error"
+                raise
             finally:
-                stream.close()
-                slots.release()
-                store_answer(answer_text(parts, calls), usage, finish)
-                observe(request_id, usage, started, "ok" if finish else "disconnected")
+                end(status)
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"})
 
     @app.post("/v1/chat/completions", dependencies=[Depends(require_key)])
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         session = check_model(body)
-        messages, sampling = body.session_messages(), body.sampling()
-        await session.off_loop(engine_errors, lambda: session.check_context(messages, sampling.get("max_tokens"), **body.tool_options()))
+        messages, sampling = body.session_messages(), request_options(body)
+
+        def check(options: dict[str, Any]) -> None:
+            session.check_context(messages, options.get("max_tokens"), **body.tool_options())
+
+        await session.off_loop(engine_errors, lambda: fit_default_max_tokens(check, sampling, asked=body.answer_tokens() is not None))
         conversation = _conversation(state, request, body, session)
 
         def choice(text: str, finish: str | None, calls: list[ToolCall]) -> dict[str, Any]:
@@ -402,11 +441,16 @@ def create_app(config: Config) -> FastAPI:
     async def completions(body: CompletionRequest, request: Request) -> Response:
         session = check_model(body)
 
+        sampling = {"max_tokens": COMPLETION_MAX_TOKENS, **request_options(body)}
+
+        def start(options: dict[str, Any]) -> Any:
+            return session.stream_completion(body.prompt, **options)
+
         def choice(text: str, finish: str | None, _calls: list[ToolCall]) -> dict[str, Any]:
             return {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
 
         return await respond(
-            session, body, request, start=lambda: session.stream_completion(body.prompt, **body.sampling()), kind="text_completion", choice=choice
+            session, body, request, start=lambda: fit_default_max_tokens(start, sampling, asked=body.answer_tokens() is not None), kind="text_completion", choice=choice
         )
 
     @app.get("/v1/models", dependencies=[Depends(require_key)])

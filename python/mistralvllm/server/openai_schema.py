@@ -188,7 +188,6 @@ class CompletionRequest(SamplingRequest):
     """`POST /v1/completions`: continue raw text, no chat template."""
 
     prompt: str = Field(min_length=1)
-    max_tokens: int | None = Field(16, ge=1)
     echo: Literal[False] = False
     best_of: Literal[1] | None = None
     suffix: None = None

@@ -1,0 +1,117 @@
+"""One generation as the service runs it: a place in the engine, the stream's
+chunks, and the two ways a request ends early (the client left, or the
+request ran past ``server.request_timeout``).
+
+Waiting (for a place, for the engine to take the request, for the next
+chunk) happens on the session's threads; every wait here also watches the
+deadline and, where given, the client's connection, and whatever the
+request held in the engine is closed at once when it ends early.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from starlette.requests import Request
+
+from .._core import ChatChunk, ChatStream, ToolCall, Usage
+from ..session import Session
+
+T = TypeVar("T")
+
+
+class RequestTimedOut(Exception):
+    """The request ran past ``server.request_timeout``."""
+
+
+class ClientDisconnected(Exception):
+    """The client closed the connection before the answer was complete."""
+
+
+@dataclass
+class Generation:
+    """What one request produced so far, and how it ended."""
+
+    parts: list[str] = field(default_factory=list)
+    calls: list[ToolCall] = field(default_factory=list)
+    usage: Usage | None = None
+    finish_reason: str | None = None
+
+    def add(self, chunk: ChatChunk) -> None:
+        self.parts.append(chunk.text)
+        self.calls.extend(chunk.tool_calls)
+        if chunk.finish_reason is not None:
+            self.usage, self.finish_reason = chunk.usage, chunk.finish_reason
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    @property
+    def status(self) -> str:
+        """``ok`` or ``length`` once finished (for the log line)."""
+        return "length" if self.finish_reason == "length" else "ok"
+
+
+async def client_gone(request: Request) -> None:
+    """Return when the client has closed the connection (the body is already read)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+@dataclass
+class Limits:
+    """When a request must stop waiting: its deadline and its client's connection."""
+
+    deadline: float | None
+    gone: asyncio.Task[None] | None = None
+
+    @classmethod
+    def start(cls, timeout: float | None, request: Request | None) -> Limits:
+        """Limits from now; ``request`` is watched for a disconnect (not needed
+        for a streaming response, which Starlette cancels when the client leaves)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        gone = asyncio.ensure_future(client_gone(request)) if request is not None else None
+        return cls(deadline, gone)
+
+    def stop(self) -> None:
+        if self.gone is not None:
+            self.gone.cancel()
+
+    async def wait(self, awaitable: Awaitable[T], *, on_abandon: Callable[[T], Any] | None = None) -> T:
+        """``await awaitable`` unless the deadline passes or the client leaves
+        first; then raise, and hand a result that arrives later to ``on_abandon``."""
+        task = asyncio.ensure_future(awaitable)
+        waits: set[asyncio.Future[Any]] = {task} if self.gone is None else {task, self.gone}
+        timeout = None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+        done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            return task.result()
+        if on_abandon is not None:
+            task.add_done_callback(lambda t: on_abandon(t.result()) if not t.cancelled() and t.exception() is None else None)
+        if self.gone is not None and self.gone in done:
+            raise ClientDisconnected
+        raise RequestTimedOut
+
+
+async def run_generation(
+    session: Session, start: Callable[[], ChatStream], limits: Limits, guard: Callable[[Callable[[], T]], T]
+) -> AsyncIterator[ChatChunk]:
+    """The chunks of one generation: a place among the engine's sequences,
+    ``start()`` (run through ``guard``, which turns the session's errors into
+    the caller's), then each chunk, all within ``limits``. Ending early (a
+    raise here, or the caller leaving the loop) closes the stream at once."""
+    slots = await limits.wait(session.admission(), on_abandon=lambda s: s.release())
+    try:
+        stream = await limits.wait(session.off_loop(guard, start), on_abandon=lambda s: s.close())
+        try:
+            while (chunk := await limits.wait(session.off_loop(guard, lambda: next(stream, None)))) is not None:
+                yield chunk
+        finally:
+            stream.close()
+    finally:
+        slots.release()

@@ -1,0 +1,117 @@
+"""The patch layer over the published crates (scripts/patch_crates.py): it
+builds the patched sources from the exact crates.io release, and stops with
+a message naming the file when anything does not fit."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from service import REPO
+
+spec = importlib.util.spec_from_file_location("patch_crates", REPO / "scripts" / "patch_crates.py")
+assert spec is not None and spec.loader is not None
+patch_crates = importlib.util.module_from_spec(spec)
+sys.modules["patch_crates"] = patch_crates
+spec.loader.exec_module(patch_crates)
+PatchError = patch_crates.PatchError
+
+CRATE = "mistralrs-core-0.8.1"
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """A copy of what the step reads: patches/ and Cargo.lock."""
+    shutil.copytree(REPO / "patches", tmp_path / "patches")
+    shutil.copy(REPO / "Cargo.lock", tmp_path / "Cargo.lock")
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def published() -> bytes:
+    """The published .crate, as the step finds it here (Cargo's cache or its own)."""
+    expected = (REPO / "patches" / CRATE / "SHA256SUMS").read_text().split()[0]
+    data = patch_crates._crate_bytes("mistralrs-core", "0.8.1", expected, Path.home() / ".cache" / "mistralvllm" / "crates")
+    assert hashlib.sha256(data).hexdigest() == expected
+    return data
+
+
+@pytest.fixture
+def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No Cargo cache and a 'crates.io' that is a local directory."""
+    registry = tmp_path / "registry"
+    (registry / "mistralrs-core").mkdir(parents=True)
+    monkeypatch.setenv("CARGO_HOME", str(tmp_path / "cargo-home"))
+    monkeypatch.setenv("MISTRALVLLM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(patch_crates, "DOWNLOAD_URL", registry.as_uri() + "/{name}/{name}-{version}.crate")
+    return registry
+
+
+def test_the_patched_sources_are_built_from_the_published_crate(root: Path) -> None:
+    [prepared] = patch_crates.prepare(root, quiet=True)
+    assert prepared == root / "patched" / CRATE
+    attention = (prepared / "src/attention/backends/cpu.rs").read_text()
+    assert "b_i * kv_tiles + tile_idx" in attention
+    assert (prepared / "Cargo.toml").is_file()
+    stamp = prepared / patch_crates.STAMP
+    before = stamp.stat().st_mtime_ns, (prepared / "src/lib.rs").stat().st_mtime_ns
+    patch_crates.prepare(root, quiet=True)
+    assert (stamp.stat().st_mtime_ns, (prepared / "src/lib.rs").stat().st_mtime_ns) == before, "an unchanged patch set must not rebuild"
+
+
+def test_the_repository_patches_are_what_cargo_builds() -> None:
+    """Cargo.toml points at the step's output for every patched crate."""
+    cargo_toml = (REPO / "Cargo.toml").read_text()
+    for patch_dir in (REPO / "patches").iterdir():
+        assert f'path = "patched/{patch_dir.name}"' in cargo_toml
+        for patch in patch_dir.glob("*.patch"):
+            header = patch.read_text().split("\n--- a/", 1)[0]
+            assert "What was wrong:" in header and "How it showed:" in header and "Proof:" in header, patch.name
+
+
+def test_a_patch_that_does_not_apply_names_itself_and_the_crate(root: Path) -> None:
+    patch = next((root / "patches" / CRATE).glob("0001-*.patch"))
+    patch.write_text(patch.read_text().replace("-    let mut scratch = vec![0f32; kv_tiles * h * dv];", "-    let mut scratch = vec![1f32; kv_tiles * h * dv];"))
+    with pytest.raises(PatchError, match=rf"{patch.name}: does not apply to mistralrs-core 0.8.1"):
+        patch_crates.prepare(root, quiet=True)
+    assert not (root / "patched" / CRATE).exists(), "nothing half-patched is left for cargo"
+
+
+def test_a_lock_file_on_another_version_is_refused(root: Path) -> None:
+    lock = root / "Cargo.lock"
+    lock.write_text(lock.read_text().replace('name = "mistralrs-core"\nversion = "0.8.1"', 'name = "mistralrs-core"\nversion = "0.8.2"'))
+    with pytest.raises(PatchError, match=r"Cargo.lock: pins mistralrs-core 0.8.2, but .*mistralrs-core-0.8.1 patches 0.8.1"):
+        patch_crates.prepare(root, quiet=True)
+
+
+def test_a_corrupted_download_is_refused(root: Path, offline: Path) -> None:
+    (offline / "mistralrs-core" / f"{CRATE}.crate").write_bytes(b"not a crate")
+    with pytest.raises(PatchError, match=r"sha256 .* is not the .* recorded in patches/mistralrs-core-0.8.1/SHA256SUMS"):
+        patch_crates.prepare(root, quiet=True)
+
+
+def test_a_missing_crate_names_the_place_it_looked(root: Path, offline: Path) -> None:
+    with pytest.raises(PatchError, match=rf"{CRATE}.crate: not in Cargo's cache and the download from .* failed"):
+        patch_crates.prepare(root, quiet=True)
+
+
+def test_a_corrupted_cache_entry_is_passed_over(root: Path, published: bytes, offline: Path, tmp_path: Path) -> None:
+    """A damaged .crate in Cargo's cache is not used; the good download is."""
+    cache = tmp_path / "cargo-home" / "registry" / "cache" / "index.crates.io-test"
+    cache.mkdir(parents=True)
+    (cache / f"{CRATE}.crate").write_bytes(b"damaged")
+    (offline / "mistralrs-core" / f"{CRATE}.crate").write_bytes(published)
+    [prepared] = patch_crates.prepare(root, quiet=True)
+    assert (prepared / "Cargo.toml").is_file()
+    assert (tmp_path / "cache" / "crates" / f"{CRATE}.crate").read_bytes() == published
+
+
+def test_a_checksum_file_without_the_crate_is_refused(root: Path) -> None:
+    (root / "patches" / CRATE / "SHA256SUMS").write_text("")
+    with pytest.raises(PatchError, match=rf"SHA256SUMS: expected a line '<sha256>  {CRATE}.crate'"):
+        patch_crates.prepare(root, quiet=True)
