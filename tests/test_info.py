@@ -23,6 +23,6 @@ def test_info_reports_what_is_in_effect(session: Session, default_model: Path) -
 
 
 def test_prefix_cache_is_off_on_cpu_by_default(session) -> None:
-    # See session._prefix_cache_for: hits decoded together are not yet exact on CPU.
+    # For its memory (see session._prefix_cache_for).
     assert session.info()["prefix_cache_n"] is None
     assert session.info()["max_running_sequences"] == 32

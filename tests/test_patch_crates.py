@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import shutil
+import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -115,3 +118,22 @@ def test_a_checksum_file_without_the_crate_is_refused(root: Path) -> None:
     (root / "patches" / CRATE / "SHA256SUMS").write_text("")
     with pytest.raises(PatchError, match=rf"SHA256SUMS: expected a line '<sha256>  {CRATE}.crate'"):
         patch_crates.prepare(root, quiet=True)
+
+
+def test_the_sdist_carries_our_patches_and_no_upstream_source(tmp_path: Path) -> None:
+    """`pip install` of the sdist rebuilds the patched crate from crates.io:
+    the sdist holds patches/, the step and the [patch] table that points at
+    its output, never the patched upstream sources."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "scripts"), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    built = subprocess.run(
+        [sys.executable, "-c", f"import build_backend; print(build_backend.build_sdist({str(tmp_path)!r}))"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=True,
+    )
+    with tarfile.open(tmp_path / built.stdout.split()[-1]) as sdist:
+        names = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
+    assert {f"patches/{CRATE}/SHA256SUMS", "scripts/patch_crates.py", "scripts/build_backend.py", "Cargo.lock"} <= names
+    assert {p.relative_to(REPO).as_posix() for p in (REPO / "patches" / CRATE).glob("*.patch")} <= names
+    assert not [name for name in names if name.startswith("patched/")], sorted(names)[:20]
+    with tarfile.open(tmp_path / built.stdout.split()[-1]) as sdist:
+        manifest = next(m for m in sdist.getmembers() if m.name.count("/") == 1 and m.name.endswith("/Cargo.toml"))
+        assert f'path = "patched/{CRATE}"' in sdist.extractfile(manifest).read().decode()

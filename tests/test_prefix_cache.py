@@ -4,6 +4,7 @@ counters in info/metrics, scoring text, and the KV-cache type setting."""
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -42,6 +43,29 @@ def test_the_oldest_prefix_is_evicted_beyond_the_count(default_model: Path, kept
         session.complete("Zebras live in Africa and eat grass all day long.", max_tokens=4)
         session.chat([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is the capital of Spain?"}], max_tokens=4)
         assert session.engine_stats() == {"sequences": 3, "prefix_cache_hits": hits}
+
+
+STORY = "Once upon a time, in a small village by the sea, there lived an old fisherman."
+# Both share a prefix with STORY, of different lengths: they decode in turn.
+STORIES_IN_TURN = [
+    "Once upon a time, in a small village by the sea, there lived a young girl named Lily who loved",
+    "Once upon a time, in a small village by the sea, there was a bakery that sold",
+]
+
+
+def test_prefix_hits_in_turn_answer_as_alone(default_model: Path) -> None:
+    """Regression (patches/mistralrs-core-0.8.1/0004): when one of two
+    sequences decoding in turn finished, the scheduler made the other read
+    its whole context again as a prompt, onto the KV cache its prefix hit
+    had kept ("owned by a baker was called" for "owned by a kind-hearted baker")."""
+    with Session(default_model, prefix_cache=0) as plain:
+        alone = [plain.complete(p, max_tokens=24).text for p in STORIES_IN_TURN]
+    with Session(default_model, prefix_cache=16) as session:
+        session.complete(STORY, max_tokens=4)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            together = list(pool.map(lambda p: session.complete(p, max_tokens=24).text, STORIES_IN_TURN))
+        assert session.engine_stats() == {"sequences": 3, "prefix_cache_hits": 2}
+    assert together == alone
 
 
 def test_prefix_cache_off_never_hits(default_model: Path) -> None:

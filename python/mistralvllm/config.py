@@ -122,7 +122,7 @@ class EngineSection(Section):
         None,
         ge=0,
         description="Finished sequences whose KV caches are kept for reuse (oldest evicted first); 0 turns it off; "
-        "null: 16 on a GPU, off on CPU (where prefix-cache hits decoded together can answer differently from alone)",
+        "null: 16 on a GPU, off on CPU (each entry holds its whole KV buffer, ~22 MiB with the default model)",
     )
 
 
