@@ -56,13 +56,17 @@ def metric(url: str, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics")
 
 
-def wait_until_idle(url: str, within_s: float) -> float:
-    """Seconds until no sequence runs in the engine (fails after ``within_s``)."""
-    started = time.monotonic()
+def wait_until_idle(url: str) -> None:
+    """Wait until no sequence runs in the engine (a generous bound: this is a wait, not a speed check)."""
+    deadline = time.monotonic() + CALL_BOUND_S
     while metric(url, "mistralvllm_sequences_running") != 0:
-        assert time.monotonic() - started < within_s, "the engine still runs a sequence for a client that left"
+        assert time.monotonic() < deadline, "the engine still runs a sequence"
         time.sleep(0.05)
-    return time.monotonic() - started
+
+
+def log_count(server: Server, status: str) -> int:
+    """How many requests of ``server`` ended with ``status`` (their one log line each)."""
+    return server.log.read_text().count(f" {status}: ")
 
 
 @pytest.fixture
@@ -81,51 +85,43 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server.stop()
 
 
-def timed(call):  # type: ignore[no-untyped-def]
-    started = time.monotonic()
-    result = call()
-    elapsed = time.monotonic() - started
-    assert elapsed < CALL_BOUND_S, f"took {elapsed:.1f} s"
-    return result
-
-
 def test_langchain_invoke_and_stream(chat_model: ChatOpenAI) -> None:
-    reply = timed(lambda: chat_model.invoke("What is the capital of Italy? Answer in one word."))
+    reply = chat_model.invoke("What is the capital of Italy? Answer in one word.")
     assert "rome" in reply.content.lower()
-    streamed = timed(lambda: "".join(chunk.content for chunk in chat_model.stream("What is the capital of Italy? Answer in one word.")))
+    streamed = "".join(chunk.content for chunk in chat_model.stream("What is the capital of Italy? Answer in one word."))
     assert streamed == reply.content
 
 
 @pytest.mark.parametrize("method", ["json_schema", "function_calling"])
 def test_langchain_structured_output_validates(chat_model: ChatOpenAI, method: str) -> None:
     structured = chat_model.with_structured_output(City, method=method)
-    city = timed(lambda: structured.invoke("Name a city in Spain and its country."))
+    city = structured.invoke("Name a city in Spain and its country.")
     assert isinstance(city, City) and city.name and city.country
 
 
 def test_langchain_json_mode_gives_a_json_object(chat_model: ChatOpenAI) -> None:
     structured = chat_model.with_structured_output(None, method="json_mode", include_raw=True)
-    result = timed(lambda: structured.invoke("Describe Madrid as a JSON object with the keys name and country."))
+    result = structured.invoke("Describe Madrid as a JSON object with the keys name and country.")
     assert isinstance(json.loads(result["raw"].content), dict)
 
 
 def test_langchain_structured_output_streams(chat_model: ChatOpenAI) -> None:
     structured = chat_model.with_structured_output(City, method="json_schema")
-    chunks = timed(lambda: list(structured.stream("Name a city in Spain and its country.")))
+    chunks = list(structured.stream("Name a city in Spain and its country."))
     assert isinstance(chunks[-1], City)
 
 
 def test_langchain_bind_tools_named_and_auto(chat_model: ChatOpenAI) -> None:
     named = chat_model.bind_tools([get_weather, get_time], tool_choice="get_weather")
-    reply = timed(lambda: named.invoke("What is the weather like in Paris?"))
+    reply = named.invoke("What is the weather like in Paris?")
     assert [call["name"] for call in reply.tool_calls] == ["get_weather"]
     assert isinstance(reply.tool_calls[0]["args"]["city"], str)
     auto = chat_model.bind_tools([get_weather, get_time], tool_choice="auto")
-    reply = timed(lambda: auto.invoke("What is the weather like in Paris?"))
+    reply = auto.invoke("What is the weather like in Paris?")
     assert reply.content or reply.tool_calls
     for call in reply.tool_calls:
         assert call["name"] in ("get_weather", "get_time")
-    streamed = timed(lambda: list(named.stream("What is the weather like in Rome?")))
+    streamed = list(named.stream("What is the weather like in Rome?"))
     merged = streamed[0]
     for chunk in streamed[1:]:
         merged += chunk
@@ -134,10 +130,8 @@ def test_langchain_bind_tools_named_and_auto(chat_model: ChatOpenAI) -> None:
 
 def test_openai_parse_helper(server: dict[str, str]) -> None:
     client = openai.OpenAI(base_url=server["url"] + "/v1", api_key=API_KEY, max_retries=0, timeout=CALL_BOUND_S)
-    completion = timed(
-        lambda: client.chat.completions.parse(
-            model=MODEL, messages=[{"role": "user", "content": "Name a city in Spain and its country."}], response_format=City
-        )
+    completion = client.chat.completions.parse(
+        model=MODEL, messages=[{"role": "user", "content": "Name a city in Spain and its country."}], response_format=City
     )
     city = completion.choices[0].message.parsed
     assert isinstance(city, City) and city.name
@@ -149,10 +143,8 @@ def test_json_schema_without_max_tokens_answers(server: dict[str, str]) -> None:
     # Strict, as client libraries send it: without additionalProperties false
     # the schema allows any further keys, and a 135M model keeps adding them.
     schema = {"name": "city", "strict": True, "schema": {**City.model_json_schema(), "additionalProperties": False}}
-    reply = timed(
-        lambda: client.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "Name a city in Spain."}], response_format={"type": "json_schema", "json_schema": schema}
-        )
+    reply = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Name a city in Spain."}], response_format={"type": "json_schema", "json_schema": schema}
     )
     City.model_validate_json(reply.choices[0].message.content)
     assert reply.choices[0].finish_reason == "stop"
@@ -189,7 +181,7 @@ def test_a_request_past_the_timeout_ends_with_an_error_and_keeps_its_text(limite
     response = httpx.post(
         limited.url + "/v1/chat/completions", json={"model": MODEL, "messages": LONG, "max_tokens": 4000}, headers=headers, timeout=60
     )
-    assert 4 <= time.monotonic() - started < 8
+    assert time.monotonic() - started >= 4  # the limit, not earlier
     assert response.status_code == 504 and response.headers["x-should-retry"] == "false"
     assert response.json()["error"]["code"] == "request_timeout" and "server.request_timeout" in response.json()["error"]["message"]
     stream_headers = {**AUTH, "X-Conversation-Id": "timeout-stream"}
@@ -201,19 +193,23 @@ def test_a_request_past_the_timeout_ends_with_an_error_and_keeps_its_text(limite
     for conversation in ("timeout-whole", "timeout-stream"):
         answer = turns[conversation][-1]
         assert answer["role"] == "assistant" and answer["interrupted"] == 1 and len(answer["content"]) > 0
-    assert wait_until_idle(limited.url, 3) < 3
+    wait_until_idle(limited.url)
 
 
 def test_a_long_request_does_not_hold_a_short_one(limited: Server) -> None:
+    """The short one answers while the long one runs: the long one ends
+    because its client closes it, not at the 4 s limit (as it would if the
+    short one waited behind it)."""
+    wait_until_idle(limited.url)
+    timed_out, disconnected = log_count(limited, "timed out"), log_count(limited, "disconnected")
     client = openai.OpenAI(base_url=limited.url + "/v1", api_key=API_KEY, max_retries=0)
     long = client.chat.completions.create(model=MODEL, messages=LONG, max_tokens=4000, stream=True)
     next(iter(long))
-    started = time.monotonic()
     short = client.chat.completions.create(model=MODEL, messages=ITALY, max_tokens=8, stream=True)
     first = next(c for c in short if c.choices and c.choices[0].delta.content)
-    waited = time.monotonic() - started
     long.close()
-    assert first and waited < 4  # the limit: it is decoded beside the long one, not after it
+    wait_until_idle(limited.url)
+    assert first and (log_count(limited, "timed out"), log_count(limited, "disconnected")) == (timed_out, disconnected + 1)
 
 
 def test_a_client_that_gives_up_frees_the_engine(limited: Server, tmp_path: Path) -> None:
@@ -223,6 +219,8 @@ def test_a_client_that_gives_up_frees_the_engine(limited: Server, tmp_path: Path
         f"httpx.post('{limited.url}/v1/chat/completions', headers={AUTH!r}, "
         f"json={{'model': {MODEL!r}, 'messages': {LONG!r}, 'max_tokens': 4000}}, timeout=60)\n"
     )
+    wait_until_idle(limited.url)
+    timed_out, disconnected = log_count(limited, "timed out"), log_count(limited, "disconnected")
     process = subprocess.Popen([sys.executable, "-c", client_script])
     deadline = time.monotonic() + 30
     while metric(limited.url, "mistralvllm_sequences_running") == 0:
@@ -231,8 +229,9 @@ def test_a_client_that_gives_up_frees_the_engine(limited: Server, tmp_path: Path
     time.sleep(1)
     process.kill()
     process.wait()
-    assert wait_until_idle(limited.url, 2) < 2
-    assert "disconnected" in limited.log.read_text()
+    wait_until_idle(limited.url)
+    # Aborted when the client went, not run on to the 4 s limit.
+    assert (log_count(limited, "timed out"), log_count(limited, "disconnected")) == (timed_out, disconnected + 1)
 
 
 def test_every_request_ends_with_one_log_line(limited: Server) -> None:
