@@ -96,3 +96,11 @@ def stored_turns(history: Path) -> dict[str, list[dict[str, object]]]:
     for row in rows:
         turns.setdefault(row["conversation_id"], []).append(dict(row))
     return turns
+
+
+def metric(url: str, name: str) -> float:
+    """The value of one sample in the service's /metrics."""
+    for line in httpx.get(url + "/metrics", headers=AUTH, timeout=10).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")

@@ -23,7 +23,7 @@ from mistralvllm import ContextOverflowError
 from mistralvllm.context_window import context_overflow
 from mistralvllm.server.app import fit_default_max_tokens
 from prompts import ITALY
-from service import API_KEY, AUTH, MODEL, Server, start_server, stored_turns
+from service import API_KEY, AUTH, MODEL, Server, metric, start_server, stored_turns
 
 # What a user on this 2-core machine would wait for one call at most.
 CALL_BOUND_S = 60
@@ -47,13 +47,6 @@ def get_weather(city: str) -> str:
 def get_time(timezone: str) -> str:
     """The time in a timezone."""
     return f"noon in {timezone}"
-
-
-def metric(url: str, name: str) -> float:
-    for line in httpx.get(url + "/metrics", headers=AUTH, timeout=10).text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not in /metrics")
 
 
 def wait_until_idle(url: str) -> None:

@@ -19,20 +19,12 @@ from mistralvllm.config import load_config
 from mistralvllm.server import create_app
 from prompts import HOT, ITALY, WATER
 
-from service import API_KEY, MODEL, REPO
+from service import API_KEY, MODEL, REPO, metric
 
 
 @pytest.fixture
 def client(server: dict[str, str]) -> openai.OpenAI:
     return openai.OpenAI(base_url=server["url"] + "/v1", api_key=API_KEY, max_retries=0)
-
-
-def metric(server: dict[str, str], name: str) -> float:
-    text = httpx.get(server["url"] + "/metrics", headers={"Authorization": f"Bearer {API_KEY}"}).text
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not in /metrics")
 
 
 def test_models_and_chat(client: openai.OpenAI) -> None:
@@ -94,8 +86,8 @@ def test_eight_concurrent_streams_all_finish_correctly(client: openai.OpenAI, se
 
     def watch() -> None:
         while not done.is_set():
-            seen["running"] = max(seen["running"], metric(server, "mistralvllm_sequences_running"))
-            seen["waiting"] = max(seen["waiting"], metric(server, "mistralvllm_sequences_waiting"))
+            seen["running"] = max(seen["running"], metric(server["url"], "mistralvllm_sequences_running"))
+            seen["waiting"] = max(seen["waiting"], metric(server["url"], "mistralvllm_sequences_waiting"))
             time.sleep(0.05)
 
     def ask(question) -> str:
@@ -124,7 +116,7 @@ def test_disconnect_aborts_the_generation_and_keeps_the_partial_turn(server: dic
         for _ in range(6):
             next(lines)
     deadline = time.monotonic() + 30
-    while metric(server, "mistralvllm_sequences_running") != 0:
+    while metric(server["url"], "mistralvllm_sequences_running") != 0:
         assert time.monotonic() < deadline, "the sequence kept running after the client left"
         time.sleep(0.1)
     stored = httpx.get(server["url"] + "/v1/conversations/disconnect-test", headers=headers).json()
