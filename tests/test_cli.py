@@ -104,7 +104,7 @@ def test_interactive_chat_in_a_terminal(cli_env: dict[str, str]) -> None:
         child.sendline("/stats")
         child.expect("tokens in context: \\d+ of 8192")
         child.expect("generated at [0-9.]+ tok/s")
-        child.expect("prefix cache: off")
+        child.expect("prefix cache: \\d+ hits in \\d+ sequences; keeps \\d+ of 16 sequences, [0-9.]+ of 256 MiB")
         child.expect(">>>")
 
         child.sendline("Write a long story about a dragon who learns to fly.")

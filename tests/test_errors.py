@@ -71,6 +71,8 @@ def test_paged_attention_on_cpu_build_raises(default_model: Path) -> None:
         ({"max_num_seqs": 0}, "max_num_seqs"),
         ({"block_size": 12}, "block_size"),
         ({"prefix_cache": -1}, "prefix_cache"),
+        ({"prefix_cache_mem": 0}, "prefix_cache_mem: 0 is out of range"),
+        ({"prefix_cache_mem": "1TB"}, "prefix_cache_mem: '1TB' is not valid"),
         ({"isq": "Q5X"}, "'Q5X'"),
     ],
 )

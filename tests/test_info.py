@@ -22,7 +22,8 @@ def test_info_reports_what_is_in_effect(session: Session, default_model: Path) -
     assert MISTRALRS_VERSION == "0.8.1"
 
 
-def test_prefix_cache_is_off_on_cpu_by_default(session) -> None:
-    # For its memory (see session._prefix_cache_for).
-    assert session.info()["prefix_cache_n"] is None
+def test_prefix_cache_is_on_by_default_within_its_memory(session) -> None:
+    info = session.info()
+    assert info["prefix_cache_n"] == 16
+    assert info["prefix_cache_bytes_limit"] == 256 * 2**20
     assert session.info()["max_running_sequences"] == 32

@@ -1,9 +1,11 @@
-"""Prefix caching (a repeated long system prompt is reused), the engine's
-counters in info/metrics, scoring text, and the KV-cache type setting."""
+"""Prefix caching (a repeated long system prompt is reused, within a count
+and a memory limit), the engine's counters and cache usage in info/metrics,
+scoring text, and the KV-cache type setting."""
 
 from __future__ import annotations
 
 import math
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,6 +16,34 @@ from mistralvllm import ConfigError, RequestError, Session
 from mistralvllm.config import load_config
 from service import AUTH
 
+def counters(session: Session) -> dict[str, int | None]:
+    """The engine's counters: sequences begun and prefix-cache hits."""
+    stats = session.engine_stats()
+    return {"sequences": stats["sequences"], "prefix_cache_hits": stats["prefix_cache_hits"]}
+
+
+def settled_stats(session: Session) -> dict[str, int | None]:
+    """The engine's stats once it has published the step that finished the
+    last request: it publishes at every step, and an answer's last chunk can
+    reach us before the step after it."""
+    deadline = time.monotonic() + 30
+    stats = session.engine_stats()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        again = session.engine_stats()
+        if again == stats and not again["kv_cache_tokens"]:
+            return again
+        stats = again
+    raise AssertionError(f"the engine's stats did not settle: {stats}")
+
+
+def bytes_per_token(session: Session) -> int:
+    """KV bytes one token holds: keys and values of every layer (SmolLM2-135M:
+    30 layers, 3 KV heads of 64, in the model's activation dtype)."""
+    size = {"f32": 4, "bf16": 2, "f16": 2}[session.info()["dtype"]]
+    return 30 * 2 * 3 * 64 * size
+
+
 SYSTEM = " ".join(
     f"Rule {n}: answer politely, briefly and truthfully, and say so when you do not know something about topic number {n}." for n in range(1, 25)
 )
@@ -22,10 +52,10 @@ SYSTEM = " ".join(
 def test_repeated_system_prompt_hits_the_prefix_cache(default_model: Path) -> None:
     with Session(default_model, prefix_cache=4) as session:
         assert session.info()["prefix_cache_n"] == 4
-        assert session.engine_stats() == {"sequences": 0, "prefix_cache_hits": 0}
+        assert counters(session) == {"sequences": 0, "prefix_cache_hits": 0}
         first = session.chat([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is the capital of France?"}], max_tokens=8)
         second = session.chat([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is the capital of Spain?"}], max_tokens=8)
-        stats = session.engine_stats()
+        stats = counters(session)
         info = session.info()
     assert info["prefix_cache_hits"] == 1 and info["sequences"] == 2
     assert first.usage.prompt_tokens > 400 and stats == {"sequences": 2, "prefix_cache_hits": 1}
@@ -42,7 +72,7 @@ def test_the_oldest_prefix_is_evicted_beyond_the_count(default_model: Path, kept
         session.chat([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is the capital of France?"}], max_tokens=4)
         session.complete("Zebras live in Africa and eat grass all day long.", max_tokens=4)
         session.chat([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is the capital of Spain?"}], max_tokens=4)
-        assert session.engine_stats() == {"sequences": 3, "prefix_cache_hits": hits}
+        assert counters(session) == {"sequences": 3, "prefix_cache_hits": hits}
 
 
 STORY = "Once upon a time, in a small village by the sea, there lived an old fisherman."
@@ -64,21 +94,93 @@ def test_prefix_hits_in_turn_answer_as_alone(default_model: Path) -> None:
         session.complete(STORY, max_tokens=4)
         with ThreadPoolExecutor(max_workers=2) as pool:
             together = list(pool.map(lambda p: session.complete(p, max_tokens=24).text, STORIES_IN_TURN))
-        assert session.engine_stats() == {"sequences": 3, "prefix_cache_hits": 2}
+        assert counters(session) == {"sequences": 3, "prefix_cache_hits": 2}
     assert together == alone
+
+
+def test_a_kept_prefix_holds_only_its_tokens(default_model: Path) -> None:
+    """Each kept sequence held its whole KV buffer, sized for 512 tokens and
+    more, or a view of its whole batch's (patches/mistralrs-core-0.8.1/0005)."""
+    with Session(default_model, prefix_cache=16) as session:
+        before = settled_stats(session)  # the engine's warm-up at load keeps its own
+        short = session.complete("The sky is", max_tokens=4)
+        after_short = settled_stats(session)
+        long = session.chat([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hi"}], max_tokens=4)
+        after_long = settled_stats(session)
+        per_token = bytes_per_token(session)
+    assert after_long["prefix_cache_sequences"] == before["prefix_cache_sequences"] + 2
+    # The KV cache holds every token but the last one generated.
+    assert after_short["prefix_cache_bytes"] - before["prefix_cache_bytes"] == (short.usage.prompt_tokens + short.usage.completion_tokens - 1) * per_token
+    assert after_long["prefix_cache_bytes"] - after_short["prefix_cache_bytes"] == (long.usage.prompt_tokens + long.usage.completion_tokens - 1) * per_token
+
+
+@pytest.mark.parametrize(("limit_mib", "hits"), [(48, 0), (80, 1)])
+def test_the_byte_limit_evicts_the_oldest(default_model: Path, limit_mib: int, hits: int) -> None:
+    """Two long prompts (~700 tokens, ~30 MiB of KV data each): 48 MiB keeps
+    only the newest, so the first one's prefix is gone; 80 MiB keeps both."""
+    other = SYSTEM.replace("Rule", "Law")
+    with Session(default_model, prefix_cache=16, prefix_cache_mem=limit_mib) as session:
+        session.chat([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hi"}], max_tokens=4)
+        session.complete(other, max_tokens=4)  # no chat template: no token in common
+        held = settled_stats(session)["prefix_cache_bytes"]
+        session.chat([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hello"}], max_tokens=4)
+        assert counters(session) == {"sequences": 3, "prefix_cache_hits": hits}
+        assert session.info()["prefix_cache_bytes_limit"] == limit_mib * 2**20
+    assert 20 * 2**20 < held <= limit_mib * 2**20
+
+
+def test_hits_on_kept_sequences_of_different_lengths_decode_together(default_model: Path) -> None:
+    """A kept cache holds only its tokens; on a hit it must get back the room
+    a fresh cache of its length has, or two hits on kept sequences of
+    different lengths cannot share a batch (patches/mistralrs-core-0.8.1/0005):
+    each prompt below reuses a different kept sequence, at the same offset."""
+    with Session(default_model, prefix_cache=16, max_num_seqs=8) as session:
+        length = lambda prompt: len(session._engine.tokenize(prompt=prompt))  # noqa: E731
+        assert length(STORY + " He") == length(STORY + " She") == length(STORY) + 1
+        session.complete(STORY + " He", max_tokens=2)
+        session.complete(STORY + " She", max_tokens=40)
+        prompts = [STORY + " He zebra", STORY + " She zebra"]
+        assert length(prompts[0]) == length(prompts[1])
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            together = list(pool.map(lambda p: session.complete(p, max_tokens=16).text, prompts))
+        # " She" hit the story kept with " He"; each prompt hit its own kept sequence.
+        assert counters(session) == {"sequences": 4, "prefix_cache_hits": 3}
+    with Session(default_model, prefix_cache=0) as plain:
+        alone = [plain.complete(p, max_tokens=16).text for p in prompts]
+    assert together == alone
+
+
+def test_the_engine_publishes_its_cache_usage(default_model: Path) -> None:
+    """KV-cache usage comes from the engine (patches/mistralrs-core-0.8.1/0006):
+    tokens of the sequences it holds (blocks too with paged attention, off on CPU)."""
+    with Session(default_model, prefix_cache=4) as session:
+        idle = session.engine_stats()
+        stream = session.stream([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Tell me a story."}], max_tokens=200)
+        for _ in range(8):
+            next(stream)
+        during = session.engine_stats()
+        stream.close()
+        after = settled_stats(session)
+    assert idle["kv_cache_tokens"] == 0 and after["kv_cache_tokens"] == 0
+    assert during["kv_cache_tokens"] > 400  # the system prompt and the answer so far
+    assert during["kv_cache_blocks_used"] is None and during["kv_cache_blocks"] is None
 
 
 def test_prefix_cache_off_never_hits(default_model: Path) -> None:
     with Session(default_model, prefix_cache=0) as session:
         for question in ("Hi", "Hello"):
             session.chat([{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}], max_tokens=4)
-        assert session.engine_stats() == {"sequences": 2, "prefix_cache_hits": 0}
+        assert counters(session) == {"sequences": 2, "prefix_cache_hits": 0}
         assert session.info()["prefix_cache_n"] is None
 
 
 def test_service_metrics_show_the_engine_counters(server: dict[str, str]) -> None:
     text = httpx.get(server["url"] + "/metrics", headers=AUTH, timeout=30).text
     assert "mistralvllm_prefix_cache_hits_total" in text and "mistralvllm_engine_sequences_total" in text
+    for gauge in ("mistralvllm_prefix_cache_bytes", "mistralvllm_prefix_cache_sequences", "mistralvllm_kv_cache_tokens"):
+        assert f"\n{gauge} " in text, gauge
+    # Blocks exist with paged attention only (CUDA/Metal).
+    assert "mistralvllm_kv_cache_usage_perc" not in text
 
 
 def test_score_reads_text_instead_of_writing(session: Session) -> None:

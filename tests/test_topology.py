@@ -144,18 +144,20 @@ def test_tiny_model_loads_with_a_topology(tiny_model: Path) -> None:
 
 def test_plain_model_answers_with_the_seed_topology(plain_model: Path) -> None:
     topology = seed_topology_for(30)
+    text = "The cat sat on the mat and looked out of the window at the birds in the garden."
     with Session(plain_model, topology=topology) as session:
         assert session.info()["topology"] == topology
         assert session.info()["format"] == "safetensors"
         water = session.chat(WATER, max_tokens=24).text
         italy = session.chat(ITALY, max_tokens=24).text
+        perplexity = session.perplexity(text)
     with Session(plain_model) as unquantized:
-        italy_unquantized = unquantized.chat(ITALY, max_tokens=24).text
+        perplexity_unquantized = unquantized.perplexity(text)
     assert "h2o" in water.lower(), water
-    # Q3K in the first 8 layers is visible in a 135M model's answers:
-    # proof that the topology was applied, not ignored.
-    assert "rome" in italy_unquantized.lower(), italy_unquantized
-    assert italy != italy_unquantized
+    assert "rome" in italy.lower(), italy
+    # Q3K in the first 8 layers moves a 135M model's probabilities: proof that
+    # the topology was applied, not ignored (greedy answers may still agree).
+    assert abs(perplexity - perplexity_unquantized) > 0.02 * perplexity_unquantized, (perplexity, perplexity_unquantized)
 
 
 def test_plain_model_answers_with_isq(plain_model: Path) -> None:

@@ -102,6 +102,7 @@ class Session:
         kv_mem: tuple[str, float] | None = None,
         max_num_seqs: int = 32,
         prefix_cache_n: int | None = 16,
+        prefix_cache_bytes: int | None = None,
         dtype: str = "auto",
         paged_cache_type: str = "auto",
         write_uqff: str | PathLike[str] | None = None,
@@ -130,7 +131,7 @@ class Session:
         tool_choice: str | None = None,
     ) -> ChatStream: ...
     def score(self, tokens: list[int]) -> list[float]: ...
-    def engine_stats(self) -> dict[str, int]: ...
+    def engine_stats(self) -> dict[str, int | None]: ...
     def tokenize(
         self, messages: list[Mapping[str, str]] | None = None, *, prompt: str | None = None, add_generation_prompt: bool = True
     ) -> list[int]: ...

@@ -252,11 +252,18 @@ class ChatApp:
                 f"{u.completion_tokens} generated at {u.decode_tok_per_s:.1f} tok/s, first token after {u.time_to_first_token_s:.2f} s",
             ]
         if info["paged_attention"]:
-            lines.append(f"KV cache: paged attention on, block size {info['block_size'] or 32}, memory {info['kv_mem'] or 'default'}")
+            lines.append(
+                f"KV cache: paged attention on, block size {info['block_size'] or 32}, memory {info['kv_mem'] or 'default'}, "
+                f"{info['kv_cache_blocks_used']} of {info['kv_cache_blocks']} blocks used"
+            )
         else:
             lines.append(f"KV cache: paged attention off ({info['device']}), up to {info['max_running_sequences']} sequences at once")
         if info["prefix_cache_n"]:
-            lines.append(f"prefix cache: {info['prefix_cache_n']} sequences, {info['prefix_cache_hits']} hits in {info['sequences']} sequences")
+            lines.append(
+                f"prefix cache: {info['prefix_cache_hits']} hits in {info['sequences']} sequences; keeps "
+                f"{info['prefix_cache_sequences']} of {info['prefix_cache_n']} sequences, "
+                f"{info['prefix_cache_bytes'] / 2**20:.1f} of {info['prefix_cache_bytes_limit'] / 2**20:.0f} MiB"
+            )
         else:
             lines.append("prefix cache: off")
         self.note("\n".join(lines))

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ._core import ISQ_NAMES, Topology
 from .errors import ConfigError
+from .session import prefix_cache_bytes
 
 ENV_PREFIX = "MISTRALVLLM_"
 _DEVICE = re.compile(r"^(auto|cpu|cuda\[\d+\]|metal\[\d+\])$")
@@ -121,9 +122,23 @@ class EngineSection(Section):
     prefix_cache: int | None = Field(
         None,
         ge=0,
-        description="Finished sequences whose KV caches are kept for reuse (oldest evicted first); 0 turns it off; "
-        "null: 16 on a GPU, off on CPU (each entry holds its whole KV buffer, ~22 MiB with the default model)",
+        description="Finished sequences whose KV caches are kept for prompts that start the same way "
+        "(oldest evicted first); 0 turns it off; null: 16",
     )
+    prefix_cache_mem: int | str | None = Field(
+        None,
+        description="KV data the prefix cache may hold: MiB as an int, or '512MiB'/'1GiB'; null: 256 MiB "
+        "(~45 KiB per token with the default model)",
+    )
+
+    @field_validator("prefix_cache_mem")
+    @classmethod
+    def _check_prefix_cache_mem(cls, value: int | str | None) -> int | str | None:
+        try:
+            prefix_cache_bytes(value)
+        except ConfigError as e:
+            raise ValueError(str(e).removeprefix("prefix_cache_mem: ")) from None
+        return value
 
 
 class SamplingSection(Section):
@@ -209,6 +224,7 @@ class Config(Section):
             "lora": self.model.lora,
             "max_num_seqs": self.engine.max_num_seqs,
             "prefix_cache": self.engine.prefix_cache,
+            "prefix_cache_mem": self.engine.prefix_cache_mem,
         }
 
     def digest(self) -> str:

@@ -60,26 +60,48 @@ def parse_kv_mem(kv_mem: KvMem) -> tuple[str, float]:
     return ("context", value)
 
 
-# Prefix-cache size when the config leaves it unset, on a GPU.
-GPU_PREFIX_CACHE = 16
+# The prefix cache's limits when the config leaves them unset: finished
+# sequences kept, and the MiB of KV data they may hold.
+DEFAULT_PREFIX_CACHE = 16
+DEFAULT_PREFIX_CACHE_MEM = 256
+
+_MEMORY_PATTERN = re.compile(r"^\s*(?P<value>\d+(\.\d+)?)\s*(?P<unit>mb|mib|gb|gib)\s*$", re.IGNORECASE)
 
 
-def _prefix_cache_for(device: str, prefix_cache: int | None) -> int:
-    """The number of finished sequences whose KV caches are kept for reuse:
-    ``None`` means 16 on a GPU and off on CPU, 0 turns it off.
-
-    The oldest is evicted first, on CPU too (patches/mistralrs-core-0.8.1/0002),
-    and hits answer as they do alone (0004). It stays off by default on CPU
-    for its memory: an entry keeps the sequence's whole KV buffer, sized for
-    512 tokens and more (~22 MiB with the default model, whatever the
-    sequence's length), so 16 entries would add ~360 MiB to a ~450 MiB process.
-    """
-    if prefix_cache is not None and prefix_cache < 0:
-        raise ConfigError(f"prefix_cache: {prefix_cache} is negative; expected a number of sequences (0 turns it off)")
-    on_cpu = device.startswith("cpu") or (device == "auto" and not {"cuda", "metal"} & set(_core.BUILD_FEATURES))
+def _prefix_cache_for(prefix_cache: int | None) -> int:
+    """The number of finished sequences whose KV caches are kept for reuse
+    (oldest evicted first): ``None`` means 16, 0 turns the cache off."""
     if prefix_cache is None:
-        return 0 if on_cpu else GPU_PREFIX_CACHE
+        return DEFAULT_PREFIX_CACHE
+    if prefix_cache < 0:
+        raise ConfigError(f"prefix_cache: {prefix_cache} is negative; expected a number of sequences (0 turns it off)")
     return prefix_cache
+
+
+def prefix_cache_bytes(prefix_cache_mem: int | str | None) -> int:
+    """Bytes of KV data the prefix cache may hold: MiB as an int, or
+    ``"512MiB"``/``"1GiB"``; ``None`` means 256 MiB. Each kept sequence holds
+    its own tokens only (patches/mistralrs-core-0.8.1/0005): ~45 KiB per
+    token with the default model, so 256 MiB keeps ~5,800 tokens."""
+    if prefix_cache_mem is None:
+        prefix_cache_mem = DEFAULT_PREFIX_CACHE_MEM
+    if isinstance(prefix_cache_mem, bool):
+        mib = None
+    elif isinstance(prefix_cache_mem, int):
+        mib = float(prefix_cache_mem)
+    else:
+        match = _MEMORY_PATTERN.match(prefix_cache_mem) if isinstance(prefix_cache_mem, str) else None
+        mib = None if match is None else float(match["value"]) * (1024 if match["unit"].lower().startswith("g") else 1)
+    if mib is None:
+        raise ConfigError(f"prefix_cache_mem: {prefix_cache_mem!r} is not valid; expected MiB as an int or '512MiB'/'1GiB'")
+    size = int(mib * 2**20)
+    physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if not 0 < size < physical:
+        raise ConfigError(
+            f"prefix_cache_mem: {prefix_cache_mem!r} is out of range; expected more than 0 and less than this "
+            f"machine's memory ({physical / 2**30:.1f} GiB); prefix_cache: 0 turns the cache off"
+        )
+    return size
 
 
 # Sampling options the engine takes as unsigned integers, and their least value.
@@ -119,6 +141,9 @@ class Session:
     ``paged_cache_type`` (``"auto"``: the model's dtype, or ``"f8e4m3"``).
     ``lora`` lists LoRA adapter directories (PEFT's adapter_config.json and
     adapter_model.safetensors) merged into a plain model at load.
+    ``prefix_cache`` finished sequences (default 16; 0: off) keep their KV
+    caches for prompts that start the same way, within ``prefix_cache_mem``
+    (see :func:`prefix_cache_bytes`); the oldest go first.
     ``write_uqff`` (a ``.uqff`` path) saves the ISQ-quantized weights as a
     UQFF model directory, which loads later without quantizing again.
     """
@@ -135,6 +160,7 @@ class Session:
         kv_mem: KvMem | None = None,
         max_num_seqs: int = 32,
         prefix_cache: int | None = None,
+        prefix_cache_mem: int | str | None = None,
         dtype: Literal["auto", "bf16", "f16", "f32"] = "auto",
         paged_cache_type: Literal["auto", "f8e4m3"] = "auto",
         lora: Sequence[str | os.PathLike[str]] = (),
@@ -146,7 +172,8 @@ class Session:
             path = default_model_path() if model is None else Path(model).expanduser()
         except RuntimeError:
             raise ModelLoadError(f"{model}: starts with ~ but names no known user") from None
-        prefix_cache = _prefix_cache_for(device, prefix_cache)
+        prefix_cache = _prefix_cache_for(prefix_cache)
+        prefix_cache_limit = prefix_cache_bytes(prefix_cache_mem)
         try:
             uqff_path = None if write_uqff is None else str(Path(write_uqff).expanduser())
         except RuntimeError:
@@ -161,6 +188,7 @@ class Session:
             kv_mem=None if kv_mem is None else parse_kv_mem(kv_mem),
             max_num_seqs=max_num_seqs,
             prefix_cache_n=prefix_cache or None,
+            prefix_cache_bytes=prefix_cache_limit if prefix_cache else None,
             dtype=dtype,
             paged_cache_type=paged_cache_type,
             write_uqff=uqff_path,
@@ -331,9 +359,13 @@ class Session:
         logprobs = self.score(text)
         return math.exp(-sum(logprobs) / len(logprobs))
 
-    def engine_stats(self) -> dict[str, int]:
+    def engine_stats(self) -> dict[str, int | None]:
         """Engine counters since load: ``sequences`` started and
-        ``prefix_cache_hits`` (sequences whose prompt start was reused)."""
+        ``prefix_cache_hits`` (sequences whose prompt start was reused); and
+        what the caches hold as of the engine's last step:
+        ``prefix_cache_sequences`` and ``prefix_cache_bytes`` kept for reuse,
+        ``kv_cache_tokens`` of the sequences in the engine, and with paged
+        attention ``kv_cache_blocks_used`` of ``kv_cache_blocks`` (else None)."""
         return self._engine.engine_stats()
 
     def sequence_counts(self) -> dict[str, int]:

@@ -136,6 +136,8 @@ pub struct LoadOptions {
     pub paged_attn: Option<PagedAttentionConfig>,
     pub max_num_seqs: usize,
     pub prefix_cache_n: Option<usize>,
+    /// Bytes of KV data the prefix cache may hold (patches/mistralrs-core-0.8.1/0005).
+    pub prefix_cache_bytes: Option<usize>,
     pub dtype: ModelDType,
 }
 
@@ -245,6 +247,7 @@ fn load_on_this_thread(files: &ModelFiles, options: LoadOptions) -> anyhow::Resu
             .with_no_kv_cache(false)
             .with_no_prefix_cache(options.prefix_cache_n.is_none())
             .with_prefix_cache_n(options.prefix_cache_n.unwrap_or(0))
+            .with_prefix_cache_bytes(options.prefix_cache_bytes)
             .build()
             .await;
         Ok((Model::new(runner), paged))

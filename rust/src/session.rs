@@ -43,6 +43,7 @@ struct SessionInfo {
     kv_mem: Option<(String, f64)>,
     max_num_seqs: usize,
     prefix_cache_n: Option<usize>,
+    prefix_cache_bytes: Option<usize>,
     max_seq_len: Option<usize>,
     lora_adapters: Vec<String>,
     paged_cache_type: String,
@@ -148,7 +149,7 @@ impl Session {
     #[new]
     #[pyo3(signature = (
         model, *, topology=None, isq=None, device="auto", paged_attention="auto",
-        block_size=None, kv_mem=None, max_num_seqs=32, prefix_cache_n=Some(16), dtype="auto",
+        block_size=None, kv_mem=None, max_num_seqs=32, prefix_cache_n=Some(16), prefix_cache_bytes=None, dtype="auto",
         paged_cache_type="auto", write_uqff=None, lora_adapters=Vec::new()
     ))]
     #[allow(clippy::too_many_arguments)]
@@ -163,6 +164,7 @@ impl Session {
         kv_mem: Option<(String, f64)>,
         max_num_seqs: usize,
         prefix_cache_n: Option<usize>,
+        prefix_cache_bytes: Option<usize>,
         dtype: &str,
         paged_cache_type: &str,
         write_uqff: Option<PathBuf>,
@@ -300,6 +302,7 @@ impl Session {
             paged_attn,
             max_num_seqs,
             prefix_cache_n,
+            prefix_cache_bytes,
             dtype: model_dtype,
         };
         let loaded = py.detach(|| {
@@ -338,6 +341,7 @@ impl Session {
             kv_mem: kv_mem.filter(|_| paged),
             max_num_seqs,
             prefix_cache_n,
+            prefix_cache_bytes,
             lora_adapters,
             paged_cache_type: paged_cache_type.to_string(),
         };
@@ -498,8 +502,9 @@ impl Session {
         scorer.logprobs()
     }
 
-    /// Counters of the engine since the session started: sequences begun,
-    /// and how many of them reused a cached prefix.
+    /// Counters of the engine since the session started (sequences begun,
+    /// how many of them reused a cached prefix) and what its caches hold as of
+    /// its last step (patches/mistralrs-core-0.8.1/0006).
     fn engine_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let model = self.model()?;
         let logger = model
@@ -510,6 +515,14 @@ impl Session {
         let stats = PyDict::new(py);
         stats.set_item("sequences", sequences)?;
         stats.set_item("prefix_cache_hits", hits)?;
+        let usage = logger.cache_usage();
+        let (held, held_bytes) = usage.prefix_cache_held;
+        stats.set_item("prefix_cache_sequences", held)?;
+        stats.set_item("prefix_cache_bytes", held_bytes)?;
+        stats.set_item("kv_cache_tokens", usage.kv_tokens)?;
+        let (used, total) = usage.kv_blocks.unzip();
+        stats.set_item("kv_cache_blocks_used", used)?;
+        stats.set_item("kv_cache_blocks", total)?;
         Ok(stats)
     }
 
@@ -546,6 +559,7 @@ impl Session {
         dict.set_item("max_num_seqs", info.max_num_seqs)?;
         dict.set_item("max_running_sequences", info.max_num_seqs)?;
         dict.set_item("prefix_cache_n", info.prefix_cache_n)?;
+        dict.set_item("prefix_cache_bytes_limit", info.prefix_cache_bytes)?;
         dict.set_item("paged_cache_type", &info.paged_cache_type)?;
         dict.set_item("lora_adapters", info.lora_adapters.clone())?;
         dict.set_item("chat_template", info.files.chat_template.clone())?;

@@ -1,6 +1,6 @@
 """Load: 8 clients chatting at once against one server, mixed streaming and
 whole answers of random lengths. No errors, every reply stored exactly once,
-no memory growth. `make test` runs 8 x 5 chats; `make stress` runs 8 x 50
+no memory growth (the prefix cache on, as by default). `make test` runs 8 x 5 chats; `make stress` runs 8 x 50
 and writes the figures to benches/results/."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import openai
 
-from service import API_KEY, MODEL, start_server, stored_turns
+from service import API_KEY, MODEL, metric, start_server, stored_turns
 
 CLIENTS = 8
 CHATS_PER_CLIENT = int(os.environ.get("LOAD_TEST_CHATS", "5"))
@@ -69,6 +69,7 @@ def test_eight_clients_chatting_at_once(tmp_path: Path) -> None:
             results = [r for client_results in pool.map(chat, range(CLIENTS)) for r in client_results]
         elapsed = time.monotonic() - started
         rss_end = rss_kib(server.process.pid)
+        prefix_cache = {name: metric(server.url, f"mistralvllm_prefix_cache_{name}") for name in ("sequences", "bytes", "hits_total")}
     finally:
         server.stop()
 
@@ -88,9 +89,16 @@ def test_eight_clients_chatting_at_once(tmp_path: Path) -> None:
         "latency_p99_s": round(latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 3),
         f"rss_after_{checkpoint}_requests_mib": round(rss_at_checkpoint[0] / 1024, 1),
         f"rss_after_{total}_requests_mib": round(rss_end / 1024, 1),
+        "prefix_cache_sequences": int(prefix_cache["sequences"]),
+        "prefix_cache_mib": round(prefix_cache["bytes"] / 2**20, 1),
+        "prefix_cache_hits": int(prefix_cache["hits_total"]),
     }
     print(json.dumps(figures))
     if results_dir := os.environ.get("LOAD_TEST_RESULTS"):
         out = Path(results_dir) / f"{date.today()}-{platform.node() or 'host'}-load.json"
         out.write_text(json.dumps(figures, indent=2) + "\n")
-    assert rss_end <= 1.10 * rss_at_checkpoint[0], figures
+    assert prefix_cache["sequences"] > 0, figures
+    # The issue's bound (5%) for `make stress`; the short run's first requests
+    # are fewer than the prefix cache keeps, so it allows 10%.
+    bound = 1.05 if checkpoint == 50 else 1.10
+    assert rss_end <= bound * rss_at_checkpoint[0], figures

@@ -25,21 +25,35 @@ class _SequenceCollector(Collector):
 
 
 class _EngineCollector(Collector):
-    """The engine's own counters (sequences begun, prefix-cache hits), read at scrape time."""
+    """The engine's own counters (sequences begun, prefix-cache hits) and what
+    its caches hold, read at scrape time."""
 
-    def __init__(self, stats: Callable[[], dict[str, int] | None]) -> None:
+    def __init__(self, stats: Callable[[], dict[str, int | None] | None]) -> None:
         self._stats = stats
 
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        stats = self._stats() or {"sequences": 0, "prefix_cache_hits": 0}
-        yield CounterMetricFamily("mistralvllm_engine_sequences", "Sequences the engine began", value=stats["sequences"])
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        stats = self._stats() or {}
+        yield CounterMetricFamily("mistralvllm_engine_sequences", "Sequences the engine began", value=stats.get("sequences") or 0)
         yield CounterMetricFamily(
-            "mistralvllm_prefix_cache_hits", "Sequences whose prompt start came from the prefix cache", value=stats["prefix_cache_hits"]
+            "mistralvllm_prefix_cache_hits", "Sequences whose prompt start came from the prefix cache", value=stats.get("prefix_cache_hits") or 0
         )
+        yield GaugeMetricFamily(
+            "mistralvllm_prefix_cache_bytes", "Bytes of KV data the prefix cache keeps", value=stats.get("prefix_cache_bytes") or 0
+        )
+        yield GaugeMetricFamily(
+            "mistralvllm_prefix_cache_sequences", "Finished sequences the prefix cache keeps", value=stats.get("prefix_cache_sequences") or 0
+        )
+        yield GaugeMetricFamily(
+            "mistralvllm_kv_cache_tokens", "Tokens in the KV caches of the sequences in the engine", value=stats.get("kv_cache_tokens") or 0
+        )
+        used, total = stats.get("kv_cache_blocks_used"), stats.get("kv_cache_blocks")
+        if used is not None and total:
+            # vLLM's kv_cache_usage_perc: a fraction from 0 to 1 (paged attention only).
+            yield GaugeMetricFamily("mistralvllm_kv_cache_usage_perc", "Fraction of the KV-cache blocks in use", value=used / total)
 
 
 class ServiceMetrics:
-    def __init__(self, counts: Callable[[], dict[str, int] | None], engine_stats: Callable[[], dict[str, int] | None]) -> None:
+    def __init__(self, counts: Callable[[], dict[str, int] | None], engine_stats: Callable[[], dict[str, int | None] | None]) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter("mistralvllm_requests", "Requests served", ["endpoint", "status"], registry=self.registry)
         self.prompt_tokens = Counter("mistralvllm_prompt_tokens", "Prompt tokens processed", registry=self.registry)
