@@ -29,8 +29,8 @@ CRATE = "mistralrs-core-0.8.1"
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    """A copy of what the step reads: patches/ and Cargo.lock."""
-    shutil.copytree(REPO / "patches", tmp_path / "patches")
+    """A copy of what the step reads, for one crate: its patches and Cargo.lock."""
+    shutil.copytree(REPO / "patches" / CRATE, tmp_path / "patches" / CRATE)
     shutil.copy(REPO / "Cargo.lock", tmp_path / "Cargo.lock")
     return tmp_path
 

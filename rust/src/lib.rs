@@ -6,6 +6,8 @@ mod errors;
 // drives mistral.rs without Python to measure the binding's overhead.
 pub mod loader;
 pub mod model_files;
+#[cfg(test)]
+mod quantized_kernels;
 mod request;
 mod session;
 mod stream;

@@ -1,0 +1,89 @@
+//! Tests of our patches to candle's quantized CPU kernels
+//! (patches/candle-core-0.10.2): each fast path against candle's own scalar
+//! code on random blocks. Nothing here is compiled outside `cargo test`.
+
+use candle_core::quantized::k_quants::{
+    matmul, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_1, GgmlType,
+};
+
+/// A fixed pseudo-random sequence in [-1, 1) (no dependency for a test).
+fn random_floats(len: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn quantize<T: GgmlType>(values: &[f32]) -> Vec<T> {
+    let mut blocks = vec![T::zeros(); values.len() / T::BLCK_SIZE];
+    T::from_float(values, &mut blocks);
+    blocks
+}
+
+/// The fast `vec_dot` agrees with the scalar one up to float rounding.
+fn check_vec_dot<T: GgmlType>() {
+    for (seed, k) in [(1, 32), (2, 64), (3, 576), (4, 1536)] {
+        let weights: Vec<T> = quantize(&random_floats(k, seed));
+        let input: Vec<T::VecDotType> = quantize(&random_floats(k, seed + 100));
+        let fast = T::vec_dot(k, &weights, &input);
+        let scalar = T::vec_dot_unopt(k, &weights, &input);
+        assert!(
+            (fast - scalar).abs() <= 1e-4 * (1.0 + scalar.abs()),
+            "k={k}: {fast} against {scalar}"
+        );
+    }
+}
+
+#[test]
+fn q4_1_vec_dot_matches_the_scalar_code() {
+    check_vec_dot::<BlockQ4_1>();
+}
+
+#[test]
+fn q5_0_vec_dot_matches_the_scalar_code() {
+    check_vec_dot::<BlockQ5_0>();
+}
+
+#[test]
+fn q5_1_vec_dot_matches_the_scalar_code() {
+    check_vec_dot::<BlockQ5_1>();
+}
+
+#[test]
+fn q4_0_vec_dot_matches_the_scalar_code() {
+    check_vec_dot::<BlockQ4_0>();
+}
+
+/// The tiled `matmul` gives each output what one `vec_dot` of its row and
+/// column gives, for one row (decode), a few (a batch) and many (a prompt),
+/// with column counts that do not fill the last tile.
+#[test]
+fn quantized_matmul_equals_one_vec_dot_per_output() {
+    let k = 64;
+    let blocks = k / BlockQ4_1::BLCK_SIZE;
+    for (m, n) in [(1, 40), (3, 17), (8, 64), (37, 100)] {
+        let lhs = random_floats(m * k, m as u64);
+        let rhs: Vec<BlockQ4_1> = quantize(&random_floats(n * k, 1000 + n as u64));
+        let mut dst = vec![0f32; m * n];
+        matmul((m, k, n), &lhs, &rhs, &mut dst).unwrap();
+        for row in 0..m {
+            let lhs_row: Vec<BlockQ8_1> = quantize(&lhs[row * k..(row + 1) * k]);
+            for col in 0..n {
+                let expected =
+                    BlockQ4_1::vec_dot(k, &rhs[col * blocks..(col + 1) * blocks], &lhs_row);
+                assert_eq!(
+                    dst[row * n + col],
+                    expected,
+                    "m={m} n={n} at ({row}, {col})"
+                );
+            }
+        }
+    }
+}
