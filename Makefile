@@ -16,7 +16,7 @@ FEATURES ?=
 PYTEST_ARGS ?=
 PYTHON_LIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 
-.PHONY: venv patched-crates build browser chat serve bench bench-service bench-uqff bench-kv test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda wheel-cuda clean
+.PHONY: venv patched-crates build browser chat serve bench bench-service bench-uqff bench-kv bench-prefix test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda wheel-cuda clean
 
 venv: $(VENV)/.deps
 
@@ -92,6 +92,9 @@ bench-uqff: build
 
 bench-kv: build
 	$(PY) benches/kv_dtype.py
+
+bench-prefix: build
+	$(PY) benches/prefix_cache.py
 
 # A portable wheel (no native CPU flags) under dist/.
 wheel: venv patched-crates

@@ -59,7 +59,7 @@ def table(report: dict, results: Path, png: Path) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in report["engines"]:
-        eight = row["concurrency"][-1]
+        eight = next(c for c in row["concurrency"] if c["clients"] == 8)
         roofline = f"{100 * row['decode_fraction_of_roofline']:.0f}%" if "decode_fraction_of_roofline" in row else "-"
         serialized = " (serialized)" if row["serialized"] else ""
         lines.append(
@@ -73,6 +73,19 @@ def table(report: dict, results: Path, png: Path) -> str:
         for peer, values in report["mistralvllm_over_peer"].items()
     )
     lines.append(f"Ratios, mistralvllm (GGUF) / peer — {ratios}.")
+    if scaling := report.get("aggregate_8_over_1"):
+        lines += ["", "8 chats at once against one chat (aggregate tok/s): " + ", ".join(f"{NAMES.get(e, e)} {v:.2f}×" for e, v in scaling.items()) + "."]
+    clients = [c["clients"] for c in report["engines"][0]["concurrency"]]
+    lines += [
+        "",
+        "Latency per chat (64 tokens), median / max, by chats at once:",
+        "",
+        "| engine | " + " | ".join(str(n) for n in clients) + " |",
+        "|---|" + "---|" * len(clients),
+    ]
+    for row in report["engines"]:
+        cells = " | ".join(f"{c['latency_median_s']:.1f} / {c['latency_max_s']:.1f} s" for c in row["concurrency"])
+        lines.append(f"| {NAMES.get(row['engine'], row['engine'])}{' (serialized)' if row['serialized'] else ''} | {cells} |")
     if binding := report.get("binding_overhead"):
         lines += [
             "",

@@ -33,6 +33,7 @@ fn main() -> anyhow::Result<()> {
         paged_attn: None,
         max_num_seqs: 32,
         prefix_cache_n: None,
+        prefix_cache_bytes: None,
         dtype: ModelDType::F32,
     };
     let (model, _) = build_model(&files, options)?;
