@@ -78,3 +78,25 @@ def test_closing_one_stream_mid_batch_leaves_the_others_intact(batch_session: Se
 
 def test_info_reports_the_engine_limit(batch_session: Session) -> None:
     assert batch_session.info()["max_running_sequences"] == 8
+
+
+def test_different_lengths_decode_in_one_step(batch_session: Session) -> None:
+    """Once past their prompts, chats of different lengths are all run by
+    the engine at each step; none is held back to wait for its length's turn."""
+    messages = [[{"role": "user", "content": f"Write a long story about {topic}."}] for topic in ("a cat", "an old lighthouse keeper", "the sea at night in winter")]
+    assert len({batch_session.count_tokens(m) for m in messages}) == 3
+    streams = [batch_session.stream(m, max_tokens=200) for m in messages]
+    try:
+        for stream in streams:
+            next(stream)
+        # Every stream has its first token: all three are decoding. Read a few
+        # more tokens so the engine has stepped with the three together.
+        for _ in range(4):
+            for stream in streams:
+                next(stream)
+        stats = batch_session.engine_stats()
+        assert stats["sequences_running"] == 3, stats
+        assert stats["sequences_waiting"] == 0, stats
+    finally:
+        for stream in streams:
+            stream.close()

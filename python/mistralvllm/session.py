@@ -364,8 +364,10 @@ class Session:
         ``prefix_cache_hits`` (sequences whose prompt start was reused); and
         what the caches hold as of the engine's last step:
         ``prefix_cache_sequences`` and ``prefix_cache_bytes`` kept for reuse,
-        ``kv_cache_tokens`` of the sequences in the engine, and with paged
-        attention ``kv_cache_blocks_used`` of ``kv_cache_blocks`` (else None)."""
+        ``kv_cache_tokens`` of the sequences in the engine, with paged
+        attention ``kv_cache_blocks_used`` of ``kv_cache_blocks`` (else None),
+        and ``sequences_running`` (decoded or read in that step) and
+        ``sequences_waiting`` (held back by the scheduler)."""
         return self._engine.engine_stats()
 
     def sequence_counts(self) -> dict[str, int]:

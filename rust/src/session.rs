@@ -523,6 +523,9 @@ impl Session {
         let (used, total) = usage.kv_blocks.unzip();
         stats.set_item("kv_cache_blocks_used", used)?;
         stats.set_item("kv_cache_blocks", total)?;
+        let (running, waiting) = logger.scheduled();
+        stats.set_item("sequences_running", running)?;
+        stats.set_item("sequences_waiting", waiting)?;
         Ok(stats)
     }
 
