@@ -147,20 +147,7 @@ pub struct LoadOptions {
 /// GGUF builder always picks the activation dtype itself (bf16 on CPU), so
 /// `dtype` could not be honoured for GGUF models.
 /// Returns the model and whether paged attention is in effect.
-///
-/// Loading runs on a thread of its own: mistral.rs 0.8.1 keeps the LoRA
-/// adapters to merge in a thread-local list that it never clears, so a later
-/// load on the same thread would merge them again.
 pub fn build_model(files: &ModelFiles, options: LoadOptions) -> anyhow::Result<(Model, bool)> {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| load_on_this_thread(files, options))
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })
-}
-
-fn load_on_this_thread(files: &ModelFiles, options: LoadOptions) -> anyhow::Result<(Model, bool)> {
     let topology = options
         .topology
         .as_ref()
