@@ -63,6 +63,18 @@ def test_repeated_system_prompt_hits_the_prefix_cache(default_model: Path) -> No
     print(f"\nprompt of {first.usage.prompt_tokens} tokens: {first.usage.prompt_time_s:.3f} s cold, {second.usage.prompt_time_s:.3f} s from the prefix cache")
 
 
+def test_an_identical_prompt_hits_the_prefix_cache(default_model: Path) -> None:
+    """The same prompt asked again reuses all of it but its last token
+    (patches/mistralrs-core-0.8.1/0009); the engine gave up on it before."""
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is the capital of France?"}]
+    with Session(default_model, prefix_cache=4) as session:
+        first = session.chat(messages, max_tokens=8)
+        second = session.chat(messages, max_tokens=8)
+        assert counters(session) == {"sequences": 2, "prefix_cache_hits": 1}
+    assert second.text == first.text
+    print(f"\nthe same {first.usage.prompt_tokens}-token prompt: {first.usage.prompt_time_s:.3f} s, then {second.usage.prompt_time_s:.3f} s")
+
+
 @pytest.mark.parametrize(("kept", "hits"), [(1, 0), (2, 1)])
 def test_the_oldest_prefix_is_evicted_beyond_the_count(default_model: Path, kept: int, hits: int) -> None:
     """On CPU the engine never evicted (patches/mistralrs-core-0.8.1/0002):
