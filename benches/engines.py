@@ -46,7 +46,14 @@ PARAGRAPH = (
     "The history of lighthouses goes back to the ancient world, when fires were lit on hilltops to guide ships. "
     "Later, towers were built along coasts, and lenses made their light visible for many miles across the sea. "
 )
-LONG = [{"role": "user", "content": "Summarize this text in one sentence:\n" + PARAGRAPH * 12}]
+
+
+def long_prompt(number: int) -> list[dict[str, str]]:
+    """The ~512-token prompt, numbered at its start: each repetition is a new
+    prompt (engines that keep a prefix cache must read it again)."""
+    return [{"role": "user", "content": f"Text {number}. Summarize this text in one sentence:\n" + PARAGRAPH * 12}]
+
+
 CONCURRENCY = (1, 2, 4, 8, 16)
 CONCURRENT_TOKENS = 64
 TOPICS = ["a lighthouse", "the moon", "a river", "an old map", "a violin", "the desert", "a train", "a garden"]
@@ -198,11 +205,11 @@ def run_engine(name: str, model: str) -> dict[str, object]:
     load_s = time.perf_counter() - started
     timed(stream, SHORT, 8)  # warm-up
     decode, ttft, text, cpu, consumer_ms = [], [], "", [], []
-    for _ in range(REPETITIONS):
+    for repetition in range(REPETITIONS):
         first, last, pieces, text = timed(stream, SHORT, DECODE_TOKENS, cpu)
         decode.append((pieces - 1) / (last - first))
         consumer_ms.append(1000 * cpu[-1] / pieces)
-        ttft.append(timed(stream, LONG, 1)[0])
+        ttft.append(timed(stream, long_prompt(repetition), 1)[0])
     fidelity = [timed(stream, [{"role": "user", "content": prompt}], FIDELITY_TOKENS)[3] for prompt in FIDELITY_PROMPTS]
     return {
         "engine": name,
@@ -259,7 +266,7 @@ def main() -> None:
     from mistralvllm import Session
 
     with Session(model) as session:
-        long_prompt_tokens = session.count_tokens(LONG)
+        long_prompt_tokens = session.count_tokens(long_prompt(0))
     bandwidth = memory_bandwidth_gib_s()
     bytes_per_token = Path(model).stat().st_size
     roofline_tok_s = bandwidth * 2**30 / bytes_per_token

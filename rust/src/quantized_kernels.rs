@@ -3,7 +3,8 @@
 //! code on random blocks. Nothing here is compiled outside `cargo test`.
 
 use candle_core::quantized::k_quants::{
-    matmul, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_1, GgmlType,
+    matmul, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1,
+    BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlType,
 };
 
 /// A fixed pseudo-random sequence in [-1, 1) (no dependency for a test).
@@ -27,9 +28,10 @@ fn quantize<T: GgmlType>(values: &[f32]) -> Vec<T> {
     blocks
 }
 
-/// The fast `vec_dot` agrees with the scalar one up to float rounding.
+/// The fast `vec_dot` agrees with the scalar one up to float rounding
+/// (lengths that are multiples of 256, the super-block of the K types).
 fn check_vec_dot<T: GgmlType>() {
-    for (seed, k) in [(1, 32), (2, 64), (3, 576), (4, 1536)] {
+    for (seed, k) in [(1, 256), (2, 512), (3, 1536)] {
         let weights: Vec<T> = quantize(&random_floats(k, seed));
         let input: Vec<T::VecDotType> = quantize(&random_floats(k, seed + 100));
         let fast = T::vec_dot(k, &weights, &input);
@@ -59,6 +61,23 @@ fn q5_1_vec_dot_matches_the_scalar_code() {
 #[test]
 fn q4_0_vec_dot_matches_the_scalar_code() {
     check_vec_dot::<BlockQ4_0>();
+}
+
+#[test]
+fn q8_0_vec_dot_matches_the_scalar_code() {
+    check_vec_dot::<BlockQ8_0>();
+}
+
+/// The K types' AVX2 kernels, reached through the run-time dispatch of
+/// patches/candle-core-0.10.2/0003 like the ones above.
+#[test]
+fn k_quant_vec_dots_match_the_scalar_code() {
+    check_vec_dot::<BlockQ2K>();
+    check_vec_dot::<BlockQ3K>();
+    check_vec_dot::<BlockQ4K>();
+    check_vec_dot::<BlockQ5K>();
+    check_vec_dot::<BlockQ6K>();
+    check_vec_dot::<BlockQ8K>();
 }
 
 /// The tiled `matmul` gives each output what one `vec_dot` of its row and

@@ -1,0 +1,111 @@
+"""The portable wheel (`make wheel`) against the native build (`make build`).
+
+The wheel is built without `-C target-cpu=native`, so it runs on any
+x86-64 CPU; candle's quantized kernels pick their AVX2 code at run time
+(patches/candle-core-0.10.2/0003). This measures what that costs on this
+machine: decode tok/s and prompt tok/s, each engine in its own process, and
+whether the greedy texts are the same.
+
+    make bench-wheel   # builds the wheel, installs it into ~/.cache/mistralvllm/wheel-venv
+
+Results go to benches/results/<date>-<host>-wheel.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from engines import DECODE_TOKENS, FIDELITY_PROMPTS, FIDELITY_TOKENS, SHORT, _session_stream, default_model, long_prompt, timed  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+WHEEL_PYTHON = Path(os.environ.get("MISTRALVLLM_WHEEL_VENV", Path.home() / ".cache" / "mistralvllm" / "wheel-venv")) / "bin" / "python"
+REPETITIONS = 5
+
+
+def measure(model: str) -> dict[str, object]:
+    """Decode and prompt speed of the mistralvllm this interpreter imports."""
+    import mistralvllm
+    from mistralvllm import Session
+
+    with Session(model) as session:
+        stream = _session_stream(session)
+        prompt_tokens = session.count_tokens(long_prompt(0))
+        timed(stream, SHORT, 8)  # warm-up
+        decode, prompt = [], []
+        for _ in range(REPETITIONS):
+            first, last, pieces, _ = timed(stream, SHORT, DECODE_TOKENS)
+            decode.append((pieces - 1) / (last - first))
+            prompt.append(prompt_tokens / timed(stream, long_prompt(len(prompt)), 1)[0])
+        texts = [timed(stream, [{"role": "user", "content": p}], FIDELITY_TOKENS)[3] for p in FIDELITY_PROMPTS]
+    return {
+        "package": str(Path(mistralvllm.__file__).parent),
+        "decode_tok_s": statistics.median(decode),
+        "prompt_tok_s": statistics.median(prompt),
+        "greedy_texts": texts,
+    }
+
+
+def cpu_flags() -> list[str]:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            return sorted(flags & {"avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl"})
+    return []
+
+
+def run(python: str, model: str) -> dict[str, object]:
+    result = subprocess.run([python, __file__, "--measure", model], capture_output=True, text=True, timeout=1800)
+    if result.returncode != 0:
+        raise SystemExit(f"{python}: failed\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--measure", metavar="MODEL", help="measure the mistralvllm this interpreter imports and print JSON")
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.measure)))
+        return
+    if not WHEEL_PYTHON.exists():
+        raise SystemExit(f"{WHEEL_PYTHON}: no wheel venv; run `make bench-wheel`")
+    model = default_model()
+    native = run(sys.executable, model)
+    wheel = run(str(WHEEL_PYTHON), model)
+    report = {
+        "date": date.today().isoformat(),
+        "host": platform.node(),
+        "cpu_flags": cpu_flags(),
+        "threads": os.cpu_count(),
+        "model": "SmolLM2-135M-Instruct Q4_1 (GGUF)",
+        "repetitions": REPETITIONS,
+        "native": native,
+        "wheel": wheel,
+        "ratios": {
+            "decode": wheel["decode_tok_s"] / native["decode_tok_s"],
+            "prompt": wheel["prompt_tok_s"] / native["prompt_tok_s"],
+        },
+        "same_greedy_texts": sum(a == b for a, b in zip(native["greedy_texts"], wheel["greedy_texts"])),
+    }
+    out = REPO / "benches" / "results" / f"{report['date']}-{platform.node()}-wheel.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(
+        f"CPU {' '.join(report['cpu_flags'])}\n"
+        f"native: decode {native['decode_tok_s']:.1f} tok/s, prompt {native['prompt_tok_s']:.1f} tok/s\n"
+        f"wheel:  decode {wheel['decode_tok_s']:.1f} tok/s ({report['ratios']['decode']:.2f}x), "
+        f"prompt {wheel['prompt_tok_s']:.1f} tok/s ({report['ratios']['prompt']:.2f}x)\n"
+        f"same greedy texts: {report['same_greedy_texts']}/{len(FIDELITY_PROMPTS)}\n{out}"
+    )
+
+
+if __name__ == "__main__":
+    main()
