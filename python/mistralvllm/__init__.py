@@ -15,9 +15,10 @@ except ImportError as e:  # a CUDA build whose runtime libraries are not install
     raise
 
 from ._core import BUILD_FEATURES, ISQ_NAMES, MISTRALRS_VERSION, ChatChunk, ToolCall, Topology, TopologyRange, Usage
+from .collect import ChatResult
 from .errors import ConfigError, ContextOverflowError, MistralVllmError, ModelLoadError, RequestError
 from .models import default_model_path
-from .session import ChatResult, Session
+from .session import Session
 
 __version__ = "0.1.0"
 

@@ -17,7 +17,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ._core import Usage
+from ._core import ToolCall, Usage
+from .collect import StreamedAnswer
 from .config import Config, SamplingSection
 from .errors import MistralVllmError
 from .history import ChatHistory, Conversation, ConversationSummary
@@ -113,41 +114,44 @@ class ChatApp:
         ``on_tool``) and their results sent back for the answer."""
         fitted = self.conversation.fit(text, count_tokens=self.session.count_tokens, budget=self.budget, reserve=self._reserve())
         messages: list[dict[str, Any]] = list(fitted.messages)
-        parts: list[str] = []
-        usage = finish_reason = None
+        rounds: list[StreamedAnswer] = []
         interrupted = False
         tool_choice = self.tool_choice
         turn = self.conversation.begin_turn(text, dropped_turns=fitted.dropped_turns)
         try:
             while True:
                 options = {"tools": [t.definition() for t in self.tools.values()], "tool_choice": tool_choice} if self.tools else {}
+                answer = StreamedAnswer()
+                rounds.append(answer)
                 stream = self.session.start(messages, **self.sampling, **options)
-                calls = []
                 try:
                     for chunk in stream:
-                        parts.append(chunk.text)
-                        on_text(chunk.text)
-                        calls.extend(chunk.tool_calls)
-                        if chunk.finish_reason is not None:
-                            finish_reason, usage = chunk.finish_reason, chunk.usage
+                        on_text(answer.add(chunk).text)
                 finally:
                     stream.close()
-                if not calls:
+                if not answer.tool_calls:
                     break
                 # One round of calls, then the answer from their results.
-                messages.append({"role": "assistant", "content": "", "tool_calls": [tool_call_body(call) for call in calls]})
-                for call in calls:
-                    result = self.tools[call.name].call(call.arguments) if call.name in self.tools else f"error: no tool {call.name}"
-                    on_tool(f"{call.name}({call.arguments}) -> {result}")
-                    messages.append({"role": "tool", "content": result})
+                messages += self._call_tools(answer.tool_calls, on_tool)
                 tool_choice = "none"
         except KeyboardInterrupt:
             interrupted = True
-        answer = Answer("".join(parts), finish_reason, usage, interrupted, fitted.dropped_turns)
-        turn.finish(answer.text, usage=usage, finish_reason=finish_reason, interrupted=interrupted)
-        self.last_usage = usage or self.last_usage
+        # Usage and finish reason of the last round that finished.
+        finished = next((r for r in reversed(rounds) if r.finished), StreamedAnswer())
+        reply = Answer("".join(r.text for r in rounds), finished.finish_reason, finished.usage, interrupted, fitted.dropped_turns)
+        turn.finish(reply.text, usage=reply.usage, finish_reason=reply.finish_reason, interrupted=interrupted)
+        self.last_usage = reply.usage or self.last_usage
         self.last_prompt_tokens = fitted.prompt_tokens
-        return answer
+        return reply
+
+    def _call_tools(self, calls: list[ToolCall], on_tool: Callable[[str], None]) -> list[dict[str, Any]]:
+        """Run the calls the model made; the messages that carry the calls and their results."""
+        messages: list[dict[str, Any]] = [{"role": "assistant", "content": "", "tool_calls": [tool_call_body(call) for call in calls]}]
+        for call in calls:
+            result = self.tools[call.name].call(call.arguments) if call.name in self.tools else f"error: no tool {call.name}"
+            on_tool(f"{call.name}({call.arguments}) -> {result}")
+            messages.append({"role": "tool", "content": result})
+        return messages
 
     def new_conversation(self) -> None:
         self.conversation = start_conversation(self.session, self.config, self.history, self.conversation.system_prompt)

@@ -15,14 +15,14 @@ import re
 import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from . import _core
 from . import tools as tool_calling
-from ._core import ChatChunk, ToolCall, Topology, Usage
+from ._core import ChatChunk, Topology
 from .adapters import lora_adapter_id
+from .collect import ChatResult, collect
 from .context_window import context_overflow
 from .errors import ConfigError, ModelLoadError, RequestError
 from .models import default_model_path
@@ -116,17 +116,6 @@ def _check_counts(sampling: Mapping[str, Any]) -> None:
             continue
         if not least <= value < 2**64:
             raise RequestError(f"{name}: {value} is out of range; expected a whole number from {least} to 2**64-1")
-
-
-@dataclass(frozen=True)
-class ChatResult:
-    """A complete answer: its text, why it stopped, the request's usage, and
-    the tools the model called (finish_reason ``"tool_calls"``)."""
-
-    text: str
-    finish_reason: str
-    usage: Usage
-    tool_calls: tuple[ToolCall, ...] = ()
 
 
 class Session:
@@ -292,27 +281,11 @@ class Session:
 
     def complete(self, prompt: str, **sampling: Any) -> ChatResult:
         """The whole continuation of ``prompt`` at once."""
-        return self._collect(self.stream_completion(prompt, **sampling))
+        return collect(self.stream_completion(prompt, **sampling))
 
     def chat(self, messages: Sequence[Message], **sampling: Any) -> ChatResult:
         """The whole answer at once (same options as :meth:`stream`)."""
-        return self._collect(self.stream(messages, **sampling))
-
-    @staticmethod
-    def _collect(stream: _core.ChatStream) -> ChatResult:
-        try:
-            parts = []
-            calls: list[ToolCall] = []
-            for chunk in stream:
-                parts.append(chunk.text)
-                calls.extend(chunk.tool_calls)
-                if chunk.finish_reason is not None:
-                    if chunk.usage is None:
-                        raise RequestError("the engine finished the answer without reporting usage")
-                    return ChatResult("".join(parts), chunk.finish_reason, chunk.usage, tuple(calls))
-            raise RequestError("the answer ended without a finish reason")
-        finally:
-            stream.close()
+        return collect(self.stream(messages, **sampling))
 
     async def astream(self, messages: Sequence[Message], **sampling: Any) -> AsyncIterator[ChatChunk]:
         """:meth:`stream` as an async iterator; waiting happens off the event loop."""
