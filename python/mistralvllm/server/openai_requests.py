@@ -1,4 +1,5 @@
-"""Request and response shapes of the OpenAI API subset the service speaks."""
+"""Request bodies of the OpenAI API subset the service speaks (and of its
+conversation routes), validated before a route sees them."""
 
 from __future__ import annotations
 
@@ -191,3 +192,9 @@ class CompletionRequest(SamplingRequest):
     echo: Literal[False] = False
     best_of: Literal[1] | None = None
     suffix: None = None
+
+
+class RenameRequest(BaseModel):
+    """`PATCH /v1/conversations/{id}`: a new title."""
+
+    title: str = Field(max_length=200)

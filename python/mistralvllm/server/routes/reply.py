@@ -1,0 +1,23 @@
+"""Sending a serving `Reply` over HTTP: whole as JSON (the route's
+``response_model``), or as server-sent events."""
+
+from __future__ import annotations
+
+from fastapi import Request, Response
+from fastapi.responses import StreamingResponse
+
+from ..generation import ClientDisconnected
+from ..openai_responses import ChatCompletion, Completion
+from ..serving import Reply
+
+
+async def send(reply: Reply, request: Request, response: Response) -> ChatCompletion | Completion | Response:
+    request.state.logged = True  # the reply writes this request's log line
+    if reply.stream:
+        return StreamingResponse(reply.events(), media_type="text/event-stream", headers={**reply.headers, "Cache-Control": "no-cache"})
+    try:
+        body = await reply.whole(request.receive)
+    except ClientDisconnected:
+        return Response(status_code=499)  # nobody reads it (nginx's "client closed request")
+    response.headers.update(reply.headers)
+    return body
