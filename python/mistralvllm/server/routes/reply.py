@@ -12,6 +12,9 @@ from ..serving import Reply
 
 
 async def send(reply: Reply, request: Request, response: Response) -> ChatCompletion | Completion | Response:
+    """``reply`` as server-sent events if the request asked to stream; else
+    its whole body, with its headers set on ``response``, or 499 if the client
+    left first."""
     request.state.logged = True  # the reply writes this request's log line
     if reply.stream:
         return StreamingResponse(reply.events(), media_type="text/event-stream", headers={**reply.headers, "Cache-Control": "no-cache"})
