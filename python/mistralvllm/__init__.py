@@ -14,13 +14,15 @@ except ImportError as e:  # a CUDA build whose runtime libraries are not install
         ) from e
     raise
 
+from importlib.metadata import version
+
 from ._core import BUILD_FEATURES, ISQ_NAMES, MISTRALRS_VERSION, ChatChunk, ToolCall, Topology, TopologyRange, Usage
 from .collect import ChatResult
 from .errors import ConfigError, ContextOverflowError, MistralVllmError, ModelLoadError, RequestError
 from .models import default_model_path
 from .session import Session
 
-__version__ = "0.1.0"
+__version__ = version("mistralvllm")
 
 __all__ = [
     "BUILD_FEATURES",

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from .. import __version__
 from ..config import Config
 from .exception_handlers import add_exception_handlers
 from .middleware import BodyLimit, count_requests
@@ -31,7 +32,7 @@ def create_app(config: Config) -> FastAPI:
         if state.session is not None:
             state.session.close()
 
-    app = FastAPI(title="mistralvllm", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="mistralvllm", version=__version__, lifespan=lifespan)
     app.state.service = state
     app.add_middleware(BodyLimit, limit=config.server.max_request_bytes)
     app.middleware("http")(count_requests)
