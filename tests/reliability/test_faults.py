@@ -53,7 +53,7 @@ def test_kill_9_during_eight_streams_loses_no_turn(tmp_path: Path) -> None:
         for thread in threads:
             thread.start()
         # Kill once an unfinished answer got text more than a second after its
-        # first: the server saved it (every second) before sending that text.
+        # first: the server saved it (every second) once it had sent that text.
         # (Time alone is not enough: with 8 chats batched, an answer may get
         # no chunk for seconds while the others read their prompts.)
         deadline = time.monotonic() + 120
