@@ -54,12 +54,28 @@ def main() -> None:
     results = []
     for dtype, (tokens, speed) in runs.items():
         differences = [first_difference(ref, got) for ref, got in zip(reference, tokens)]
-        results.append({"dtype": dtype, "decode_tok_s_median": speed, "first_difference_from_f32": differences, "identical_to_f32": sum(d is None for d in differences)})
-    report = {"date": date.today().isoformat(), "host": platform.node(), "cpu_count": os.cpu_count(), "max_tokens": MAX_TOKENS, "prompts": PROMPTS, "results": results}
+        results.append(
+            {
+                "dtype": dtype,
+                "decode_tok_s_median": speed,
+                "first_difference_from_f32": differences,
+                "identical_to_f32": sum(d is None for d in differences),
+            }
+        )
+    report = {
+        "date": date.today().isoformat(),
+        "host": platform.node(),
+        "cpu_count": os.cpu_count(),
+        "max_tokens": MAX_TOKENS,
+        "prompts": PROMPTS,
+        "results": results,
+    }
     out = REPO / "benches" / "results" / f"{report['date']}-{report['host']}-kv-dtype.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     for row in results:
-        print(f"{row['dtype']:5} {row['decode_tok_s_median']:6.1f} tok/s  identical to f32: {row['identical_to_f32']}/{len(PROMPTS)}  first differing word {row['first_difference_from_f32']}")
+        print(
+            f"{row['dtype']:5} {row['decode_tok_s_median']:6.1f} tok/s  identical to f32: {row['identical_to_f32']}/{len(PROMPTS)}  first differing word {row['first_difference_from_f32']}"
+        )
     print(f"written to {out}")
 
 

@@ -36,7 +36,9 @@ def plot(report: dict, out: Path) -> None:
         label = NAMES.get(row["engine"], row["engine"]) + (" (serialized)" if row["serialized"] else "")
         axes.plot(clients, rates, marker="o", label=label)
     axes.set_xscale("log", base=2)
-    axes.set_xticks([c["clients"] for c in report["engines"][0]["concurrency"]], labels=[str(c["clients"]) for c in report["engines"][0]["concurrency"]])
+    axes.set_xticks(
+        [c["clients"] for c in report["engines"][0]["concurrency"]], labels=[str(c["clients"]) for c in report["engines"][0]["concurrency"]]
+    )
     axes.set_xlabel("concurrent chats")
     axes.set_ylabel("aggregate tok/s")
     axes.set_title(f"{report['model']}, {report['threads']} threads, {report['host']}")
@@ -74,7 +76,10 @@ def table(report: dict, results: Path, png: Path) -> str:
     )
     lines.append(f"Ratios, mistralvllm (GGUF) / peer — {ratios}.")
     if scaling := report.get("aggregate_8_over_1"):
-        lines += ["", "8 chats at once against one chat (aggregate tok/s): " + ", ".join(f"{NAMES.get(e, e)} {v:.2f}×" for e, v in scaling.items()) + "."]
+        lines += [
+            "",
+            "8 chats at once against one chat (aggregate tok/s): " + ", ".join(f"{NAMES.get(e, e)} {v:.2f}×" for e, v in scaling.items()) + ".",
+        ]
     clients = [c["clients"] for c in report["engines"][0]["concurrency"]]
     lines += [
         "",

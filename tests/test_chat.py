@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from prompts import HOT, ITALY, WATER
 from mistralvllm import ChatResult, Session
+from prompts import HOT, ITALY, WATER
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,8 @@ import asyncio
 import gc
 from concurrent.futures import ThreadPoolExecutor
 
-from prompts import HOT, ITALY, WATER
 from mistralvllm import Session
+from prompts import HOT, ITALY, WATER
 
 
 def test_four_threads_chat_at_once(session: Session) -> None:

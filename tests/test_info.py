@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 import mistralvllm
 from mistralvllm import BUILD_FEATURES, MISTRALRS_VERSION, Session

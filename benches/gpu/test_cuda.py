@@ -79,7 +79,12 @@ def check_concurrent(model: str) -> dict:
         identical = sum(a == b for a, b in zip(alone, together))
         assert first_words == len(PROMPTS), list(zip(alone, together))
         assert session.sequence_counts() == {"running": 0, "waiting": 0}
-        return {"identical": identical, "same_start": first_words, "of": len(PROMPTS), "max_running_sequences": session.info()["max_running_sequences"]}
+        return {
+            "identical": identical,
+            "same_start": first_words,
+            "of": len(PROMPTS),
+            "max_running_sequences": session.info()["max_running_sequences"],
+        }
 
 
 def main() -> None:

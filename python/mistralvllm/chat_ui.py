@@ -324,7 +324,11 @@ class ChatApp:
         if not question:
             raise MistralVllmError("no question on standard input")
         tool_lines: list[str] = []
-        answer = self.ask(question, on_text=(lambda _: None) if as_json else lambda t: (stdout.write(t), stdout.flush()), on_tool=lambda line: (tool_lines.append(line), self.note(f"[tool] {line}", "dim")))
+        answer = self.ask(
+            question,
+            on_text=(lambda _: None) if as_json else lambda t: (stdout.write(t), stdout.flush()),
+            on_tool=lambda line: (tool_lines.append(line), self.note(f"[tool] {line}", "dim")),
+        )
         if as_json:
             usage = answer.usage
             stdout.write(
@@ -336,7 +340,18 @@ class ChatApp:
                         "tool_calls": tool_lines,
                         "usage": None
                         if usage is None
-                        else {name: getattr(usage, name) for name in ("prompt_tokens", "completion_tokens", "total_tokens", "time_to_first_token_s", "prompt_tok_per_s", "decode_tok_per_s", "total_time_s")},
+                        else {
+                            name: getattr(usage, name)
+                            for name in (
+                                "prompt_tokens",
+                                "completion_tokens",
+                                "total_tokens",
+                                "time_to_first_token_s",
+                                "prompt_tok_per_s",
+                                "decode_tok_per_s",
+                                "total_time_s",
+                            )
+                        },
                     }
                 )
             )

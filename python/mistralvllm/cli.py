@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 import click
 import platformdirs
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.markup import escape
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -78,10 +78,20 @@ def load_session(config: Config, console: Console, *, quiet: bool) -> Session:
 @click.option("--json", "as_json", is_flag=True, help="Pipe mode: print the answer as JSON.")
 @click.option("--no-history", is_flag=True, help="Do not store this chat.")
 @click.option("--regex", help="Constrain every answer to match this regular expression.")
-@click.option("--grammar", "grammar_file", type=click.Path(dir_okay=False, path_type=Path), help="Constrain every answer to this Lark grammar (a file).")
+@click.option(
+    "--grammar", "grammar_file", type=click.Path(dir_okay=False, path_type=Path), help="Constrain every answer to this Lark grammar (a file)."
+)
 @click.option("--tool", "tool_specs", multiple=True, help="Offer a Python function as a tool: MODULE:FUNCTION or FILE.py:FUNCTION (repeatable).")
-@click.option("--tool-choice", type=click.Choice(["auto", "required"]), default="auto", show_default=True, help="required: every question gets a tool call first.")
-@click.option("--lora", "lora_dirs", multiple=True, help="A LoRA adapter directory to merge into the (plain) model (repeatable; overrides the config).")
+@click.option(
+    "--tool-choice",
+    type=click.Choice(["auto", "required"]),
+    default="auto",
+    show_default=True,
+    help="required: every question gets a tool call first.",
+)
+@click.option(
+    "--lora", "lora_dirs", multiple=True, help="A LoRA adapter directory to merge into the (plain) model (repeatable; overrides the config)."
+)
 @reports_errors
 def chat(
     config_path: Path | None,
@@ -146,8 +156,19 @@ def chat(
 @click.option("--memory", required=True, help="Memory budget for weights, KV cache and runtime, e.g. 2GiB or 800MB.")
 @click.option("--quality", type=click.Choice(["high", "balanced", "small"]), default="balanced", show_default=True)
 @click.option("--context", type=click.IntRange(min=1), help="Tokens of KV cache to plan for (default: the model's context window).")
-@click.option("--dtype", type=click.Choice(sorted(DTYPE_BYTES)), default="f32", show_default=True, help="Activation/KV dtype (f32 is the CPU default, bf16 on GPUs).")
-@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the plan: .yml/.yaml as a topology file, .json as a config file's topology section.")
+@click.option(
+    "--dtype",
+    type=click.Choice(sorted(DTYPE_BYTES)),
+    default="f32",
+    show_default=True,
+    help="Activation/KV dtype (f32 is the CPU default, bf16 on GPUs).",
+)
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the plan: .yml/.yaml as a topology file, .json as a config file's topology section.",
+)
 @click.option("--check", is_flag=True, help="Load the plan and report real memory and perplexity against the unquantized model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan (and check) as JSON.")
 @reports_errors
@@ -164,7 +185,12 @@ def plan(model_dir: Path, memory: str, quality: str, context: int | None, dtype:
         "quality": quality,
         "context": context,
         "topology": proposal.config_section(),
-        "estimate_bytes": {"weights": proposal.weight_bytes, "kv_cache": proposal.kv_bytes, "runtime": proposal.runtime_bytes, "total": proposal.total_bytes},
+        "estimate_bytes": {
+            "weights": proposal.weight_bytes,
+            "kv_cache": proposal.kv_bytes,
+            "runtime": proposal.runtime_bytes,
+            "total": proposal.total_bytes,
+        },
     }
     if out is not None:
         if out.suffix in (".yml", ".yaml"):
@@ -386,7 +412,12 @@ def models(config_path: Path | None) -> None:
         except MistralVllmError as e:
             table.add_row(*map(Text, (source, path, "-", str(e), "-", "-")))
             continue
-        table.add_row(*map(Text, (source, found["path"], found["format"], found["architecture"], str(found["num_layers"]), f"{found['size_bytes'] / 2**20:.0f} MiB")))
+        table.add_row(
+            *map(
+                Text,
+                (source, found["path"], found["format"], found["architecture"], str(found["num_layers"]), f"{found['size_bytes'] / 2**20:.0f} MiB"),
+            )
+        )
     Console().print(table)
 
 

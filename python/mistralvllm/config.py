@@ -55,7 +55,8 @@ class ModelSection(Section):
     device: str = Field("auto", description="auto, cpu, cuda[N] or metal[N]")
     isq: str | None = Field(None, description="In-situ quantization of the whole (plain) model, e.g. Q4K")
     lora: list[str] = Field(
-        default_factory=list, description="LoRA adapter directories (PEFT's adapter_config.json + adapter_model.safetensors) merged into a plain model"
+        default_factory=list,
+        description="LoRA adapter directories (PEFT's adapter_config.json + adapter_model.safetensors) merged into a plain model",
     )
 
     _isq = field_validator("isq")(_check_isq)
@@ -127,8 +128,7 @@ class EngineSection(Section):
     )
     prefix_cache_mem: int | str | None = Field(
         None,
-        description="KV data the prefix cache may hold: MiB as an int, or '512MiB'/'1GiB'; null: 256 MiB "
-        "(~45 KiB per token with the default model)",
+        description="KV data the prefix cache may hold: MiB as an int, or '512MiB'/'1GiB'; null: 256 MiB (~45 KiB per token with the default model)",
     )
 
     @field_validator("prefix_cache_mem")

@@ -182,9 +182,7 @@ class Conversation:
         dropped_turns: int = 0,
     ) -> None:
         """Store a question and its whole (or partial) answer."""
-        self.begin_turn(user_text, dropped_turns=dropped_turns).finish(
-            answer, usage=usage, finish_reason=finish_reason, interrupted=interrupted
-        )
+        self.begin_turn(user_text, dropped_turns=dropped_turns).finish(answer, usage=usage, finish_reason=finish_reason, interrupted=interrupted)
 
     def _row(self, message: StoredMessage) -> tuple[Any, ...]:
         return (
@@ -204,9 +202,7 @@ class Conversation:
     def set_system_prompt(self, system_prompt: str | None) -> None:
         if self.history is not None:
             with self.history._transaction() as db:
-                db.execute(
-                    "UPDATE conversations SET system_prompt = ?, updated = ? WHERE id = ?", (system_prompt, time.time(), self.id)
-                )
+                db.execute("UPDATE conversations SET system_prompt = ?, updated = ? WHERE id = ?", (system_prompt, time.time(), self.id))
         self.system_prompt = system_prompt
 
 
@@ -245,8 +241,15 @@ class Turn:
                 db.execute(
                     "UPDATE messages SET content = ?, completion_tokens = ?, time_to_first_token_s = ?, decode_tok_per_s = ?,"
                     " finish_reason = ?, interrupted = ? WHERE id = ?",
-                    (reply.content, reply.completion_tokens, reply.time_to_first_token_s, reply.decode_tok_per_s,
-                     reply.finish_reason, int(reply.interrupted), answer_row),
+                    (
+                        reply.content,
+                        reply.completion_tokens,
+                        reply.time_to_first_token_s,
+                        reply.decode_tok_per_s,
+                        reply.finish_reason,
+                        int(reply.interrupted),
+                        answer_row,
+                    ),
                 )
                 db.execute("UPDATE messages SET prompt_tokens = ? WHERE id = ?", (question.prompt_tokens, question_row))
                 db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, self.conversation.id))

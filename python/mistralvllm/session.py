@@ -27,7 +27,6 @@ from .context_window import context_overflow
 from .errors import ConfigError, ModelLoadError, RequestError
 from .models import default_model_path
 
-
 Message = Mapping[str, str]
 KvMem = int | float | str
 
@@ -261,9 +260,7 @@ class Session:
                 raise RequestError("tool_choice: needs tools")
             return tool_calling.messages_for_engine(messages), sampling
         constrained = any(sampling.get(key) is not None for key in ("json_schema", "regex", "grammar"))
-        request = tool_calling.prepare(
-            messages, tools, tool_choice or "auto", chat_template=self._info["chat_template"], constrained=constrained
-        )
+        request = tool_calling.prepare(messages, tools, tool_choice or "auto", chat_template=self._info["chat_template"], constrained=constrained)
         return request.messages, {**sampling, **request.options}
 
     def stream_completion(self, prompt: str, **sampling: Any) -> _core.ChatStream:

@@ -42,7 +42,18 @@ def test_binding_beyond_loopback_without_a_key_warns_loudly(tmp_path: Path) -> N
     env = {**os.environ, "MISTRALVLLM_HISTORY__PATH": str(tmp_path / "h.sqlite3")}
     env.pop("MISTRALVLLM_SERVER__API_KEY", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "mistralvllm", "serve", "--config", str(REPO / "config" / "config.json"), "--host", "0.0.0.0", "--port", str(free_port())],
+        [
+            sys.executable,
+            "-m",
+            "mistralvllm",
+            "serve",
+            "--config",
+            str(REPO / "config" / "config.json"),
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(free_port()),
+        ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

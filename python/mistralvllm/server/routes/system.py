@@ -33,7 +33,9 @@ async def metrics(state: Service) -> Response:
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/v1/models", dependencies=[Depends(require_key)], response_model=ModelList, responses={"4XX": {"model": ErrorBody}, 503: {"model": ErrorBody}})
+@router.get(
+    "/v1/models", dependencies=[Depends(require_key)], response_model=ModelList, responses={"4XX": {"model": ErrorBody}, 503: {"model": ErrorBody}}
+)
 async def models(state: Service, _: Annotated[Session, Depends(ready_session)]) -> ModelList:
     return ModelList(data=[ModelCard(id=state.model_id)])
 
