@@ -290,7 +290,7 @@ def main() -> None:
     for row in rows:
         if reference is not None:
             # Greedy text for the same prompts: identical first 20 tokens?
-            row["fidelity_matches_llamacpp"] = sum(a == b for a, b in zip(row["fidelity_texts"], reference["fidelity_texts"]))
+            row["fidelity_matches_llamacpp"] = sum(a == b for a, b in zip(row["fidelity_texts"], reference["fidelity_texts"], strict=True))
     binding = None
     if DIRECT_RESULT and ours is not None:
         # Best runs on both sides: the least disturbed by anything else on the machine.

@@ -14,7 +14,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benches" / "results"
@@ -67,7 +67,8 @@ def table(report: dict, results: Path, png: Path) -> str:
         lines.append(
             f"| {NAMES.get(row['engine'], row['engine'])} | {row['load_s']:.2f} s | {row['decode_tok_s']['median']:.1f} | {roofline} "
             f"| {row['long_prompt_ttft_s']['median']:.2f} s | {row['prompt_tok_s_median']:.0f} | {eight['aggregate_tok_s']:.1f}{serialized} "
-            f"| {eight['latency_median_s']:.1f} s | {row['peak_rss_mib']:.0f} MiB | {row.get('fidelity_matches_llamacpp', '-')}/{len(report['fidelity_prompts'])} |"
+            f"| {eight['latency_median_s']:.1f} s | {row['peak_rss_mib']:.0f} MiB "
+            f"| {row.get('fidelity_matches_llamacpp', '-')}/{len(report['fidelity_prompts'])} |"
         )
     lines.append("")
     ratios = "; ".join(

@@ -82,7 +82,7 @@ def test_unparsable_files_name_the_position(tmp_path: Path, text: str, message: 
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="absent.json: cannot read config file"):
+    with pytest.raises(ConfigError, match=r"absent\.json: cannot read config file"):
         load_config(tmp_path / "absent.json", environ={})
 
 
@@ -123,7 +123,7 @@ def test_precedence_defaults_file_environment_flags(tmp_path: Path) -> None:
 
 
 def test_environment_errors_name_the_variable(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="^MISTRALVLLM_SAMPLING__TOP_P: sampling.top_p: input should be less than or equal to 1"):
+    with pytest.raises(ConfigError, match=r"^MISTRALVLLM_SAMPLING__TOP_P: sampling\.top_p: input should be less than or equal to 1"):
         load_config(environ={"MISTRALVLLM_SAMPLING__TOP_P": "3"})
 
 

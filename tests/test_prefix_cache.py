@@ -62,7 +62,8 @@ def test_repeated_system_prompt_hits_the_prefix_cache(default_model: Path) -> No
     assert first.usage.prompt_tokens > 400 and stats == {"sequences": 2, "prefix_cache_hits": 1}
     # Reported, not asserted (timings): the engine's prompt time with and without the hit.
     print(
-        f"\nprompt of {first.usage.prompt_tokens} tokens: {first.usage.prompt_time_s:.3f} s cold, {second.usage.prompt_time_s:.3f} s from the prefix cache"
+        f"\nprompt of {first.usage.prompt_tokens} tokens: {first.usage.prompt_time_s:.3f} s cold, "
+        f"{second.usage.prompt_time_s:.3f} s from the prefix cache"
     )
 
 
@@ -210,5 +211,5 @@ def test_kv_cache_type_needs_paged_attention(default_model: Path, tmp_path: Path
         Session(default_model, device="cpu", paged_cache_type="fp4")  # type: ignore[arg-type]
     config_file = tmp_path / "config.json"
     config_file.write_text('{"paged_attention": {"cache_type": "fp8"}}')
-    with pytest.raises(ConfigError, match="paged_attention.cache_type"):
+    with pytest.raises(ConfigError, match=r"paged_attention\.cache_type"):
         load_config(config_file)

@@ -62,7 +62,7 @@ def test_errors_in_openai_shape(client: openai.OpenAI, server: dict[str, str]) -
     with pytest.raises(openai.BadRequestError) as bad:
         client.chat.completions.create(model=MODEL, messages=ITALY, temperature=7)
     assert bad.value.body["param"] == "temperature"
-    with pytest.raises(openai.BadRequestError, match="messages.0.role"):
+    with pytest.raises(openai.BadRequestError, match=r"messages\.0\.role"):
         client.chat.completions.create(model=MODEL, messages=[{"role": "robot", "content": "hi"}])
     with pytest.raises(openai.NotFoundError, match="does not exist"):
         client.chat.completions.create(model="gpt-5", messages=ITALY)
@@ -101,7 +101,7 @@ def test_eight_concurrent_streams_all_finish_correctly(client: openai.OpenAI, se
     finally:
         done.set()
         watcher.join()
-    for (_, keyword), answer in zip(questions, answers):
+    for (_, keyword), answer in zip(questions, answers, strict=True):
         assert keyword in answer.lower(), answer
     # The engine decodes them together (continuous batching, on CPU too).
     assert seen["running"] > 1

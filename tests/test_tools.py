@@ -185,7 +185,7 @@ def test_service_tool_calls_in_openai_shape(server: dict[str, str]) -> None:
     assert call.type == "function" and call.function.name in {"add", "get_weather"}
     assert _validates(next(t for t in TOOLS if t["function"]["name"] == call.function.name), call.function.arguments)
     # The result goes back as a tool message; the answer comes as text.
-    follow_up = messages + [choice.message.model_dump(exclude_none=True), {"role": "tool", "tool_call_id": call.id, "content": "5"}]
+    follow_up = [*messages, choice.message.model_dump(exclude_none=True), {"role": "tool", "tool_call_id": call.id, "content": "5"}]
     answer = client.chat.completions.create(model=MODEL, messages=follow_up, tools=TOOLS, tool_choice="none", max_tokens=24)
     assert answer.choices[0].message.tool_calls is None and answer.choices[0].message.content
     stream = client.chat.completions.create(

@@ -79,7 +79,9 @@ def _write_tokenizer(reader: Any, meta: dict[str, Any], out: Path) -> None:
         ]
     )
     tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t, kind in zip(tokens, types) if kind == _GGUF_CONTROL_TOKEN])
+    tokenizer.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t, kind in zip(tokens, types, strict=False) if kind == _GGUF_CONTROL_TOKEN]
+    )
     tokenizer.save(str(out / "tokenizer.json"))
     bos = tokens[meta["tokenizer.ggml.bos_token_id"]]
     eos = tokens[meta["tokenizer.ggml.eos_token_id"]]

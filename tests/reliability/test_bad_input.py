@@ -212,7 +212,7 @@ def test_config_files_that_are_not_json_text(tmp_path: Path, name: str, content:
 
 
 def test_config_path_is_a_directory(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="not a file|directory") as raised:
+    with pytest.raises(ConfigError, match=r"not a file|directory") as raised:
         load_config(tmp_path)
     assert str(tmp_path) in str(raised.value)
 
