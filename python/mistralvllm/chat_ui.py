@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -113,7 +113,7 @@ class ChatApp:
         With tools, calls the model makes are run (each reported to
         ``on_tool``) and their results sent back for the answer."""
         fitted = self.conversation.fit(text, count_tokens=self.session.count_tokens, budget=self.budget, reserve=self._reserve())
-        messages: list[dict[str, Any]] = list(fitted.messages)
+        messages: list[Mapping[str, Any]] = list(fitted.messages)
         rounds: list[StreamedAnswer] = []
         interrupted = False
         tool_choice = self.tool_choice
@@ -324,11 +324,16 @@ class ChatApp:
         if not question:
             raise MistralVllmError("no question on standard input")
         tool_lines: list[str] = []
-        answer = self.ask(
-            question,
-            on_text=(lambda _: None) if as_json else lambda t: (stdout.write(t), stdout.flush()),
-            on_tool=lambda line: (tool_lines.append(line), self.note(f"[tool] {line}", "dim")),
-        )
+
+        def echo(text: str) -> None:
+            stdout.write(text)
+            stdout.flush()
+
+        def report_tool(line: str) -> None:
+            tool_lines.append(line)
+            self.note(f"[tool] {line}", "dim")
+
+        answer = self.ask(question, on_text=(lambda _: None) if as_json else echo, on_tool=report_tool)
         if as_json:
             usage = answer.usage
             stdout.write(

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar, get_args
 
 import click
 import platformdirs
@@ -24,30 +24,31 @@ from ._core import BUILD_FEATURES, MISTRALRS_VERSION, inspect_model
 from .chat_ui import ChatApp, conversation_table, start_conversation, when
 from .config import Config, config_schema, load_config
 from .errors import MistralVllmError
-from .history import ChatHistory
+from .history import ChatHistory, ExportFormat
 from .models import default_model_path
-from .planner import DTYPE_BYTES, ModelInventory, check_plan, parse_memory, plan_topology
+from .planner import DTYPE_BYTES, ModelInventory, Quality, check_plan, parse_memory, plan_topology
 from .session import Session
 from .tools import load_python_tool
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="Config file (JSON); see `mistralvllm config schema`."
 )
 
 
-def reports_errors(command: F) -> F:
+def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Turn our errors into a one-line message and exit status 1."""
 
     @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
         except MistralVllmError as e:
             Console(stderr=True).print(f"error: {e}", style="red", markup=False, highlight=False, soft_wrap=True)
             sys.exit(1)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def open_history(config: Config) -> ChatHistory | None:
@@ -154,7 +155,7 @@ def chat(
 @main.command()
 @click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="A plain (safetensors) model directory.")
 @click.option("--memory", required=True, help="Memory budget for weights, KV cache and runtime, e.g. 2GiB or 800MB.")
-@click.option("--quality", type=click.Choice(["high", "balanced", "small"]), default="balanced", show_default=True)
+@click.option("--quality", type=click.Choice(get_args(Quality)), default="balanced", show_default=True)
 @click.option("--context", type=click.IntRange(min=1), help="Tokens of KV cache to plan for (default: the model's context window).")
 @click.option(
     "--dtype",
@@ -172,12 +173,12 @@ def chat(
 @click.option("--check", is_flag=True, help="Load the plan and report real memory and perplexity against the unquantized model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan (and check) as JSON.")
 @reports_errors
-def plan(model_dir: Path, memory: str, quality: str, context: int | None, dtype: str, out: Path | None, check: bool, as_json: bool) -> None:
+def plan(model_dir: Path, memory: str, quality: Quality, context: int | None, dtype: str, out: Path | None, check: bool, as_json: bool) -> None:
     """Propose a per-layer ISQ topology that fits a memory budget."""
     budget = parse_memory(memory)
     inventory = ModelInventory.read(model_dir)
     context = context or inventory.max_context
-    proposal = plan_topology(inventory, budget, quality=quality, dtype_bytes=DTYPE_BYTES[dtype], context=context)  # type: ignore[arg-type]
+    proposal = plan_topology(inventory, budget, quality=quality, dtype_bytes=DTYPE_BYTES[dtype], context=context)
     mib = 2**20
     report: dict[str, Any] = {
         "model": str(inventory.path),
@@ -357,12 +358,12 @@ def history_show(config_path: Path | None, conversation_id: str) -> None:
 @history.command("export")
 @config_option
 @click.argument("conversation_id")
-@click.option("--format", "export_format", type=click.Choice(["json", "markdown"]), default="markdown", show_default=True)
+@click.option("--format", "export_format", type=click.Choice(get_args(ExportFormat)), default="markdown", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file instead of standard output.")
 @reports_errors
-def history_export(config_path: Path | None, conversation_id: str, export_format: str, output: Path | None) -> None:
+def history_export(config_path: Path | None, conversation_id: str, export_format: ExportFormat, output: Path | None) -> None:
     """A conversation as Markdown or JSON."""
-    text = _history_from(config_path).export(conversation_id, export_format)  # type: ignore[arg-type]
+    text = _history_from(config_path).export(conversation_id, export_format)
     if output is None:
         click.echo(text, nl=False)
     else:

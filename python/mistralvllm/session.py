@@ -13,10 +13,10 @@ import math
 import os
 import re
 import weakref
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from . import _core
 from . import tools as tool_calling
@@ -28,6 +28,8 @@ from .errors import ConfigError, ModelLoadError, RequestError
 from .models import default_model_path
 
 Message = Mapping[str, str]
+P = ParamSpec("P")
+T = TypeVar("T")
 KvMem = int | float | str
 
 _KV_MEM_PATTERN = re.compile(r"^\s*(?P<value>\d+(\.\d+)?)\s*(?P<unit>mb|mib|gb|gib|%|tokens?|ctx)\s*$", re.IGNORECASE)
@@ -205,7 +207,7 @@ class Session:
             self._queued -= 1
         return slots
 
-    async def off_loop(self, function: Any, *args: Any, **kwargs: Any) -> Any:
+    async def off_loop(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a blocking call (``next(stream)``, ``chat``) on the session's
         waiting threads, so the event loop keeps going."""
         loop = asyncio.get_running_loop()

@@ -14,7 +14,8 @@ from .state import ServiceState
 
 
 def service(request: Request) -> ServiceState:
-    return request.app.state.service
+    state: ServiceState = request.app.state.service  # set by create_app
+    return state
 
 
 Service = Annotated[ServiceState, Depends(service)]

@@ -48,6 +48,8 @@ def _body_problem(cause: BaseException | None) -> str | None:
 
 
 def add_exception_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(APIError, api_error)  # type: ignore[arg-type]
-    app.add_exception_handler(RequestValidationError, bad_request)  # type: ignore[arg-type]
-    app.add_exception_handler(HTTPException, http_error)  # type: ignore[arg-type]
+    # Through FastAPI's decorator: Starlette's add_exception_handler is typed
+    # for handlers of any Exception, not of one class.
+    app.exception_handler(APIError)(api_error)
+    app.exception_handler(RequestValidationError)(bad_request)
+    app.exception_handler(HTTPException)(http_error)

@@ -14,7 +14,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from .._core import ChatChunk, ChatStream
 from ..session import Session
@@ -22,6 +22,12 @@ from ..session import Session
 T = TypeVar("T")
 # The ASGI channel a request's messages arrive on (body parts, then http.disconnect).
 Receive = Callable[[], Awaitable[Mapping[str, Any]]]
+
+
+class Guard(Protocol):
+    """Runs a session call, turning its errors into the caller's (``serving.engine_errors``)."""
+
+    def __call__(self, call: Callable[[], T], /) -> T: ...
 
 
 class RequestTimedOut(Exception):
@@ -74,9 +80,7 @@ class Limits:
         raise RequestTimedOut
 
 
-async def run_generation(
-    session: Session, start: Callable[[], ChatStream], limits: Limits, guard: Callable[[Callable[[], T]], T]
-) -> AsyncIterator[ChatChunk]:
+async def run_generation(session: Session, start: Callable[[], ChatStream], limits: Limits, guard: Guard) -> AsyncIterator[ChatChunk]:
     """The chunks of one generation: a place among the engine's sequences,
     ``start()`` (run through ``guard``, which turns the session's errors into
     the caller's), then each chunk, all within ``limits``. Ending early (a

@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -48,6 +48,9 @@ PARTIAL_SAVE_INTERVAL_S = 1.0
 # OpenAI's max_tokens for a text completion that sets none (and no config default).
 COMPLETION_MAX_TOKENS = 16
 T = TypeVar("T")
+# The body of a whole answer: ChatCompletion or Completion.
+W = TypeVar("W", bound=BaseModel)
+W_co = TypeVar("W_co", bound=BaseModel, covariant=True)
 
 
 def fit_default_max_tokens(check: Callable[[dict[str, Any]], T], options: dict[str, Any], *, asked: bool) -> T:
@@ -135,6 +138,17 @@ def event(body: BaseModel | dict[str, Any]) -> str:
     return f"data: {json.dumps(data)}\n\n"
 
 
+class Shape(Protocol[W_co]):
+    """An API surface's bodies: the whole answer, or the events that stream it."""
+
+    id_prefix: str
+
+    def whole(self, head: dict[str, Any], answer: StreamedAnswer) -> W_co: ...
+    def opening(self, head: dict[str, Any]) -> BaseModel | None: ...
+    def chunk(self, head: dict[str, Any], chunk: ChatChunk) -> BaseModel: ...
+    def usage(self, head: dict[str, Any], usage: Usage) -> BaseModel: ...
+
+
 class ChatShape:
     """Chat completions' bodies: a message when whole; when streamed, a first
     delta that names the role, then a delta per chunk."""
@@ -184,7 +198,7 @@ class CompletionShape:
         return Completion(**head, object="text_completion", choices=[], usage=usage_body(usage))
 
 
-class Reply:
+class Reply(Generic[W]):
     """One request that passed its checks, answered whole (`whole`) or as
     server-sent events (`events`).
 
@@ -200,7 +214,7 @@ class Reply:
         session: Session,
         body: SamplingRequest,
         start: Callable[[], ChatStream],
-        shape: ChatShape | CompletionShape,
+        shape: Shape[W],
         conversation: Conversation | None = None,
     ) -> None:
         self.state, self.session, self.body, self.start, self.shape = state, session, body, start, shape
@@ -219,7 +233,7 @@ class Reply:
     def stream(self) -> bool:
         return self.body.stream
 
-    async def whole(self, receive: Receive) -> ChatCompletion | Completion:
+    async def whole(self, receive: Receive) -> W:
         """The whole answer; raises `ClientDisconnected` if the client
         (watched on ``receive``) leaves first."""
         limits = Limits.start(self.state.config.server.request_timeout, receive)
@@ -310,7 +324,7 @@ class Reply:
         log.info("%s %s: %s, %.3fs", self.id, status, tokens, elapsed)
 
 
-async def chat_completion(state: ServiceState, body: ChatCompletionRequest, conversation_id: str | None) -> Reply:
+async def chat_completion(state: ServiceState, body: ChatCompletionRequest, conversation_id: str | None) -> Reply[ChatCompletion]:
     """Check a chat request, fit it to the context window and find its
     stored conversation: a `Reply` ready to run."""
     session = check_model(state, body)
@@ -324,7 +338,7 @@ async def chat_completion(state: ServiceState, body: ChatCompletionRequest, conv
     return Reply(state, session, body, lambda: session.start(messages, **sampling), ChatShape(), conversation)
 
 
-def completion(state: ServiceState, body: CompletionRequest) -> Reply:
+def completion(state: ServiceState, body: CompletionRequest) -> Reply[Completion]:
     """Check a text-completion request: a `Reply` ready to run (its prompt is
     counted when it starts, under the request's limits)."""
     session = check_model(state, body)

@@ -7,11 +7,10 @@ from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
 from ..generation import ClientDisconnected
-from ..openai_responses import ChatCompletion, Completion
-from ..serving import Reply
+from ..serving import Reply, W
 
 
-async def send(reply: Reply, request: Request, response: Response) -> ChatCompletion | Completion | Response:
+async def send(reply: Reply[W], request: Request, response: Response) -> W | Response:
     """``reply`` as server-sent events if the request asked to stream; else
     its whole body, with its headers set on ``response``, or 499 if the client
     left first."""
