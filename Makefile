@@ -1,6 +1,6 @@
 # Two commands set everything up on a fresh machine:
 #   make chat   build and install into .venv, install the default model, chat
-#   make test   the same set-up, then the crate's unit tests and pytest
+#   make test   the same set-up, the linters, then the crate's unit tests and pytest
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
@@ -16,7 +16,7 @@ FEATURES ?=
 PYTEST_ARGS ?=
 PYTHON_LIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 
-.PHONY: venv patched-crates build browser chat serve bench bench-service bench-uqff bench-kv bench-prefix bench-wheel test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda wheel-cuda clean
+.PHONY: venv lint patched-crates build browser chat serve bench bench-service bench-uqff bench-kv bench-prefix bench-wheel test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda wheel-cuda clean
 
 venv: $(VENV)/.deps
 
@@ -47,7 +47,18 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends chromium; fi; }
 
-test: build browser test-rust test-python
+# ruff (lint and format) over the Python, mypy --strict on the package, and
+# rustfmt on the crate: quick, so they run first and a failure stops the tests.
+# (cargo fmt only formats: nothing is compiled.)
+LINT_PATHS := python tests benches scripts
+
+lint: venv
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy
+	cargo fmt --manifest-path rust/Cargo.toml --check
+
+test: venv lint build browser test-rust test-python
 
 test-rust: venv patched-crates
 	RUSTFLAGS="$(NATIVE_RUSTFLAGS)" PYO3_PYTHON=$(abspath $(PY)) LD_LIBRARY_PATH=$(PYTHON_LIBDIR) \

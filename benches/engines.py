@@ -189,7 +189,12 @@ def concurrent(stream: StreamFn, clients: int, serialized: bool) -> dict[str, fl
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - started
-    return {"clients": clients, "aggregate_tok_s": sum(pieces) / wall, "latency_median_s": statistics.median(latencies), "latency_max_s": max(latencies)}
+    return {
+        "clients": clients,
+        "aggregate_tok_s": sum(pieces) / wall,
+        "latency_median_s": statistics.median(latencies),
+        "latency_max_s": max(latencies),
+    }
 
 
 def at_clients(row: dict, clients: int) -> dict[str, float]:
@@ -292,7 +297,7 @@ def main() -> None:
     for row in rows:
         if reference is not None:
             # Greedy text for the same prompts: identical first 20 tokens?
-            row["fidelity_matches_llamacpp"] = sum(a == b for a, b in zip(row["fidelity_texts"], reference["fidelity_texts"]))
+            row["fidelity_matches_llamacpp"] = sum(a == b for a, b in zip(row["fidelity_texts"], reference["fidelity_texts"], strict=True))
     binding = None
     if DIRECT_RESULT and ours is not None:
         # Best runs on both sides: the least disturbed by anything else on the machine.
@@ -351,7 +356,11 @@ def main() -> None:
         )
     print(f"aggregate tok/s at {CONCURRENCY} concurrent chats:")
     for row in rows:
-        print(f"  {row['engine']:26} " + " ".join(f"{c['aggregate_tok_s']:7.1f}" for c in row["concurrency"]) + ("  (serialized)" if row["serialized"] else ""))
+        print(
+            f"  {row['engine']:26} "
+            + " ".join(f"{c['aggregate_tok_s']:7.1f}" for c in row["concurrency"])
+            + ("  (serialized)" if row["serialized"] else "")
+        )
     print(f"memory bandwidth {bandwidth:.1f} GiB/s, roofline {roofline_tok_s:.0f} tok/s for {bytes_per_token / 2**20:.0f} MiB per token")
     if binding is not None:
         print(

@@ -42,7 +42,7 @@ def answers(dtype: str) -> tuple[list[list[str]], float]:
 
 def first_difference(a: list[str], b: list[str]) -> int | None:
     """Index of the first word where the answers differ (None: identical)."""
-    for index, (x, y) in enumerate(zip(a, b)):
+    for index, (x, y) in enumerate(zip(a, b, strict=False)):
         if x != y:
             return index
     return None if len(a) == len(b) else min(len(a), len(b))
@@ -53,13 +53,30 @@ def main() -> None:
     reference, _ = runs["f32"]
     results = []
     for dtype, (tokens, speed) in runs.items():
-        differences = [first_difference(ref, got) for ref, got in zip(reference, tokens)]
-        results.append({"dtype": dtype, "decode_tok_s_median": speed, "first_difference_from_f32": differences, "identical_to_f32": sum(d is None for d in differences)})
-    report = {"date": date.today().isoformat(), "host": platform.node(), "cpu_count": os.cpu_count(), "max_tokens": MAX_TOKENS, "prompts": PROMPTS, "results": results}
+        differences = [first_difference(ref, got) for ref, got in zip(reference, tokens, strict=True)]
+        results.append(
+            {
+                "dtype": dtype,
+                "decode_tok_s_median": speed,
+                "first_difference_from_f32": differences,
+                "identical_to_f32": sum(d is None for d in differences),
+            }
+        )
+    report = {
+        "date": date.today().isoformat(),
+        "host": platform.node(),
+        "cpu_count": os.cpu_count(),
+        "max_tokens": MAX_TOKENS,
+        "prompts": PROMPTS,
+        "results": results,
+    }
     out = REPO / "benches" / "results" / f"{report['date']}-{report['host']}-kv-dtype.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     for row in results:
-        print(f"{row['dtype']:5} {row['decode_tok_s_median']:6.1f} tok/s  identical to f32: {row['identical_to_f32']}/{len(PROMPTS)}  first differing word {row['first_difference_from_f32']}")
+        print(
+            f"{row['dtype']:5} {row['decode_tok_s_median']:6.1f} tok/s  identical to f32: {row['identical_to_f32']}/{len(PROMPTS)}  "
+            f"first differing word {row['first_difference_from_f32']}"
+        )
     print(f"written to {out}")
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benches" / "results"
@@ -36,7 +36,9 @@ def plot(report: dict, out: Path) -> None:
         label = NAMES.get(row["engine"], row["engine"]) + (" (serialized)" if row["serialized"] else "")
         axes.plot(clients, rates, marker="o", label=label)
     axes.set_xscale("log", base=2)
-    axes.set_xticks([c["clients"] for c in report["engines"][0]["concurrency"]], labels=[str(c["clients"]) for c in report["engines"][0]["concurrency"]])
+    axes.set_xticks(
+        [c["clients"] for c in report["engines"][0]["concurrency"]], labels=[str(c["clients"]) for c in report["engines"][0]["concurrency"]]
+    )
     axes.set_xlabel("concurrent chats")
     axes.set_ylabel("aggregate tok/s")
     axes.set_title(f"{report['model']}, {report['threads']} threads, {report['host']}")
@@ -65,7 +67,8 @@ def table(report: dict, results: Path, png: Path) -> str:
         lines.append(
             f"| {NAMES.get(row['engine'], row['engine'])} | {row['load_s']:.2f} s | {row['decode_tok_s']['median']:.1f} | {roofline} "
             f"| {row['long_prompt_ttft_s']['median']:.2f} s | {row['prompt_tok_s_median']:.0f} | {eight['aggregate_tok_s']:.1f}{serialized} "
-            f"| {eight['latency_median_s']:.1f} s | {row['peak_rss_mib']:.0f} MiB | {row.get('fidelity_matches_llamacpp', '-')}/{len(report['fidelity_prompts'])} |"
+            f"| {eight['latency_median_s']:.1f} s | {row['peak_rss_mib']:.0f} MiB "
+            f"| {row.get('fidelity_matches_llamacpp', '-')}/{len(report['fidelity_prompts'])} |"
         )
     lines.append("")
     ratios = "; ".join(
@@ -74,7 +77,10 @@ def table(report: dict, results: Path, png: Path) -> str:
     )
     lines.append(f"Ratios, mistralvllm (GGUF) / peer — {ratios}.")
     if scaling := report.get("aggregate_8_over_1"):
-        lines += ["", "8 chats at once against one chat (aggregate tok/s): " + ", ".join(f"{NAMES.get(e, e)} {v:.2f}×" for e, v in scaling.items()) + "."]
+        lines += [
+            "",
+            "8 chats at once against one chat (aggregate tok/s): " + ", ".join(f"{NAMES.get(e, e)} {v:.2f}×" for e, v in scaling.items()) + ".",
+        ]
     clients = [c["clients"] for c in report["engines"][0]["concurrency"]]
     lines += [
         "",

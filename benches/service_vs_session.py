@@ -123,7 +123,10 @@ def main() -> None:
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"{'engine':8} {'streams':>7} {'tok/s':>8} {'latency p50':>12} {'latency max':>12}")
     for row in report["results"]:
-        print(f"{row['engine']:8} {row['concurrency']:>7} {row['aggregate_tok_s']:>8.1f} {row['latency_s_median']:>11.2f}s {row['latency_s_max']:>11.2f}s")
+        print(
+            f"{row['engine']:8} {row['concurrency']:>7} {row['aggregate_tok_s']:>8.1f} "
+            f"{row['latency_s_median']:>11.2f}s {row['latency_s_max']:>11.2f}s"
+        )
     print("http / session tok/s:", {k: round(v, 3) for k, v in report["http_over_session_tok_s"].items()})
     print(f"written to {out}")
 

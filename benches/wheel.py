@@ -24,7 +24,7 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engines import DECODE_TOKENS, FIDELITY_PROMPTS, FIDELITY_TOKENS, SHORT, _session_stream, default_model, long_prompt, timed  # noqa: E402
+from engines import DECODE_TOKENS, FIDELITY_PROMPTS, FIDELITY_TOKENS, SHORT, _session_stream, default_model, long_prompt, timed
 
 REPO = Path(__file__).resolve().parent.parent
 WHEEL_PYTHON = Path(os.environ.get("MISTRALVLLM_WHEEL_VENV", Path.home() / ".cache" / "mistralvllm" / "wheel-venv")) / "bin" / "python"
@@ -94,7 +94,7 @@ def main() -> None:
             "decode": wheel["decode_tok_s"] / native["decode_tok_s"],
             "prompt": wheel["prompt_tok_s"] / native["prompt_tok_s"],
         },
-        "same_greedy_texts": sum(a == b for a, b in zip(native["greedy_texts"], wheel["greedy_texts"])),
+        "same_greedy_texts": sum(a == b for a, b in zip(native["greedy_texts"], wheel["greedy_texts"], strict=True)),
     }
     out = REPO / "benches" / "results" / f"{report['date']}-{platform.node()}-wheel.json"
     out.write_text(json.dumps(report, indent=2) + "\n")

@@ -17,7 +17,7 @@ from typing import Any
 import maturin
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from patch_crates import PatchError, prepare  # noqa: E402
+from patch_crates import PatchError, prepare
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -19,6 +19,7 @@ CACHE_DIR = Path(os.environ.get("MISTRALVLLM_CACHE", Path.home() / ".cache" / "m
 PLAIN_MODEL_NAME = "smollm2-135m-instruct-f32-v1"
 TINY_MODEL_NAME = "tiny-llama-2l-v1"
 
+
 def _cached(name: str, make) -> Path:
     """Build a model directory once per machine; concurrent runs wait on a lock."""
     target = CACHE_DIR / name

@@ -83,7 +83,10 @@ def test_info_reports_the_engine_limit(batch_session: Session) -> None:
 def test_different_lengths_decode_in_one_step(batch_session: Session) -> None:
     """Once past their prompts, chats of different lengths are all run by
     the engine at each step; none is held back to wait for its length's turn."""
-    messages = [[{"role": "user", "content": f"Write a long story about {topic}."}] for topic in ("a cat", "an old lighthouse keeper", "the sea at night in winter")]
+    messages = [
+        [{"role": "user", "content": f"Write a long story about {topic}."}]
+        for topic in ("a cat", "an old lighthouse keeper", "the sea at night in winter")
+    ]
     assert len({batch_session.count_tokens(m) for m in messages}) == 3
     streams = [batch_session.stream(m, max_tokens=200) for m in messages]
     try:

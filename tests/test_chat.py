@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from prompts import HOT, ITALY, WATER
 from mistralvllm import ChatResult, Session
+from prompts import HOT, ITALY, WATER
 
 
 @pytest.mark.parametrize(
@@ -47,7 +47,8 @@ def test_usage_agrees_with_the_tokenizer(session: Session) -> None:
 
 def test_a_longer_conversation_counts_more_prompt_tokens(session: Session) -> None:
     first = session.chat(ITALY, max_tokens=16)
-    follow_up = ITALY + [
+    follow_up = [
+        *ITALY,
         {"role": "assistant", "content": first.text},
         {"role": "user", "content": "And of Spain?"},
     ]

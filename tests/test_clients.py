@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from mistralvllm import ContextOverflowError
 from mistralvllm.context_window import context_overflow
-from mistralvllm.server.app import fit_default_max_tokens
+from mistralvllm.server.serving import fit_default_max_tokens
 from prompts import ITALY
 from service import API_KEY, AUTH, MODEL, Server, metric, start_server, stored_turns
 

@@ -6,15 +6,15 @@ import asyncio
 import gc
 from concurrent.futures import ThreadPoolExecutor
 
-from prompts import HOT, ITALY, WATER
 from mistralvllm import Session
+from prompts import HOT, ITALY, WATER
 
 
 def test_four_threads_chat_at_once(session: Session) -> None:
     questions = [(ITALY, "rome"), (WATER, "h2o"), (HOT, "cold"), (ITALY, "rome")]
     with ThreadPoolExecutor(max_workers=4) as pool:
         answers = list(pool.map(lambda q: session.chat(q[0], max_tokens=48).text, questions))
-    for (_, keyword), answer in zip(questions, answers):
+    for (_, keyword), answer in zip(questions, answers, strict=True):
         assert keyword in answer.lower(), answer
 
 

@@ -28,7 +28,10 @@ BROKEN = [
     ({"model": "small"}, "model: input should be a valid dictionary"),
     ({"topology": {"0..8": "Q4K"}}, "topology: input should be a valid list"),
     ({"topology": [{"layers": "0..8", "isq": "Q5X"}]}, "topology[0].isq: 'Q5X' is not one of Q4_0"),
-    ({"topology": [{"layers": "0..8", "isq": "Q4K"}, {"layers": "8..16", "isq": "Q4K"}, {"layers": "16..24", "isq": "Q5X"}]}, "topology[2].isq: 'Q5X' is not one of"),
+    (
+        {"topology": [{"layers": "0..8", "isq": "Q4K"}, {"layers": "8..16", "isq": "Q4K"}, {"layers": "16..24", "isq": "Q5X"}]},
+        "topology[2].isq: 'Q5X' is not one of",
+    ),
     ({"topology": [{"layers": "8..4", "isq": "Q4K"}]}, "topology[0].layers: '8..4': start must be below end"),
     ({"topology": [{"layers": "first", "isq": "Q4K"}]}, "topology[0].layers: 'first' is not a layer range; expected 'START..END'"),
     ({"topology": [{"isq": "Q4K"}]}, "topology[0].layers: field required"),
@@ -79,7 +82,7 @@ def test_unparsable_files_name_the_position(tmp_path: Path, text: str, message: 
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="absent.json: cannot read config file"):
+    with pytest.raises(ConfigError, match=r"absent\.json: cannot read config file"):
         load_config(tmp_path / "absent.json", environ={})
 
 
@@ -99,9 +102,7 @@ def test_repo_configs_are_valid() -> None:
 def test_seed_topology_round_trips() -> None:
     config = load_config(REPO / "config" / "cuda-paged.json", environ={})
     topology = config.build_topology()
-    expected = (
-        Topology().with_range(0, 8, isq="Q3K").with_range(8, 16, isq="Q4K").with_range(16, 24, isq="Q6K").with_range(24, 32, isq="Q8_0")
-    )
+    expected = Topology().with_range(0, 8, isq="Q3K").with_range(8, 16, isq="Q4K").with_range(16, 24, isq="Q6K").with_range(24, 32, isq="Q8_0")
     assert topology == expected
     dumped = json.loads(config.model_dump_json())
     assert dumped["topology"][3] == {"layers": "24..32", "isq": "Q8_0", "device": None}
@@ -122,7 +123,7 @@ def test_precedence_defaults_file_environment_flags(tmp_path: Path) -> None:
 
 
 def test_environment_errors_name_the_variable(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="^MISTRALVLLM_SAMPLING__TOP_P: sampling.top_p: input should be less than or equal to 1"):
+    with pytest.raises(ConfigError, match=r"^MISTRALVLLM_SAMPLING__TOP_P: sampling\.top_p: input should be less than or equal to 1"):
         load_config(environ={"MISTRALVLLM_SAMPLING__TOP_P": "3"})
 
 

@@ -49,11 +49,11 @@ def test_corrupt_gguf_names_the_path(tmp_path: Path, default_model: Path) -> Non
 
 def test_directory_without_weights_is_rejected(tmp_path: Path, tiny_model: Path) -> None:
     shutil.copy(tiny_model / "config.json", tmp_path / "config.json")
-    with pytest.raises(ModelLoadError, match="no \\*.safetensors"):
+    with pytest.raises(ModelLoadError, match=r"no \*\.safetensors"):
         Session(tmp_path)
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(ModelLoadError, match="config.json"):
+    with pytest.raises(ModelLoadError, match=r"config\.json"):
         Session(empty)
 
 

@@ -79,7 +79,7 @@ def test_unknown_and_ambiguous_ids(tmp_path: Path) -> None:
     with pytest.raises(HistoryError, match="no conversation 'zzz'"):
         history.show("zzz")
     with pytest.raises(HistoryError, match="several conversations"):
-        history.show(os.path.commonprefix([first.id, second.id]))
+        history.show(os.path.commonprefix([first.id, second.id]))  # noqa: RUF071 (ids, not paths: the shared string prefix is meant)
 
 
 def test_database_is_private(tmp_path: Path) -> None:

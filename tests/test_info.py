@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import tomllib
+
+import mistralvllm
 from mistralvllm import BUILD_FEATURES, MISTRALRS_VERSION, Session
+from mistralvllm.config import Config
+from mistralvllm.server.app import create_app
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_info_reports_what_is_in_effect(session: Session, default_model: Path) -> None:
@@ -27,3 +34,11 @@ def test_prefix_cache_is_on_by_default_within_its_memory(session) -> None:
     assert info["prefix_cache_n"] == 16
     assert info["prefix_cache_bytes_limit"] == 256 * 2**20
     assert session.info()["max_running_sequences"] == 32
+
+
+def test_one_version_everywhere() -> None:
+    """The version is written once, in rust/Cargo.toml; the package's metadata,
+    `__version__` and the service's OpenAPI schema all read it from there."""
+    crate = tomllib.loads((REPO / "rust" / "Cargo.toml").read_text())["package"]["version"]
+    assert mistralvllm.__version__ == crate
+    assert create_app(Config()).openapi()["info"]["version"] == crate

@@ -79,7 +79,9 @@ def test_the_repository_patches_are_what_cargo_builds() -> None:
 
 def test_a_patch_that_does_not_apply_names_itself_and_the_crate(root: Path) -> None:
     patch = next((root / "patches" / CRATE).glob("0001-*.patch"))
-    patch.write_text(patch.read_text().replace("-    let mut scratch = vec![0f32; kv_tiles * h * dv];", "-    let mut scratch = vec![1f32; kv_tiles * h * dv];"))
+    patch.write_text(
+        patch.read_text().replace("-    let mut scratch = vec![0f32; kv_tiles * h * dv];", "-    let mut scratch = vec![1f32; kv_tiles * h * dv];")
+    )
     with pytest.raises(PatchError, match=rf"{patch.name}: does not apply to mistralrs-core 0.8.1"):
         patch_crates.prepare(root, quiet=True)
     assert not (root / "patched" / CRATE).exists(), "nothing half-patched is left for cargo"
@@ -127,7 +129,12 @@ def test_the_sdist_carries_our_patches_and_no_upstream_source(tmp_path: Path) ->
     env = {**os.environ, "PYTHONPATH": str(REPO / "scripts"), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     built = subprocess.run(
         [sys.executable, "-c", f"import build_backend; print(build_backend.build_sdist({str(tmp_path)!r}))"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=True,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
     )
     with tarfile.open(tmp_path / built.stdout.split()[-1]) as sdist:
         names = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}

@@ -23,7 +23,9 @@ def inventory(plain_model: Path) -> ModelInventory:
     return ModelInventory.read(plain_model)
 
 
-@pytest.mark.parametrize("text,expected", [("2GiB", 2 * 2**30), ("1.5GB", 1_500_000_000), ("800 MiB", 800 * MIB), ("500mb", 500_000_000), ("4096", 4096)])
+@pytest.mark.parametrize(
+    "text,expected", [("2GiB", 2 * 2**30), ("1.5GB", 1_500_000_000), ("800 MiB", 800 * MIB), ("500mb", 500_000_000), ("4096", 4096)]
+)
 def test_parse_memory(text: str, expected: int) -> None:
     assert parse_memory(text) == expected
 
@@ -110,5 +112,7 @@ def test_plan_command_errors(plain_model: Path, tmp_path: Path, args: list[str],
 
 
 def test_plan_needs_a_plain_model(default_model: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "mistralvllm", "plan", "--model", str(default_model.parent), "--memory", "1GiB"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "mistralvllm", "plan", "--model", str(default_model.parent), "--memory", "1GiB"], capture_output=True, text=True
+    )
     assert result.returncode == 1 and "config.json" in result.stderr

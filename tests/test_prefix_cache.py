@@ -16,6 +16,7 @@ from mistralvllm import ConfigError, RequestError, Session
 from mistralvllm.config import load_config
 from service import AUTH, metric
 
+
 def counters(session: Session) -> dict[str, int | None]:
     """The engine's counters: sequences begun and prefix-cache hits."""
     stats = session.engine_stats()
@@ -60,7 +61,10 @@ def test_repeated_system_prompt_hits_the_prefix_cache(default_model: Path) -> No
     assert info["prefix_cache_hits"] == 1 and info["sequences"] == 2
     assert first.usage.prompt_tokens > 400 and stats == {"sequences": 2, "prefix_cache_hits": 1}
     # Reported, not asserted (timings): the engine's prompt time with and without the hit.
-    print(f"\nprompt of {first.usage.prompt_tokens} tokens: {first.usage.prompt_time_s:.3f} s cold, {second.usage.prompt_time_s:.3f} s from the prefix cache")
+    print(
+        f"\nprompt of {first.usage.prompt_tokens} tokens: {first.usage.prompt_time_s:.3f} s cold, "
+        f"{second.usage.prompt_time_s:.3f} s from the prefix cache"
+    )
 
 
 def test_an_identical_prompt_hits_the_prefix_cache(default_model: Path) -> None:
@@ -122,8 +126,14 @@ def test_a_kept_prefix_holds_only_its_tokens(default_model: Path) -> None:
         per_token = bytes_per_token(session)
     assert after_long["prefix_cache_sequences"] == before["prefix_cache_sequences"] + 2
     # The KV cache holds every token but the last one generated.
-    assert after_short["prefix_cache_bytes"] - before["prefix_cache_bytes"] == (short.usage.prompt_tokens + short.usage.completion_tokens - 1) * per_token
-    assert after_long["prefix_cache_bytes"] - after_short["prefix_cache_bytes"] == (long.usage.prompt_tokens + long.usage.completion_tokens - 1) * per_token
+    assert (
+        after_short["prefix_cache_bytes"] - before["prefix_cache_bytes"]
+        == (short.usage.prompt_tokens + short.usage.completion_tokens - 1) * per_token
+    )
+    assert (
+        after_long["prefix_cache_bytes"] - after_short["prefix_cache_bytes"]
+        == (long.usage.prompt_tokens + long.usage.completion_tokens - 1) * per_token
+    )
 
 
 @pytest.mark.parametrize(("limit_mib", "hits"), [(48, 0), (80, 1)])
@@ -213,5 +223,5 @@ def test_kv_cache_type_needs_paged_attention(default_model: Path, tmp_path: Path
         Session(default_model, device="cpu", paged_cache_type="fp4")  # type: ignore[arg-type]
     config_file = tmp_path / "config.json"
     config_file.write_text('{"paged_attention": {"cache_type": "fp8"}}')
-    with pytest.raises(ConfigError, match="paged_attention.cache_type"):
+    with pytest.raises(ConfigError, match=r"paged_attention\.cache_type"):
         load_config(config_file)

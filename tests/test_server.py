@@ -18,7 +18,6 @@ from fastapi.testclient import TestClient
 from mistralvllm.config import load_config
 from mistralvllm.server import create_app
 from prompts import HOT, ITALY, WATER
-
 from service import API_KEY, MODEL, REPO, metric
 
 
@@ -63,7 +62,7 @@ def test_errors_in_openai_shape(client: openai.OpenAI, server: dict[str, str]) -
     with pytest.raises(openai.BadRequestError) as bad:
         client.chat.completions.create(model=MODEL, messages=ITALY, temperature=7)
     assert bad.value.body["param"] == "temperature"
-    with pytest.raises(openai.BadRequestError, match="messages.0.role"):
+    with pytest.raises(openai.BadRequestError, match=r"messages\.0\.role"):
         client.chat.completions.create(model=MODEL, messages=[{"role": "robot", "content": "hi"}])
     with pytest.raises(openai.NotFoundError, match="does not exist"):
         client.chat.completions.create(model="gpt-5", messages=ITALY)
@@ -102,7 +101,7 @@ def test_eight_concurrent_streams_all_finish_correctly(client: openai.OpenAI, se
     finally:
         done.set()
         watcher.join()
-    for (_, keyword), answer in zip(questions, answers):
+    for (_, keyword), answer in zip(questions, answers, strict=True):
         assert keyword in answer.lower(), answer
     # The engine decodes them together (continuous batching, on CPU too).
     assert seen["running"] > 1
@@ -110,7 +109,12 @@ def test_eight_concurrent_streams_all_finish_correctly(client: openai.OpenAI, se
 
 def test_disconnect_aborts_the_generation_and_keeps_the_partial_turn(server: dict[str, str]) -> None:
     headers = {"Authorization": f"Bearer {API_KEY}", "X-Conversation-Id": "disconnect-test"}
-    body = {"model": MODEL, "stream": True, "max_tokens": 400, "messages": [{"role": "user", "content": "Write a long story about a dragon who learns to fly."}]}
+    body = {
+        "model": MODEL,
+        "stream": True,
+        "max_tokens": 400,
+        "messages": [{"role": "user", "content": "Write a long story about a dragon who learns to fly."}],
+    }
     with httpx.stream("POST", server["url"] + "/v1/chat/completions", json=body, headers=headers, timeout=60) as response:
         lines = response.iter_lines()
         for _ in range(6):

@@ -107,7 +107,11 @@ def test_python_function_as_tool() -> None:
     assert add.call('{"a": 2, "b": 3}') == "5.0"
     assert add.call('{"a": "two", "b": 3}').startswith("error: add cannot take")
     assert add.call('{"a": 2}').startswith("error: add cannot take")
-    for spec, fragment in [("nocolon", "expected MODULE:FUNCTION"), ("/no/such.py:f", "cannot load"), (f"{EXAMPLE_TOOLS}:missing", "has no function missing")]:
+    for spec, fragment in [
+        ("nocolon", "expected MODULE:FUNCTION"),
+        ("/no/such.py:f", "cannot load"),
+        (f"{EXAMPLE_TOOLS}:missing", "has no function missing"),
+    ]:
         with pytest.raises(RequestError, match=fragment):
             load_python_tool(spec)
 
@@ -126,7 +130,12 @@ def test_required_tool_call_is_valid_every_time(session: Session, question: str)
 
 
 def test_named_tool_choice_forces_that_tool(session: Session) -> None:
-    result = session.chat([{"role": "user", "content": "What is the weather in Paris?"}], tools=TOOLS, tool_choice={"type": "function", "function": {"name": "add"}}, max_tokens=64)
+    result = session.chat(
+        [{"role": "user", "content": "What is the weather in Paris?"}],
+        tools=TOOLS,
+        tool_choice={"type": "function", "function": {"name": "add"}},
+        max_tokens=64,
+    )
     assert [call.name for call in result.tool_calls] == ["add"]
     assert _validates(ADD, result.tool_calls[0].arguments)
 
@@ -152,7 +161,11 @@ def test_tool_result_goes_back_for_the_answer(session: Session) -> None:
     first = session.chat(messages, tools=[WEATHER], tool_choice="required", max_tokens=64)
     (call,) = first.tool_calls
     messages += [
-        {"role": "assistant", "content": None, "tool_calls": [{"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}],
+        },
         {"role": "tool", "content": "sunny, 21 C"},
     ]
     answer = session.chat(messages, tools=[WEATHER], tool_choice="none", max_tokens=32)
@@ -172,7 +185,7 @@ def test_service_tool_calls_in_openai_shape(server: dict[str, str]) -> None:
     assert call.type == "function" and call.function.name in {"add", "get_weather"}
     assert _validates(next(t for t in TOOLS if t["function"]["name"] == call.function.name), call.function.arguments)
     # The result goes back as a tool message; the answer comes as text.
-    follow_up = messages + [choice.message.model_dump(exclude_none=True), {"role": "tool", "tool_call_id": call.id, "content": "5"}]
+    follow_up = [*messages, choice.message.model_dump(exclude_none=True), {"role": "tool", "tool_call_id": call.id, "content": "5"}]
     answer = client.chat.completions.create(model=MODEL, messages=follow_up, tools=TOOLS, tool_choice="none", max_tokens=24)
     assert answer.choices[0].message.tool_calls is None and answer.choices[0].message.content
     stream = client.chat.completions.create(

@@ -6,27 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from prompts import ITALY, WATER
 from mistralvllm import ISQ_NAMES, ConfigError, Session, Topology, TopologyRange
+from prompts import ITALY, WATER
 
-SEED_TOPOLOGY = (
-    Topology()
-    .with_range(0, 8, isq="Q3K")
-    .with_range(8, 16, isq="Q4K")
-    .with_range(16, 24, isq="Q6K")
-    .with_range(24, 32, isq="Q8_0")
-)
+SEED_TOPOLOGY = Topology().with_range(0, 8, isq="Q3K").with_range(8, 16, isq="Q4K").with_range(16, 24, isq="Q6K").with_range(24, 32, isq="Q8_0")
 
 
 def seed_topology_for(num_layers: int) -> Topology:
     """The seed's four ranges, with the last one ending at the model's last layer."""
-    return (
-        Topology()
-        .with_range(0, 8, isq="Q3K")
-        .with_range(8, 16, isq="Q4K")
-        .with_range(16, 24, isq="Q6K")
-        .with_range(24, num_layers, isq="Q8_0")
-    )
+    return Topology().with_range(0, 8, isq="Q3K").with_range(8, 16, isq="Q4K").with_range(16, 24, isq="Q6K").with_range(24, num_layers, isq="Q8_0")
 
 
 def test_chained_ranges_are_kept_in_layer_order() -> None:

@@ -87,5 +87,7 @@ def test_quantize_command(plain_model: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "load from UQFF" in result.stdout and "same greedy answer after loading: yes" in result.stdout
     assert inspect_model(out)["format"] == "uqff"
-    both = subprocess.run([sys.executable, "-m", "mistralvllm", "quantize", "--model", str(plain_model), "-o", str(out)], capture_output=True, text=True)
+    both = subprocess.run(
+        [sys.executable, "-m", "mistralvllm", "quantize", "--model", str(plain_model), "-o", str(out)], capture_output=True, text=True
+    )
     assert both.returncode == 2 and "give --isq or --topology" in both.stderr

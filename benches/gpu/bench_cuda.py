@@ -70,7 +70,11 @@ def aggregate(session: Session, clients: int) -> dict[str, float]:
     with ThreadPoolExecutor(clients) as pool:
         results = list(pool.map(one, range(clients)))
     wall = time.perf_counter() - started
-    return {"clients": clients, "aggregate_tok_s": sum(t for t, _ in results) / wall, "latency_median_s": statistics.median(l for _, l in results)}
+    return {
+        "clients": clients,
+        "aggregate_tok_s": sum(t for t, _ in results) / wall,
+        "latency_median_s": statistics.median(latency for _, latency in results),
+    }
 
 
 def measure(model: str, **options: object) -> dict[str, object]:

@@ -46,7 +46,7 @@ def check_fp8_kv_cache(model: str) -> dict:
     with Session(model, device="cuda", paged_attention="on", kv_mem="4096MB", paged_cache_type="f8e4m3") as session:
         assert session.info()["paged_cache_type"] == "f8e4m3"
         text = greedy(session, PROMPTS[0])
-    same = next((i for i, (a, b) in enumerate(zip(reference.split(), text.split())) if a != b), None)
+    same = next((i for i, (a, b) in enumerate(zip(reference.split(), text.split(), strict=False)) if a != b), None)
     return {"text": text, "reference": reference, "first_differing_word": same}
 
 
@@ -75,11 +75,16 @@ def check_concurrent(model: str) -> dict:
             together = list(pool.map(lambda prompt: greedy(session, prompt), PROMPTS))
         # Batched GEMMs may round differently from single ones, so a late token
         # can differ; answers leaking into each other differ from the start.
-        first_words = sum(a.split()[:4] == b.split()[:4] for a, b in zip(alone, together))
-        identical = sum(a == b for a, b in zip(alone, together))
-        assert first_words == len(PROMPTS), list(zip(alone, together))
+        first_words = sum(a.split()[:4] == b.split()[:4] for a, b in zip(alone, together, strict=True))
+        identical = sum(a == b for a, b in zip(alone, together, strict=True))
+        assert first_words == len(PROMPTS), list(zip(alone, together, strict=True))
         assert session.sequence_counts() == {"running": 0, "waiting": 0}
-        return {"identical": identical, "same_start": first_words, "of": len(PROMPTS), "max_running_sequences": session.info()["max_running_sequences"]}
+        return {
+            "identical": identical,
+            "same_start": first_words,
+            "of": len(PROMPTS),
+            "max_running_sequences": session.info()["max_running_sequences"],
+        }
 
 
 def main() -> None:

@@ -3,7 +3,7 @@ attention, per-layer in-situ quantization (a Topology), continuous batching
 and streaming."""
 
 try:
-    from . import _core
+    from ._core import BUILD_FEATURES, ISQ_NAMES, MISTRALRS_VERSION, ChatChunk, ToolCall, Topology, TopologyRange, Usage
 except ImportError as e:  # a CUDA build whose runtime libraries are not installed
     if "libcuda.so" in str(e):
         raise ImportError(f"{e}. This mistralvllm was built with CUDA and needs the NVIDIA driver (libcuda.so.1)") from e
@@ -14,12 +14,14 @@ except ImportError as e:  # a CUDA build whose runtime libraries are not install
         ) from e
     raise
 
-from ._core import BUILD_FEATURES, ISQ_NAMES, MISTRALRS_VERSION, ChatChunk, ToolCall, Topology, TopologyRange, Usage
+from importlib.metadata import version
+
+from .collect import ChatResult
 from .errors import ConfigError, ContextOverflowError, MistralVllmError, ModelLoadError, RequestError
 from .models import default_model_path
-from .session import ChatResult, Session
+from .session import Session
 
-__version__ = "0.1.0"
+__version__ = version("mistralvllm")
 
 __all__ = [
     "BUILD_FEATURES",

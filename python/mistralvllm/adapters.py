@@ -54,7 +54,7 @@ def check_adapter_dir(directory: Path) -> Path:
             raise ModelLoadError(f"{config_path}: {field}: expected {expected}")
     modules = config.get("target_modules")
     if not isinstance(modules, list) or not modules or not all(isinstance(m, str) for m in modules):
-        raise ModelLoadError(f"{config_path}: target_modules: expected a list of module names like [\"q_proj\", \"v_proj\"]")
+        raise ModelLoadError(f'{config_path}: target_modules: expected a list of module names like ["q_proj", "v_proj"]')
     return directory
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -17,7 +17,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ._core import Usage
+from ._core import ToolCall, Usage
+from .collect import StreamedAnswer
 from .config import Config, SamplingSection
 from .errors import MistralVllmError
 from .history import ChatHistory, Conversation, ConversationSummary
@@ -112,42 +113,45 @@ class ChatApp:
         With tools, calls the model makes are run (each reported to
         ``on_tool``) and their results sent back for the answer."""
         fitted = self.conversation.fit(text, count_tokens=self.session.count_tokens, budget=self.budget, reserve=self._reserve())
-        messages: list[dict[str, Any]] = list(fitted.messages)
-        parts: list[str] = []
-        usage = finish_reason = None
+        messages: list[Mapping[str, Any]] = list(fitted.messages)
+        rounds: list[StreamedAnswer] = []
         interrupted = False
         tool_choice = self.tool_choice
         turn = self.conversation.begin_turn(text, dropped_turns=fitted.dropped_turns)
         try:
             while True:
                 options = {"tools": [t.definition() for t in self.tools.values()], "tool_choice": tool_choice} if self.tools else {}
+                answer = StreamedAnswer()
+                rounds.append(answer)
                 stream = self.session.start(messages, **self.sampling, **options)
-                calls = []
                 try:
                     for chunk in stream:
-                        parts.append(chunk.text)
-                        on_text(chunk.text)
-                        calls.extend(chunk.tool_calls)
-                        if chunk.finish_reason is not None:
-                            finish_reason, usage = chunk.finish_reason, chunk.usage
+                        on_text(answer.add(chunk).text)
                 finally:
                     stream.close()
-                if not calls:
+                if not answer.tool_calls:
                     break
                 # One round of calls, then the answer from their results.
-                messages.append({"role": "assistant", "content": "", "tool_calls": [tool_call_body(call) for call in calls]})
-                for call in calls:
-                    result = self.tools[call.name].call(call.arguments) if call.name in self.tools else f"error: no tool {call.name}"
-                    on_tool(f"{call.name}({call.arguments}) -> {result}")
-                    messages.append({"role": "tool", "content": result})
+                messages += self._call_tools(answer.tool_calls, on_tool)
                 tool_choice = "none"
         except KeyboardInterrupt:
             interrupted = True
-        answer = Answer("".join(parts), finish_reason, usage, interrupted, fitted.dropped_turns)
-        turn.finish(answer.text, usage=usage, finish_reason=finish_reason, interrupted=interrupted)
-        self.last_usage = usage or self.last_usage
+        # Usage and finish reason of the last round that finished.
+        finished = next((r for r in reversed(rounds) if r.finished), StreamedAnswer())
+        reply = Answer("".join(r.text for r in rounds), finished.finish_reason, finished.usage, interrupted, fitted.dropped_turns)
+        turn.finish(reply.text, usage=reply.usage, finish_reason=reply.finish_reason, interrupted=interrupted)
+        self.last_usage = reply.usage or self.last_usage
         self.last_prompt_tokens = fitted.prompt_tokens
-        return answer
+        return reply
+
+    def _call_tools(self, calls: list[ToolCall], on_tool: Callable[[str], None]) -> list[dict[str, Any]]:
+        """Run the calls the model made; the messages that carry the calls and their results."""
+        messages: list[dict[str, Any]] = [{"role": "assistant", "content": "", "tool_calls": [tool_call_body(call) for call in calls]}]
+        for call in calls:
+            result = self.tools[call.name].call(call.arguments) if call.name in self.tools else f"error: no tool {call.name}"
+            on_tool(f"{call.name}({call.arguments}) -> {result}")
+            messages.append({"role": "tool", "content": result})
+        return messages
 
     def new_conversation(self) -> None:
         self.conversation = start_conversation(self.session, self.config, self.history, self.conversation.system_prompt)
@@ -320,7 +324,16 @@ class ChatApp:
         if not question:
             raise MistralVllmError("no question on standard input")
         tool_lines: list[str] = []
-        answer = self.ask(question, on_text=(lambda _: None) if as_json else lambda t: (stdout.write(t), stdout.flush()), on_tool=lambda line: (tool_lines.append(line), self.note(f"[tool] {line}", "dim")))
+
+        def echo(text: str) -> None:
+            stdout.write(text)
+            stdout.flush()
+
+        def report_tool(line: str) -> None:
+            tool_lines.append(line)
+            self.note(f"[tool] {line}", "dim")
+
+        answer = self.ask(question, on_text=(lambda _: None) if as_json else echo, on_tool=report_tool)
         if as_json:
             usage = answer.usage
             stdout.write(
@@ -332,7 +345,18 @@ class ChatApp:
                         "tool_calls": tool_lines,
                         "usage": None
                         if usage is None
-                        else {name: getattr(usage, name) for name in ("prompt_tokens", "completion_tokens", "total_tokens", "time_to_first_token_s", "prompt_tok_per_s", "decode_tok_per_s", "total_time_s")},
+                        else {
+                            name: getattr(usage, name)
+                            for name in (
+                                "prompt_tokens",
+                                "completion_tokens",
+                                "total_tokens",
+                                "time_to_first_token_s",
+                                "prompt_tok_per_s",
+                                "decode_tok_per_s",
+                                "total_time_s",
+                            )
+                        },
                     }
                 )
             )

@@ -9,13 +9,13 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar, get_args
 
 import click
 import platformdirs
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.markup import escape
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -24,30 +24,31 @@ from ._core import BUILD_FEATURES, MISTRALRS_VERSION, inspect_model
 from .chat_ui import ChatApp, conversation_table, start_conversation, when
 from .config import Config, config_schema, load_config
 from .errors import MistralVllmError
-from .history import ChatHistory
+from .history import ChatHistory, ExportFormat
 from .models import default_model_path
-from .planner import DTYPE_BYTES, ModelInventory, check_plan, parse_memory, plan_topology
+from .planner import DTYPE_BYTES, ModelInventory, Quality, check_plan, parse_memory, plan_topology
 from .session import Session
 from .tools import load_python_tool
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="Config file (JSON); see `mistralvllm config schema`."
 )
 
 
-def reports_errors(command: F) -> F:
+def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Turn our errors into a one-line message and exit status 1."""
 
     @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
         except MistralVllmError as e:
             Console(stderr=True).print(f"error: {e}", style="red", markup=False, highlight=False, soft_wrap=True)
             sys.exit(1)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def open_history(config: Config) -> ChatHistory | None:
@@ -78,10 +79,20 @@ def load_session(config: Config, console: Console, *, quiet: bool) -> Session:
 @click.option("--json", "as_json", is_flag=True, help="Pipe mode: print the answer as JSON.")
 @click.option("--no-history", is_flag=True, help="Do not store this chat.")
 @click.option("--regex", help="Constrain every answer to match this regular expression.")
-@click.option("--grammar", "grammar_file", type=click.Path(dir_okay=False, path_type=Path), help="Constrain every answer to this Lark grammar (a file).")
+@click.option(
+    "--grammar", "grammar_file", type=click.Path(dir_okay=False, path_type=Path), help="Constrain every answer to this Lark grammar (a file)."
+)
 @click.option("--tool", "tool_specs", multiple=True, help="Offer a Python function as a tool: MODULE:FUNCTION or FILE.py:FUNCTION (repeatable).")
-@click.option("--tool-choice", type=click.Choice(["auto", "required"]), default="auto", show_default=True, help="required: every question gets a tool call first.")
-@click.option("--lora", "lora_dirs", multiple=True, help="A LoRA adapter directory to merge into the (plain) model (repeatable; overrides the config).")
+@click.option(
+    "--tool-choice",
+    type=click.Choice(["auto", "required"]),
+    default="auto",
+    show_default=True,
+    help="required: every question gets a tool call first.",
+)
+@click.option(
+    "--lora", "lora_dirs", multiple=True, help="A LoRA adapter directory to merge into the (plain) model (repeatable; overrides the config)."
+)
 @reports_errors
 def chat(
     config_path: Path | None,
@@ -144,19 +155,30 @@ def chat(
 @main.command()
 @click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="A plain (safetensors) model directory.")
 @click.option("--memory", required=True, help="Memory budget for weights, KV cache and runtime, e.g. 2GiB or 800MB.")
-@click.option("--quality", type=click.Choice(["high", "balanced", "small"]), default="balanced", show_default=True)
+@click.option("--quality", type=click.Choice(get_args(Quality)), default="balanced", show_default=True)
 @click.option("--context", type=click.IntRange(min=1), help="Tokens of KV cache to plan for (default: the model's context window).")
-@click.option("--dtype", type=click.Choice(sorted(DTYPE_BYTES)), default="f32", show_default=True, help="Activation/KV dtype (f32 is the CPU default, bf16 on GPUs).")
-@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the plan: .yml/.yaml as a topology file, .json as a config file's topology section.")
+@click.option(
+    "--dtype",
+    type=click.Choice(sorted(DTYPE_BYTES)),
+    default="f32",
+    show_default=True,
+    help="Activation/KV dtype (f32 is the CPU default, bf16 on GPUs).",
+)
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the plan: .yml/.yaml as a topology file, .json as a config file's topology section.",
+)
 @click.option("--check", is_flag=True, help="Load the plan and report real memory and perplexity against the unquantized model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan (and check) as JSON.")
 @reports_errors
-def plan(model_dir: Path, memory: str, quality: str, context: int | None, dtype: str, out: Path | None, check: bool, as_json: bool) -> None:
+def plan(model_dir: Path, memory: str, quality: Quality, context: int | None, dtype: str, out: Path | None, check: bool, as_json: bool) -> None:
     """Propose a per-layer ISQ topology that fits a memory budget."""
     budget = parse_memory(memory)
     inventory = ModelInventory.read(model_dir)
     context = context or inventory.max_context
-    proposal = plan_topology(inventory, budget, quality=quality, dtype_bytes=DTYPE_BYTES[dtype], context=context)  # type: ignore[arg-type]
+    proposal = plan_topology(inventory, budget, quality=quality, dtype_bytes=DTYPE_BYTES[dtype], context=context)
     mib = 2**20
     report: dict[str, Any] = {
         "model": str(inventory.path),
@@ -164,7 +186,12 @@ def plan(model_dir: Path, memory: str, quality: str, context: int | None, dtype:
         "quality": quality,
         "context": context,
         "topology": proposal.config_section(),
-        "estimate_bytes": {"weights": proposal.weight_bytes, "kv_cache": proposal.kv_bytes, "runtime": proposal.runtime_bytes, "total": proposal.total_bytes},
+        "estimate_bytes": {
+            "weights": proposal.weight_bytes,
+            "kv_cache": proposal.kv_bytes,
+            "runtime": proposal.runtime_bytes,
+            "total": proposal.total_bytes,
+        },
     }
     if out is not None:
         if out.suffix in (".yml", ".yaml"):
@@ -331,12 +358,12 @@ def history_show(config_path: Path | None, conversation_id: str) -> None:
 @history.command("export")
 @config_option
 @click.argument("conversation_id")
-@click.option("--format", "export_format", type=click.Choice(["json", "markdown"]), default="markdown", show_default=True)
+@click.option("--format", "export_format", type=click.Choice(get_args(ExportFormat)), default="markdown", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file instead of standard output.")
 @reports_errors
-def history_export(config_path: Path | None, conversation_id: str, export_format: str, output: Path | None) -> None:
+def history_export(config_path: Path | None, conversation_id: str, export_format: ExportFormat, output: Path | None) -> None:
     """A conversation as Markdown or JSON."""
-    text = _history_from(config_path).export(conversation_id, export_format)  # type: ignore[arg-type]
+    text = _history_from(config_path).export(conversation_id, export_format)
     if output is None:
         click.echo(text, nl=False)
     else:
@@ -386,7 +413,12 @@ def models(config_path: Path | None) -> None:
         except MistralVllmError as e:
             table.add_row(*map(Text, (source, path, "-", str(e), "-", "-")))
             continue
-        table.add_row(*map(Text, (source, found["path"], found["format"], found["architecture"], str(found["num_layers"]), f"{found['size_bytes'] / 2**20:.0f} MiB")))
+        table.add_row(
+            *map(
+                Text,
+                (source, found["path"], found["format"], found["architecture"], str(found["num_layers"]), f"{found['size_bytes'] / 2**20:.0f} MiB"),
+            )
+        )
     Console().print(table)
 
 

@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -24,6 +24,8 @@ from .errors import ConfigError
 from .session import prefix_cache_bytes
 
 ENV_PREFIX = "MISTRALVLLM_"
+# A place in the config as pydantic's errors name it: keys and list indices.
+Loc = tuple[int | str, ...]
 _DEVICE = re.compile(r"^(auto|cpu|cuda\[\d+\]|metal\[\d+\])$")
 _LAYERS = re.compile(r"^\s*(\d+)\s*(?:\.\.|-)\s*(\d+)\s*$")
 
@@ -55,7 +57,8 @@ class ModelSection(Section):
     device: str = Field("auto", description="auto, cpu, cuda[N] or metal[N]")
     isq: str | None = Field(None, description="In-situ quantization of the whole (plain) model, e.g. Q4K")
     lora: list[str] = Field(
-        default_factory=list, description="LoRA adapter directories (PEFT's adapter_config.json + adapter_model.safetensors) merged into a plain model"
+        default_factory=list,
+        description="LoRA adapter directories (PEFT's adapter_config.json + adapter_model.safetensors) merged into a plain model",
     )
 
     _isq = field_validator("isq")(_check_isq)
@@ -127,8 +130,7 @@ class EngineSection(Section):
     )
     prefix_cache_mem: int | str | None = Field(
         None,
-        description="KV data the prefix cache may hold: MiB as an int, or '512MiB'/'1GiB'; null: 256 MiB "
-        "(~45 KiB per token with the default model)",
+        description="KV data the prefix cache may hold: MiB as an int, or '512MiB'/'1GiB'; null: 256 MiB (~45 KiB per token with the default model)",
     )
 
     @field_validator("prefix_cache_mem")
@@ -233,11 +235,11 @@ class Config(Section):
         return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[Loc, str]]:
     """``MISTRALVLLM_SECTION__FIELD=value`` → nested dict, and which variable set each path.
     Values are parsed as JSON when they can be (numbers, booleans, null, lists)."""
     overrides: dict[str, Any] = {}
-    origins: dict[tuple[str, ...], str] = {}
+    origins: dict[Loc, str] = {}
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}CONFIG":
             continue
@@ -268,7 +270,7 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
 
 def _field_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     """The pydantic model that holds the field at ``loc`` (for "did you mean")."""
-    model: Any = Config
+    model: type[BaseModel] = Config
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
@@ -276,7 +278,7 @@ def _field_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
         if field is None:
             return None
         annotation = field.annotation
-        inner = getattr(annotation, "__args__", (annotation,))[0] if getattr(annotation, "__origin__", None) is list else annotation
+        inner = get_args(annotation)[0] if get_origin(annotation) is list else annotation
         if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
             return None
         model = inner
@@ -311,7 +313,7 @@ def _describe(error: Mapping[str, Any]) -> str:
     return message
 
 
-def _errors_to_config_error(error: ValidationError, source: str, origins: Mapping[tuple[str, ...], str]) -> ConfigError:
+def _errors_to_config_error(error: ValidationError, source: str, origins: Mapping[Loc, str]) -> ConfigError:
     lines = []
     for item in error.errors():
         loc = tuple(item["loc"])

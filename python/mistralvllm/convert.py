@@ -80,7 +80,7 @@ def _write_tokenizer(reader: Any, meta: dict[str, Any], out: Path) -> None:
     )
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.add_special_tokens(
-        [AddedToken(t, special=True, normalized=False) for t, kind in zip(tokens, types) if kind == _GGUF_CONTROL_TOKEN]
+        [AddedToken(t, special=True, normalized=False) for t, kind in zip(tokens, types, strict=False) if kind == _GGUF_CONTROL_TOKEN]
     )
     tokenizer.save(str(out / "tokenizer.json"))
     bos = tokens[meta["tokenizer.ggml.bos_token_id"]]
@@ -153,9 +153,7 @@ def gguf_to_plain(gguf_path: str | os.PathLike[str], out_dir: str | os.PathLike[
         raise ModelLoadError(f"{gguf_path}: cannot read GGUF file ({e})") from e
     meta = _metadata(reader)
     if meta.get("general.architecture") != "llama":
-        raise ModelLoadError(
-            f"{gguf_path}: general.architecture is {meta.get('general.architecture')!r}; only 'llama' can be converted"
-        )
+        raise ModelLoadError(f"{gguf_path}: general.architecture is {meta.get('general.architecture')!r}; only 'llama' can be converted")
     heads = int(meta["llama.attention.head_count"])
     kv_heads = int(meta["llama.attention.head_count_kv"])
     tensors = {}
@@ -174,9 +172,7 @@ def gguf_to_plain(gguf_path: str | os.PathLike[str], out_dir: str | os.PathLike[
     with _staged_dir(out_dir) as staging:
         save_file(tensors, str(staging / "model.safetensors"))
         (staging / "config.json").write_text(json.dumps(config, indent=2))
-        (staging / "generation_config.json").write_text(
-            json.dumps({"bos_token_id": config["bos_token_id"], "eos_token_id": config["eos_token_id"]})
-        )
+        (staging / "generation_config.json").write_text(json.dumps({"bos_token_id": config["bos_token_id"], "eos_token_id": config["eos_token_id"]}))
         _write_tokenizer(reader, meta, staging)
     return out_dir
 

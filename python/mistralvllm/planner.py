@@ -41,7 +41,22 @@ DTYPE_BYTES = {"f32": 4, "f16": 2, "bf16": 2}
 RUNTIME_BYTES = 224 * 2**20
 _LAYER_TENSOR = re.compile(r"^model\.layers\.(\d+)\.")
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "B": 1, "K": 1e3, "KB": 1e3, "KIB": 2**10, "M": 1e6, "MB": 1e6, "MIB": 2**20, "G": 1e9, "GB": 1e9, "GIB": 2**30, "T": 1e12, "TB": 1e12, "TIB": 2**40}
+_UNITS = {
+    "": 1,
+    "B": 1,
+    "K": 1e3,
+    "KB": 1e3,
+    "KIB": 2**10,
+    "M": 1e6,
+    "MB": 1e6,
+    "MIB": 2**20,
+    "G": 1e9,
+    "GB": 1e9,
+    "GIB": 2**30,
+    "T": 1e12,
+    "TB": 1e12,
+    "TIB": 2**40,
+}
 
 
 def parse_memory(text: str) -> int:
@@ -175,7 +190,9 @@ def plan_path(inventory: ModelInventory, quality: Quality, dtype_bytes: int, con
             yield _estimate(inventory, [ladder[s] for s in steps], dtype_bytes, context)
 
 
-def plan_topology(inventory: ModelInventory, budget_bytes: int, *, quality: Quality = "balanced", dtype_bytes: int = 4, context: int | None = None) -> Plan:
+def plan_topology(
+    inventory: ModelInventory, budget_bytes: int, *, quality: Quality = "balanced", dtype_bytes: int = 4, context: int | None = None
+) -> Plan:
     """The best plan on the path whose estimate fits ``budget_bytes``."""
     if quality not in LADDERS:
         raise ConfigError(f"--quality {quality!r}: expected one of {', '.join(LADDERS)}")

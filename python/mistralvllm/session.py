@@ -13,22 +13,23 @@ import math
 import os
 import re
 import weakref
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from . import _core
 from . import tools as tool_calling
-from ._core import ChatChunk, ToolCall, Topology, Usage
+from ._core import ChatChunk, Topology
 from .adapters import lora_adapter_id
+from .collect import ChatResult, collect
 from .context_window import context_overflow
 from .errors import ConfigError, ModelLoadError, RequestError
 from .models import default_model_path
 
-
 Message = Mapping[str, str]
+P = ParamSpec("P")
+T = TypeVar("T")
 KvMem = int | float | str
 
 _KV_MEM_PATTERN = re.compile(r"^\s*(?P<value>\d+(\.\d+)?)\s*(?P<unit>mb|mib|gb|gib|%|tokens?|ctx)\s*$", re.IGNORECASE)
@@ -116,17 +117,6 @@ def _check_counts(sampling: Mapping[str, Any]) -> None:
             continue
         if not least <= value < 2**64:
             raise RequestError(f"{name}: {value} is out of range; expected a whole number from {least} to 2**64-1")
-
-
-@dataclass(frozen=True)
-class ChatResult:
-    """A complete answer: its text, why it stopped, the request's usage, and
-    the tools the model called (finish_reason ``"tool_calls"``)."""
-
-    text: str
-    finish_reason: str
-    usage: Usage
-    tool_calls: tuple[ToolCall, ...] = ()
 
 
 class Session:
@@ -217,7 +207,7 @@ class Session:
             self._queued -= 1
         return slots
 
-    async def off_loop(self, function: Any, *args: Any, **kwargs: Any) -> Any:
+    async def off_loop(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a blocking call (``next(stream)``, ``chat``) on the session's
         waiting threads, so the event loop keeps going."""
         loop = asyncio.get_running_loop()
@@ -272,9 +262,7 @@ class Session:
                 raise RequestError("tool_choice: needs tools")
             return tool_calling.messages_for_engine(messages), sampling
         constrained = any(sampling.get(key) is not None for key in ("json_schema", "regex", "grammar"))
-        request = tool_calling.prepare(
-            messages, tools, tool_choice or "auto", chat_template=self._info["chat_template"], constrained=constrained
-        )
+        request = tool_calling.prepare(messages, tools, tool_choice or "auto", chat_template=self._info["chat_template"], constrained=constrained)
         return request.messages, {**sampling, **request.options}
 
     def stream_completion(self, prompt: str, **sampling: Any) -> _core.ChatStream:
@@ -292,27 +280,11 @@ class Session:
 
     def complete(self, prompt: str, **sampling: Any) -> ChatResult:
         """The whole continuation of ``prompt`` at once."""
-        return self._collect(self.stream_completion(prompt, **sampling))
+        return collect(self.stream_completion(prompt, **sampling))
 
     def chat(self, messages: Sequence[Message], **sampling: Any) -> ChatResult:
         """The whole answer at once (same options as :meth:`stream`)."""
-        return self._collect(self.stream(messages, **sampling))
-
-    @staticmethod
-    def _collect(stream: _core.ChatStream) -> ChatResult:
-        try:
-            parts = []
-            calls: list[ToolCall] = []
-            for chunk in stream:
-                parts.append(chunk.text)
-                calls.extend(chunk.tool_calls)
-                if chunk.finish_reason is not None:
-                    if chunk.usage is None:
-                        raise RequestError("the engine finished the answer without reporting usage")
-                    return ChatResult("".join(parts), chunk.finish_reason, chunk.usage, tuple(calls))
-            raise RequestError("the answer ended without a finish reason")
-        finally:
-            stream.close()
+        return collect(self.stream(messages, **sampling))
 
     async def astream(self, messages: Sequence[Message], **sampling: Any) -> AsyncIterator[ChatChunk]:
         """:meth:`stream` as an async iterator; waiting happens off the event loop."""

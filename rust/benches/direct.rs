@@ -12,13 +12,21 @@ use std::time::Instant;
 
 use _core::loader::{build_model, LoadOptions, RUNTIME};
 use _core::model_files::ModelFiles;
-use mistralrs::{ChatCompletionChunkResponse, Device, ModelDType, RequestBuilder, Response, TextMessageRole};
+use mistralrs::{
+    ChatCompletionChunkResponse, Device, ModelDType, RequestBuilder, Response, TextMessageRole,
+};
 
 const PROMPT: &str = "Write a story about a lighthouse keeper who finds a message in a bottle.";
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
-    let model = PathBuf::from(args.first().expect("usage: direct MODEL [MAX_TOKENS] [REPETITIONS]"));
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let model = PathBuf::from(
+        args.first()
+            .expect("usage: direct MODEL [MAX_TOKENS] [REPETITIONS]"),
+    );
     let max_tokens: usize = args.get(1).map_or(Ok(128), |a| a.parse())?;
     let repetitions: usize = args.get(2).map_or(Ok(3), |a| a.parse())?;
 
@@ -53,7 +61,10 @@ fn main() -> anyhow::Result<()> {
                 match response {
                     Response::Chunk(ChatCompletionChunkResponse { choices, .. }) => {
                         let done = choices.iter().any(|c| c.finish_reason.is_some());
-                        if choices.iter().any(|c| c.delta.content.as_deref().is_some_and(|t| !t.is_empty())) {
+                        if choices
+                            .iter()
+                            .any(|c| c.delta.content.as_deref().is_some_and(|t| !t.is_empty()))
+                        {
                             let now = Instant::now();
                             first.get_or_insert(now);
                             last = Some(now);
@@ -64,7 +75,9 @@ fn main() -> anyhow::Result<()> {
                         }
                     }
                     Response::Done(_) => break,
-                    Response::InternalError(e) | Response::ValidationError(e) => anyhow::bail!("engine error: {e}"),
+                    Response::InternalError(e) | Response::ValidationError(e) => {
+                        anyhow::bail!("engine error: {e}")
+                    }
                     Response::ModelError(message, _) => anyhow::bail!("model error: {message}"),
                     _ => anyhow::bail!("unexpected response kind for a chat request"),
                 }
@@ -76,6 +89,9 @@ fn main() -> anyhow::Result<()> {
         }
         anyhow::Ok(rates)
     })?;
-    println!("{}", serde_json::json!({ "engine": "mistral.rs-direct", "load_s": load_s, "decode_tok_s": decode }));
+    println!(
+        "{}",
+        serde_json::json!({ "engine": "mistral.rs-direct", "load_s": load_s, "decode_tok_s": decode })
+    );
     Ok(())
 }

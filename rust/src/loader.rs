@@ -176,23 +176,23 @@ pub fn build_model(files: &ModelFiles, options: LoadOptions) -> anyhow::Result<(
         ModelFormat::Plain | ModelFormat::Uqff => {
             let from_uqff = Some(files.uqff_files()).filter(|names| !names.is_empty());
             let builder = NormalLoaderBuilder::new(
-            NormalSpecificConfig {
-                topology,
-                organization: IsqOrganization::Default,
-                write_uqff: options.write_uqff.clone(),
-                from_uqff,
-                imatrix: None,
-                calibration_file: None,
-                hf_cache_path: None,
-                matformer_config_path: None,
-                matformer_slice_name: None,
-            },
-            None,
-            None,
-            Some(dir),
-            false,
-            None,
-        );
+                NormalSpecificConfig {
+                    topology,
+                    organization: IsqOrganization::Default,
+                    write_uqff: options.write_uqff.clone(),
+                    from_uqff,
+                    imatrix: None,
+                    calibration_file: None,
+                    hf_cache_path: None,
+                    matformer_config_path: None,
+                    matformer_slice_name: None,
+                },
+                None,
+                None,
+                Some(dir),
+                false,
+                None,
+            );
             if options.lora_adapters.is_empty() {
                 builder
             } else {

@@ -249,7 +249,11 @@ impl ForcedScorer {
 
     /// One log-probability per token after the first, once the request is done.
     pub fn logprobs(&self) -> PyResult<Vec<f64>> {
-        let logprobs = self.logprobs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let logprobs = self
+            .logprobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         if logprobs.len() + 1 != self.tokens.len() {
             return Err(RequestError::new_err(format!(
                 "score: the engine stopped after {} of {} tokens",

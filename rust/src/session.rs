@@ -19,8 +19,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use tokio::sync::mpsc::{channel, Receiver};
 
-use crate::errors::{panic_message, ConfigError, ModelLoadError, RequestError};
 use crate::counts::SequenceCount;
+use crate::errors::{panic_message, ConfigError, ModelLoadError, RequestError};
 use crate::loader::{
     build_features, build_model, device_name, dtype_name, parse_device, parse_dtype, parse_kv_mem,
     LoadOptions,
@@ -125,13 +125,7 @@ impl Session {
             send_to_engine(&model, request)?;
             Ok::<_, PyErr>((running, sent_at, prompt_tokens))
         })?;
-        Ok(ChatStream::new(
-            rx,
-            running,
-            sent_at,
-            stops,
-            prompt_tokens,
-        ))
+        Ok(ChatStream::new(rx, running, sent_at, stops, prompt_tokens))
     }
 
     fn model(&self) -> PyResult<Arc<Model>> {
@@ -408,12 +402,18 @@ impl Session {
         // sentence of the Lark grammar.
         let constraint = match (json_schema, regex, grammar) {
             (None, None, None) => Constraint::None,
-            (Some(text), None, None) => Constraint::JsonSchema(serde_json::from_str(text).map_err(|e| {
-                RequestError::new_err(format!("json_schema: not valid JSON ({e})"))
-            })?),
+            (Some(text), None, None) => {
+                Constraint::JsonSchema(serde_json::from_str(text).map_err(|e| {
+                    RequestError::new_err(format!("json_schema: not valid JSON ({e})"))
+                })?)
+            }
             (None, Some(pattern), None) => Constraint::Regex(pattern),
             (None, None, Some(lark)) => Constraint::Lark(lark),
-            _ => return Err(RequestError::new_err("give at most one of json_schema, regex and grammar")),
+            _ => {
+                return Err(RequestError::new_err(
+                    "give at most one of json_schema, regex and grammar",
+                ))
+            }
         };
         let stops = stop.clone().unwrap_or_default();
         let sampling = Sampling {
@@ -466,7 +466,9 @@ impl Session {
     /// of writing its own. `exp(-mean)` of the result is the perplexity.
     fn score(&self, py: Python<'_>, tokens: Vec<u32>) -> PyResult<Vec<f64>> {
         if tokens.len() < 2 {
-            return Err(RequestError::new_err("tokens: expected at least 2 token ids"));
+            return Err(RequestError::new_err(
+                "tokens: expected at least 2 token ids",
+            ));
         }
         let scorer = Arc::new(ForcedScorer::new(tokens.clone()));
         let (sampling_params, _) = Sampling {

@@ -14,9 +14,9 @@ use pyo3::prelude::*;
 use tokio::sync::mpsc::Receiver;
 use tokio::sync::Notify;
 
+use crate::counts::CountGuard;
 use crate::errors::{ContextOverflowError, RequestError};
 use crate::loader::RUNTIME;
-use crate::counts::CountGuard;
 
 /// Token counts and timings of one finished request.
 #[pyclass(module = "mistralvllm._core", frozen, get_all)]
@@ -394,10 +394,7 @@ impl ChatStream {
     #[getter]
     fn closed(&self) -> bool {
         self.cancelled.load(Ordering::SeqCst)
-            || self
-                .state
-                .try_lock()
-                .is_ok_and(|state| state.rx.is_none())
+            || self.state.try_lock().is_ok_and(|state| state.rx.is_none())
     }
 }
 

@@ -55,7 +55,13 @@ HTTP_CASES: list[tuple[str, str, bytes | dict[str, object], int, str]] = [
     ("model missing", CHAT, {"messages": OK_MESSAGES}, 400, "model"),
     ("response_format type unknown", CHAT, chat_body(response_format={"type": "yaml"}), 400, "response_format"),
     ("tool without a valid name", CHAT, chat_body(tools=[{"type": "function", "function": {"name": "f g"}}]), 400, "tools[0].function.name"),
-    ("tool_choice naming no tool", CHAT, chat_body(tools=[{"type": "function", "function": {"name": "f"}}], tool_choice={"type": "function", "function": {"name": "g"}}), 400, "not one of the tools"),
+    (
+        "tool_choice naming no tool",
+        CHAT,
+        chat_body(tools=[{"type": "function", "function": {"name": "f"}}], tool_choice={"type": "function", "function": {"name": "g"}}),
+        400,
+        "not one of the tools",
+    ),
     ("body is not JSON", CHAT, b"this is not json", 400, "JSON"),
     ("body is a JSON array", CHAT, b"[1, 2, 3]", 400, "object"),
     ("body is invalid UTF-8", CHAT, b'{"model": "\xff\xfe", "messages": []}', 400, "UTF-8"),
@@ -206,12 +212,14 @@ def test_config_files_that_are_not_json_text(tmp_path: Path, name: str, content:
 
 
 def test_config_path_is_a_directory(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="not a file|directory") as raised:
+    with pytest.raises(ConfigError, match=r"not a file|directory") as raised:
         load_config(tmp_path)
     assert str(tmp_path) in str(raised.value)
 
 
-@pytest.mark.parametrize("content", [b"\xff\xfe\x00garbage", b"0-10:\n  isq: [Q4K\n", b"- just\n- a list\n"], ids=["binary", "unclosed bracket", "a list"])
+@pytest.mark.parametrize(
+    "content", [b"\xff\xfe\x00garbage", b"0-10:\n  isq: [Q4K\n", b"- just\n- a list\n"], ids=["binary", "unclosed bracket", "a list"]
+)
 def test_topology_files_that_are_not_yaml_maps(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "topology.yml"
     path.write_bytes(content)

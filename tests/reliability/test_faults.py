@@ -26,7 +26,12 @@ def test_kill_9_during_eight_streams_loses_no_turn(tmp_path: Path) -> None:
     server = start_server(tmp_path)
     try:
         for i in range(2):
-            reply = httpx.post(server.url + CHAT, json={"model": MODEL, "messages": ITALY, "max_tokens": 12}, headers={**AUTH, "X-Conversation-Id": f"done-{i}"}, timeout=60)
+            reply = httpx.post(
+                server.url + CHAT,
+                json={"model": MODEL, "messages": ITALY, "max_tokens": 12},
+                headers={**AUTH, "X-Conversation-Id": f"done-{i}"},
+                timeout=60,
+            )
             assert reply.status_code == 200
         received = {f"live-{i}": "" for i in range(8)}
         finished: set[str] = set()  # answers that ended before the kill
@@ -34,9 +39,16 @@ def test_kill_9_during_eight_streams_loses_no_turn(tmp_path: Path) -> None:
         latest_text_at: dict[str, float] = {}
 
         def stream(conversation_id: str) -> None:
-            body = {"model": MODEL, "messages": [{"role": "user", "content": f"Tell a long story about lighthouse {conversation_id}."}], "max_tokens": 400, "stream": True}
+            body = {
+                "model": MODEL,
+                "messages": [{"role": "user", "content": f"Tell a long story about lighthouse {conversation_id}."}],
+                "max_tokens": 400,
+                "stream": True,
+            }
             try:
-                with httpx.stream("POST", server.url + CHAT, json=body, headers={**AUTH, "X-Conversation-Id": conversation_id}, timeout=120) as response:
+                with httpx.stream(
+                    "POST", server.url + CHAT, json=body, headers={**AUTH, "X-Conversation-Id": conversation_id}, timeout=120
+                ) as response:
                     for line in response.iter_lines():
                         if line.startswith("data: {"):
                             choice = json.loads(line[6:])["choices"][0]
@@ -53,7 +65,7 @@ def test_kill_9_during_eight_streams_loses_no_turn(tmp_path: Path) -> None:
         for thread in threads:
             thread.start()
         # Kill once an unfinished answer got text more than a second after its
-        # first: the server saved it (every second) before sending that text.
+        # first: the server saved it (every second) once it had sent that text.
         # (Time alone is not enough: with 8 chats batched, an answer may get
         # no chunk for seconds while the others read their prompts.)
         deadline = time.monotonic() + 120
@@ -85,7 +97,10 @@ def test_kill_9_during_eight_streams_loses_no_turn(tmp_path: Path) -> None:
         restarted = start_server(tmp_path, history=server.history)
         try:
             reply = httpx.post(
-                restarted.url + CHAT, json={"model": MODEL, "messages": ITALY, "max_tokens": 12}, headers={**AUTH, "X-Conversation-Id": "live-0"}, timeout=60
+                restarted.url + CHAT,
+                json={"model": MODEL, "messages": ITALY, "max_tokens": 12},
+                headers={**AUTH, "X-Conversation-Id": "live-0"},
+                timeout=60,
             )
             assert reply.status_code == 200
             stored = httpx.get(restarted.url + "/v1/conversations/live-0", headers=AUTH).json()
@@ -155,7 +170,10 @@ def test_full_disk_fails_the_request_cleanly(tmp_path: Path) -> None:
                 limit = server.history.stat().st_size
                 resource.prlimit(server.process.pid, resource.RLIMIT_FSIZE, (limit, limit))
             reply = httpx.post(
-                server.url + CHAT, json={"model": MODEL, "messages": ITALY, "max_tokens": 4}, headers={**AUTH, "X-Conversation-Id": f"turn-{i}"}, timeout=60
+                server.url + CHAT,
+                json={"model": MODEL, "messages": ITALY, "max_tokens": 4},
+                headers={**AUTH, "X-Conversation-Id": f"turn-{i}"},
+                timeout=60,
             )
             if reply.status_code != 200:
                 failure = reply

@@ -56,7 +56,11 @@ def test_eight_clients_chatting_at_once(tmp_path: Path) -> None:
                     stream = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=max_tokens, stream=True, extra_headers=headers)
                     text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
                 else:
-                    text = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=max_tokens, extra_headers=headers).choices[0].message.content
+                    text = (
+                        client.chat.completions.create(model=MODEL, messages=messages, max_tokens=max_tokens, extra_headers=headers)
+                        .choices[0]
+                        .message.content
+                    )
                 results.append((conversation_id, text, time.monotonic() - started))
                 with lock:
                     done += 1

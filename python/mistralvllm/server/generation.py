@@ -12,16 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
-from starlette.requests import Request
-
-from .._core import ChatChunk, ChatStream, ToolCall, Usage
+from .._core import ChatChunk, ChatStream
 from ..session import Session
 
 T = TypeVar("T")
+# The ASGI channel a request's messages arrive on (body parts, then http.disconnect).
+Receive = Callable[[], Awaitable[Mapping[str, Any]]]
+
+
+class Guard(Protocol):
+    """Runs a session call, turning its errors into the caller's (``serving.engine_errors``)."""
+
+    def __call__(self, call: Callable[[], T], /) -> T: ...
 
 
 class RequestTimedOut(Exception):
@@ -32,34 +38,10 @@ class ClientDisconnected(Exception):
     """The client closed the connection before the answer was complete."""
 
 
-@dataclass
-class Generation:
-    """What one request produced so far, and how it ended."""
-
-    parts: list[str] = field(default_factory=list)
-    calls: list[ToolCall] = field(default_factory=list)
-    usage: Usage | None = None
-    finish_reason: str | None = None
-
-    def add(self, chunk: ChatChunk) -> None:
-        self.parts.append(chunk.text)
-        self.calls.extend(chunk.tool_calls)
-        if chunk.finish_reason is not None:
-            self.usage, self.finish_reason = chunk.usage, chunk.finish_reason
-
-    @property
-    def text(self) -> str:
-        return "".join(self.parts)
-
-    @property
-    def status(self) -> str:
-        """``ok`` or ``length`` once finished (for the log line)."""
-        return "length" if self.finish_reason == "length" else "ok"
-
-
-async def client_gone(request: Request) -> None:
-    """Return when the client has closed the connection (the body is already read)."""
-    while (await request.receive())["type"] != "http.disconnect":
+async def client_gone(receive: Receive) -> None:
+    """Return when the client has closed the connection (the body is already
+    read); ``receive`` is the request's ASGI receive channel."""
+    while (await receive())["type"] != "http.disconnect":
         pass
 
 
@@ -71,11 +53,11 @@ class Limits:
     gone: asyncio.Task[None] | None = None
 
     @classmethod
-    def start(cls, timeout: float | None, request: Request | None) -> Limits:
-        """Limits from now; ``request`` is watched for a disconnect (not needed
+    def start(cls, timeout: float | None, receive: Receive | None) -> Limits:
+        """Limits from now; ``receive`` is watched for a disconnect (not needed
         for a streaming response, which Starlette cancels when the client leaves)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        gone = asyncio.ensure_future(client_gone(request)) if request is not None else None
+        gone = asyncio.ensure_future(client_gone(receive)) if receive is not None else None
         return cls(deadline, gone)
 
     def stop(self) -> None:
@@ -98,9 +80,7 @@ class Limits:
         raise RequestTimedOut
 
 
-async def run_generation(
-    session: Session, start: Callable[[], ChatStream], limits: Limits, guard: Callable[[Callable[[], T]], T]
-) -> AsyncIterator[ChatChunk]:
+async def run_generation(session: Session, start: Callable[[], ChatStream], limits: Limits, guard: Guard) -> AsyncIterator[ChatChunk]:
     """The chunks of one generation: a place among the engine's sequences,
     ``start()`` (run through ``guard``, which turns the session's errors into
     the caller's), then each chunk, all within ``limits``. Ending early (a

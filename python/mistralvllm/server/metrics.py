@@ -8,6 +8,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from .._core import Usage
+
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 TOKEN_LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
 
@@ -53,6 +55,8 @@ class _EngineCollector(Collector):
 
 
 class ServiceMetrics:
+    """The service's registry: request counts and timings, and the engine's gauges read at scrape time."""
+
     def __init__(self, counts: Callable[[], dict[str, int] | None], engine_stats: Callable[[], dict[str, int | None] | None]) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter("mistralvllm_requests", "Requests served", ["endpoint", "status"], registry=self.registry)
@@ -69,3 +73,13 @@ class ServiceMetrics:
         )
         self.registry.register(_SequenceCollector(counts))
         self.registry.register(_EngineCollector(engine_stats))
+
+    def observe(self, usage: Usage | None, elapsed: float) -> None:
+        """A request that reached the engine: its time, tokens and token timings."""
+        self.request_duration.observe(elapsed)
+        if usage is not None:
+            self.prompt_tokens.inc(usage.prompt_tokens)
+            self.completion_tokens.inc(usage.completion_tokens)
+            self.time_to_first_token.observe(usage.time_to_first_token_s)
+            if usage.decode_tok_per_s > 0:
+                self.time_per_output_token.observe(1 / usage.decode_tok_per_s)

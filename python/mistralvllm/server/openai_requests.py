@@ -1,4 +1,5 @@
-"""Request and response shapes of the OpenAI API subset the service speaks."""
+"""Request bodies of the OpenAI API subset the service speaks (and of its
+conversation routes), validated before a route sees them."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ class ResponseFormat(Strict):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
 
-    def schema(self) -> dict[str, Any] | None:
+    def answer_schema(self) -> dict[str, Any] | None:
         """The JSON schema the answer must follow, if any."""
         if self.type == "json_object":
             return {"type": "object"}
@@ -164,7 +165,7 @@ class ChatCompletionRequest(SamplingRequest):
 
     def sampling(self) -> dict[str, Any]:
         options = super().sampling()
-        if self.response_format is not None and (schema := self.response_format.schema()) is not None:
+        if self.response_format is not None and (schema := self.response_format.answer_schema()) is not None:
             options["json_schema"] = schema
         return {**options, **self.tool_options()}
 
@@ -191,3 +192,9 @@ class CompletionRequest(SamplingRequest):
     echo: Literal[False] = False
     best_of: Literal[1] | None = None
     suffix: None = None
+
+
+class RenameRequest(BaseModel):
+    """`PATCH /v1/conversations/{id}`: a new title."""
+
+    title: str = Field(max_length=200)

@@ -1,0 +1,37 @@
+"""FastAPI dependencies of the routes: the service's state, its session once
+loaded, and the API-key check."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from ..session import Session
+from .api_error import APIError
+from .state import ServiceState
+
+
+def service(request: Request) -> ServiceState:
+    state: ServiceState = request.app.state.service  # set by create_app
+    return state
+
+
+Service = Annotated[ServiceState, Depends(service)]
+
+
+def ready_session(state: Service) -> Session:
+    """The session; 503 while the model loads or after it failed to."""
+    return state.ready_session()
+
+
+def require_key(request: Request, state: Service) -> None:
+    """401 unless the request carries ``server.api_key`` (compared in constant time)."""
+    expected = state.config.server.api_key
+    if expected is None:
+        return
+    given = request.headers.get("authorization", "")
+    scheme, _, token = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
+        raise APIError(401, "missing or wrong API key (send Authorization: Bearer <key>)", type="authentication_error", code="invalid_api_key")

@@ -1,0 +1,165 @@
+"""Response bodies of the service, as pydantic models, so that /docs
+describes what is sent.
+
+Chat and text completions are sent with ``exclude_unset``: a field left out
+when the body is built is not sent (``tool_calls`` without calls, ``usage``
+on a streamed chunk), so the fields that are always sent have no default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel
+
+from ..history import ConversationSummary, StoredMessage
+
+
+class UsageBody(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class FunctionCallBody(BaseModel):
+    name: str
+    arguments: str  # JSON text, as OpenAI sends it
+
+
+class ToolCallBody(BaseModel):
+    id: str
+    type: Literal["function"]
+    function: FunctionCallBody
+
+
+class ToolCallDelta(BaseModel):
+    """A tool call in a streamed chunk: OpenAI's call with its place in the list."""
+
+    index: int
+    id: str
+    type: Literal["function"]
+    function: FunctionCallBody
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str | None
+    tool_calls: list[ToolCallBody] | None = None
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    finish_reason: str | None
+    logprobs: None
+
+
+class ChatCompletion(BaseModel):
+    """`POST /v1/chat/completions`, answered whole."""
+
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: UsageBody | None
+
+
+class Delta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int
+    delta: Delta
+    finish_reason: str | None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One server-sent event of a streamed chat completion; the last one has
+    ``usage`` and no choices (``stream_options.include_usage``)."""
+
+    id: str
+    object: Literal["chat.completion.chunk"]
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: UsageBody | None = None
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    finish_reason: str | None
+    logprobs: None
+
+
+class Completion(BaseModel):
+    """`POST /v1/completions`, answered whole or as one server-sent event."""
+
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: UsageBody | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "mistralvllm"
+
+
+class ModelList(BaseModel):
+    """`GET /v1/models`: the one model this service serves."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class Health(BaseModel):
+    """`GET /health`: ``ok`` with the model, or ``loading``/``failed`` (503) with the load error."""
+
+    status: Literal["ok", "loading", "failed"]
+    model: str | None = None
+    error: str | None = None
+
+
+class ConversationList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ConversationSummary]
+
+
+@dataclass(frozen=True)
+class ConversationDetail(ConversationSummary):
+    """A stored conversation with its messages."""
+
+    messages: list[StoredMessage]
+
+
+class Renamed(BaseModel):
+    id: str
+    title: str
+
+
+class Deleted(BaseModel):
+    id: str
+    deleted: Literal[True] = True
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(BaseModel):
+    """Every error, in OpenAI's shape."""
+
+    error: ErrorDetail

@@ -1,0 +1,21 @@
+"""`POST /v1/chat/completions`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from .. import serving
+from ..deps import Service, require_key
+from ..openai_requests import ChatCompletionRequest
+from ..openai_responses import ChatCompletion, ErrorBody
+from .reply import send
+
+router = APIRouter(dependencies=[Depends(require_key)], responses={"4XX": {"model": ErrorBody}, "5XX": {"model": ErrorBody}})
+
+
+@router.post("/v1/chat/completions", response_model=ChatCompletion, response_model_exclude_unset=True)
+async def chat_completions(body: ChatCompletionRequest, request: Request, response: Response, state: Service) -> ChatCompletion | Response:
+    """A chat answer, whole or streamed as server-sent events (``stream``);
+    ``X-Conversation-Id`` (or ``user``) stores it in the history."""
+    reply = await serving.chat_completion(state, body, request.headers.get("x-conversation-id"))
+    return await send(reply, request, response)

@@ -1,0 +1,25 @@
+"""Sending a serving `Reply` over HTTP: whole as JSON (the route's
+``response_model``), or as server-sent events."""
+
+from __future__ import annotations
+
+from fastapi import Request, Response
+from fastapi.responses import StreamingResponse
+
+from ..generation import ClientDisconnected
+from ..serving import Reply, W
+
+
+async def send(reply: Reply[W], request: Request, response: Response) -> W | Response:
+    """``reply`` as server-sent events if the request asked to stream; else
+    its whole body, with its headers set on ``response``, or 499 if the client
+    left first."""
+    request.state.logged = True  # the reply writes this request's log line
+    if reply.stream:
+        return StreamingResponse(reply.events(), media_type="text/event-stream", headers={**reply.headers, "Cache-Control": "no-cache"})
+    try:
+        body = await reply.whole(request.receive)
+    except ClientDisconnected:
+        return Response(status_code=499)  # nobody reads it (nginx's "client closed request")
+    response.headers.update(reply.headers)
+    return body
