@@ -1,6 +1,7 @@
 //! mistralvllm's native core: a thin PyO3 layer over the mistral.rs engine.
 
 mod counts;
+mod device;
 mod errors;
 // Public for rust/benches/direct.rs, which loads a model the same way and
 // drives mistral.rs without Python to measure the binding's overhead.

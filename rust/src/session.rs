@@ -20,10 +20,10 @@ use pyo3::types::{PyDict, PyList};
 use tokio::sync::mpsc::{channel, Receiver};
 
 use crate::counts::SequenceCount;
+use crate::device::{device_name, parse_device};
 use crate::errors::{panic_message, ConfigError, ModelLoadError, RequestError};
 use crate::loader::{
-    build_features, build_model, device_name, dtype_name, parse_device, parse_dtype, parse_kv_mem,
-    LoadOptions,
+    build_features, build_model, dtype_name, parse_dtype, parse_kv_mem, LoadOptions,
 };
 use crate::model_files::{ModelFiles, ModelFormat};
 use crate::request::{convert_input, ForcedScorer, RequestInput, Sampling};

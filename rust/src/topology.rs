@@ -11,8 +11,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use serde::Deserialize;
 
+use crate::device::DeviceSpec;
 use crate::errors::ConfigError;
-use crate::loader::DeviceSpec;
 
 /// ISQ types as mistral.rs spells them (`parse_isq_value`), numeric shorthands aside.
 pub const ISQ_NAMES: &[&str] = &[
@@ -224,7 +224,7 @@ impl Topology {
                     .map_err(anyhow::Error::msg)?,
                 device: device
                     .as_deref()
-                    .map(crate::loader::parse_device)
+                    .map(crate::device::parse_device)
                     .transpose()?,
             })
         };
