@@ -83,9 +83,16 @@ fuzz: build
 # Benchmarks print numbers and write benches/results/*.json (never run by make test).
 BENCH_VENV ?= $(CACHE_DIR)/bench-venv
 
+# llama.cpp for this CPU, without AMX: where the kernel does not grant a
+# process the AMX tiles (seen in a VM on a Sapphire Rapids host), its first
+# ldtilecfg is a general-protection fault. (Its own build is cached per
+# flags nowhere, hence --no-cache-dir: a wheel built with other flags is not reused;
+# after a change of these flags, remove the bench venv.)
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=ON -DCMAKE_C_FLAGS=-mno-amx-tile\ -mno-amx-int8\ -mno-amx-bf16 -DCMAKE_CXX_FLAGS=-mno-amx-tile\ -mno-amx-int8\ -mno-amx-bf16
+
 $(BENCH_VENV)/.deps: requirements/bench.txt
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
-	CMAKE_ARGS="-DGGML_NATIVE=ON" $(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/bench.txt
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check --no-cache-dir -r requirements/bench.txt
 	touch $@
 
 bench: build $(BENCH_VENV)/.deps

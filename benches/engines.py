@@ -280,7 +280,10 @@ def main() -> None:
         python = sys.executable if name.startswith("mistralvllm") else str(PEER_PYTHON)
         result = subprocess.run([python, __file__, "--engine", name, "--model", model], capture_output=True, text=True, timeout=1800)
         if result.returncode != 0:
-            print(f"{name}: failed\n{result.stderr[-2000:]}", file=sys.stderr)
+            print(
+                f"{name}: failed (exit status {result.returncode}; a negative one is the signal that killed it)\n{result.stderr[-2000:]}",
+                file=sys.stderr,
+            )
             continue
         row = json.loads(result.stdout.strip().splitlines()[-1])
         row["decode_tok_s"] = summary(row["decode_tok_s"])
