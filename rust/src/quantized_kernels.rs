@@ -58,20 +58,12 @@ fn q5_1_vec_dot_matches_the_scalar_code() {
     check_vec_dot::<BlockQ5_1>();
 }
 
+/// The kernels candle already had (Q4_0, Q8_0 and the K types), now reached
+/// through the run-time dispatch of patches/candle-core-0.10.2/0003.
 #[test]
-fn q4_0_vec_dot_matches_the_scalar_code() {
+fn dispatched_vec_dots_match_the_scalar_code() {
     check_vec_dot::<BlockQ4_0>();
-}
-
-#[test]
-fn q8_0_vec_dot_matches_the_scalar_code() {
     check_vec_dot::<BlockQ8_0>();
-}
-
-/// The K types' AVX2 kernels, reached through the run-time dispatch of
-/// patches/candle-core-0.10.2/0003 like the ones above.
-#[test]
-fn k_quant_vec_dots_match_the_scalar_code() {
     check_vec_dot::<BlockQ2K>();
     check_vec_dot::<BlockQ3K>();
     check_vec_dot::<BlockQ4K>();
