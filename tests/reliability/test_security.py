@@ -31,11 +31,15 @@ def test_every_route_but_health_needs_the_key(server: dict[str, str]) -> None:
         if (method, path) in PUBLIC:
             continue
         url = server["url"] + path.replace("{conversation_id}", "some-id")
-        for headers in ({}, {"Authorization": f"Bearer {wrong}"}, {"Authorization": API_KEY}):
+        for headers in ({}, {"Authorization": f"Bearer {wrong}"}, {"Authorization": API_KEY}, {"x-api-key": wrong}):
             response = httpx.request(method.upper(), url, headers=headers, json={})
             assert response.status_code == 401, (method, path, headers, response.text)
             assert response.json()["error"]["code"] == "invalid_api_key"
     assert httpx.get(server["url"] + "/health").status_code == 200
+
+
+def test_the_key_may_come_as_anthropics_x_api_key(server: dict[str, str]) -> None:
+    assert httpx.get(server["url"] + "/v1/models", headers={"x-api-key": API_KEY}).status_code == 200
 
 
 def test_binding_beyond_loopback_without_a_key_warns_loudly(tmp_path: Path) -> None:

@@ -27,11 +27,13 @@ def ready_session(state: Service) -> Session:
 
 
 def require_key(request: Request, state: Service) -> None:
-    """401 unless the request carries ``server.api_key`` (compared in constant time)."""
+    """401 unless the request carries ``server.api_key`` (compared in constant
+    time), as ``Authorization: Bearer <key>`` or as Anthropic's ``x-api-key``."""
     expected = state.config.server.api_key
     if expected is None:
         return
-    given = request.headers.get("authorization", "")
-    scheme, _, token = given.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        token = request.headers.get("x-api-key", "")
+    if not hmac.compare_digest(token.encode(), expected.encode()):
         raise APIError(401, "missing or wrong API key (send Authorization: Bearer <key>)", type="authentication_error", code="invalid_api_key")
