@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..config import Config
 from ..errors import MistralVllmError
-from ..history import ChatHistory
+from ..history import HistoryStore, open_history
 from ..session import Session
 from .api_error import APIError
 from .metrics import ServiceMetrics
@@ -24,7 +24,7 @@ class ServiceState:
         self.session: Session | None = None
         self.load_error: str | None = None
         self.model_id = "loading"
-        self.history = ChatHistory(config.history.path) if config.history.enabled else None
+        self.history = open_history(config.history) if config.history.enabled else None
         self.metrics = ServiceMetrics(
             lambda: self.session.sequence_counts() if self.session else None,
             lambda: self.session.engine_stats() if self.session else None,
@@ -47,7 +47,7 @@ class ServiceState:
             raise APIError(503, message, type="service_unavailable", code="model_not_ready")
         return self.session
 
-    def require_history(self) -> ChatHistory:
+    def require_history(self) -> HistoryStore:
         if self.history is None:
             raise APIError(404, "history is off in this service's config", code="history_disabled")
         return self.history
