@@ -59,8 +59,8 @@ CREATE TABLE IF NOT EXISTS history_schema (version INTEGER NOT NULL);
 _SEARCH = (
     "SELECT m.conversation_id, c.title, m.role, m.created,"
     " ts_headline('simple', m.content, query, 'StartSel=[, StopSel=], MaxFragments=1, MaxWords=12, MinWords=4, FragmentDelimiter=…')"
-    " AS snippet FROM messages m JOIN conversations c ON c.id = m.conversation_id, websearch_to_tsquery('simple', %s) query"
-    " WHERE m.content_words @@ query ORDER BY m.created DESC LIMIT %s"
+    " AS snippet FROM messages m JOIN conversations c ON c.id = m.conversation_id, websearch_to_tsquery('simple', ?) query"
+    " WHERE m.content_words @@ query ORDER BY m.created DESC LIMIT ?"
 )
 # Connections kept open between calls; more are opened when more threads write at once.
 _IDLE_CONNECTIONS = 16
@@ -168,8 +168,7 @@ class PostgresHistory(SQLHistory):
         # Each word a phrase of its own, as SQLite's search takes them: no
         # word is websearch syntax (or, -, quotes).
         terms = " ".join('"' + word.replace('"', " ") + '"' for word in text.split())
-        with self._reading() as db:
-            return db.connection.execute(_SEARCH, (terms, limit)).fetchall()
+        return self._read(_SEARCH, (terms, limit))
 
     def close(self) -> None:
         with self._lock:
