@@ -290,9 +290,10 @@ def test_the_commands_use_a_postgres_history(postgres: PostgresServer, tmp_path:
     assert found.returncode == 0 and "from-a-service" in found.stdout, found.stdout + found.stderr
 
     env["MISTRALVLLM_HISTORY__URL"] = f"postgresql://someone:{PASSWORD}@127.0.0.1:{free_port()}/db"
-    down = subprocess.run([sys.executable, "-m", "mistralvllm", "history", "list"], capture_output=True, text=True, env=env, timeout=60)
-    assert down.returncode == 1 and "error: history.url: cannot connect to the PostgreSQL server at 127.0.0.1" in down.stderr
-    assert PASSWORD not in down.stderr
+    for command in (["history", "list"], ["serve", "--port", str(free_port())]):
+        down = subprocess.run([sys.executable, "-m", "mistralvllm", *command], capture_output=True, text=True, env=env, timeout=120)
+        assert down.returncode == 1 and "error: history.url: cannot connect to the PostgreSQL server at 127.0.0.1" in down.stderr, down.stderr
+        assert PASSWORD not in down.stderr
 
 
 def test_without_psycopg_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
