@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from mistralvllm import ConfigError, Topology
 from mistralvllm.config import Config, config_schema, load_config
@@ -136,6 +138,17 @@ def test_a_bad_history_url_is_shown_without_its_password(url: str) -> None:
     text = str(raised.value)
     assert text.startswith("MISTRALVLLM_HISTORY__URL: history.url: '") and "***" in text, text
     assert "s3cret" not in text, text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["postgresql://", "mysql://", "", "x:/"]), st.text(min_size=8).filter(lambda p: "@" not in p), st.text(), st.text())
+def test_no_history_url_error_shows_its_password(scheme: str, password: str, host: str, rest: str) -> None:
+    url = f"{scheme}me:{password}@{host}{rest}"
+    assume(password not in scheme + host + rest + "me")
+    try:
+        load_config(environ={"MISTRALVLLM_HISTORY__URL": url})
+    except ConfigError as e:
+        assert password not in str(e)
 
 
 def test_a_history_url_replaces_the_path_set_to_null(tmp_path: Path) -> None:

@@ -6,22 +6,20 @@ import re
 from urllib.parse import urlsplit
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
-_PASSWORD_PARAMETER = re.compile(r"(^|&)password=[^&]*")
+# Read from the text itself, not a URL parser, so that a password with an
+# unescaped "/" or "@", or a URL with no scheme, does not slip through: what
+# follows the first ":" of the part before the last "@" is taken for one.
+_USERINFO = re.compile(r"^(?P<head>(?:[^/@]*//)?)(?P<userinfo>.*)@", re.DOTALL)
+_PASSWORD_PARAMETER = re.compile(r"(password\s*=\s*)('[^']*'|[^&\s]*)", re.IGNORECASE)
 
 
 def redacted_url(url: str) -> str:
-    """``url`` with its password (in the user part or a ``password=`` parameter) as ``***``."""
-    try:
-        parts = urlsplit(url)
-        has_password = parts.password is not None
-    except ValueError:
-        return "<a URL that cannot be parsed>"
-    netloc = parts.netloc
-    if has_password:
-        user, _, host = netloc.rpartition("@")
-        netloc = f"{user.partition(':')[0]}:***@{host}"
-    query = _PASSWORD_PARAMETER.sub(r"\1password=***", parts.query)
-    return parts._replace(netloc=netloc, query=query).geturl()
+    """``url`` with its password (after the user name, or a ``password=`` parameter) as ``***``."""
+    match = _USERINFO.match(url)
+    if match and ":" in match["userinfo"]:
+        user = match["userinfo"].split(":", 1)[0]
+        url = f"{match['head']}{user}:***@{url[match.end() :]}"
+    return _PASSWORD_PARAMETER.sub(r"\1***", url)
 
 
 def check_postgres_url(url: str) -> str:
@@ -32,7 +30,7 @@ def check_postgres_url(url: str) -> str:
         parts = urlsplit(url)
         parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
     except ValueError as e:
-        raise ValueError(f"'{redacted_url(url)}': {e}; {expected}") from None
+        raise ValueError(f"'{redacted_url(url)}': {redacted_url(str(e))}; {expected}") from None
     if parts.scheme not in POSTGRES_SCHEMES:
         raise ValueError(f"'{redacted_url(url)}' is not a PostgreSQL URL; {expected}")
     return url
