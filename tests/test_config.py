@@ -143,8 +143,9 @@ def test_a_bad_history_url_is_shown_without_its_password(url: str) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.sampled_from(["postgresql://", "mysql://", "", "x:/"]), st.text(min_size=8).filter(lambda p: "@" not in p), st.text(), st.text())
 def test_no_history_url_error_shows_its_password(scheme: str, password: str, host: str, rest: str) -> None:
+    password = "Ω" + password  # in no message of ours or urllib's
     url = f"{scheme}me:{password}@{host}{rest}"
-    assume(password not in scheme + host + rest + "me")
+    assume(password not in scheme + host + rest)
     try:
         load_config(environ={"MISTRALVLLM_HISTORY__URL": url})
     except ConfigError as e:

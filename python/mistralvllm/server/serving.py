@@ -274,11 +274,13 @@ class Reply(Generic[W]):
             if (opening := self.shape.opening(self.head)) is not None:
                 yield event(opening)
             async for chunk in run_generation(self.session, self.start, limits, engine_errors):
+                sent = len(self.answer.parts)
                 yield event(self.shape.chunk(self.head, self.answer.add(chunk)))
-                # Saved once sent (the generator resumes after Starlette's
-                # send): a kill in between leaves less stored, never text
-                # the client did not get.
-                self._save_partial(chunk)
+                # Saved once sent: when the generator resumes, Starlette has
+                # handed this event to the "http" middleware, which writes it
+                # while taking the next; the events before it are written. A
+                # kill leaves less stored, never text the client did not get.
+                self._save_partial(chunk, sent)
             stream_options = self.body.stream_options
             if stream_options and stream_options.include_usage and self.answer.usage is not None:
                 yield event(self.shape.usage(self.head, self.answer.usage))
@@ -309,13 +311,14 @@ class Reply(Generic[W]):
             code="request_timeout",
         )
 
-    def _save_partial(self, chunk: ChatChunk) -> None:
-        """Store the answer sent so far every ``PARTIAL_SAVE_INTERVAL_S`` while it streams."""
+    def _save_partial(self, chunk: ChatChunk, sent: int) -> None:
+        """Store the answer's first ``sent`` parts, the text sent so far, every
+        ``PARTIAL_SAVE_INTERVAL_S`` while it streams."""
         if chunk.finish_reason is not None or self.turn is None or time.monotonic() - self._saved <= PARTIAL_SAVE_INTERVAL_S:
             return
         self._saved = time.monotonic()
         try:
-            self.turn.save_partial(self.answer.text)
+            self.turn.save_partial("".join(self.answer.parts[:sent]))
         except HistoryError as e:
             log.error("could not save the answer so far to %s: %s", self.id, e)
 
