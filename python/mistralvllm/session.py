@@ -213,16 +213,18 @@ class Session:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._waiters, functools.partial(function, *args, **kwargs))
 
-    def count_tokens(self, messages: Sequence[Message]) -> int:
-        """Prompt tokens of ``messages`` after the model's chat template."""
-        return len(self._engine.tokenize(list(messages)))
+    def count_tokens(self, messages: Sequence[Message], **tool_options: Any) -> int:
+        """Prompt tokens of ``messages`` after the model's chat template, with
+        the request's ``tools``/``tool_choice`` applied (as :meth:`stream` sends them)."""
+        messages, _ = self._with_tools(messages, dict(tool_options))
+        return len(self._engine.tokenize(list[Message](messages)))
 
-    def check_context(self, messages: Sequence[Message], max_tokens: int | None, **tool_options: Any) -> None:
-        """Raise `ContextOverflowError` if the prompt plus ``max_tokens`` exceeds
-        the context window (with the request's ``tools``/``tool_choice`` applied)."""
-        if self.context_length is not None:
-            messages, _ = self._with_tools(messages, dict(tool_options))
-            self._check_fits(self.count_tokens(messages), max_tokens)
+    def check_context(self, messages: Sequence[Message], max_tokens: int | None, **tool_options: Any) -> int:
+        """The prompt's tokens (see :meth:`count_tokens`); raise
+        `ContextOverflowError` if they plus ``max_tokens`` exceed the context window."""
+        prompt_tokens = self.count_tokens(messages, **tool_options)
+        self._check_fits(prompt_tokens, max_tokens)
+        return prompt_tokens
 
     def _check_fits(self, prompt_tokens: int, max_tokens: int | None) -> None:
         answer_tokens = max_tokens or 1
