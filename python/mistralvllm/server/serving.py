@@ -1,6 +1,7 @@
 """The serving layer: a validated OpenAI request in, a `Session` call, and an
 OpenAI response or server-sent events out, with the request's stored turn,
-metrics and log line.
+metrics and log line. Another API surface translates its request into an
+OpenAI one and answers in its own bodies and events (its `Shape`).
 
 It knows nothing of FastAPI: a route hands it the body (and the conversation
 id, and the client's receive channel) and sends back what it returns.
@@ -12,6 +13,7 @@ import json
 import logging
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -132,28 +134,46 @@ def usage_body(usage: Usage | None) -> UsageBody | None:
     return UsageBody(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, total_tokens=usage.total_tokens)
 
 
-def event(body: BaseModel | dict[str, Any]) -> str:
-    """One server-sent event; a response body sends the fields it was built with."""
+def event(body: BaseModel | dict[str, Any], name: str | None = None) -> str:
+    """One server-sent event (with an ``event:`` line if ``name`` is given); a
+    response body sends the fields it was built with."""
     data = body.model_dump(exclude_unset=True) if isinstance(body, BaseModel) else body
-    return f"data: {json.dumps(data)}\n\n"
+    return (f"event: {name}\n" if name else "") + f"data: {json.dumps(data)}\n\n"
 
 
 class Shape(Protocol[W_co]):
-    """An API surface's bodies: the whole answer, or the events that stream it."""
+    """An API surface's bodies: the whole answer, or the server-sent events
+    that stream it (a list of events at each step, perhaps empty)."""
 
-    id_prefix: str
+    id_prefix: str  # of the reply's id, with its separator
 
     def whole(self, head: dict[str, Any], answer: StreamedAnswer) -> W_co: ...
-    def opening(self, head: dict[str, Any]) -> BaseModel | None: ...
-    def chunk(self, head: dict[str, Any], chunk: ChatChunk) -> BaseModel: ...
+    def opening(self, head: dict[str, Any], prompt_tokens: int | None) -> list[str]: ...
+    def chunk(self, head: dict[str, Any], chunk: ChatChunk) -> list[str]: ...
+    def closing(self, head: dict[str, Any], answer: StreamedAnswer, include_usage: bool) -> list[str]: ...
+    def error(self, error: APIError) -> str: ...
+
+
+class OpenAIStream(ABC):
+    """How OpenAI's streams end: a usage chunk if asked for, then ``[DONE]``;
+    an error is a data event with the error object."""
+
+    @abstractmethod
     def usage(self, head: dict[str, Any], usage: Usage) -> BaseModel: ...
 
+    def closing(self, head: dict[str, Any], answer: StreamedAnswer, include_usage: bool) -> list[str]:
+        usage = [event(self.usage(head, answer.usage))] if include_usage and answer.usage is not None else []
+        return [*usage, "data: [DONE]\n\n"]
 
-class ChatShape:
+    def error(self, error: APIError) -> str:
+        return event(error.body())
+
+
+class ChatShape(OpenAIStream):
     """Chat completions' bodies: a message when whole; when streamed, a first
     delta that names the role, then a delta per chunk."""
 
-    id_prefix = "chatcmpl"
+    id_prefix = "chatcmpl-"
 
     def whole(self, head: dict[str, Any], answer: StreamedAnswer) -> ChatCompletion:
         calls = answer.tool_calls
@@ -163,36 +183,36 @@ class ChatShape:
         choice = ChatChoice(index=0, message=message, finish_reason=answer.finish_reason, logprobs=None)
         return ChatCompletion(**head, object="chat.completion", choices=[choice], usage=usage_body(answer.usage))
 
-    def opening(self, head: dict[str, Any]) -> ChatCompletionChunk | None:
+    def opening(self, head: dict[str, Any], prompt_tokens: int | None) -> list[str]:
         choice = ChunkChoice(index=0, delta=Delta(role="assistant", content=""), finish_reason=None)
-        return ChatCompletionChunk(**head, object="chat.completion.chunk", choices=[choice])
+        return [event(ChatCompletionChunk(**head, object="chat.completion.chunk", choices=[choice]))]
 
-    def chunk(self, head: dict[str, Any], chunk: ChatChunk) -> ChatCompletionChunk:
+    def chunk(self, head: dict[str, Any], chunk: ChatChunk) -> list[str]:
         delta = Delta(content=chunk.text) if chunk.text else Delta()
         if chunk.tool_calls:
             delta.tool_calls = [ToolCallDelta.model_validate({"index": i, **tool_call_body(call)}) for i, call in enumerate(chunk.tool_calls)]
         choice = ChunkChoice(index=0, delta=delta, finish_reason=chunk.finish_reason)
-        return ChatCompletionChunk(**head, object="chat.completion.chunk", choices=[choice])
+        return [event(ChatCompletionChunk(**head, object="chat.completion.chunk", choices=[choice]))]
 
     def usage(self, head: dict[str, Any], usage: Usage) -> ChatCompletionChunk:
         return ChatCompletionChunk(**head, object="chat.completion.chunk", choices=[], usage=usage_body(usage))
 
 
-class CompletionShape:
+class CompletionShape(OpenAIStream):
     """Text completions' bodies: the same object whole and per streamed chunk."""
 
-    id_prefix = "cmpl"
+    id_prefix = "cmpl-"
 
     def whole(self, head: dict[str, Any], answer: StreamedAnswer) -> Completion:
         choice = CompletionChoice(index=0, text=answer.text, finish_reason=answer.finish_reason, logprobs=None)
         return Completion(**head, object="text_completion", choices=[choice], usage=usage_body(answer.usage))
 
-    def opening(self, head: dict[str, Any]) -> Completion | None:
-        return None
+    def opening(self, head: dict[str, Any], prompt_tokens: int | None) -> list[str]:
+        return []
 
-    def chunk(self, head: dict[str, Any], chunk: ChatChunk) -> Completion:
+    def chunk(self, head: dict[str, Any], chunk: ChatChunk) -> list[str]:
         choice = CompletionChoice(index=0, text=chunk.text, finish_reason=chunk.finish_reason, logprobs=None)
-        return Completion(**head, object="text_completion", choices=[choice])
+        return [event(Completion(**head, object="text_completion", choices=[choice]))]
 
     def usage(self, head: dict[str, Any], usage: Usage) -> Completion:
         return Completion(**head, object="text_completion", choices=[], usage=usage_body(usage))
@@ -216,9 +236,11 @@ class Reply(Generic[W]):
         start: Callable[[], ChatStream],
         shape: Shape[W],
         conversation: Conversation | None = None,
+        prompt_tokens: int | None = None,
     ) -> None:
         self.state, self.session, self.body, self.start, self.shape = state, session, body, start, shape
-        self.id = f"{shape.id_prefix}-{uuid.uuid4().hex[:24]}"
+        self.prompt_tokens = prompt_tokens  # when counted before the answer starts
+        self.id = f"{shape.id_prefix}{uuid.uuid4().hex[:24]}"
         self.head: dict[str, Any] = {"id": self.id, "created": int(time.time()), "model": state.model_id}
         self.started = time.monotonic()
         self.headers = {"X-Conversation-Id": conversation.id} if conversation else {}
@@ -254,32 +276,34 @@ class Reply(Generic[W]):
         return self.shape.whole(self.head, self.answer)
 
     async def events(self) -> AsyncIterator[str]:
-        """The answer as server-sent events, ending with ``[DONE]`` or an error event."""
+        """The answer as the shape's server-sent events, ending with its
+        closing events or an error event."""
         # Everything is acquired inside the generator, so a response that
         # is never sent holds no engine slot and no stream. Starlette
         # cancels it when the client leaves (status "disconnected").
         limits = Limits.start(self.state.config.server.request_timeout, None)
         status, self._saved = "disconnected", time.monotonic()
         try:
-            if (opening := self.shape.opening(self.head)) is not None:
-                yield event(opening)
+            for text in self.shape.opening(self.head, self.prompt_tokens):
+                yield text
             async for chunk in run_generation(self.session, self.start, limits, engine_errors):
-                yield event(self.shape.chunk(self.head, self.answer.add(chunk)))
+                for text in self.shape.chunk(self.head, self.answer.add(chunk)):
+                    yield text
                 # Saved once sent (the generator resumes after Starlette's
                 # send): a kill in between leaves less stored, never text
                 # the client did not get.
                 self._save_partial(chunk)
             stream_options = self.body.stream_options
-            if stream_options and stream_options.include_usage and self.answer.usage is not None:
-                yield event(self.shape.usage(self.head, self.answer.usage))
+            closing = self.shape.closing(self.head, self.answer, bool(stream_options and stream_options.include_usage))
             status = self._status()
-            yield "data: [DONE]\n\n"
+            for text in closing:
+                yield text
         except APIError as e:  # the engine refused the request (e.g. a bad regex)
             status = "error"
-            yield event(e.body())
+            yield self.shape.error(e)
         except RequestTimedOut:
             status = "timed out"
-            yield event(self._timeout_error().body())
+            yield self.shape.error(self._timeout_error())
         except Exception:
             status = "error"
             raise
@@ -325,17 +349,29 @@ class Reply(Generic[W]):
 
 
 async def chat_completion(state: ServiceState, body: ChatCompletionRequest, conversation_id: str | None) -> Reply[ChatCompletion]:
+    """A chat request answered in OpenAI's bodies (see `chat_reply`)."""
+    return await chat_reply(state, body, conversation_id, ChatShape())
+
+
+async def chat_reply(state: ServiceState, body: ChatCompletionRequest, conversation_id: str | None, shape: Shape[W]) -> Reply[W]:
     """Check a chat request, fit it to the context window and find its
-    stored conversation: a `Reply` ready to run."""
+    stored conversation: a `Reply` ready to run, answered in ``shape``."""
     session = check_model(state, body)
     messages, sampling = body.session_messages(), request_options(state, body)
 
-    def check(options: dict[str, Any]) -> None:
-        session.check_context(messages, options.get("max_tokens"), **body.tool_options())
+    def check(options: dict[str, Any]) -> int:
+        return session.check_context(messages, options.get("max_tokens"), **body.tool_options())
 
-    await session.off_loop(engine_errors, lambda: fit_default_max_tokens(check, sampling, asked=body.answer_tokens() is not None))
+    prompt_tokens = await session.off_loop(engine_errors, lambda: fit_default_max_tokens(check, sampling, asked=body.answer_tokens() is not None))
     conversation = find_conversation(state, conversation_id, body, session)
-    return Reply(state, session, body, lambda: session.start(messages, **sampling), ChatShape(), conversation)
+    return Reply(state, session, body, lambda: session.start(messages, **sampling), shape, conversation, prompt_tokens)
+
+
+async def prompt_tokens(state: ServiceState, body: ChatCompletionRequest) -> int:
+    """The tokens a chat request's prompt takes (its messages under the chat
+    template, with its tools), as its answer's usage will count them."""
+    session = check_model(state, body)
+    return await session.off_loop(engine_errors, lambda: session.count_tokens(body.session_messages(), **body.tool_options()))
 
 
 def completion(state: ServiceState, body: CompletionRequest) -> Reply[Completion]:
