@@ -105,6 +105,20 @@ def test_max_tokens_ends_the_answer(client: anthropic.Anthropic) -> None:
     assert final.stop_reason == "max_tokens" and final.usage.output_tokens == 3 and blocks(final) == blocks(short)
 
 
+def test_stop_sequences_end_the_answer(client: anthropic.Anthropic) -> None:
+    # More than OpenAI's 4 stop strings: Anthropic's API has no such limit.
+    stops = ["Zanzibar", "Berlin", "Madrid", "Paris", "Rome"]
+    reply = client.messages.create(model=MODEL, max_tokens=32, messages=ITALY, stop_sequences=stops)
+    assert reply.stop_reason == "stop_sequence" and reply.stop_sequence == "Rome"
+    assert text_of(reply).startswith("The capital of Italy is") and "Rome" not in text_of(reply)
+    with client.messages.stream(model=MODEL, max_tokens=32, messages=ITALY, stop_sequences=stops) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "stop_sequence" and final.stop_sequence == "Rome" and blocks(final) == blocks(reply)
+    # A stop string the answer never reaches leaves the end of its turn as it was.
+    whole = client.messages.create(model=MODEL, max_tokens=32, messages=ITALY, stop_sequences=stops[:4])
+    assert whole.stop_reason == "end_turn" and whole.stop_sequence is None and "Rome" in text_of(whole)
+
+
 def test_tool_call_round_trip(client: anthropic.Anthropic) -> None:
     question = [{"role": "user", "content": "What is the weather in Paris?"}]
     call = client.messages.create(model=MODEL, max_tokens=64, messages=question, tools=[WEATHER, ADD], tool_choice={"type": "any"})

@@ -28,20 +28,22 @@ class ChatResult:
 
 @dataclass
 class StreamedAnswer:
-    """What a stream produced so far; ``finish_reason`` and ``usage`` are set
+    """What a stream produced so far; ``finish_reason``, ``usage`` and
+    ``stop_sequence`` (the request's stop string it ended on, if any) are set
     by its last chunk (still ``None`` if the stream ended early)."""
 
     parts: list[str] = field(default_factory=list)
     tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: str | None = None
     usage: Usage | None = None
+    stop_sequence: str | None = None
 
     def add(self, chunk: ChatChunk) -> ChatChunk:
         """Take in one chunk, and give it back for the caller to show."""
         self.parts.append(chunk.text)
         self.tool_calls.extend(chunk.tool_calls)
         if chunk.finish_reason is not None:
-            self.finish_reason, self.usage = chunk.finish_reason, chunk.usage
+            self.finish_reason, self.usage, self.stop_sequence = chunk.finish_reason, chunk.usage, chunk.stop_sequence
         return chunk
 
     @property

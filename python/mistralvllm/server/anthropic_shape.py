@@ -18,11 +18,14 @@ from .anthropic_responses import Message, MessageUsage, StopReason, TextContent,
 from .api_error import APIError
 from .serving import event
 
-# The engine's finish reasons in Anthropic's words; any other ("stop") is end_turn.
+# The engine's finish reasons in Anthropic's words; "stop" is end_turn, or
+# stop_sequence when the answer ended on one of the request's stop strings.
 STOP_REASONS: dict[str, StopReason] = {"length": "max_tokens", "tool_calls": "tool_use"}
 
 
 def stop_reason(answer: StreamedAnswer) -> StopReason:
+    if answer.stop_sequence is not None:
+        return "stop_sequence"
     return STOP_REASONS.get(answer.finish_reason or "", "end_turn")
 
 
@@ -51,7 +54,9 @@ class MessageShape:
         content: list[TextContent | ToolUseContent] = [TextContent(text=result.text)] if result.text else []
         content += [tool_use(call) for call in result.tool_calls]
         usage = MessageUsage(input_tokens=result.usage.prompt_tokens, output_tokens=result.usage.completion_tokens)
-        return Message(id=head["id"], content=content, model=head["model"], stop_reason=stop_reason(answer), stop_sequence=None, usage=usage)
+        return Message(
+            id=head["id"], content=content, model=head["model"], stop_reason=stop_reason(answer), stop_sequence=answer.stop_sequence, usage=usage
+        )
 
     def opening(self, head: dict[str, Any], prompt_tokens: int | None) -> list[str]:
         usage = MessageUsage(input_tokens=prompt_tokens or 0, output_tokens=0)
@@ -75,7 +80,7 @@ class MessageShape:
 
     def closing(self, head: dict[str, Any], answer: StreamedAnswer, include_usage: bool) -> list[str]:
         usage = answer.result().usage
-        delta = {"stop_reason": stop_reason(answer), "stop_sequence": None}
+        delta = {"stop_reason": stop_reason(answer), "stop_sequence": answer.stop_sequence}
         return [
             *self._close_text(),
             message_event("message_delta", delta=delta, usage={"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens}),
