@@ -1,5 +1,6 @@
 //! Converting Python chat messages and sampling options into mistral.rs request data.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use either::Either;
@@ -85,6 +86,11 @@ pub struct Sampling {
     pub frequency_penalty: Option<f32>,
     pub presence_penalty: Option<f32>,
     pub repetition_penalty: Option<f32>,
+    /// Log-probabilities of each chosen token and of this many top tokens
+    /// (`None`: no log-probabilities).
+    pub top_logprobs: Option<usize>,
+    /// Added to the logits of these token ids before sampling.
+    pub logit_bias: Option<HashMap<u32, f32>>,
 }
 
 impl Sampling {
@@ -132,13 +138,13 @@ impl Sampling {
             top_k: if seeded.is_some() { None } else { self.top_k },
             top_p: if seeded.is_some() { None } else { self.top_p },
             min_p: if seeded.is_some() { None } else { self.min_p },
-            top_n_logprobs: 0,
+            top_n_logprobs: self.top_logprobs.unwrap_or(0),
             frequency_penalty: self.frequency_penalty,
             presence_penalty: self.presence_penalty,
             repetition_penalty: self.repetition_penalty,
             stop_toks: self.stop.filter(|s| !s.is_empty()).map(StopTokens::Seqs),
             max_len: self.max_tokens,
-            logits_bias: None,
+            logits_bias: self.logit_bias.filter(|bias| !bias.is_empty()),
             n_choices: 1,
             dry_params: None,
         };

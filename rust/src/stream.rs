@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use mistralrs::core::ToolCallResponse;
+use mistralrs::core::{ResponseLogprob, ToolCallResponse, TopLogprob};
 use mistralrs::Response;
 use pyo3::prelude::*;
 use tokio::sync::mpsc::Receiver;
@@ -112,8 +112,69 @@ impl From<ToolCallResponse> for ToolCall {
     }
 }
 
+/// One of the most likely tokens at a position, with its log-probability.
+#[pyclass(module = "mistralvllm._core", frozen, get_all)]
+#[derive(Clone, Debug)]
+pub struct TopTokenLogprob {
+    pub token_id: u32,
+    /// The token's text (undecodable bytes of a partial character as U+FFFD).
+    pub token: String,
+    /// Natural log of the token's probability under the model.
+    pub logprob: f64,
+}
+
+impl From<TopLogprob> for TopTokenLogprob {
+    fn from(top: TopLogprob) -> Self {
+        Self {
+            token_id: top.token,
+            token: top.bytes.unwrap_or_default(),
+            logprob: top.logprob as f64,
+        }
+    }
+}
+
+/// A generated token's log-probability and the most likely tokens at its
+/// position (as many as `top_logprobs` asked for).
+#[pyclass(module = "mistralvllm._core", frozen, get_all)]
+#[derive(Clone, Debug)]
+pub struct TokenLogprob {
+    /// The token's text (undecodable bytes of a partial character as U+FFFD).
+    pub token: String,
+    /// Natural log of the token's probability under the model.
+    pub logprob: f64,
+    pub top_logprobs: Vec<TopTokenLogprob>,
+}
+
+impl From<ResponseLogprob> for TokenLogprob {
+    fn from(chosen: ResponseLogprob) -> Self {
+        let token = match chosen.bytes {
+            Some(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            None => chosen.token,
+        };
+        Self {
+            token,
+            logprob: chosen.logprob as f64,
+            top_logprobs: chosen.top_logprobs.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+#[pymethods]
+impl TokenLogprob {
+    fn __repr__(&self) -> String {
+        format!(
+            "TokenLogprob(token={:?}, logprob={:.4}, top_logprobs={})",
+            self.token,
+            self.logprob,
+            self.top_logprobs.len()
+        )
+    }
+}
+
 /// A piece of generated text; the last chunk carries `finish_reason` and `usage`,
 /// and `tool_calls` when the model called tools instead of answering.
+/// `logprobs` has one entry per token generated since the previous chunk
+/// when the request asked for log-probabilities.
 #[pyclass(module = "mistralvllm._core", frozen, get_all)]
 #[derive(Clone, Debug)]
 pub struct ChatChunk {
@@ -121,17 +182,19 @@ pub struct ChatChunk {
     pub finish_reason: Option<String>,
     pub usage: Option<Usage>,
     pub tool_calls: Vec<ToolCall>,
+    pub logprobs: Vec<TokenLogprob>,
 }
 
 #[pymethods]
 impl ChatChunk {
     fn __repr__(&self) -> String {
         format!(
-            "ChatChunk(text={:?}, finish_reason={:?}, usage={}, tool_calls={:?})",
+            "ChatChunk(text={:?}, finish_reason={:?}, usage={}, tool_calls={:?}, logprobs={})",
             self.text,
             self.finish_reason,
             self.usage.as_ref().map_or("None".into(), |u| u.__repr__()),
-            self.tool_calls
+            self.tool_calls,
+            self.logprobs.len()
         )
     }
 }
@@ -279,6 +342,7 @@ impl ChatStream {
     pub fn next_chunk(&self) -> PyResult<Option<ChatChunk>> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut text = String::new();
+        let mut logprobs = Vec::new();
         loop {
             let Some(rx) = state.rx.as_mut() else {
                 return Ok(None);
@@ -287,7 +351,7 @@ impl ChatStream {
                 state.end();
                 return Ok(None);
             };
-            let (delta, engine_finish, engine_usage, tool_calls) = match response {
+            let (delta, engine_finish, engine_usage, tool_calls, logprob) = match response {
                 Some(Response::Chunk(chunk)) => {
                     let Some(choice) = chunk.choices.into_iter().next() else {
                         continue;
@@ -297,13 +361,20 @@ impl ChatStream {
                         choice.finish_reason,
                         chunk.usage,
                         choice.delta.tool_calls.unwrap_or_default(),
+                        choice.logprobs,
                     )
                 }
                 Some(Response::CompletionChunk(chunk)) => {
                     let Some(choice) = chunk.choices.into_iter().next() else {
                         continue;
                     };
-                    (choice.text, choice.finish_reason, None, Vec::new())
+                    (
+                        choice.text,
+                        choice.finish_reason,
+                        None,
+                        Vec::new(),
+                        choice.logprobs,
+                    )
                 }
                 other => {
                     state.end();
@@ -325,6 +396,7 @@ impl ChatStream {
                 }
             };
             state.chunks += 1;
+            logprobs.extend(logprob.map(TokenLogprob::from));
             let shown = state.stops.push(&delta);
             text.push_str(&shown);
             let mut finish_reason = engine_finish;
@@ -364,6 +436,7 @@ impl ChatStream {
                 finish_reason,
                 usage,
                 tool_calls: tool_calls.into_iter().map(ToolCall::from).collect(),
+                logprobs,
             }));
         }
     }

@@ -17,7 +17,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-from .._core import ChatChunk, ChatStream, Usage
+from .._core import ChatChunk, ChatStream, TokenLogprob, TopTokenLogprob, Usage
 from ..collect import StreamedAnswer
 from ..errors import ContextOverflowError, RequestError
 from ..history import Conversation, HistoryError, HistoryWriteError, Turn
@@ -31,12 +31,16 @@ from .openai_responses import (
     ChatChoice,
     ChatCompletion,
     ChatCompletionChunk,
+    ChatLogprobs,
     ChunkChoice,
     Completion,
     CompletionChoice,
+    CompletionLogprobs,
     Delta,
+    TokenLogprobBody,
     ToolCallBody,
     ToolCallDelta,
+    TopLogprobBody,
     UsageBody,
 )
 from .state import ServiceState
@@ -86,11 +90,16 @@ def history_writes(call: Callable[[], T]) -> T:
         raise APIError(507, str(e), type="server_error", code="history_write_failed") from None
 
 
+def check_model_name(state: ServiceState, model: str | None) -> None:
+    """404 unless ``model`` (when given) names the served model."""
+    if model is not None and model != state.model_id:
+        raise APIError(404, f"model {model!r} does not exist; this service serves {state.model_id!r}", param="model", code="model_not_found")
+
+
 def check_model(state: ServiceState, body: SamplingRequest) -> Session:
     """The session, once the request names its model and stays within the service's limits."""
     session = state.ready_session()
-    if body.model != state.model_id:
-        raise APIError(404, f"model {body.model!r} does not exist; this service serves {state.model_id!r}", param="model", code="model_not_found")
+    check_model_name(state, body.model)
     limit = state.config.server.max_tokens_limit
     if limit is not None and (body.answer_tokens() or 0) > limit:
         raise APIError(400, f"max_tokens {body.answer_tokens()} is above this service's limit of {limit}", param="max_tokens")
@@ -149,18 +158,52 @@ class Shape(Protocol[W_co]):
     def usage(self, head: dict[str, Any], usage: Usage) -> BaseModel: ...
 
 
+# What OpenAI-compatible servers (vLLM) send for a log-probability of -inf,
+# which JSON cannot carry.
+LOGPROB_FLOOR = -9999.0
+
+
+def _logprob(value: float) -> float:
+    return max(value, LOGPROB_FLOOR)
+
+
+def _top_logprob(top: TopTokenLogprob) -> TopLogprobBody:
+    return TopLogprobBody(token=top.token, logprob=_logprob(top.logprob), bytes=list(top.token.encode()))
+
+
+def chat_logprobs(entries: list[TokenLogprob]) -> ChatLogprobs:
+    """Chat completions' ``logprobs``: each token, its UTF-8 bytes, and its top tokens."""
+    return ChatLogprobs(
+        content=[
+            TokenLogprobBody(
+                token=entry.token,
+                logprob=_logprob(entry.logprob),
+                bytes=list(entry.token.encode()),
+                top_logprobs=[_top_logprob(top) for top in entry.top_logprobs],
+            )
+            for entry in entries
+        ],
+        refusal=None,
+    )
+
+
 class ChatShape:
     """Chat completions' bodies: a message when whole; when streamed, a first
-    delta that names the role, then a delta per chunk."""
+    delta that names the role, then a delta per chunk. ``logprobs``: the
+    request asked for log-probabilities."""
 
     id_prefix = "chatcmpl"
+
+    def __init__(self, *, logprobs: bool = False) -> None:
+        self.logprobs = logprobs
 
     def whole(self, head: dict[str, Any], answer: StreamedAnswer) -> ChatCompletion:
         calls = answer.tool_calls
         message = AssistantMessage(role="assistant", content=answer.text if answer.text or not calls else None)
         if calls:
             message.tool_calls = [ToolCallBody.model_validate(tool_call_body(call)) for call in calls]
-        choice = ChatChoice(index=0, message=message, finish_reason=answer.finish_reason, logprobs=None)
+        logprobs = chat_logprobs(answer.logprobs) if self.logprobs else None
+        choice = ChatChoice(index=0, message=message, finish_reason=answer.finish_reason, logprobs=logprobs)
         return ChatCompletion(**head, object="chat.completion", choices=[choice], usage=usage_body(answer.usage))
 
     def opening(self, head: dict[str, Any]) -> ChatCompletionChunk | None:
@@ -172,6 +215,8 @@ class ChatShape:
         if chunk.tool_calls:
             delta.tool_calls = [ToolCallDelta.model_validate({"index": i, **tool_call_body(call)}) for i, call in enumerate(chunk.tool_calls)]
         choice = ChunkChoice(index=0, delta=delta, finish_reason=chunk.finish_reason)
+        if self.logprobs:
+            choice.logprobs = chat_logprobs(chunk.logprobs)
         return ChatCompletionChunk(**head, object="chat.completion.chunk", choices=[choice])
 
     def usage(self, head: dict[str, Any], usage: Usage) -> ChatCompletionChunk:
@@ -179,19 +224,40 @@ class ChatShape:
 
 
 class CompletionShape:
-    """Text completions' bodies: the same object whole and per streamed chunk."""
+    """Text completions' bodies: the same object whole and per streamed chunk.
+    ``logprobs``: the request asked for log-probabilities; their text offsets
+    count from ``offset`` (the prompt's length: OpenAI's offsets run over
+    prompt and answer)."""
 
     id_prefix = "cmpl"
 
+    def __init__(self, *, logprobs: bool = False, offset: int = 0) -> None:
+        self.logprobs, self.offset = logprobs, offset
+
+    def _logprobs(self, entries: list[TokenLogprob]) -> CompletionLogprobs | None:
+        """The legacy shape, continuing the offsets of earlier chunks."""
+        if not self.logprobs:
+            return None
+        offsets = []
+        for entry in entries:
+            offsets.append(self.offset)
+            self.offset += len(entry.token)
+        return CompletionLogprobs(
+            tokens=[entry.token for entry in entries],
+            token_logprobs=[_logprob(entry.logprob) for entry in entries],
+            top_logprobs=[{top.token: _logprob(top.logprob) for top in entry.top_logprobs} for entry in entries],
+            text_offset=offsets,
+        )
+
     def whole(self, head: dict[str, Any], answer: StreamedAnswer) -> Completion:
-        choice = CompletionChoice(index=0, text=answer.text, finish_reason=answer.finish_reason, logprobs=None)
+        choice = CompletionChoice(index=0, text=answer.text, finish_reason=answer.finish_reason, logprobs=self._logprobs(answer.logprobs))
         return Completion(**head, object="text_completion", choices=[choice], usage=usage_body(answer.usage))
 
     def opening(self, head: dict[str, Any]) -> Completion | None:
         return None
 
     def chunk(self, head: dict[str, Any], chunk: ChatChunk) -> Completion:
-        choice = CompletionChoice(index=0, text=chunk.text, finish_reason=chunk.finish_reason, logprobs=None)
+        choice = CompletionChoice(index=0, text=chunk.text, finish_reason=chunk.finish_reason, logprobs=self._logprobs(chunk.logprobs))
         return Completion(**head, object="text_completion", choices=[choice])
 
     def usage(self, head: dict[str, Any], usage: Usage) -> Completion:
@@ -335,7 +401,8 @@ async def chat_completion(state: ServiceState, body: ChatCompletionRequest, conv
 
     await session.off_loop(engine_errors, lambda: fit_default_max_tokens(check, sampling, asked=body.answer_tokens() is not None))
     conversation = find_conversation(state, conversation_id, body, session)
-    return Reply(state, session, body, lambda: session.start(messages, **sampling), ChatShape(), conversation)
+    shape = ChatShape(logprobs=bool(body.logprobs))
+    return Reply(state, session, body, lambda: session.start(messages, **sampling), shape, conversation)
 
 
 def completion(state: ServiceState, body: CompletionRequest) -> Reply[Completion]:
@@ -347,4 +414,5 @@ def completion(state: ServiceState, body: CompletionRequest) -> Reply[Completion
     def start(options: dict[str, Any]) -> ChatStream:
         return session.stream_completion(body.prompt, **options)
 
-    return Reply(state, session, body, lambda: fit_default_max_tokens(start, sampling, asked=body.answer_tokens() is not None), CompletionShape())
+    shape = CompletionShape(logprobs=body.logprobs is not None, offset=len(body.prompt))
+    return Reply(state, session, body, lambda: fit_default_max_tokens(start, sampling, asked=body.answer_tokens() is not None), shape)

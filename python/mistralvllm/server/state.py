@@ -28,6 +28,7 @@ class ServiceState:
         self.metrics = ServiceMetrics(
             lambda: self.session.sequence_counts() if self.session else None,
             lambda: self.session.engine_stats() if self.session else None,
+            lambda: self.model_id,
         )
 
     def load(self) -> None:
