@@ -28,8 +28,15 @@ CHAT = "/v1/chat/completions"
 OK_MESSAGES = [{"role": "user", "content": "Hi"}]
 
 
+RESPONSES = "/v1/responses"
+
+
 def chat_body(**fields: object) -> dict[str, object]:
     return {"model": MODEL, "messages": OK_MESSAGES, "max_tokens": 4, **fields}
+
+
+def responses_body(**fields: object) -> dict[str, object]:
+    return {"model": MODEL, "input": "Hi", "max_output_tokens": 4, **fields}
 
 
 # (case name, path, raw body or JSON body, expected status, fragment of the error message)
@@ -69,6 +76,17 @@ HTTP_CASES: list[tuple[str, str, bytes | dict[str, object], int, str]] = [
     ("10 MB body", CHAT, b'{"model": "' + b"x" * 10_000_000 + b'"}', 413, "larger than"),
     ("completion prompt is a list of numbers", "/v1/completions", {"model": MODEL, "prompt": [1, 2, 3]}, 400, "prompt"),
     ("conversation rename without title", "/v1/conversations/abc", {}, 400, "title"),
+    ("responses input is a number", RESPONSES, responses_body(input=42), 400, "input"),
+    ("responses input item of no known type", RESPONSES, responses_body(input=[{"type": "reasoning"}]), 400, "input.0"),
+    ("responses image input", RESPONSES, responses_body(input=[{"role": "user", "content": [{"type": "input_image"}]}]), 400, "text only"),
+    ("responses max_output_tokens is text", RESPONSES, responses_body(max_output_tokens="ten"), 400, "max_output_tokens"),
+    ("responses huge max_output_tokens", RESPONSES, responses_body(max_output_tokens=10**12), 400, "max_output_tokens"),
+    ("responses hosted tool", RESPONSES, responses_body(tools=[{"type": "file_search", "vector_store_ids": []}]), 400, "function tools only"),
+    ("responses tool_choice unknown", RESPONSES, responses_body(tool_choice="sometimes"), 400, "tool_choice"),
+    ("responses text format unknown", RESPONSES, responses_body(text={"format": {"type": "yaml"}}), 400, "text.format"),
+    ("responses store is text", RESPONSES, responses_body(store="yes"), 400, "store"),
+    ("responses unknown previous id", RESPONSES, responses_body(previous_response_id="resp_0"), 404, "resp_0"),
+    ("responses body is not JSON", RESPONSES, b"{input: hi}", 400, "JSON"),
 ]
 
 

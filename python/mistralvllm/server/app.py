@@ -16,7 +16,7 @@ from .. import __version__
 from ..config import Config
 from .exception_handlers import add_exception_handlers
 from .middleware import BodyLimit, count_requests
-from .routes import chat, completions, conversations, system, tokens
+from .routes import chat, completions, conversations, responses, system, tokens
 from .state import ServiceState
 
 
@@ -37,6 +37,6 @@ def create_app(config: Config) -> FastAPI:
     app.add_middleware(BodyLimit, limit=config.server.max_request_bytes)
     app.middleware("http")(count_requests)
     add_exception_handlers(app)
-    for router in (chat.router, completions.router, tokens.router, system.router, conversations.router):
+    for router in (chat.router, completions.router, responses.router, tokens.router, system.router, conversations.router):
         app.include_router(router)
     return app

@@ -3,7 +3,7 @@ conversation routes), validated before a route sees them."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
@@ -76,6 +76,8 @@ class ResponseFormat(Strict):
 class SamplingRequest(Strict):
     """Fields shared by chat and text completions."""
 
+    prompt_param: ClassVar[str] = "messages"
+    answer_tokens_param: ClassVar[str] = "max_tokens"
     model: str
     stream: StrictBool = False
     stream_options: StreamOptions | None = None

@@ -1,6 +1,6 @@
-"""The serving layer: a validated OpenAI request in, a `Session` call, and an
-OpenAI response or server-sent events out, with the request's stored turn,
-metrics and log line.
+"""The serving layer: a validated request in, a `Session` call, and a
+response or server-sent events out in the request's API shape (`Shape`), with
+the request's stored turn, metrics and log line.
 
 It knows nothing of FastAPI: a route hands it the body (and the conversation
 id, and the client's receive channel) and sends back what it returns.
@@ -12,35 +12,34 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from typing import Any, Generic, Protocol, TypeVar
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-from .._core import ChatChunk, ChatStream, TokenLogprob, TopTokenLogprob, Usage
+from .._core import ChatChunk, ChatStream, Usage
 from ..collect import StreamedAnswer
+from ..context_window import context_overflow
 from ..errors import ContextOverflowError, RequestError
 from ..history import Conversation, HistoryError, HistoryWriteError, Turn
 from ..session import Session
 from ..tools import tool_call_body
 from .api_error import APIError
 from .generation import ClientDisconnected, Limits, Receive, RequestTimedOut, run_generation
-from .openai_requests import ChatCompletionRequest, CompletionRequest, SamplingRequest
+from .openai_logprobs import CompletionLogprobWriter, chat_logprobs
+from .openai_requests import ChatCompletionRequest, CompletionRequest
 from .openai_responses import (
     AssistantMessage,
     ChatChoice,
     ChatCompletion,
     ChatCompletionChunk,
-    ChatLogprobs,
     ChunkChoice,
     Completion,
     CompletionChoice,
-    CompletionLogprobs,
     Delta,
-    TokenLogprobBody,
     ToolCallBody,
     ToolCallDelta,
-    TopLogprobBody,
     UsageBody,
 )
 from .state import ServiceState
@@ -52,9 +51,24 @@ PARTIAL_SAVE_INTERVAL_S = 1.0
 # OpenAI's max_tokens for a text completion that sets none (and no config default).
 COMPLETION_MAX_TOKENS = 16
 T = TypeVar("T")
-# The body of a whole answer: ChatCompletion or Completion.
+# The body of a whole answer: ChatCompletion, Completion, ...
 W = TypeVar("W", bound=BaseModel)
 W_co = TypeVar("W_co", bound=BaseModel, covariant=True)
+
+
+class GenerationRequest(Protocol):
+    """What the serving layer reads of a validated request, whatever its API."""
+
+    # The request fields that hold the prompt and set the answer's length, for errors.
+    prompt_param: ClassVar[str]
+    answer_tokens_param: ClassVar[str]
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def stream(self) -> bool: ...
+    def answer_tokens(self) -> int | None: ...
+    def sampling(self) -> dict[str, Any]: ...
 
 
 def fit_default_max_tokens(check: Callable[[dict[str, Any]], T], options: dict[str, Any], *, asked: bool) -> T:
@@ -96,21 +110,43 @@ def check_model_name(state: ServiceState, model: str | None) -> None:
         raise APIError(404, f"model {model!r} does not exist; this service serves {state.model_id!r}", param="model", code="model_not_found")
 
 
-def check_model(state: ServiceState, body: SamplingRequest) -> Session:
+def check_model(state: ServiceState, body: GenerationRequest) -> Session:
     """The session, once the request names its model and stays within the service's limits."""
     session = state.ready_session()
     check_model_name(state, body.model)
     limit = state.config.server.max_tokens_limit
     if limit is not None and (body.answer_tokens() or 0) > limit:
-        raise APIError(400, f"max_tokens {body.answer_tokens()} is above this service's limit of {limit}", param="max_tokens")
+        param = body.answer_tokens_param
+        raise APIError(400, f"{param} {body.answer_tokens()} is above this service's limit of {limit}", param=param)
     return session
 
 
-def request_options(state: ServiceState, body: SamplingRequest) -> dict[str, Any]:
+def request_options(state: ServiceState, body: GenerationRequest) -> dict[str, Any]:
     """The request's sampling options over the config's ``sampling``
     defaults, which apply to every field a request leaves out (as vLLM's
     generation config and llama-server's n_predict do)."""
     return {**state.config.sampling.options(), **body.sampling()}
+
+
+async def fitted_options(state: ServiceState, session: Session, body: GenerationRequest, messages: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The request's options (`request_options`) once ``messages`` and the
+    answer fit the context window, with the request's tools applied; a
+    default max_tokens is lowered to fit (`fit_default_max_tokens`)."""
+    sampling = request_options(state, body)
+
+    def check(options: dict[str, Any]) -> None:
+        session.check_context(messages, options.get("max_tokens"), **{key: options[key] for key in ("tools", "tool_choice") if key in options})
+
+    def fit() -> None:
+        try:
+            fit_default_max_tokens(check, sampling, asked=body.answer_tokens() is not None)
+        except ContextOverflowError as e:
+            # Named in the request's own fields (the session names its options).
+            overflow = context_overflow(e.prompt_tokens, e.max_tokens, e.context_length, answer_param=body.answer_tokens_param)
+            raise APIError(400, str(overflow), param=body.prompt_param, code="context_length_exceeded") from None
+
+    await session.off_loop(engine_errors, fit)
+    return sampling
 
 
 def find_conversation(state: ServiceState, conversation_id: str | None, body: ChatCompletionRequest, session: Session) -> Conversation | None:
@@ -147,55 +183,49 @@ def event(body: BaseModel | dict[str, Any]) -> str:
     return f"data: {json.dumps(data)}\n\n"
 
 
-class Shape(Protocol[W_co]):
-    """An API surface's bodies: the whole answer, or the events that stream it."""
+def reply_id(prefix: str) -> str:
+    """A new answer's id: ``prefix`` and 24 random hex digits."""
+    return f"{prefix}{uuid.uuid4().hex[:24]}"
 
-    id_prefix: str
+
+class Shape(Protocol[W_co]):
+    """An API surface's bodies: the whole answer, or the server-sent events
+    that stream it (each a list of events, in the order sent). A shape
+    serves one answer, so it may keep what it has sent so far."""
 
     def whole(self, head: dict[str, Any], answer: StreamedAnswer) -> W_co: ...
-    def opening(self, head: dict[str, Any]) -> BaseModel | None: ...
-    def chunk(self, head: dict[str, Any], chunk: ChatChunk) -> BaseModel: ...
+    def opening(self, head: dict[str, Any]) -> list[str]: ...
+    def chunk(self, head: dict[str, Any], chunk: ChatChunk) -> list[str]: ...
+    def closing(self, head: dict[str, Any], answer: StreamedAnswer) -> list[str]: ...
+    def failure(self, head: dict[str, Any], error: APIError) -> list[str]: ...
+
+
+class OpenAIStream(ABC):
+    """How chat and text completions end a stream: the usage when asked
+    (``stream_options.include_usage``), then ``[DONE]``; an error is one event."""
+
+    def __init__(self, body: ChatCompletionRequest | CompletionRequest) -> None:
+        self.include_usage = body.stream_options is not None and body.stream_options.include_usage
+
+    @abstractmethod
     def usage(self, head: dict[str, Any], usage: Usage) -> BaseModel: ...
 
+    def closing(self, head: dict[str, Any], answer: StreamedAnswer) -> list[str]:
+        usage = [event(self.usage(head, answer.usage))] if self.include_usage and answer.usage is not None else []
+        return [*usage, "data: [DONE]\n\n"]
 
-# What OpenAI-compatible servers (vLLM) send for a log-probability of -inf,
-# which JSON cannot carry.
-LOGPROB_FLOOR = -9999.0
-
-
-def _logprob(value: float) -> float:
-    return max(value, LOGPROB_FLOOR)
+    def failure(self, head: dict[str, Any], error: APIError) -> list[str]:
+        return [event(error.body())]
 
 
-def _top_logprob(top: TopTokenLogprob) -> TopLogprobBody:
-    return TopLogprobBody(token=top.token, logprob=_logprob(top.logprob), bytes=list(top.token.encode()))
-
-
-def chat_logprobs(entries: list[TokenLogprob]) -> ChatLogprobs:
-    """Chat completions' ``logprobs``: each token, its UTF-8 bytes, and its top tokens."""
-    return ChatLogprobs(
-        content=[
-            TokenLogprobBody(
-                token=entry.token,
-                logprob=_logprob(entry.logprob),
-                bytes=list(entry.token.encode()),
-                top_logprobs=[_top_logprob(top) for top in entry.top_logprobs],
-            )
-            for entry in entries
-        ],
-        refusal=None,
-    )
-
-
-class ChatShape:
+class ChatShape(OpenAIStream):
     """Chat completions' bodies: a message when whole; when streamed, a first
-    delta that names the role, then a delta per chunk. ``logprobs``: the
-    request asked for log-probabilities."""
+    delta that names the role, then a delta per chunk; with ``logprobs``
+    when the request asked for them."""
 
-    id_prefix = "chatcmpl"
-
-    def __init__(self, *, logprobs: bool = False) -> None:
-        self.logprobs = logprobs
+    def __init__(self, body: ChatCompletionRequest) -> None:
+        super().__init__(body)
+        self.logprobs = bool(body.logprobs)
 
     def whole(self, head: dict[str, Any], answer: StreamedAnswer) -> ChatCompletion:
         calls = answer.tool_calls
@@ -206,59 +236,43 @@ class ChatShape:
         choice = ChatChoice(index=0, message=message, finish_reason=answer.finish_reason, logprobs=logprobs)
         return ChatCompletion(**head, object="chat.completion", choices=[choice], usage=usage_body(answer.usage))
 
-    def opening(self, head: dict[str, Any]) -> ChatCompletionChunk | None:
+    def opening(self, head: dict[str, Any]) -> list[str]:
         choice = ChunkChoice(index=0, delta=Delta(role="assistant", content=""), finish_reason=None)
-        return ChatCompletionChunk(**head, object="chat.completion.chunk", choices=[choice])
+        return [event(ChatCompletionChunk(**head, object="chat.completion.chunk", choices=[choice]))]
 
-    def chunk(self, head: dict[str, Any], chunk: ChatChunk) -> ChatCompletionChunk:
+    def chunk(self, head: dict[str, Any], chunk: ChatChunk) -> list[str]:
         delta = Delta(content=chunk.text) if chunk.text else Delta()
         if chunk.tool_calls:
             delta.tool_calls = [ToolCallDelta.model_validate({"index": i, **tool_call_body(call)}) for i, call in enumerate(chunk.tool_calls)]
         choice = ChunkChoice(index=0, delta=delta, finish_reason=chunk.finish_reason)
         if self.logprobs:
             choice.logprobs = chat_logprobs(chunk.logprobs)
-        return ChatCompletionChunk(**head, object="chat.completion.chunk", choices=[choice])
+        return [event(ChatCompletionChunk(**head, object="chat.completion.chunk", choices=[choice]))]
 
     def usage(self, head: dict[str, Any], usage: Usage) -> ChatCompletionChunk:
         return ChatCompletionChunk(**head, object="chat.completion.chunk", choices=[], usage=usage_body(usage))
 
 
-class CompletionShape:
-    """Text completions' bodies: the same object whole and per streamed chunk.
-    ``logprobs``: the request asked for log-probabilities; their text offsets
-    count from ``offset`` (the prompt's length: OpenAI's offsets run over
-    prompt and answer)."""
+class CompletionShape(OpenAIStream):
+    """Text completions' bodies: the same object whole and per streamed
+    chunk; with ``logprobs`` when the request asked for them."""
 
-    id_prefix = "cmpl"
-
-    def __init__(self, *, logprobs: bool = False, offset: int = 0) -> None:
-        self.logprobs, self.offset = logprobs, offset
-
-    def _logprobs(self, entries: list[TokenLogprob]) -> CompletionLogprobs | None:
-        """The legacy shape, continuing the offsets of earlier chunks."""
-        if not self.logprobs:
-            return None
-        offsets = []
-        for entry in entries:
-            offsets.append(self.offset)
-            self.offset += len(entry.token)
-        return CompletionLogprobs(
-            tokens=[entry.token for entry in entries],
-            token_logprobs=[_logprob(entry.logprob) for entry in entries],
-            top_logprobs=[{top.token: _logprob(top.logprob) for top in entry.top_logprobs} for entry in entries],
-            text_offset=offsets,
-        )
+    def __init__(self, body: CompletionRequest) -> None:
+        super().__init__(body)
+        self.logprobs = CompletionLogprobWriter(len(body.prompt)) if body.logprobs is not None else None
 
     def whole(self, head: dict[str, Any], answer: StreamedAnswer) -> Completion:
-        choice = CompletionChoice(index=0, text=answer.text, finish_reason=answer.finish_reason, logprobs=self._logprobs(answer.logprobs))
+        logprobs = self.logprobs.write(answer.logprobs) if self.logprobs else None
+        choice = CompletionChoice(index=0, text=answer.text, finish_reason=answer.finish_reason, logprobs=logprobs)
         return Completion(**head, object="text_completion", choices=[choice], usage=usage_body(answer.usage))
 
-    def opening(self, head: dict[str, Any]) -> Completion | None:
-        return None
+    def opening(self, head: dict[str, Any]) -> list[str]:
+        return []
 
-    def chunk(self, head: dict[str, Any], chunk: ChatChunk) -> Completion:
-        choice = CompletionChoice(index=0, text=chunk.text, finish_reason=chunk.finish_reason, logprobs=self._logprobs(chunk.logprobs))
-        return Completion(**head, object="text_completion", choices=[choice])
+    def chunk(self, head: dict[str, Any], chunk: ChatChunk) -> list[str]:
+        logprobs = self.logprobs.write(chunk.logprobs) if self.logprobs else None
+        choice = CompletionChoice(index=0, text=chunk.text, finish_reason=chunk.finish_reason, logprobs=logprobs)
+        return [event(Completion(**head, object="text_completion", choices=[choice]))]
 
     def usage(self, head: dict[str, Any], usage: Usage) -> Completion:
         return Completion(**head, object="text_completion", choices=[], usage=usage_body(usage))
@@ -268,30 +282,30 @@ class Reply(Generic[W]):
     """One request that passed its checks, answered whole (`whole`) or as
     server-sent events (`events`).
 
-    The question is stored before the answer starts, so a crash or a full
-    disk shows up in history (or as a 507) and loses nothing written. Every
-    request ends with one log line (ok, length, disconnected, error or timed
-    out) and with its answer in history (interrupted unless finished).
+    The question is stored (as ``turn``, begun by the caller) before the
+    answer starts, so a crash or a full disk shows up in history (or as a
+    507) and loses nothing written. Every request ends with one log line (ok,
+    length, disconnected, error or timed out) and with its answer in history
+    (interrupted unless finished).
     """
 
     def __init__(
         self,
         state: ServiceState,
         session: Session,
-        body: SamplingRequest,
+        body: GenerationRequest,
         start: Callable[[], ChatStream],
         shape: Shape[W],
-        conversation: Conversation | None = None,
+        *,
+        id: str,
+        turn: Turn | None = None,
     ) -> None:
         self.state, self.session, self.body, self.start, self.shape = state, session, body, start, shape
-        self.id = f"{shape.id_prefix}-{uuid.uuid4().hex[:24]}"
+        self.id = id
         self.head: dict[str, Any] = {"id": self.id, "created": int(time.time()), "model": state.model_id}
         self.started = time.monotonic()
-        self.headers = {"X-Conversation-Id": conversation.id} if conversation else {}
-        self.turn: Turn | None = None
-        if conversation is not None and isinstance(body, ChatCompletionRequest):
-            question = next((m.text() for m in reversed(body.messages) if m.role == "user"), "")
-            self.turn = history_writes(lambda: conversation.begin_turn(question))
+        self.headers = {"X-Conversation-Id": turn.conversation.id} if turn else {}
+        self.turn = turn
         self.answer = StreamedAnswer()
         self._saved = self.started
 
@@ -320,32 +334,32 @@ class Reply(Generic[W]):
         return self.shape.whole(self.head, self.answer)
 
     async def events(self) -> AsyncIterator[str]:
-        """The answer as server-sent events, ending with ``[DONE]`` or an error event."""
+        """The answer as server-sent events in the shape's API, ending with
+        its closing events or its error events."""
         # Everything is acquired inside the generator, so a response that
         # is never sent holds no engine slot and no stream. Starlette
         # cancels it when the client leaves (status "disconnected").
         limits = Limits.start(self.state.config.server.request_timeout, None)
         status, self._saved = "disconnected", time.monotonic()
         try:
-            if (opening := self.shape.opening(self.head)) is not None:
-                yield event(opening)
+            if opening := self.shape.opening(self.head):
+                yield "".join(opening)
             async for chunk in run_generation(self.session, self.start, limits, engine_errors):
-                yield event(self.shape.chunk(self.head, self.answer.add(chunk)))
+                if events := self.shape.chunk(self.head, self.answer.add(chunk)):
+                    yield "".join(events)
                 # Saved once sent (the generator resumes after Starlette's
                 # send): a kill in between leaves less stored, never text
                 # the client did not get.
                 self._save_partial(chunk)
-            stream_options = self.body.stream_options
-            if stream_options and stream_options.include_usage and self.answer.usage is not None:
-                yield event(self.shape.usage(self.head, self.answer.usage))
+            closing = self.shape.closing(self.head, self.answer)
             status = self._status()
-            yield "data: [DONE]\n\n"
+            yield "".join(closing)
         except APIError as e:  # the engine refused the request (e.g. a bad regex)
             status = "error"
-            yield event(e.body())
+            yield "".join(self.shape.failure(self.head, e))
         except RequestTimedOut:
             status = "timed out"
-            yield event(self._timeout_error().body())
+            yield "".join(self.shape.failure(self.head, self._timeout_error()))
         except Exception:
             status = "error"
             raise
@@ -394,15 +408,14 @@ async def chat_completion(state: ServiceState, body: ChatCompletionRequest, conv
     """Check a chat request, fit it to the context window and find its
     stored conversation: a `Reply` ready to run."""
     session = check_model(state, body)
-    messages, sampling = body.session_messages(), request_options(state, body)
-
-    def check(options: dict[str, Any]) -> None:
-        session.check_context(messages, options.get("max_tokens"), **body.tool_options())
-
-    await session.off_loop(engine_errors, lambda: fit_default_max_tokens(check, sampling, asked=body.answer_tokens() is not None))
+    messages = body.session_messages()
+    sampling = await fitted_options(state, session, body, messages)
     conversation = find_conversation(state, conversation_id, body, session)
-    shape = ChatShape(logprobs=bool(body.logprobs))
-    return Reply(state, session, body, lambda: session.start(messages, **sampling), shape, conversation)
+    turn = None
+    if conversation is not None:
+        question = next((m.text() for m in reversed(body.messages) if m.role == "user"), "")
+        turn = history_writes(lambda: conversation.begin_turn(question))
+    return Reply(state, session, body, lambda: session.start(messages, **sampling), ChatShape(body), id=reply_id("chatcmpl-"), turn=turn)
 
 
 def completion(state: ServiceState, body: CompletionRequest) -> Reply[Completion]:
@@ -414,5 +427,7 @@ def completion(state: ServiceState, body: CompletionRequest) -> Reply[Completion
     def start(options: dict[str, Any]) -> ChatStream:
         return session.stream_completion(body.prompt, **options)
 
-    shape = CompletionShape(logprobs=body.logprobs is not None, offset=len(body.prompt))
-    return Reply(state, session, body, lambda: fit_default_max_tokens(start, sampling, asked=body.answer_tokens() is not None), shape)
+    def fitted_start() -> ChatStream:
+        return fit_default_max_tokens(start, sampling, asked=body.answer_tokens() is not None)
+
+    return Reply(state, session, body, fitted_start, CompletionShape(body), id=reply_id("cmpl-"))
