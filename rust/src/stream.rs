@@ -172,7 +172,8 @@ impl TokenLogprob {
 }
 
 /// A piece of generated text; the last chunk carries `finish_reason` and `usage`,
-/// and `tool_calls` when the model called tools instead of answering.
+/// `tool_calls` when the model called tools instead of answering, and
+/// `stop_sequence`, the request's stop string the answer ended on, if any.
 /// `logprobs` has one entry per token generated since the previous chunk
 /// when the request asked for log-probabilities.
 #[pyclass(module = "mistralvllm._core", frozen, get_all)]
@@ -182,6 +183,7 @@ pub struct ChatChunk {
     pub finish_reason: Option<String>,
     pub usage: Option<Usage>,
     pub tool_calls: Vec<ToolCall>,
+    pub stop_sequence: Option<String>,
     pub logprobs: Vec<TokenLogprob>,
 }
 
@@ -189,11 +191,12 @@ pub struct ChatChunk {
 impl ChatChunk {
     fn __repr__(&self) -> String {
         format!(
-            "ChatChunk(text={:?}, finish_reason={:?}, usage={}, tool_calls={:?}, logprobs={})",
+            "ChatChunk(text={:?}, finish_reason={:?}, usage={}, tool_calls={:?}, stop_sequence={:?}, logprobs={})",
             self.text,
             self.finish_reason,
             self.usage.as_ref().map_or("None".into(), |u| u.__repr__()),
             self.tool_calls,
+            self.stop_sequence,
             self.logprobs.len()
         )
     }
@@ -202,12 +205,15 @@ impl ChatChunk {
 /// Cuts the answer before the first stop string. mistral.rs stops on it but
 /// its stream still carries the stop text; OpenAI's API (and users) expect it
 /// left out. Text that may be the start of a stop string is held back until
-/// the next chunk shows whether it is.
+/// the next chunk shows whether it is. mistral.rs's finish reason is "stop"
+/// for a stop string and for the end of the answer alike; `matched` tells
+/// them apart (Anthropic's API answers which stop string it was).
 #[derive(Default)]
 struct StopTrimmer {
     stops: Vec<String>,
     pending: String,
-    matched: bool,
+    /// The stop string the answer ended on, once it appeared.
+    matched: Option<String>,
 }
 
 impl StopTrimmer {
@@ -220,17 +226,19 @@ impl StopTrimmer {
 
     /// The part of `text` that can be shown now; nothing once a stop string matched.
     fn push(&mut self, text: &str) -> String {
-        if self.matched {
+        if self.matched.is_some() {
             return String::new();
         }
         self.pending.push_str(text);
-        if let Some(at) = self
+        // The stop string that ends first: the earliest, and of those the shortest.
+        let first = self
             .stops
             .iter()
-            .filter_map(|s| self.pending.find(s.as_str()))
-            .min()
-        {
-            self.matched = true;
+            .filter_map(|s| self.pending.find(s.as_str()).map(|at| (at, s)))
+            .min_by_key(|(at, s)| (*at, s.len()))
+            .map(|(at, s)| (at, s.clone()));
+        if let Some((at, stop)) = first {
+            self.matched = Some(stop);
             self.pending.truncate(at);
             return std::mem::take(&mut self.pending);
         }
@@ -400,9 +408,11 @@ impl ChatStream {
             let shown = state.stops.push(&delta);
             text.push_str(&shown);
             let mut finish_reason = engine_finish;
+            let mut stop_sequence = None;
             if finish_reason.is_some() {
                 state.end();
-                if state.stops.matched {
+                stop_sequence = state.stops.matched.clone();
+                if stop_sequence.is_some() {
                     finish_reason = Some("stop".to_string());
                 } else {
                     text.push_str(&state.stops.flush());
@@ -436,6 +446,7 @@ impl ChatStream {
                 finish_reason,
                 usage,
                 tool_calls: tool_calls.into_iter().map(ToolCall::from).collect(),
+                stop_sequence,
                 logprobs,
             }));
         }
@@ -475,39 +486,51 @@ impl ChatStream {
 mod tests {
     use super::*;
 
-    fn shown(stops: &[&str], pieces: &[&str]) -> (String, bool) {
+    /// The text shown for `pieces`, and the stop string it ended on.
+    fn shown(stops: &[&str], pieces: &[&str]) -> (String, Option<String>) {
         let mut trimmer = StopTrimmer::new(stops.iter().map(|s| s.to_string()).collect());
         let mut out: String = pieces.iter().map(|p| trimmer.push(p)).collect();
-        if !trimmer.matched {
+        if trimmer.matched.is_none() {
             out.push_str(&trimmer.flush());
         }
         (out, trimmer.matched)
+    }
+
+    fn stop(s: &str) -> Option<String> {
+        Some(s.to_string())
     }
 
     #[test]
     fn stop_text_is_cut_even_across_chunks() {
         assert_eq!(
             shown(&["Rome"], &["The capital is", " Ro", "me."]),
-            ("The capital is ".into(), true)
+            ("The capital is ".into(), stop("Rome"))
         );
-        assert_eq!(shown(&["\n\n"], &["a\n", "\nb"]), ("a".into(), true));
+        assert_eq!(
+            shown(&["\n\n"], &["a\n", "\nb"]),
+            ("a".into(), stop("\n\n"))
+        );
     }
 
     #[test]
     fn held_back_text_comes_out_when_it_is_not_a_stop() {
-        assert_eq!(shown(&["Rome"], &["Ro", "ad"]), ("Road".into(), false));
-        assert_eq!(shown(&["Rome"], &["It is Ro"]), ("It is Ro".into(), false));
+        assert_eq!(shown(&["Rome"], &["Ro", "ad"]), ("Road".into(), None));
+        assert_eq!(shown(&["Rome"], &["It is Ro"]), ("It is Ro".into(), None));
     }
 
     #[test]
     fn no_stops_passes_everything() {
-        assert_eq!(shown(&[], &["a", "b"]), ("ab".into(), false));
-        assert_eq!(shown(&[""], &["a"]), ("a".into(), false));
+        assert_eq!(shown(&[], &["a", "b"]), ("ab".into(), None));
+        assert_eq!(shown(&[""], &["a"]), ("a".into(), None));
     }
 
     #[test]
     fn earliest_stop_wins_and_multibyte_text_is_safe() {
-        assert_eq!(shown(&["b", "a"], &["xab"]), ("x".into(), true));
-        assert_eq!(shown(&["é!"], &["caf", "é", "?"]), ("café?".into(), false));
+        assert_eq!(shown(&["b", "a"], &["xab"]), ("x".into(), stop("a")));
+        assert_eq!(
+            shown(&["Rome", "Ro"], &["It is Rome"]),
+            ("It is ".into(), stop("Ro"))
+        );
+        assert_eq!(shown(&["é!"], &["caf", "é", "?"]), ("café?".into(), None));
     }
 }
