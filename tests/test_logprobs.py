@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import httpx
+import numpy as np
 import openai
 import pytest
 
@@ -141,3 +142,14 @@ def test_tokenize_and_detokenize_in_vllms_shape(server: dict[str, str]) -> None:
     assert chat.usage is not None and chat.usage.prompt_tokens == tokenized["count"]
     wrong = httpx.post(server["url"] + "/detokenize", headers=AUTH, json={"model": MODEL, "tokens": [10**9]})
     assert wrong.status_code == 400 and "10" in wrong.json()["error"]["message"]
+
+
+def test_score_distributions_hold_the_scores(session: Session) -> None:
+    text = "The three primary colours are red, yellow and blue."
+    tokens = session.tokenize(prompt=text)
+    rows = [np.frombuffer(row, "<f4") for row in session.score_distributions(tokens)]
+    assert len(rows) == len(tokens) - 1
+    scores = session.score(tokens)
+    for row, token, score in zip(rows, tokens[1:], scores, strict=True):
+        assert row[token] == pytest.approx(score, abs=1e-4)
+        assert float(np.exp(row.astype(np.float64)).sum()) == pytest.approx(1.0, abs=1e-4)

@@ -394,6 +394,17 @@ class Session:
         self._check_fits(len(tokens) - 1, 1)
         return self._engine.score(tokens)
 
+    def score_distributions(self, text: str | Sequence[int]) -> list[bytes]:
+        """The model's whole next-token distribution after each token of
+        ``text`` but the last (as :meth:`score` reads it): one row per
+        position, the natural-log probability of every token id as
+        little-endian float32 bytes (``numpy.frombuffer(row, "<f4")``)."""
+        tokens = self._engine.tokenize(prompt=text) if isinstance(text, str) else list(text)
+        if len(tokens) < 2:
+            raise RequestError("score: the text is shorter than 2 tokens")
+        self._check_fits(len(tokens) - 1, 1)
+        return self._engine.score_distributions(tokens)
+
     def perplexity(self, text: str) -> float:
         """``exp`` of the mean negative log-probability of ``text``'s tokens:
         lower means the model finds the text more likely."""

@@ -17,7 +17,7 @@ use mistralrs::{
     PagedAttentionConfig, PagedCacheType, Request, Response,
 };
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList};
 use tokio::sync::mpsc::{channel, Receiver};
 
 use crate::counts::SequenceCount;
@@ -130,6 +130,48 @@ impl Session {
             Ok::<_, PyErr>((running, sent_at, prompt_tokens))
         })?;
         Ok(ChatStream::new(rx, running, sent_at, stops, prompt_tokens))
+    }
+
+    /// Run `scorer` over its tokens in the engine (one forced decoding step per token).
+    fn run_scorer(&self, py: Python<'_>, scorer: ForcedScorer) -> PyResult<Arc<ForcedScorer>> {
+        let tokens = scorer.tokens().to_vec();
+        if tokens.len() < 2 {
+            return Err(RequestError::new_err(
+                "tokens: expected at least 2 token ids",
+            ));
+        }
+        let scorer = Arc::new(scorer);
+        let (sampling_params, _) = Sampling {
+            max_tokens: Some(tokens.len() - 1),
+            ..Sampling::default()
+        }
+        .into_engine()?;
+        let processor: Arc<dyn CustomLogitsProcessor> = scorer.clone();
+        let (tx, rx) = channel(STREAM_BUFFER);
+        let request = Request::Normal(Box::new(NormalRequest {
+            messages: RequestMessage::CompletionTokens(tokens[..1].to_vec()),
+            sampling_params,
+            response: tx,
+            return_logprobs: false,
+            is_streaming: true,
+            id: 0,
+            constraint: Constraint::None,
+            suffix: None,
+            tools: None,
+            tool_choice: None,
+            logits_processors: Some(vec![processor]),
+            return_raw_logits: false,
+            web_search_options: None,
+            model_id: None,
+            truncate_sequence: false,
+        }));
+        let input = Either::Right(String::new());
+        let stream = self.submit(py, request, rx, input, Some(1), Vec::new())?;
+        py.detach(|| {
+            while stream.next_chunk()?.is_some() {}
+            Ok::<_, PyErr>(())
+        })?;
+        Ok(scorer)
     }
 
     fn model(&self) -> PyResult<Arc<Model>> {
@@ -478,43 +520,28 @@ impl Session {
     /// tokens before it (teacher forcing): the model scores the text instead
     /// of writing its own. `exp(-mean)` of the result is the perplexity.
     fn score(&self, py: Python<'_>, tokens: Vec<u32>) -> PyResult<Vec<f64>> {
-        if tokens.len() < 2 {
-            return Err(RequestError::new_err(
-                "tokens: expected at least 2 token ids",
-            ));
-        }
-        let scorer = Arc::new(ForcedScorer::new(tokens.clone()));
-        let (sampling_params, _) = Sampling {
-            max_tokens: Some(tokens.len() - 1),
-            ..Sampling::default()
-        }
-        .into_engine()?;
-        let processor: Arc<dyn CustomLogitsProcessor> = scorer.clone();
-        let (tx, rx) = channel(STREAM_BUFFER);
-        let request = Request::Normal(Box::new(NormalRequest {
-            messages: RequestMessage::CompletionTokens(tokens[..1].to_vec()),
-            sampling_params,
-            response: tx,
-            return_logprobs: false,
-            is_streaming: true,
-            id: 0,
-            constraint: Constraint::None,
-            suffix: None,
-            tools: None,
-            tool_choice: None,
-            logits_processors: Some(vec![processor]),
-            return_raw_logits: false,
-            web_search_options: None,
-            model_id: None,
-            truncate_sequence: false,
-        }));
-        let input = Either::Right(String::new());
-        let stream = self.submit(py, request, rx, input, Some(1), Vec::new())?;
-        py.detach(|| {
-            while stream.next_chunk()?.is_some() {}
-            Ok::<_, PyErr>(())
-        })?;
-        scorer.logprobs()
+        self.run_scorer(py, ForcedScorer::new(tokens))?.logprobs()
+    }
+
+    /// The model's whole next-token distribution at each position of
+    /// `tokens` after the first (teacher forcing, as `score`): one row per
+    /// position, the natural-log probabilities of every token id as
+    /// little-endian f32 bytes (numpy: `frombuffer(row, "<f4")`).
+    fn score_distributions<'py>(
+        &self,
+        py: Python<'py>,
+        tokens: Vec<u32>,
+    ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+        let rows = self
+            .run_scorer(py, ForcedScorer::keeping_distributions(tokens))?
+            .distributions()?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let bytes: Vec<u8> = row.iter().flat_map(|v| v.to_le_bytes()).collect();
+                PyBytes::new(py, &bytes)
+            })
+            .collect())
     }
 
     /// Counters of the engine since the session started (sequences begun,
