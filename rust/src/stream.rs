@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use mistralrs::core::ToolCallResponse;
+use mistralrs::core::{ResponseLogprob, ToolCallResponse, TopLogprob};
 use mistralrs::Response;
 use pyo3::prelude::*;
 use tokio::sync::mpsc::Receiver;
@@ -112,9 +112,70 @@ impl From<ToolCallResponse> for ToolCall {
     }
 }
 
+/// One of the most likely tokens at a position, with its log-probability.
+#[pyclass(module = "mistralvllm._core", frozen, get_all)]
+#[derive(Clone, Debug)]
+pub struct TopTokenLogprob {
+    pub token_id: u32,
+    /// The token's text (undecodable bytes of a partial character as U+FFFD).
+    pub token: String,
+    /// Natural log of the token's probability under the model.
+    pub logprob: f64,
+}
+
+impl From<TopLogprob> for TopTokenLogprob {
+    fn from(top: TopLogprob) -> Self {
+        Self {
+            token_id: top.token,
+            token: top.bytes.unwrap_or_default(),
+            logprob: top.logprob as f64,
+        }
+    }
+}
+
+/// A generated token's log-probability and the most likely tokens at its
+/// position (as many as `top_logprobs` asked for).
+#[pyclass(module = "mistralvllm._core", frozen, get_all)]
+#[derive(Clone, Debug)]
+pub struct TokenLogprob {
+    /// The token's text (undecodable bytes of a partial character as U+FFFD).
+    pub token: String,
+    /// Natural log of the token's probability under the model.
+    pub logprob: f64,
+    pub top_logprobs: Vec<TopTokenLogprob>,
+}
+
+impl From<ResponseLogprob> for TokenLogprob {
+    fn from(chosen: ResponseLogprob) -> Self {
+        let token = match chosen.bytes {
+            Some(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            None => chosen.token,
+        };
+        Self {
+            token,
+            logprob: chosen.logprob as f64,
+            top_logprobs: chosen.top_logprobs.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+#[pymethods]
+impl TokenLogprob {
+    fn __repr__(&self) -> String {
+        format!(
+            "TokenLogprob(token={:?}, logprob={:.4}, top_logprobs={})",
+            self.token,
+            self.logprob,
+            self.top_logprobs.len()
+        )
+    }
+}
+
 /// A piece of generated text; the last chunk carries `finish_reason` and `usage`,
 /// `tool_calls` when the model called tools instead of answering, and
 /// `stop_sequence`, the request's stop string the answer ended on, if any.
+/// `logprobs` has one entry per token generated since the previous chunk
+/// when the request asked for log-probabilities.
 #[pyclass(module = "mistralvllm._core", frozen, get_all)]
 #[derive(Clone, Debug)]
 pub struct ChatChunk {
@@ -123,18 +184,20 @@ pub struct ChatChunk {
     pub usage: Option<Usage>,
     pub tool_calls: Vec<ToolCall>,
     pub stop_sequence: Option<String>,
+    pub logprobs: Vec<TokenLogprob>,
 }
 
 #[pymethods]
 impl ChatChunk {
     fn __repr__(&self) -> String {
         format!(
-            "ChatChunk(text={:?}, finish_reason={:?}, usage={}, tool_calls={:?}, stop_sequence={:?})",
+            "ChatChunk(text={:?}, finish_reason={:?}, usage={}, tool_calls={:?}, stop_sequence={:?}, logprobs={})",
             self.text,
             self.finish_reason,
             self.usage.as_ref().map_or("None".into(), |u| u.__repr__()),
             self.tool_calls,
-            self.stop_sequence
+            self.stop_sequence,
+            self.logprobs.len()
         )
     }
 }
@@ -287,6 +350,7 @@ impl ChatStream {
     pub fn next_chunk(&self) -> PyResult<Option<ChatChunk>> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut text = String::new();
+        let mut logprobs = Vec::new();
         loop {
             let Some(rx) = state.rx.as_mut() else {
                 return Ok(None);
@@ -295,7 +359,7 @@ impl ChatStream {
                 state.end();
                 return Ok(None);
             };
-            let (delta, engine_finish, engine_usage, tool_calls) = match response {
+            let (delta, engine_finish, engine_usage, tool_calls, logprob) = match response {
                 Some(Response::Chunk(chunk)) => {
                     let Some(choice) = chunk.choices.into_iter().next() else {
                         continue;
@@ -305,13 +369,20 @@ impl ChatStream {
                         choice.finish_reason,
                         chunk.usage,
                         choice.delta.tool_calls.unwrap_or_default(),
+                        choice.logprobs,
                     )
                 }
                 Some(Response::CompletionChunk(chunk)) => {
                     let Some(choice) = chunk.choices.into_iter().next() else {
                         continue;
                     };
-                    (choice.text, choice.finish_reason, None, Vec::new())
+                    (
+                        choice.text,
+                        choice.finish_reason,
+                        None,
+                        Vec::new(),
+                        choice.logprobs,
+                    )
                 }
                 other => {
                     state.end();
@@ -333,6 +404,7 @@ impl ChatStream {
                 }
             };
             state.chunks += 1;
+            logprobs.extend(logprob.map(TokenLogprob::from));
             let shown = state.stops.push(&delta);
             text.push_str(&shown);
             let mut finish_reason = engine_finish;
@@ -375,6 +447,7 @@ impl ChatStream {
                 usage,
                 tool_calls: tool_calls.into_iter().map(ToolCall::from).collect(),
                 stop_sequence,
+                logprobs,
             }));
         }
     }

@@ -26,11 +26,16 @@ from service import AUTH, MODEL
 
 CHAT = "/v1/chat/completions"
 MESSAGES = "/v1/messages"  # Anthropic's
+RESPONSES = "/v1/responses"
 OK_MESSAGES = [{"role": "user", "content": "Hi"}]
 
 
 def chat_body(**fields: object) -> dict[str, object]:
     return {"model": MODEL, "messages": OK_MESSAGES, "max_tokens": 4, **fields}
+
+
+def responses_body(**fields: object) -> dict[str, object]:
+    return {"model": MODEL, "input": "Hi", "max_output_tokens": 4, **fields}
 
 
 def error_of(path: str, body: dict[str, object]) -> dict[str, str]:
@@ -157,6 +162,17 @@ HTTP_CASES: list[tuple[str, str, bytes | dict[str, object], int, str]] = [
     ),
     ("anthropic: count_tokens without messages", MESSAGES + "/count_tokens", {"model": MODEL}, 400, "messages"),
     ("conversation rename without title", "/v1/conversations/abc", {}, 400, "title"),
+    ("responses input is a number", RESPONSES, responses_body(input=42), 400, "input"),
+    ("responses input item of no known type", RESPONSES, responses_body(input=[{"type": "reasoning"}]), 400, "input.0"),
+    ("responses image input", RESPONSES, responses_body(input=[{"role": "user", "content": [{"type": "input_image"}]}]), 400, "text only"),
+    ("responses max_output_tokens is text", RESPONSES, responses_body(max_output_tokens="ten"), 400, "max_output_tokens"),
+    ("responses huge max_output_tokens", RESPONSES, responses_body(max_output_tokens=10**12), 400, "max_output_tokens"),
+    ("responses hosted tool", RESPONSES, responses_body(tools=[{"type": "file_search", "vector_store_ids": []}]), 400, "function tools only"),
+    ("responses tool_choice unknown", RESPONSES, responses_body(tool_choice="sometimes"), 400, "tool_choice"),
+    ("responses text format unknown", RESPONSES, responses_body(text={"format": {"type": "yaml"}}), 400, "text.format"),
+    ("responses store is text", RESPONSES, responses_body(store="yes"), 400, "store"),
+    ("responses unknown previous id", RESPONSES, responses_body(previous_response_id="resp_0"), 404, "resp_0"),
+    ("responses body is not JSON", RESPONSES, b"{input: hi}", 400, "JSON"),
 ]
 
 

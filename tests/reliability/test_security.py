@@ -4,6 +4,7 @@ every route that touches the model or the history."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -44,7 +45,7 @@ def test_every_route_but_health_needs_the_key(server: dict[str, str]) -> None:
     for method, path in routes:
         if (method, path) in PUBLIC:
             continue
-        url = server["url"] + path.replace("{conversation_id}", "some-id")
+        url = server["url"] + re.sub(r"\{\w+\}", "some-id", path)
         for headers in ({}, {"Authorization": f"Bearer {wrong}"}, {"Authorization": API_KEY}, {"x-api-key": wrong}):
             response = httpx.request(method.upper(), url, headers=headers, json={})
             assert response.status_code == 401, (method, path, headers, response.text)

@@ -40,12 +40,12 @@ def message_event(kind: str, **fields: Any) -> str:
 
 
 class MessageShape:
-    """Anthropic's bodies for one reply (a new shape per reply: a stream
-    counts the content blocks it has started)."""
+    """Anthropic's bodies for one reply, whose prompt takes ``prompt_tokens``
+    (``message_start`` tells them before the answer's usage does). A new
+    shape per reply: a stream counts the content blocks it has started."""
 
-    id_prefix = "msg_"
-
-    def __init__(self) -> None:
+    def __init__(self, prompt_tokens: int) -> None:
+        self.prompt_tokens = prompt_tokens
         self.blocks = 0  # content blocks started
         self.open_text: int | None = None  # the text block being streamed
 
@@ -58,8 +58,8 @@ class MessageShape:
             id=head["id"], content=content, model=head["model"], stop_reason=stop_reason(answer), stop_sequence=answer.stop_sequence, usage=usage
         )
 
-    def opening(self, head: dict[str, Any], prompt_tokens: int | None) -> list[str]:
-        usage = MessageUsage(input_tokens=prompt_tokens or 0, output_tokens=0)
+    def opening(self, head: dict[str, Any]) -> list[str]:
+        usage = MessageUsage(input_tokens=self.prompt_tokens, output_tokens=0)
         message = Message(id=head["id"], content=[], model=head["model"], stop_reason=None, stop_sequence=None, usage=usage)
         return [message_event("message_start", message=message.model_dump()), message_event("ping")]
 
@@ -78,7 +78,7 @@ class MessageShape:
             events.append(message_event("content_block_stop", index=index))
         return events
 
-    def closing(self, head: dict[str, Any], answer: StreamedAnswer, include_usage: bool) -> list[str]:
+    def closing(self, head: dict[str, Any], answer: StreamedAnswer) -> list[str]:
         usage = answer.result().usage
         delta = {"stop_reason": stop_reason(answer), "stop_sequence": answer.stop_sequence}
         return [
@@ -87,8 +87,8 @@ class MessageShape:
             message_event("message_stop"),
         ]
 
-    def error(self, error: APIError) -> str:
-        return event(error_body(error), "error")
+    def failure(self, head: dict[str, Any], error: APIError) -> list[str]:
+        return [event(error_body(error), "error")]
 
     def _start_block(self, block: dict[str, Any]) -> str:
         self.blocks += 1

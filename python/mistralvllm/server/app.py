@@ -17,7 +17,7 @@ from ..config import Config
 from .anthropic_responses import error_body as anthropic_error
 from .exception_handlers import add_error_shape, add_exception_handlers
 from .middleware import BodyLimit, count_requests
-from .routes import chat, completions, conversations, messages, system
+from .routes import chat, completions, conversations, messages, responses, system, tokens
 from .state import ServiceState
 
 
@@ -39,6 +39,6 @@ def create_app(config: Config) -> FastAPI:
     app.middleware("http")(count_requests)
     add_exception_handlers(app)
     add_error_shape(app, messages.PREFIX, anthropic_error)
-    for router in (chat.router, completions.router, system.router, conversations.router, messages.router):
+    for router in (chat.router, completions.router, responses.router, tokens.router, system.router, conversations.router, messages.router):
         app.include_router(router)
     return app

@@ -15,6 +15,7 @@ from ..deps import Service, require_key
 from .reply import send
 
 PREFIX = "/v1/messages"
+MESSAGE_ID_PREFIX = "msg_"
 
 router = APIRouter(prefix=PREFIX, dependencies=[Depends(require_key)], responses={"4XX": {"model": ErrorResponse}, "5XX": {"model": ErrorResponse}})
 
@@ -23,7 +24,7 @@ router = APIRouter(prefix=PREFIX, dependencies=[Depends(require_key)], responses
 async def messages(body: MessagesRequest, request: Request, response: Response, state: Service) -> Message | Response:
     """An answer, whole or streamed as Anthropic's server-sent events
     (``stream``); ``X-Conversation-Id`` (or ``metadata.user_id``) stores it in the history."""
-    reply = await serving.chat_reply(state, body.chat_request(), request.headers.get("x-conversation-id"), MessageShape())
+    reply = await serving.chat_reply(state, body.chat_request(), request.headers.get("x-conversation-id"), MessageShape, id_prefix=MESSAGE_ID_PREFIX)
     return await send(reply, request, response)
 
 
