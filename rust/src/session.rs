@@ -619,6 +619,7 @@ impl Session {
         dict.set_item("format", info.files.format.name())?;
         dict.set_item("architecture", &info.files.architecture)?;
         dict.set_item("num_layers", info.files.num_layers)?;
+        dict.set_item("vocab_size", info.files.vocab_size)?;
         dict.set_item("max_seq_len", info.max_seq_len)?;
         dict.set_item("device", &info.device)?;
         dict.set_item("dtype", &info.dtype)?;
