@@ -22,7 +22,16 @@ import pytest
 
 from mistralvllm import ContextOverflowError
 from mistralvllm.config import HistorySection
-from mistralvllm.history import ConversationExistsError, HistoryDatabaseError, HistoryError, HistoryStore, SQLiteHistory, open_history
+from mistralvllm.history import (
+    ConversationExistsError,
+    HistoryDatabaseError,
+    HistoryError,
+    HistoryStore,
+    HistoryWriteError,
+    SQLiteHistory,
+    StoredMessage,
+    open_history,
+)
 from postgres_server import PASSWORD, PostgresServer
 from service import free_port
 
@@ -113,6 +122,28 @@ def test_client_chosen_ids(history: HistoryStore) -> None:
         history.new(conversation_id="chat-1")
     with pytest.raises(HistoryError, match="expected 1-64 letters"):
         history.new(conversation_id="no spaces")
+
+
+def test_a_turn_stores_its_preceding_messages_and_a_question_of_any_role(history: HistoryStore) -> None:
+    # As the Responses API stores a request: the conversation before it and
+    # its input, the last message (here a tool's result) as the question.
+    now = time.time()
+    preceding = [StoredMessage("user", "What is 2+2? Use the tool.", now), StoredMessage("assistant", '{"name": "add"}', now)]
+    conversation = history.new(conversation_id="resp_1")
+    turn = conversation.begin_turn("4", role="tool", preceding=preceding)
+    assert [m.content for m in conversation.messages] == ["What is 2+2? Use the tool.", '{"name": "add"}']
+    turn.finish("2+2 is 4.", finish_reason="stop")
+
+    expected = [("user", "What is 2+2? Use the tool."), ("assistant", '{"name": "add"}'), ("tool", "4"), ("assistant", "2+2 is 4.")]
+    assert [(m.role, m.content) for m in conversation.messages] == expected
+    assert [(m.role, m.content) for m in history.messages("resp_1")] == expected
+    assert history.show("resp_1").title == "4"
+
+    # One transaction: a message the database refuses stores none of the others.
+    with pytest.raises(HistoryWriteError):
+        conversation.begin_turn("and 3+3?", preceding=[StoredMessage("user", "kept?", now), StoredMessage("robot", "refused", now)])
+    assert [(m.role, m.content) for m in history.messages("resp_1")] == expected
+    assert [(m.role, m.content) for m in conversation.messages] == expected
 
 
 def test_database_is_private(tmp_path: Path) -> None:

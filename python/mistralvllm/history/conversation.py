@@ -4,7 +4,7 @@ database stores it (or none: kept in memory only)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -37,15 +37,18 @@ class Conversation:
             reserve=reserve,
         )
 
-    def begin_turn(self, user_text: str, *, dropped_turns: int = 0) -> Turn:
+    def begin_turn(self, user_text: str, *, dropped_turns: int = 0, role: str = "user", preceding: Sequence[StoredMessage] = ()) -> Turn:
         """Store the question and an empty answer marked interrupted, so a
-        process killed mid-answer still leaves the turn (see :class:`Turn`)."""
+        process killed mid-answer still leaves the turn (see :class:`Turn`).
+        The question may come from another ``role`` (a tool's result), after
+        ``preceding`` messages stored with it (an API request's other messages)."""
         now = time.time()
-        question = StoredMessage("user", user_text, now, dropped_turns=dropped_turns)
+        question = StoredMessage(role, user_text, now, dropped_turns=dropped_turns)
         ids = None
         if self.history is not None:
             placeholder = StoredMessage("assistant", "", now, interrupted=True)
-            ids = self.history.begin_turn(self.id, question, placeholder, " ".join(user_text.split())[:TITLE_LENGTH])
+            ids = self.history.begin_turn(self.id, question, placeholder, " ".join(user_text.split())[:TITLE_LENGTH], preceding)
+        self.messages += preceding
         return Turn(self, question, ids)
 
     def record_turn(

@@ -156,12 +156,16 @@ class SQLHistory(HistoryStore):
         with self._transaction() as db:
             db.execute("DELETE FROM conversations WHERE id = ?", (full_id,))  # its messages go with it (ON DELETE CASCADE)
 
-    def begin_turn(self, conversation_id: str, question: StoredMessage, placeholder: StoredMessage, title: str) -> TurnIds:
+    def begin_turn(
+        self, conversation_id: str, question: StoredMessage, placeholder: StoredMessage, title: str, preceding: Sequence[StoredMessage] = ()
+    ) -> TurnIds:
         with self._transaction() as db:
             db.execute(
                 "UPDATE conversations SET updated = ?, title = CASE WHEN title = '' THEN ? ELSE title END WHERE id = ?",
                 (question.created, title, conversation_id),
             )
+            for message in preceding:
+                db.execute(_INSERT_MESSAGE, _row(conversation_id, message))
             question_id = db.execute(_INSERT_MESSAGE, _row(conversation_id, question))[0]["id"]
             answer_id = db.execute(_INSERT_MESSAGE, _row(conversation_id, placeholder))[0]["id"]
         return TurnIds(int(question_id), int(answer_id))

@@ -7,6 +7,7 @@ import builtins
 import json
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import asdict
 
 from .conversation import Conversation
@@ -67,9 +68,11 @@ class HistoryStore(ABC):
     def delete(self, conversation_id: str) -> None: ...
 
     @abstractmethod
-    def begin_turn(self, conversation_id: str, question: StoredMessage, placeholder: StoredMessage, title: str) -> TurnIds:
-        """Store a question and its placeholder answer (and ``title`` if the
-        conversation has none) in one transaction."""
+    def begin_turn(
+        self, conversation_id: str, question: StoredMessage, placeholder: StoredMessage, title: str, preceding: Sequence[StoredMessage] = ()
+    ) -> TurnIds:
+        """Store ``preceding`` messages, then a question and its placeholder
+        answer (and ``title`` if the conversation has none), in one transaction."""
 
     @abstractmethod
     def save_partial(self, ids: TurnIds, text: str) -> None:

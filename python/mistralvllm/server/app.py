@@ -14,9 +14,10 @@ from fastapi import FastAPI
 
 from .. import __version__
 from ..config import Config
-from .exception_handlers import add_exception_handlers
+from .anthropic_responses import error_body as anthropic_error
+from .exception_handlers import add_error_shape, add_exception_handlers
 from .middleware import BodyLimit, count_requests
-from .routes import chat, completions, conversations, system
+from .routes import chat, completions, conversations, messages, responses, system, tokens
 from .state import ServiceState
 
 
@@ -37,6 +38,7 @@ def create_app(config: Config) -> FastAPI:
     app.add_middleware(BodyLimit, limit=config.server.max_request_bytes)
     app.middleware("http")(count_requests)
     add_exception_handlers(app)
-    for router in (chat.router, completions.router, system.router, conversations.router):
+    add_error_shape(app, messages.PREFIX, anthropic_error)
+    for router in (chat.router, completions.router, responses.router, tokens.router, system.router, conversations.router, messages.router):
         app.include_router(router)
     return app

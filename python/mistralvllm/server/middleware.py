@@ -24,7 +24,7 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        too_large = error_response(APIError(413, f"request body is larger than {self.limit} bytes", code="request_too_large"))
+        too_large = error_response(APIError(413, f"request body is larger than {self.limit} bytes", code="request_too_large"), Request(scope))
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             return await too_large(scope, receive, send)

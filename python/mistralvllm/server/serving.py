@@ -1,6 +1,6 @@
-"""The serving layer: a validated OpenAI request in, a `Session` call, and an
-OpenAI response or server-sent events out, with the request's stored turn,
-metrics and log line.
+"""The serving layer: a validated request in, a `Session` call, and a
+response or server-sent events out in the request's API shape (`Shape`), with
+the request's stored turn, metrics and log line.
 
 It knows nothing of FastAPI: a route hands it the body (and the conversation
 id, and the client's receive channel) and sends back what it returns.
@@ -8,24 +8,28 @@ id, and the client's receive channel) and sends back what it returns.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from typing import Any, Generic, Protocol, TypeVar
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 from pydantic import BaseModel
 
-from .._core import ChatChunk, ChatStream, Usage
+from .._core import ChatChunk, ChatStream, TokenLogprob, Usage
 from ..collect import StreamedAnswer
+from ..context_window import context_overflow
 from ..errors import ContextOverflowError, RequestError
 from ..history import Conversation, ConversationExistsError, HistoryDatabaseError, HistoryError, HistoryWriteError, Turn
-from ..session import Session
+from ..session import Session, choice_options
 from ..tools import tool_call_body
 from .api_error import APIError
-from .generation import ClientDisconnected, Limits, Receive, RequestTimedOut, run_generation
-from .openai_requests import ChatCompletionRequest, CompletionRequest, SamplingRequest
+from .generation import ClientDisconnected, Limits, Receive, RequestTimedOut, run_choices
+from .openai_logprobs import CompletionLogprobWriter, chat_logprobs
+from .openai_requests import ChatCompletionRequest, CompletionRequest
 from .openai_responses import (
     AssistantMessage,
     ChatChoice,
@@ -34,6 +38,7 @@ from .openai_responses import (
     ChunkChoice,
     Completion,
     CompletionChoice,
+    CompletionLogprobs,
     Delta,
     ToolCallBody,
     ToolCallDelta,
@@ -48,9 +53,24 @@ PARTIAL_SAVE_INTERVAL_S = 1.0
 # OpenAI's max_tokens for a text completion that sets none (and no config default).
 COMPLETION_MAX_TOKENS = 16
 T = TypeVar("T")
-# The body of a whole answer: ChatCompletion or Completion.
+# The body of a whole answer: ChatCompletion, Completion, ...
 W = TypeVar("W", bound=BaseModel)
 W_co = TypeVar("W_co", bound=BaseModel, covariant=True)
+
+
+class GenerationRequest(Protocol):
+    """What the serving layer reads of a validated request, whatever its API."""
+
+    # The request fields that hold the prompt and set the answer's length, for errors.
+    prompt_param: ClassVar[str]
+    answer_tokens_param: ClassVar[str]
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def stream(self) -> bool: ...
+    def answer_tokens(self) -> int | None: ...
+    def sampling(self) -> dict[str, Any]: ...
 
 
 def fit_default_max_tokens(check: Callable[[dict[str, Any]], T], options: dict[str, Any], *, asked: bool) -> T:
@@ -91,22 +111,52 @@ def history_writes(call: Callable[[], T]) -> T:
         raise APIError(503, str(e), type="service_unavailable", code="history_unavailable") from None
 
 
-def check_model(state: ServiceState, body: SamplingRequest) -> Session:
+def check_model_name(state: ServiceState, model: str | None) -> None:
+    """404 unless ``model`` (when given) names the served model."""
+    if model is not None and model != state.model_id:
+        raise APIError(404, f"model {model!r} does not exist; this service serves {state.model_id!r}", param="model", code="model_not_found")
+
+
+def check_model(state: ServiceState, body: GenerationRequest) -> Session:
     """The session, once the request names its model and stays within the service's limits."""
     session = state.ready_session()
-    if body.model != state.model_id:
-        raise APIError(404, f"model {body.model!r} does not exist; this service serves {state.model_id!r}", param="model", code="model_not_found")
+    check_model_name(state, body.model)
     limit = state.config.server.max_tokens_limit
     if limit is not None and (body.answer_tokens() or 0) > limit:
-        raise APIError(400, f"max_tokens {body.answer_tokens()} is above this service's limit of {limit}", param="max_tokens")
+        param = body.answer_tokens_param
+        raise APIError(400, f"{param} {body.answer_tokens()} is above this service's limit of {limit}", param=param)
     return session
 
 
-def request_options(state: ServiceState, body: SamplingRequest) -> dict[str, Any]:
+def request_options(state: ServiceState, body: GenerationRequest) -> dict[str, Any]:
     """The request's sampling options over the config's ``sampling``
     defaults, which apply to every field a request leaves out (as vLLM's
     generation config and llama-server's n_predict do)."""
     return {**state.config.sampling.options(), **body.sampling()}
+
+
+async def fitted_options(
+    state: ServiceState, session: Session, body: GenerationRequest, messages: Sequence[Mapping[str, Any]]
+) -> tuple[dict[str, Any], int]:
+    """The request's options (`request_options`) once ``messages`` and the
+    answer fit the context window, with the request's tools applied (a
+    default max_tokens is lowered to fit, `fit_default_max_tokens`), and the
+    prompt's tokens."""
+    sampling = request_options(state, body)
+
+    def check(options: dict[str, Any]) -> int:
+        return session.check_context(messages, options.get("max_tokens"), **{key: options[key] for key in ("tools", "tool_choice") if key in options})
+
+    def fit() -> int:
+        try:
+            return fit_default_max_tokens(check, sampling, asked=body.answer_tokens() is not None)
+        except ContextOverflowError as e:
+            # Named in the request's own fields (the session names its options).
+            overflow = context_overflow(e.prompt_tokens, e.max_tokens, e.context_length, answer_param=body.answer_tokens_param)
+            raise APIError(400, str(overflow), param=body.prompt_param, code="context_length_exceeded") from None
+
+    prompt_tokens = await session.off_loop(engine_errors, fit)
+    return sampling, prompt_tokens
 
 
 def find_conversation(state: ServiceState, conversation_id: str | None, body: ChatCompletionRequest, session: Session) -> Conversation | None:
@@ -142,101 +192,177 @@ def usage_body(usage: Usage | None) -> UsageBody | None:
     return UsageBody(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, total_tokens=usage.total_tokens)
 
 
-def event(body: BaseModel | dict[str, Any]) -> str:
-    """One server-sent event; a response body sends the fields it was built with."""
+def event(body: BaseModel | dict[str, Any], name: str | None = None) -> str:
+    """One server-sent event (with an ``event:`` line if ``name`` is given); a
+    response body sends the fields it was built with."""
     data = body.model_dump(exclude_unset=True) if isinstance(body, BaseModel) else body
-    return f"data: {json.dumps(data)}\n\n"
+    return (f"event: {name}\n" if name else "") + f"data: {json.dumps(data)}\n\n"
+
+
+def reply_id(prefix: str) -> str:
+    """A new answer's id: ``prefix`` and 24 random hex digits."""
+    return f"{prefix}{uuid.uuid4().hex[:24]}"
 
 
 class Shape(Protocol[W_co]):
-    """An API surface's bodies: the whole answer, or the events that stream it."""
-
-    id_prefix: str
+    """An API surface's bodies: the whole answer, or the server-sent events
+    that stream it (each a list of events, in the order sent). A shape
+    serves one answer, so it may keep what it has sent so far."""
 
     def whole(self, head: dict[str, Any], answer: StreamedAnswer) -> W_co: ...
-    def opening(self, head: dict[str, Any]) -> BaseModel | None: ...
-    def chunk(self, head: dict[str, Any], chunk: ChatChunk) -> BaseModel: ...
-    def usage(self, head: dict[str, Any], usage: Usage) -> BaseModel: ...
+    def opening(self, head: dict[str, Any]) -> list[str]: ...
+    def chunk(self, head: dict[str, Any], chunk: ChatChunk) -> list[str]: ...
+    def closing(self, head: dict[str, Any], answer: StreamedAnswer) -> list[str]: ...
+    def failure(self, head: dict[str, Any], error: APIError) -> list[str]: ...
 
 
-class ChatShape:
+class OpenAIStream(ABC):
+    """What chat and text completions share: ``n`` answers to one request
+    (choices with their index), the usage when asked
+    (``stream_options.include_usage``) then ``[DONE]`` at the end of a
+    stream, and an error as one event."""
+
+    def __init__(self, body: ChatCompletionRequest | CompletionRequest) -> None:
+        self.include_usage = body.stream_options is not None and body.stream_options.include_usage
+
+    @abstractmethod
+    def whole(self, head: dict[str, Any], answer: StreamedAnswer, index: int = 0) -> ChatCompletion | Completion: ...
+
+    @abstractmethod
+    def usage(self, head: dict[str, Any], usage: UsageBody) -> BaseModel: ...
+
+    def whole_choices(self, head: dict[str, Any], answers: Sequence[StreamedAnswer]) -> ChatCompletion | Completion:
+        """One body with every answer as a choice, and the request's usage."""
+        bodies = [self.whole(head, answer, index) for index, answer in enumerate(answers)]
+        return bodies[0].model_copy(update={"choices": [body.choices[0] for body in bodies], "usage": total_usage(answers)})
+
+    def closing(self, head: dict[str, Any], answer: StreamedAnswer) -> list[str]:
+        return self.closing_choices(head, [answer])
+
+    def closing_choices(self, head: dict[str, Any], answers: Sequence[StreamedAnswer]) -> list[str]:
+        usage = total_usage(answers)
+        return [*([event(self.usage(head, usage))] if self.include_usage and usage is not None else []), "data: [DONE]\n\n"]
+
+    def failure(self, head: dict[str, Any], error: APIError) -> list[str]:
+        return [event(error.body())]
+
+
+def total_usage(answers: Sequence[StreamedAnswer]) -> UsageBody | None:
+    """The usage of a request's answers: its prompt once, every answer's tokens."""
+    usages = [answer.usage for answer in answers if answer.usage is not None]
+    if not usages or len(usages) < len(answers):
+        return None
+    prompt = usages[0].prompt_tokens
+    completion = sum(usage.completion_tokens for usage in usages)
+    return UsageBody(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+class ChatShape(OpenAIStream):
     """Chat completions' bodies: a message when whole; when streamed, a first
-    delta that names the role, then a delta per chunk."""
+    delta that names the role, then a delta per chunk; with ``logprobs``
+    when the request asked for them."""
 
-    id_prefix = "chatcmpl"
+    def __init__(self, body: ChatCompletionRequest) -> None:
+        super().__init__(body)
+        self.logprobs = bool(body.logprobs)
 
-    def whole(self, head: dict[str, Any], answer: StreamedAnswer) -> ChatCompletion:
+    def whole(self, head: dict[str, Any], answer: StreamedAnswer, index: int = 0) -> ChatCompletion:
         calls = answer.tool_calls
         message = AssistantMessage(role="assistant", content=answer.text if answer.text or not calls else None)
         if calls:
             message.tool_calls = [ToolCallBody.model_validate(tool_call_body(call)) for call in calls]
-        choice = ChatChoice(index=0, message=message, finish_reason=answer.finish_reason, logprobs=None)
+        logprobs = chat_logprobs(answer.logprobs) if self.logprobs else None
+        choice = ChatChoice(index=index, message=message, finish_reason=answer.finish_reason, logprobs=logprobs)
         return ChatCompletion(**head, object="chat.completion", choices=[choice], usage=usage_body(answer.usage))
 
-    def opening(self, head: dict[str, Any]) -> ChatCompletionChunk | None:
-        choice = ChunkChoice(index=0, delta=Delta(role="assistant", content=""), finish_reason=None)
-        return ChatCompletionChunk(**head, object="chat.completion.chunk", choices=[choice])
+    def opening(self, head: dict[str, Any], index: int = 0) -> list[str]:
+        choice = ChunkChoice(index=index, delta=Delta(role="assistant", content=""), finish_reason=None)
+        return [event(ChatCompletionChunk(**head, object="chat.completion.chunk", choices=[choice]))]
 
-    def chunk(self, head: dict[str, Any], chunk: ChatChunk) -> ChatCompletionChunk:
+    def chunk(self, head: dict[str, Any], chunk: ChatChunk, index: int = 0) -> list[str]:
         delta = Delta(content=chunk.text) if chunk.text else Delta()
         if chunk.tool_calls:
             delta.tool_calls = [ToolCallDelta.model_validate({"index": i, **tool_call_body(call)}) for i, call in enumerate(chunk.tool_calls)]
-        choice = ChunkChoice(index=0, delta=delta, finish_reason=chunk.finish_reason)
-        return ChatCompletionChunk(**head, object="chat.completion.chunk", choices=[choice])
+        choice = ChunkChoice(index=index, delta=delta, finish_reason=chunk.finish_reason)
+        if self.logprobs:
+            choice.logprobs = chat_logprobs(chunk.logprobs)
+        return [event(ChatCompletionChunk(**head, object="chat.completion.chunk", choices=[choice]))]
 
-    def usage(self, head: dict[str, Any], usage: Usage) -> ChatCompletionChunk:
-        return ChatCompletionChunk(**head, object="chat.completion.chunk", choices=[], usage=usage_body(usage))
+    def usage(self, head: dict[str, Any], usage: UsageBody) -> ChatCompletionChunk:
+        return ChatCompletionChunk(**head, object="chat.completion.chunk", choices=[], usage=usage)
 
 
-class CompletionShape:
-    """Text completions' bodies: the same object whole and per streamed chunk."""
+class CompletionShape(OpenAIStream):
+    """Text completions' bodies: the same object whole and per streamed
+    chunk; with ``logprobs`` when the request asked for them (each answer's
+    text offsets run on from the prompt)."""
 
-    id_prefix = "cmpl"
+    def __init__(self, body: CompletionRequest) -> None:
+        super().__init__(body)
+        self.logprobs = body.logprobs is not None
+        self.prompt_length = len(body.prompt)
+        self.writers: dict[int, CompletionLogprobWriter] = {}
 
-    def whole(self, head: dict[str, Any], answer: StreamedAnswer) -> Completion:
-        choice = CompletionChoice(index=0, text=answer.text, finish_reason=answer.finish_reason, logprobs=None)
+    def _logprobs(self, index: int, entries: Sequence[TokenLogprob]) -> CompletionLogprobs | None:
+        if not self.logprobs:
+            return None
+        return self.writers.setdefault(index, CompletionLogprobWriter(self.prompt_length)).write(entries)
+
+    def whole(self, head: dict[str, Any], answer: StreamedAnswer, index: int = 0) -> Completion:
+        logprobs = self._logprobs(index, answer.logprobs)
+        choice = CompletionChoice(index=index, text=answer.text, finish_reason=answer.finish_reason, logprobs=logprobs)
         return Completion(**head, object="text_completion", choices=[choice], usage=usage_body(answer.usage))
 
-    def opening(self, head: dict[str, Any]) -> Completion | None:
-        return None
+    def opening(self, head: dict[str, Any], index: int = 0) -> list[str]:
+        return []
 
-    def chunk(self, head: dict[str, Any], chunk: ChatChunk) -> Completion:
-        choice = CompletionChoice(index=0, text=chunk.text, finish_reason=chunk.finish_reason, logprobs=None)
-        return Completion(**head, object="text_completion", choices=[choice])
+    def chunk(self, head: dict[str, Any], chunk: ChatChunk, index: int = 0) -> list[str]:
+        logprobs = self._logprobs(index, chunk.logprobs)
+        choice = CompletionChoice(index=index, text=chunk.text, finish_reason=chunk.finish_reason, logprobs=logprobs)
+        return [event(Completion(**head, object="text_completion", choices=[choice]))]
 
-    def usage(self, head: dict[str, Any], usage: Usage) -> Completion:
-        return Completion(**head, object="text_completion", choices=[], usage=usage_body(usage))
+    def usage(self, head: dict[str, Any], usage: UsageBody) -> Completion:
+        return Completion(**head, object="text_completion", choices=[], usage=usage)
 
 
 class Reply(Generic[W]):
     """One request that passed its checks, answered whole (`whole`) or as
     server-sent events (`events`).
 
-    The question is stored before the answer starts, so a crash or a full
-    disk shows up in history (or as a 507) and loses nothing written. Every
-    request ends with one log line (ok, length, disconnected, error or timed
-    out) and with its answer in history (interrupted unless finished).
+    The question is stored (as ``turn``, begun by the caller) before the
+    answer starts, so a crash or a full disk shows up in history (or as a
+    507) and loses nothing written. Every request ends with one log line (ok,
+    length, disconnected, error or timed out) and with its answer in history
+    (interrupted unless finished).
+
+    ``more`` starts the request's other answers (``n`` above 1: chat and
+    text completions only), written together with the first; the first is
+    the one stored.
     """
 
     def __init__(
         self,
         state: ServiceState,
         session: Session,
-        body: SamplingRequest,
+        body: GenerationRequest,
         start: Callable[[], ChatStream],
         shape: Shape[W],
-        conversation: Conversation | None = None,
+        *,
+        id: str,
+        turn: Turn | None = None,
+        more: Sequence[Callable[[], ChatStream]] = (),
     ) -> None:
-        self.state, self.session, self.body, self.start, self.shape = state, session, body, start, shape
-        self.id = f"{shape.id_prefix}-{uuid.uuid4().hex[:24]}"
+        self.state, self.session, self.body, self.shape = state, session, body, shape
+        self.starts = [start, *more]
+        if more and not isinstance(shape, OpenAIStream):
+            raise TypeError("several answers to one request need an OpenAI shape")
+        self.id = id
         self.head: dict[str, Any] = {"id": self.id, "created": int(time.time()), "model": state.model_id}
         self.started = time.monotonic()
-        self.headers = {"X-Conversation-Id": conversation.id} if conversation else {}
-        self.turn: Turn | None = None
-        if conversation is not None and isinstance(body, ChatCompletionRequest):
-            question = next((m.text() for m in reversed(body.messages) if m.role == "user"), "")
-            self.turn = history_writes(lambda: conversation.begin_turn(question))
-        self.answer = StreamedAnswer()
+        self.headers = {"X-Conversation-Id": turn.conversation.id} if turn else {}
+        self.turn = turn
+        self.answers = [StreamedAnswer() for _ in self.starts]
+        self.answer = self.answers[0]
         self._saved = self.started
 
     @property
@@ -249,8 +375,8 @@ class Reply(Generic[W]):
         limits = Limits.start(self.state.config.server.request_timeout, receive)
         status = "error"
         try:
-            async for chunk in run_generation(self.session, self.start, limits, engine_errors):
-                self.answer.add(chunk)
+            async for index, chunk in run_choices(self.session, self.starts, limits, engine_errors):
+                self.answers[index].add(chunk)
             status = self._status()
         except RequestTimedOut:
             status = "timed out"
@@ -261,37 +387,49 @@ class Reply(Generic[W]):
         finally:
             limits.stop()
             self._end(status)
+        if isinstance(self.shape, OpenAIStream) and len(self.answers) > 1:
+            return cast(W, self.shape.whole_choices(self.head, self.answers))
         return self.shape.whole(self.head, self.answer)
 
     async def events(self) -> AsyncIterator[str]:
-        """The answer as server-sent events, ending with ``[DONE]`` or an error event."""
+        """The answer as server-sent events in the shape's API, ending with
+        its closing events or its error events."""
         # Everything is acquired inside the generator, so a response that
         # is never sent holds no engine slot and no stream. Starlette
         # cancels it when the client leaves (status "disconnected").
         limits = Limits.start(self.state.config.server.request_timeout, None)
         status, self._saved = "disconnected", time.monotonic()
+        several = self.shape if isinstance(self.shape, OpenAIStream) and len(self.answers) > 1 else None
         try:
-            if (opening := self.shape.opening(self.head)) is not None:
-                yield event(opening)
-            async for chunk in run_generation(self.session, self.start, limits, engine_errors):
-                sent = len(self.answer.parts)
-                yield event(self.shape.chunk(self.head, self.answer.add(chunk)))
-                # Saved once sent: when the generator resumes, Starlette has
-                # handed this event to the "http" middleware, which writes it
-                # while taking the next; the events before it are written. A
-                # kill leaves less stored, never text the client did not get.
-                self._save_partial(chunk, sent)
-            stream_options = self.body.stream_options
-            if stream_options and stream_options.include_usage and self.answer.usage is not None:
-                yield event(self.shape.usage(self.head, self.answer.usage))
+            opening = (
+                [text for index in range(len(self.answers)) for text in several.opening(self.head, index)]
+                if several
+                else self.shape.opening(self.head)
+            )
+            if opening:
+                yield "".join(opening)
+            async for index, chunk in run_choices(self.session, self.starts, limits, engine_errors):
+                sent = len(self.answers[index].parts)
+                self.answers[index].add(chunk)
+                events = several.chunk(self.head, chunk, index) if several else self.shape.chunk(self.head, chunk)
+                if events:
+                    yield "".join(events)
+                    # Saved once sent: when the generator resumes, Starlette has
+                    # handed these events to the "http" middleware, which writes
+                    # them while taking the next; the events before them are
+                    # written. A kill leaves less stored, never text the client
+                    # did not get. Only the first answer is stored.
+                    if index == 0:
+                        self._save_partial(chunk, sent)
+            closing = several.closing_choices(self.head, self.answers) if several else self.shape.closing(self.head, self.answer)
             status = self._status()
-            yield "data: [DONE]\n\n"
+            yield "".join(closing)
         except APIError as e:  # the engine refused the request (e.g. a bad regex)
             status = "error"
-            yield event(e.body())
+            yield "".join(self.shape.failure(self.head, e))
         except RequestTimedOut:
             status = "timed out"
-            yield event(self._timeout_error().body())
+            yield "".join(self.shape.failure(self.head, self._timeout_error()))
         except Exception:
             status = "error"
             raise
@@ -331,24 +469,49 @@ class Reply(Generic[W]):
             except HistoryError as e:
                 log.error("could not store the answer to %s: %s", self.id, e)
         elapsed = time.monotonic() - self.started
-        self.state.metrics.observe(answer.usage, elapsed)
+        for each in self.answers:
+            self.state.metrics.observe(each.usage, elapsed)
         usage = answer.usage
         tokens = f"{usage.prompt_tokens}+{usage.completion_tokens} tokens, first token {usage.time_to_first_token_s:.3f}s" if usage else "no usage"
         log.info("%s %s: %s, %.3fs", self.id, status, tokens, elapsed)
 
 
 async def chat_completion(state: ServiceState, body: ChatCompletionRequest, conversation_id: str | None) -> Reply[ChatCompletion]:
+    """A chat request answered in OpenAI's bodies (see `chat_reply`)."""
+    return await chat_reply(state, body, conversation_id, lambda _: ChatShape(body), id_prefix="chatcmpl-")
+
+
+async def chat_reply(
+    state: ServiceState, body: ChatCompletionRequest, conversation_id: str | None, shape: Callable[[int], Shape[W]], *, id_prefix: str
+) -> Reply[W]:
     """Check a chat request, fit it to the context window and find its
-    stored conversation: a `Reply` ready to run."""
+    stored conversation: a `Reply` ready to run, answered in the shape that
+    ``shape`` builds from the prompt's tokens, under an id that starts with ``id_prefix``."""
     session = check_model(state, body)
-    messages, sampling = body.session_messages(), request_options(state, body)
-
-    def check(options: dict[str, Any]) -> None:
-        session.check_context(messages, options.get("max_tokens"), **body.tool_options())
-
-    await session.off_loop(engine_errors, lambda: fit_default_max_tokens(check, sampling, asked=body.answer_tokens() is not None))
+    messages = body.session_messages()
+    sampling, prompt_tokens = await fitted_options(state, session, body, messages)
     conversation = find_conversation(state, conversation_id, body, session)
-    return Reply(state, session, body, lambda: session.start(messages, **sampling), ChatShape(), conversation)
+    turn = None
+    if conversation is not None:
+        question = next((m.text() for m in reversed(body.messages) if m.role == "user"), "")
+        turn = history_writes(lambda: conversation.begin_turn(question))
+    start, *more = [functools.partial(session.start, messages, **options) for options in answer_options(session, sampling, body.n)]
+    return Reply(state, session, body, start, shape(prompt_tokens), id=reply_id(id_prefix), turn=turn, more=more)
+
+
+def answer_options(session: Session, sampling: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """The options of each of a request's ``n`` answers (`choice_options`);
+    400 when they would not all run at once in the engine."""
+    if n > 1 and n > (most := session.info()["max_running_sequences"]):
+        raise APIError(400, f"n: {n} answers cannot run at once; this engine runs at most {most} sequences (max_num_seqs)", param="n")
+    return choice_options(sampling, n)
+
+
+async def prompt_tokens(state: ServiceState, body: ChatCompletionRequest) -> int:
+    """The tokens a chat request's prompt takes (its messages under the chat
+    template, with its tools), as its answer's usage will count them."""
+    session = check_model(state, body)
+    return await session.off_loop(engine_errors, lambda: session.count_tokens(body.session_messages(), **body.tool_options()))
 
 
 def completion(state: ServiceState, body: CompletionRequest) -> Reply[Completion]:
@@ -360,4 +523,8 @@ def completion(state: ServiceState, body: CompletionRequest) -> Reply[Completion
     def start(options: dict[str, Any]) -> ChatStream:
         return session.stream_completion(body.prompt, **options)
 
-    return Reply(state, session, body, lambda: fit_default_max_tokens(start, sampling, asked=body.answer_tokens() is not None), CompletionShape())
+    def fitted_start(options: dict[str, Any]) -> ChatStream:
+        return fit_default_max_tokens(start, options, asked=body.answer_tokens() is not None)
+
+    first, *more = [functools.partial(fitted_start, options) for options in answer_options(session, sampling, body.n)]
+    return Reply(state, session, body, first, CompletionShape(body), id=reply_id("cmpl-"), more=more)
