@@ -1,7 +1,8 @@
 """Two `mistralvllm serve` replicas sharing one PostgreSQL history: clients of
 both writing at once (conversations continued across the replicas, one
-conversation written through both at the same time), and one replica killed
-mid-answer while the other keeps serving."""
+conversation written through both at the same time), one replica killed
+mid-answer while the other keeps serving, and the database out of reach for
+a while."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ from pathlib import Path
 
 import httpx
 import openai
+import psycopg
 
 from mistralvllm.config import HistorySection
 from mistralvllm.history import open_history
-from postgres_server import PostgresServer
+from postgres_server import PASSWORD, PostgresServer
 from prompts import ITALY
 from service import API_KEY, AUTH, MODEL, Server, start_server, stored_turns
 from streams import CHAT, LiveStreams
@@ -157,3 +159,55 @@ def test_kill_9_of_one_replica_mid_answer_loses_no_turn_and_the_other_serves_on(
     finally:
         for server in servers:
             server.stop()
+
+
+def test_a_database_out_of_reach_is_a_503_in_each_apis_shape_and_the_service_recovers(tmp_path: Path, postgres: PostgresServer) -> None:
+    url = postgres.new_database()
+    name = url.rsplit("/", 1)[1]
+    server = start_server(tmp_path, history=url)
+    ask = {"model": MODEL, "input": "What is the capital of Italy? Answer in one word.", "max_output_tokens": 8}
+    try:
+        stored = httpx.post(server.url + "/v1/responses", json=ask, headers=AUTH, timeout=60).json()["id"]
+        conversation = {**AUTH, "X-Conversation-Id": "kept"}
+        with psycopg.connect(postgres.url(), autocommit=True) as admin:
+            admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            try:
+                openai_shaped = [
+                    httpx.post(server.url + CHAT, json={"model": MODEL, "messages": ITALY, "max_tokens": 4}, headers=conversation, timeout=60),
+                    httpx.get(server.url + "/v1/conversations", headers=AUTH),
+                    httpx.get(server.url + f"/v1/responses/{stored}", headers=AUTH),
+                    httpx.post(server.url + "/v1/responses", json={**ask, "previous_response_id": stored}, headers=AUTH, timeout=60),
+                    httpx.post(server.url + "/v1/responses", json=ask, headers=AUTH, timeout=60),
+                ]
+                for reply in openai_shaped:
+                    assert reply.status_code == 503, reply.text
+                    error = reply.json()["error"]
+                    assert error["code"] == "history_unavailable" and f"127.0.0.1:{postgres.port}" in error["message"]
+                    assert PASSWORD not in reply.text
+                anthropic_shaped = httpx.post(
+                    server.url + "/v1/messages",
+                    json={"model": MODEL, "max_tokens": 4, "messages": ITALY},
+                    headers=conversation,
+                    timeout=60,
+                )
+                assert anthropic_shaped.status_code == 503
+                body = anthropic_shaped.json()
+                assert body["type"] == "error" and body["error"]["type"] == "overloaded_error"
+                assert f"127.0.0.1:{postgres.port}" in body["error"]["message"] and PASSWORD not in anthropic_shaped.text
+                # What needs no history is still answered.
+                unstored = httpx.post(server.url + CHAT, json={"model": MODEL, "messages": ITALY, "max_tokens": 12}, headers=AUTH, timeout=60)
+                assert unstored.status_code == 200 and "Rome" in unstored.json()["choices"][0]["message"]["content"]
+            finally:
+                admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+        # Back in reach: what was stored before is there, and new turns are stored.
+        again = httpx.get(server.url + f"/v1/responses/{stored}", headers=AUTH)
+        assert again.status_code == 200 and "Rome" in again.text
+        reply = httpx.post(server.url + CHAT, json={"model": MODEL, "messages": ITALY, "max_tokens": 4}, headers=conversation, timeout=60)
+        assert reply.status_code == 200 and reply.headers["X-Conversation-Id"] == "kept"
+    finally:
+        server.stop()
+    # Nothing was half-stored while the database was out of reach.
+    turns = stored_turns(url)
+    assert set(turns) == {stored, "kept"}
+    assert [(m["role"], m["interrupted"]) for m in turns["kept"]] == [("user", 0), ("assistant", 0)]
