@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
@@ -86,22 +87,33 @@ def history_writes(call: Callable[[], T]) -> T:
         raise APIError(507, str(e), type="server_error", code="history_write_failed") from None
 
 
+def check_model_name(state: ServiceState, name: str) -> None:
+    """404 naming the served model unless ``name`` is it."""
+    if name != state.model_id:
+        raise APIError(404, f"model {name!r} does not exist; this service serves {state.model_id!r}", param="model", code="model_not_found")
+
+
 def check_model(state: ServiceState, body: SamplingRequest) -> Session:
     """The session, once the request names its model and stays within the service's limits."""
     session = state.ready_session()
-    if body.model != state.model_id:
-        raise APIError(404, f"model {body.model!r} does not exist; this service serves {state.model_id!r}", param="model", code="model_not_found")
+    check_model_name(state, body.model)
     limit = state.config.server.max_tokens_limit
     if limit is not None and (body.answer_tokens() or 0) > limit:
         raise APIError(400, f"max_tokens {body.answer_tokens()} is above this service's limit of {limit}", param="max_tokens")
     return session
 
 
-def request_options(state: ServiceState, body: SamplingRequest) -> dict[str, Any]:
+def request_options(state: ServiceState, body: SamplingRequest, *, unlimited: bool = False) -> dict[str, Any]:
     """The request's sampling options over the config's ``sampling``
     defaults, which apply to every field a request leaves out (as vLLM's
-    generation config and llama-server's n_predict do)."""
-    return {**state.config.sampling.options(), **body.sampling()}
+    generation config and llama-server's n_predict do). ``unlimited``: the
+    client asked for no answer limit (Ollama's ``num_predict: -1``), so the
+    default max_tokens gives way to ``server.max_tokens_limit``, if any, and
+    otherwise the answer may fill the context window."""
+    defaults = state.config.sampling.options()
+    if unlimited:
+        defaults["max_tokens"] = state.config.server.max_tokens_limit
+    return {**defaults, **body.sampling()}
 
 
 def find_conversation(state: ServiceState, conversation_id: str | None, body: ChatCompletionRequest, session: Session) -> Conversation | None:
@@ -132,21 +144,44 @@ def usage_body(usage: Usage | None) -> UsageBody | None:
     return UsageBody(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, total_tokens=usage.total_tokens)
 
 
-def event(body: BaseModel | dict[str, Any]) -> str:
-    """One server-sent event; a response body sends the fields it was built with."""
-    data = body.model_dump(exclude_unset=True) if isinstance(body, BaseModel) else body
-    return f"data: {json.dumps(data)}\n\n"
+@dataclass(frozen=True)
+class StreamFormat:
+    """How an API sends a streamed answer: its media type, what goes around
+    each body, what ends the stream, and the body of an error met on the way."""
+
+    media_type: str
+    before: str
+    after: str
+    end: str
+    error: Callable[[APIError], dict[str, Any]]
+
+    def frame(self, body: BaseModel | dict[str, Any]) -> str:
+        """One body on the wire; a response body sends the fields it was built with."""
+        data = body.model_dump(exclude_unset=True) if isinstance(body, BaseModel) else body
+        return f"{self.before}{json.dumps(data)}{self.after}"
+
+
+SERVER_SENT_EVENTS = StreamFormat("text/event-stream", "data: ", "\n\n", "data: [DONE]\n\n", APIError.body)
 
 
 class Shape(Protocol[W_co]):
-    """An API surface's bodies: the whole answer, or the events that stream it."""
+    """An API surface's bodies: the whole answer, or the ones that stream it
+    (an opening, one per chunk unless ``chunk`` has nothing to send, and a closing)."""
 
     id_prefix: str
+    stream_format: StreamFormat
 
     def whole(self, head: dict[str, Any], answer: StreamedAnswer) -> W_co: ...
     def opening(self, head: dict[str, Any]) -> BaseModel | None: ...
-    def chunk(self, head: dict[str, Any], chunk: ChatChunk) -> BaseModel: ...
-    def usage(self, head: dict[str, Any], usage: Usage) -> BaseModel: ...
+    def chunk(self, head: dict[str, Any], chunk: ChatChunk) -> BaseModel | None: ...
+    def closing(self, head: dict[str, Any], answer: StreamedAnswer, body: SamplingRequest) -> BaseModel | None: ...
+
+
+def requested_usage(answer: StreamedAnswer, body: SamplingRequest) -> Usage | None:
+    """The usage to send after a streamed OpenAI answer, if the request asked
+    for it (``stream_options.include_usage``)."""
+    wanted = body.stream_options is not None and body.stream_options.include_usage
+    return answer.usage if wanted else None
 
 
 class ChatShape:
@@ -154,6 +189,7 @@ class ChatShape:
     delta that names the role, then a delta per chunk."""
 
     id_prefix = "chatcmpl"
+    stream_format = SERVER_SENT_EVENTS
 
     def whole(self, head: dict[str, Any], answer: StreamedAnswer) -> ChatCompletion:
         calls = answer.tool_calls
@@ -174,7 +210,9 @@ class ChatShape:
         choice = ChunkChoice(index=0, delta=delta, finish_reason=chunk.finish_reason)
         return ChatCompletionChunk(**head, object="chat.completion.chunk", choices=[choice])
 
-    def usage(self, head: dict[str, Any], usage: Usage) -> ChatCompletionChunk:
+    def closing(self, head: dict[str, Any], answer: StreamedAnswer, body: SamplingRequest) -> ChatCompletionChunk | None:
+        if (usage := requested_usage(answer, body)) is None:
+            return None
         return ChatCompletionChunk(**head, object="chat.completion.chunk", choices=[], usage=usage_body(usage))
 
 
@@ -182,6 +220,7 @@ class CompletionShape:
     """Text completions' bodies: the same object whole and per streamed chunk."""
 
     id_prefix = "cmpl"
+    stream_format = SERVER_SENT_EVENTS
 
     def whole(self, head: dict[str, Any], answer: StreamedAnswer) -> Completion:
         choice = CompletionChoice(index=0, text=answer.text, finish_reason=answer.finish_reason, logprobs=None)
@@ -194,13 +233,15 @@ class CompletionShape:
         choice = CompletionChoice(index=0, text=chunk.text, finish_reason=chunk.finish_reason, logprobs=None)
         return Completion(**head, object="text_completion", choices=[choice])
 
-    def usage(self, head: dict[str, Any], usage: Usage) -> Completion:
+    def closing(self, head: dict[str, Any], answer: StreamedAnswer, body: SamplingRequest) -> Completion | None:
+        if (usage := requested_usage(answer, body)) is None:
+            return None
         return Completion(**head, object="text_completion", choices=[], usage=usage_body(usage))
 
 
 class Reply(Generic[W]):
-    """One request that passed its checks, answered whole (`whole`) or as
-    server-sent events (`events`).
+    """One request that passed its checks, answered whole (`whole`) or
+    streamed (`events`, in its shape's `StreamFormat`).
 
     The question is stored before the answer starts, so a crash or a full
     disk shows up in history (or as a 507) and loses nothing written. Every
@@ -254,32 +295,34 @@ class Reply(Generic[W]):
         return self.shape.whole(self.head, self.answer)
 
     async def events(self) -> AsyncIterator[str]:
-        """The answer as server-sent events, ending with ``[DONE]`` or an error event."""
+        """The answer as its shape streams it, ending with the stream's end or an error body."""
         # Everything is acquired inside the generator, so a response that
         # is never sent holds no engine slot and no stream. Starlette
         # cancels it when the client leaves (status "disconnected").
         limits = Limits.start(self.state.config.server.request_timeout, None)
         status, self._saved = "disconnected", time.monotonic()
+        wire = self.shape.stream_format
         try:
             if (opening := self.shape.opening(self.head)) is not None:
-                yield event(opening)
+                yield wire.frame(opening)
             async for chunk in run_generation(self.session, self.start, limits, engine_errors):
-                yield event(self.shape.chunk(self.head, self.answer.add(chunk)))
+                if (body := self.shape.chunk(self.head, self.answer.add(chunk))) is not None:
+                    yield wire.frame(body)
                 # Saved once sent (the generator resumes after Starlette's
                 # send): a kill in between leaves less stored, never text
                 # the client did not get.
                 self._save_partial(chunk)
-            stream_options = self.body.stream_options
-            if stream_options and stream_options.include_usage and self.answer.usage is not None:
-                yield event(self.shape.usage(self.head, self.answer.usage))
+            if (closing := self.shape.closing(self.head, self.answer, self.body)) is not None:
+                yield wire.frame(closing)
             status = self._status()
-            yield "data: [DONE]\n\n"
+            if wire.end:
+                yield wire.end
         except APIError as e:  # the engine refused the request (e.g. a bad regex)
             status = "error"
-            yield event(e.body())
+            yield wire.frame(wire.error(e))
         except RequestTimedOut:
             status = "timed out"
-            yield event(self._timeout_error().body())
+            yield wire.frame(wire.error(self._timeout_error()))
         except Exception:
             status = "error"
             raise
@@ -324,27 +367,39 @@ class Reply(Generic[W]):
         log.info("%s %s: %s, %.3fs", self.id, status, tokens, elapsed)
 
 
-async def chat_completion(state: ServiceState, body: ChatCompletionRequest, conversation_id: str | None) -> Reply[ChatCompletion]:
+async def chat_completion(
+    state: ServiceState, body: ChatCompletionRequest, conversation_id: str | None, shape: Shape[W], *, unlimited: bool = False
+) -> Reply[W]:
     """Check a chat request, fit it to the context window and find its
-    stored conversation: a `Reply` ready to run."""
+    stored conversation: a `Reply` ready to run, answered in ``shape``
+    (``unlimited``: see `request_options`)."""
     session = check_model(state, body)
-    messages, sampling = body.session_messages(), request_options(state, body)
+    messages, sampling = body.session_messages(), request_options(state, body, unlimited=unlimited)
 
     def check(options: dict[str, Any]) -> None:
         session.check_context(messages, options.get("max_tokens"), **body.tool_options())
 
     await session.off_loop(engine_errors, lambda: fit_default_max_tokens(check, sampling, asked=body.answer_tokens() is not None))
     conversation = find_conversation(state, conversation_id, body, session)
-    return Reply(state, session, body, lambda: session.start(messages, **sampling), ChatShape(), conversation)
+    return Reply(state, session, body, lambda: session.start(messages, **sampling), shape, conversation)
 
 
-def completion(state: ServiceState, body: CompletionRequest) -> Reply[Completion]:
+def completion(
+    state: ServiceState,
+    body: CompletionRequest,
+    shape: Shape[W],
+    *,
+    default_max_tokens: int | None = COMPLETION_MAX_TOKENS,
+    unlimited: bool = False,
+) -> Reply[W]:
     """Check a text-completion request: a `Reply` ready to run (its prompt is
-    counted when it starts, under the request's limits)."""
+    counted when it starts, under the request's limits), answered in
+    ``shape``. ``default_max_tokens`` applies where neither the request nor
+    the config sets one (``unlimited``: see `request_options`)."""
     session = check_model(state, body)
-    sampling = {"max_tokens": COMPLETION_MAX_TOKENS, **request_options(state, body)}
+    sampling = {"max_tokens": default_max_tokens, **request_options(state, body, unlimited=unlimited)}
 
     def start(options: dict[str, Any]) -> ChatStream:
         return session.stream_completion(body.prompt, **options)
 
-    return Reply(state, session, body, lambda: fit_default_max_tokens(start, sampling, asked=body.answer_tokens() is not None), CompletionShape())
+    return Reply(state, session, body, lambda: fit_default_max_tokens(start, sampling, asked=body.answer_tokens() is not None), shape)
