@@ -145,11 +145,14 @@ def safetensors_parameter_count(directory: Path) -> int:
     parameters = 0
     for path in sorted(directory.glob("*.safetensors")):
         with open(path, "rb") as file:
-            (length,) = struct.unpack("<Q", file.read(8))
-            if length > path.stat().st_size:
-                raise ModelMetadataError(f"{path}: the header is longer than the file")
-            header = json.loads(file.read(length))
-        parameters += sum(math.prod(entry["shape"]) for name, entry in header.items() if name != "__metadata__")
+            try:
+                (length,) = struct.unpack("<Q", file.read(8))
+                if length > path.stat().st_size:
+                    raise ModelMetadataError(f"{path}: the header is longer than the file")
+                header = json.loads(file.read(length))
+                parameters += sum(math.prod(entry["shape"]) for name, entry in header.items() if name != "__metadata__")
+            except (struct.error, ValueError, KeyError, TypeError, AttributeError) as e:
+                raise ModelMetadataError(f"{path}: not a safetensors header ({e})") from None
     return parameters
 
 

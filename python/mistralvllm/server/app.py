@@ -14,9 +14,10 @@ from fastapi import FastAPI
 
 from .. import __version__
 from ..config import Config
-from .exception_handlers import add_exception_handlers
+from .exception_handlers import add_error_shape, add_exception_handlers
 from .middleware import BodyLimit, count_requests
-from .routes import chat, completions, conversations, system
+from .ollama_serving import error_body as ollama_error_body
+from .routes import chat, completions, conversations, ollama, system
 from .state import ServiceState
 
 
@@ -37,6 +38,7 @@ def create_app(config: Config) -> FastAPI:
     app.add_middleware(BodyLimit, limit=config.server.max_request_bytes)
     app.middleware("http")(count_requests)
     add_exception_handlers(app)
-    for router in (chat.router, completions.router, system.router, conversations.router):
+    add_error_shape(app, "/api/", ollama_error_body)
+    for router in (chat.router, completions.router, system.router, conversations.router, ollama.router):
         app.include_router(router)
     return app
