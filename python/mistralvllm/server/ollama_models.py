@@ -23,10 +23,15 @@ log = logging.getLogger("mistralvllm.server")
 CAPABILITIES = ["completion", "tools"]
 
 
+def tagged_name(state: ServiceState) -> str:
+    """The served model's name as Ollama lists it, with its tag: Open WebUI
+    adds ``:latest`` to a name without one and looks that up in the list."""
+    return f"{state.model_id}:latest"
+
+
 def served_name(state: ServiceState, name: str) -> str:
-    """The served model's name for ``name`` as a client gave it: Ollama's
-    clients add the default tag ``:latest``."""
-    return state.model_id if name == f"{state.model_id}:latest" else name
+    """The served model's name for ``name`` as a client gave it, with or without ``:latest``."""
+    return state.model_id if name == tagged_name(state) else name
 
 
 @dataclass(frozen=True)
@@ -75,16 +80,15 @@ def details(info: dict[str, Any], files: ModelFiles) -> ModelDetails:
 
 
 def listed_model(state: ServiceState, session: Session, files: ModelFiles) -> ListedModel:
-    return ListedModel(
-        name=state.model_id, model=state.model_id, modified_at=files.modified_at, size=files.size, details=details(session.info(), files)
-    )
+    name = tagged_name(state)
+    return ListedModel(name=name, model=name, modified_at=files.modified_at, size=files.size, details=details(session.info(), files))
 
 
 def running_model(state: ServiceState, session: Session, files: ModelFiles) -> RunningModel:
     info = session.info()
     return RunningModel(
-        name=state.model_id,
-        model=state.model_id,
+        name=tagged_name(state),
+        model=tagged_name(state),
         details=details(info, files),
         context_length=info["max_seq_len"],
         size_vram=0 if info["device"] == "cpu" else None,
