@@ -20,6 +20,7 @@ def test_info_reports_what_is_in_effect(session: Session, default_model: Path) -
     assert info["format"] == "gguf"
     assert info["architecture"] == "llama"
     assert info["num_layers"] == 30
+    assert info["vocab_size"] == 49152
     assert info["max_seq_len"] == 8192
     assert info["device"] == "cpu"
     assert info["paged_attention"] is False

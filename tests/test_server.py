@@ -201,3 +201,16 @@ def test_request_size_and_max_tokens_limits_are_configurable(tmp_path: Path) -> 
         assert greedy.status_code == 400 and greedy.json()["error"]["param"] == "max_tokens"
         ok = client.post("/v1/chat/completions", json={"model": MODEL, "messages": ITALY, "max_tokens": 64})
         assert ok.status_code == 200 and "Rome" in ok.json()["choices"][0]["message"]["content"]
+
+
+def test_metrics_also_under_vllms_names(client: openai.OpenAI, server: dict[str, str]) -> None:
+    label = f'{{model_name="{MODEL}"}}'
+    before = metric(server["url"], f"vllm:generation_tokens_total{label}")
+    answer = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=3)
+    assert answer.usage is not None
+    assert metric(server["url"], f"vllm:generation_tokens_total{label}") == before + answer.usage.completion_tokens
+    assert metric(server["url"], f"vllm:prompt_tokens_total{label}") >= answer.usage.prompt_tokens
+    assert metric(server["url"], f"vllm:e2e_request_latency_seconds_count{label}") >= 1
+    assert metric(server["url"], f"vllm:time_to_first_token_seconds_count{label}") >= 1
+    assert metric(server["url"], f"vllm:num_requests_running{label}") >= 0
+    assert metric(server["url"], f"vllm:num_requests_waiting{label}") == 0

@@ -10,38 +10,51 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ._core import ChatChunk, ChatStream, ToolCall, Usage
+from ._core import ChatChunk, ChatStream, TokenLogprob, ToolCall, Usage
 from .errors import RequestError
 from .tools import calls_as_text, tool_call_body
 
 
 @dataclass(frozen=True)
 class ChatResult:
-    """A complete answer: its text, why it stopped, the request's usage, and
-    the tools the model called (finish_reason ``"tool_calls"``)."""
+    """A complete answer: its text, why it stopped, the request's usage, the
+    tools the model called (finish_reason ``"tool_calls"``), each token's
+    log-probability when asked for (``logprobs=True``), and the other answers
+    of a request for several (``n``): ``choices`` lists all of them."""
 
     text: str
     finish_reason: str
     usage: Usage
     tool_calls: tuple[ToolCall, ...] = ()
+    logprobs: tuple[TokenLogprob, ...] = ()
+    others: tuple[ChatResult, ...] = ()
+
+    @property
+    def choices(self) -> tuple[ChatResult, ...]:
+        """This answer and the request's others, in order (``n`` in all)."""
+        return (self, *self.others)
 
 
 @dataclass
 class StreamedAnswer:
-    """What a stream produced so far; ``finish_reason`` and ``usage`` are set
+    """What a stream produced so far; ``finish_reason``, ``usage`` and
+    ``stop_sequence`` (the request's stop string it ended on, if any) are set
     by its last chunk (still ``None`` if the stream ended early)."""
 
     parts: list[str] = field(default_factory=list)
     tool_calls: list[ToolCall] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
     finish_reason: str | None = None
     usage: Usage | None = None
+    stop_sequence: str | None = None
 
     def add(self, chunk: ChatChunk) -> ChatChunk:
         """Take in one chunk, and give it back for the caller to show."""
         self.parts.append(chunk.text)
         self.tool_calls.extend(chunk.tool_calls)
+        self.logprobs.extend(chunk.logprobs)
         if chunk.finish_reason is not None:
-            self.finish_reason, self.usage = chunk.finish_reason, chunk.usage
+            self.finish_reason, self.usage, self.stop_sequence = chunk.finish_reason, chunk.usage, chunk.stop_sequence
         return chunk
 
     @property
@@ -65,7 +78,7 @@ class StreamedAnswer:
             raise RequestError("the answer ended without a finish reason")
         if self.usage is None:
             raise RequestError("the engine finished the answer without reporting usage")
-        return ChatResult(self.text, self.finish_reason, self.usage, tuple(self.tool_calls))
+        return ChatResult(self.text, self.finish_reason, self.usage, tuple(self.tool_calls), tuple(self.logprobs))
 
 
 def collect(stream: ChatStream) -> ChatResult:

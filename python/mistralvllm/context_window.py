@@ -13,10 +13,11 @@ from .errors import ContextOverflowError
 Message = Mapping[str, str]
 
 
-def context_overflow(prompt_tokens: int, answer_tokens: int, context_length: int) -> ContextOverflowError:
-    """The error for a prompt that cannot fit, carrying both numbers."""
+def context_overflow(prompt_tokens: int, answer_tokens: int, context_length: int, *, answer_param: str = "max_tokens") -> ContextOverflowError:
+    """The error for a prompt that cannot fit, carrying both numbers (the
+    answer's length named as ``answer_param`` sets it)."""
     error = ContextOverflowError(
-        f"the prompt has {prompt_tokens} tokens and the answer may take {answer_tokens} more (max_tokens), "
+        f"the prompt has {prompt_tokens} tokens and the answer may take {answer_tokens} more ({answer_param}), "
         f"but the context window is {context_length} tokens"
     )
     error.prompt_tokens = prompt_tokens

@@ -17,7 +17,7 @@ import re
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -157,15 +157,18 @@ class Conversation:
             reserve=reserve,
         )
 
-    def begin_turn(self, user_text: str, *, dropped_turns: int = 0) -> Turn:
+    def begin_turn(self, user_text: str, *, dropped_turns: int = 0, role: str = "user", preceding: Sequence[StoredMessage] = ()) -> Turn:
         """Store the question and an empty answer marked interrupted, so a
-        process killed mid-answer still leaves the turn (see :class:`Turn`)."""
+        process killed mid-answer still leaves the turn (see :class:`Turn`).
+        The question may come from another ``role`` (a tool's result), after
+        ``preceding`` messages stored with it (an API request's other messages)."""
         now = time.time()
-        question = StoredMessage("user", user_text, now, dropped_turns=dropped_turns)
+        question = StoredMessage(role, user_text, now, dropped_turns=dropped_turns)
         rows = None
         if self.history is not None:
             placeholder = StoredMessage("assistant", "", now, interrupted=True)
             with self.history._transaction() as db:
+                db.executemany(_INSERT_MESSAGE, [self._row(message) for message in preceding])
                 question_row = db.execute(_INSERT_MESSAGE, self._row(question)).lastrowid
                 answer_row = db.execute(_INSERT_MESSAGE, self._row(placeholder)).lastrowid
                 assert question_row is not None and answer_row is not None  # set by every INSERT
@@ -174,6 +177,7 @@ class Conversation:
                     "UPDATE conversations SET updated = ?, title = CASE WHEN title = '' THEN ? ELSE title END WHERE id = ?",
                     (now, " ".join(user_text.split())[:TITLE_LENGTH], self.id),
                 )
+        self.messages += preceding
         return Turn(self, question, rows)
 
     def record_turn(

@@ -7,6 +7,7 @@ The engine batches every request it has (continuous batching), so one
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import math
@@ -107,6 +108,10 @@ def prefix_cache_bytes(prefix_cache_mem: int | str | None) -> int:
 
 # Sampling options the engine takes as unsigned integers, and their least value.
 _COUNTS = {"max_tokens": 1, "top_k": 0, "seed": 0}
+# The most top tokens a request may ask log-probabilities of (OpenAI's limit),
+# and the bound of a logit bias either way.
+MAX_TOP_LOGPROBS = 20
+MAX_LOGIT_BIAS = 100.0
 
 
 def _check_counts(sampling: Mapping[str, Any]) -> None:
@@ -117,6 +122,27 @@ def _check_counts(sampling: Mapping[str, Any]) -> None:
             continue
         if not least <= value < 2**64:
             raise RequestError(f"{name}: {value} is out of range; expected a whole number from {least} to 2**64-1")
+
+
+def _check_logprob_options(sampling: Mapping[str, Any]) -> None:
+    """Refuse ``top_logprobs`` and ``logit_bias`` outside OpenAI's bounds."""
+    top = sampling.get("top_logprobs")
+    if top is not None and not (isinstance(top, int) and 0 <= top <= MAX_TOP_LOGPROBS):
+        raise RequestError(f"top_logprobs: {top!r} is out of range; expected a whole number from 0 to {MAX_TOP_LOGPROBS}")
+    for token, bias in (sampling.get("logit_bias") or {}).items():
+        if not (isinstance(token, int) and 0 <= token < 2**32):
+            raise RequestError(f"logit_bias: key {token!r} is not a token id")
+        if not -MAX_LOGIT_BIAS <= bias <= MAX_LOGIT_BIAS:
+            raise RequestError(f"logit_bias: {bias} for token {token} is out of range; expected -100 to 100")
+
+
+def _choice_options(sampling: Mapping[str, Any], n: int) -> list[dict[str, Any]]:
+    """The options of each of ``n`` answers to one prompt: a seeded request's
+    choice i draws with seed + i, so the answers differ and still repeat."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise RequestError(f"n: {n!r} is not valid; expected a whole number of answers, at least 1")
+    seed = sampling.get("seed")
+    return [{**sampling, "seed": None if seed is None else (seed + i) % 2**64} for i in range(n)]
 
 
 class Session:
@@ -213,16 +239,18 @@ class Session:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._waiters, functools.partial(function, *args, **kwargs))
 
-    def count_tokens(self, messages: Sequence[Message]) -> int:
-        """Prompt tokens of ``messages`` after the model's chat template."""
-        return len(self._engine.tokenize(list(messages)))
+    def count_tokens(self, messages: Sequence[Message], **tool_options: Any) -> int:
+        """Prompt tokens of ``messages`` after the model's chat template, with
+        the request's ``tools``/``tool_choice`` applied (as :meth:`stream` sends them)."""
+        messages, _ = self._with_tools(messages, dict(tool_options))
+        return len(self._engine.tokenize(list[Message](messages)))
 
-    def check_context(self, messages: Sequence[Message], max_tokens: int | None, **tool_options: Any) -> None:
-        """Raise `ContextOverflowError` if the prompt plus ``max_tokens`` exceeds
-        the context window (with the request's ``tools``/``tool_choice`` applied)."""
-        if self.context_length is not None:
-            messages, _ = self._with_tools(messages, dict(tool_options))
-            self._check_fits(self.count_tokens(messages), max_tokens)
+    def check_context(self, messages: Sequence[Message], max_tokens: int | None, **tool_options: Any) -> int:
+        """The prompt's tokens (see :meth:`count_tokens`); raise
+        `ContextOverflowError` if they plus ``max_tokens`` exceed the context window."""
+        prompt_tokens = self.count_tokens(messages, **tool_options)
+        self._check_fits(prompt_tokens, max_tokens)
+        return prompt_tokens
 
     def _check_fits(self, prompt_tokens: int, max_tokens: int | None) -> None:
         answer_tokens = max_tokens or 1
@@ -242,6 +270,11 @@ class Session:
         Tools: ``tools`` (OpenAI tool definitions) and ``tool_choice`` ("auto",
         "none", "required" or ``{"type": "function", "function": {"name": ...}}``);
         calls arrive in the last chunk's ``tool_calls``.
+        Log-probabilities: ``logprobs=True`` gives each chunk the natural-log
+        probability of its tokens under the model (before temperature and
+        truncation) and of the ``top_logprobs`` (0-20) most likely tokens at
+        each position; ``logit_bias`` ({token id: -100..100}) is added to the
+        logits before sampling.
         """
         tool_options = {key: sampling[key] for key in ("tools", "tool_choice") if key in sampling}
         self.check_context(messages, sampling.get("max_tokens"), **tool_options)
@@ -274,6 +307,7 @@ class Session:
 
     def _send(self, **request: Any) -> _core.ChatStream:
         _check_counts(request)
+        _check_logprob_options(request)
         if isinstance(request.get("json_schema"), dict):
             request["json_schema"] = json.dumps(request["json_schema"])
         return self._engine.stream(**request)
@@ -282,9 +316,18 @@ class Session:
         """The whole continuation of ``prompt`` at once."""
         return collect(self.stream_completion(prompt, **sampling))
 
-    def chat(self, messages: Sequence[Message], **sampling: Any) -> ChatResult:
-        """The whole answer at once (same options as :meth:`stream`)."""
-        return collect(self.stream(messages, **sampling))
+    def chat(self, messages: Sequence[Message], *, n: int = 1, **sampling: Any) -> ChatResult:
+        """The whole answer at once (same options as :meth:`stream`). With
+        ``n`` above 1 the engine writes n answers together (one batch) and
+        the result's ``choices`` holds them all."""
+        self.check_context(messages, sampling.get("max_tokens"), **{key: sampling[key] for key in ("tools", "tool_choice") if key in sampling})
+        streams = [self.start(messages, **options) for options in _choice_options(sampling, n)]
+        try:
+            first, *others = [collect(stream) for stream in streams]
+        finally:
+            for stream in streams:
+                stream.close()
+        return dataclasses.replace(first, others=tuple(others))
 
     async def astream(self, messages: Sequence[Message], **sampling: Any) -> AsyncIterator[ChatChunk]:
         """:meth:`stream` as an async iterator; waiting happens off the event loop."""
@@ -299,11 +342,11 @@ class Session:
         finally:
             slots.release()
 
-    async def achat(self, messages: Sequence[Message], **sampling: Any) -> ChatResult:
+    async def achat(self, messages: Sequence[Message], *, n: int = 1, **sampling: Any) -> ChatResult:
         """:meth:`chat` without blocking the event loop."""
         slots = await self.admission()
         try:
-            return await self.off_loop(self.chat, messages, **sampling)
+            return await self.off_loop(self.chat, messages, n=n, **sampling)
         finally:
             slots.release()
 
@@ -316,14 +359,53 @@ class Session:
             info.update(self._engine.engine_stats())
         return info
 
-    def score(self, text: str) -> list[float]:
+    def tokenize(
+        self,
+        messages: Sequence[Message] | None = None,
+        *,
+        prompt: str | None = None,
+        add_generation_prompt: bool = True,
+        add_special_tokens: bool | None = None,
+    ) -> list[int]:
+        """Token ids of ``messages`` after the chat template (with the
+        assistant's opening when ``add_generation_prompt``), or of a raw
+        ``prompt``; special tokens such as a BOS are added to a prompt unless
+        ``add_special_tokens`` is false (the template writes its own)."""
+        return self._engine.tokenize(
+            None if messages is None else list(messages),
+            prompt=prompt,
+            add_generation_prompt=add_generation_prompt,
+            add_special_tokens=add_special_tokens,
+        )
+
+    def detokenize(self, tokens: Sequence[int], *, skip_special_tokens: bool = False) -> str:
+        """The text of ``tokens``; ids outside the vocabulary are an error."""
+        vocabulary = self._info.get("vocab_size")
+        for token in tokens:
+            if isinstance(token, bool) or not isinstance(token, int) or token < 0 or (vocabulary is not None and token >= vocabulary):
+                raise RequestError(f"tokens: {token!r} is not a token id of this model")
+        return self._engine.detokenize(list(tokens), skip_special_tokens=skip_special_tokens)
+
+    def score(self, text: str | Sequence[int]) -> list[float]:
         """Log-probability of each token of ``text`` (after its first) given the
-        tokens before it: the model reads the text rather than writing."""
-        tokens = self._engine.tokenize(prompt=text)
+        tokens before it: the model reads the text rather than writing.
+        ``text`` may also be token ids (e.g. a prompt's and an answer's)."""
+        tokens = self._engine.tokenize(prompt=text) if isinstance(text, str) else list(text)
         if len(tokens) < 2:
             raise RequestError("score: the text is shorter than 2 tokens")
         self._check_fits(len(tokens) - 1, 1)
         return self._engine.score(tokens)
+
+    def score_distributions(self, text: str | Sequence[int]) -> list[bytes]:
+        """The model's whole next-token distribution after each token of
+        ``text`` but the last (as :meth:`score` reads it): one row per
+        position, the natural-log probability of every token id as
+        little-endian float32 bytes (``numpy.frombuffer(row, "<f4")``)."""
+        tokens = self._engine.tokenize(prompt=text) if isinstance(text, str) else list(text)
+        if len(tokens) < 2:
+            raise RequestError("score: the text is shorter than 2 tokens")
+        self._check_fits(len(tokens) - 1, 1)
+        return self._engine.score_distributions(tokens)
 
     def perplexity(self, text: str) -> float:
         """``exp`` of the mean negative log-probability of ``text``'s tokens:

@@ -24,6 +24,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<stream::ChatChunk>()?;
     m.add_class::<stream::Usage>()?;
     m.add_class::<stream::ToolCall>()?;
+    m.add_class::<stream::TokenLogprob>()?;
+    m.add_class::<stream::TopTokenLogprob>()?;
     m.add_class::<topology::Topology>()?;
     m.add_class::<topology::TopologyRange>()?;
     m.add_function(wrap_pyfunction!(model_files::inspect_model, m)?)?;

@@ -40,6 +40,8 @@ pub struct ModelFiles {
     pub num_layers: usize,
     /// The chat template the model ships, if any (GGUF metadata or tokenizer_config.json).
     pub chat_template: Option<String>,
+    /// Token ids run from 0 to this (the GGUF's token list, or config.json's vocab_size).
+    pub vocab_size: Option<usize>,
 }
 
 fn has_extension(path: &Path, wanted: &str) -> bool {
@@ -128,12 +130,18 @@ impl ModelFiles {
             .get("tokenizer.chat_template")
             .and_then(|v| v.to_string().ok())
             .cloned();
+        let vocab_size = content
+            .metadata
+            .get("tokenizer.ggml.tokens")
+            .and_then(|v| v.to_vec().ok())
+            .map(Vec::len);
         Ok(Self {
             path,
             format: ModelFormat::Gguf,
             architecture,
             num_layers: num_layers as usize,
             chat_template,
+            vocab_size,
         })
     }
 
@@ -186,12 +194,17 @@ impl ModelFiles {
                 let config: serde_json::Value = serde_json::from_str(&text).ok()?;
                 config.get("chat_template")?.as_str().map(str::to_string)
             });
+        let vocab_size = config
+            .get("vocab_size")
+            .and_then(|n| n.as_u64())
+            .map(|n| n as usize);
         Ok(Self {
             path,
             format,
             architecture,
             num_layers: num_layers as usize,
             chat_template,
+            vocab_size,
         })
     }
 }
@@ -208,5 +221,6 @@ pub fn inspect_model<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py,
     found.set_item("num_layers", files.num_layers)?;
     found.set_item("size_bytes", files.size_bytes())?;
     found.set_item("chat_template", files.chat_template)?;
+    found.set_item("vocab_size", files.vocab_size)?;
     Ok(found)
 }

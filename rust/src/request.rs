@@ -1,5 +1,6 @@
 //! Converting Python chat messages and sampling options into mistral.rs request data.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use either::Either;
@@ -85,6 +86,11 @@ pub struct Sampling {
     pub frequency_penalty: Option<f32>,
     pub presence_penalty: Option<f32>,
     pub repetition_penalty: Option<f32>,
+    /// Log-probabilities of each chosen token and of this many top tokens
+    /// (`None`: no log-probabilities).
+    pub top_logprobs: Option<usize>,
+    /// Added to the logits of these token ids before sampling.
+    pub logit_bias: Option<HashMap<u32, f32>>,
 }
 
 impl Sampling {
@@ -132,13 +138,13 @@ impl Sampling {
             top_k: if seeded.is_some() { None } else { self.top_k },
             top_p: if seeded.is_some() { None } else { self.top_p },
             min_p: if seeded.is_some() { None } else { self.min_p },
-            top_n_logprobs: 0,
+            top_n_logprobs: self.top_logprobs.unwrap_or(0),
             frequency_penalty: self.frequency_penalty,
             presence_penalty: self.presence_penalty,
             repetition_penalty: self.repetition_penalty,
             stop_toks: self.stop.filter(|s| !s.is_empty()).map(StopTokens::Seqs),
             max_len: self.max_tokens,
-            logits_bias: None,
+            logits_bias: self.logit_bias.filter(|bias| !bias.is_empty()),
             n_choices: 1,
             dry_params: None,
         };
@@ -237,6 +243,8 @@ impl CustomLogitsProcessor for SeededSampler {
 pub struct ForcedScorer {
     tokens: Vec<u32>,
     logprobs: Mutex<Vec<f64>>,
+    /// Each position's whole log-softmax row, when kept (`keeping_distributions`).
+    distributions: Option<Mutex<Vec<Vec<f32>>>>,
 }
 
 impl ForcedScorer {
@@ -244,7 +252,20 @@ impl ForcedScorer {
         Self {
             tokens,
             logprobs: Mutex::new(Vec::new()),
+            distributions: None,
         }
+    }
+
+    /// A scorer that also keeps every position's whole next-token distribution.
+    pub fn keeping_distributions(tokens: Vec<u32>) -> Self {
+        Self {
+            distributions: Some(Mutex::new(Vec::new())),
+            ..Self::new(tokens)
+        }
+    }
+
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
     }
 
     /// One log-probability per token after the first, once the request is done.
@@ -254,15 +275,41 @@ impl ForcedScorer {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        if logprobs.len() + 1 != self.tokens.len() {
+        self.check_complete(logprobs.len())?;
+        Ok(logprobs)
+    }
+
+    /// One log-softmax row per token after the first, once the request is done.
+    pub fn distributions(&self) -> PyResult<Vec<Vec<f32>>> {
+        let rows = match &self.distributions {
+            Some(rows) => std::mem::take(&mut *rows.lock().unwrap_or_else(|e| e.into_inner())),
+            None => Vec::new(),
+        };
+        self.check_complete(rows.len())?;
+        Ok(rows)
+    }
+
+    fn check_complete(&self, scored: usize) -> PyResult<()> {
+        if scored + 1 != self.tokens.len() {
             return Err(RequestError::new_err(format!(
                 "score: the engine stopped after {} of {} tokens",
-                logprobs.len(),
+                scored,
                 self.tokens.len() - 1
             )));
         }
-        Ok(logprobs)
+        Ok(())
     }
+}
+
+/// Log-softmax of `logits` (summed in f64).
+fn log_softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let total: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
+    let log_total = max + total.ln();
+    logits
+        .iter()
+        .map(|&l| (l as f64 - log_total) as f32)
+        .collect()
 }
 
 /// Log-softmax of `logits` at `target`.
@@ -289,6 +336,11 @@ impl CustomLogitsProcessor for ForcedScorer {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(log_probability(&values, target));
+        if let Some(rows) = &self.distributions {
+            rows.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(log_softmax(&values));
+        }
         only_choice(logits, values.len(), target)
     }
 }
@@ -307,6 +359,17 @@ mod tests {
         }
         // Large logits do not overflow.
         assert!((log_probability(&[1000.0, 1000.0], 0) - 0.5f64.ln()).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_log_softmax_row_holds_each_tokens_log_probability() {
+        let logits = [1.0f32, -2.0, 3.5, 1000.0, 999.0];
+        let row = log_softmax(&logits);
+        for (target, value) in row.iter().enumerate() {
+            assert!((*value as f64 - log_probability(&logits, target)).abs() < 1e-5);
+        }
+        let mass: f64 = row.iter().map(|v| (*v as f64).exp()).sum();
+        assert!((mass - 1.0).abs() < 1e-6);
     }
 
     fn sampler(seed: u64) -> SeededSampler {

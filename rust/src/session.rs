@@ -4,19 +4,20 @@
 //! so a `Session` is shared freely between Python threads: each request gets
 //! its own channel and the GIL is released while waiting on it.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use either::Either;
-use mistralrs::core::{RequestMessage, TokenizationRequest};
+use mistralrs::core::{DetokenizationRequest, RequestMessage, TokenizationRequest};
 use mistralrs::core::{Tool, ToolChoice};
 use mistralrs::{
     Constraint, CustomLogitsProcessor, MemoryGpuConfig, Model, ModelDType, NormalRequest,
     PagedAttentionConfig, PagedCacheType, Request, Response,
 };
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList};
 use tokio::sync::mpsc::{channel, Receiver};
 
 use crate::counts::SequenceCount;
@@ -75,14 +76,17 @@ fn send_to_engine(model: &Model, request: Request) -> PyResult<()> {
         .map_err(|_| RequestError::new_err("the engine has stopped"))
 }
 
-/// Tokenize with the engine's tokenizer (blocking; call with the GIL released).
+/// Tokenize with the engine's tokenizer (blocking; call with the GIL
+/// released). Special tokens (e.g. a BOS) are added by default to a raw
+/// prompt only: a chat template writes its own.
 fn tokenize_input(
     model: &Model,
     input: RequestInput,
     add_generation_prompt: bool,
+    add_special_tokens: Option<bool>,
 ) -> PyResult<Vec<u32>> {
     let (tx, mut rx) = channel(1);
-    let add_special_tokens = input.is_right();
+    let add_special_tokens = add_special_tokens.unwrap_or(input.is_right());
     let request = Request::Tokenize(TokenizationRequest {
         text: input,
         tools: None,
@@ -117,7 +121,7 @@ impl Session {
                 (Either::Left(_), _) => None,
                 (Either::Right(_), Some(counted)) => Some(counted),
                 (Either::Right(text), None) => {
-                    Some(tokenize_input(&model, Either::Right(text.clone()), false)?.len())
+                    Some(tokenize_input(&model, Either::Right(text.clone()), false, None)?.len())
                 }
             };
             let running = self.running.enter();
@@ -126,6 +130,48 @@ impl Session {
             Ok::<_, PyErr>((running, sent_at, prompt_tokens))
         })?;
         Ok(ChatStream::new(rx, running, sent_at, stops, prompt_tokens))
+    }
+
+    /// Run `scorer` over its tokens in the engine (one forced decoding step per token).
+    fn run_scorer(&self, py: Python<'_>, scorer: ForcedScorer) -> PyResult<Arc<ForcedScorer>> {
+        let tokens = scorer.tokens().to_vec();
+        if tokens.len() < 2 {
+            return Err(RequestError::new_err(
+                "tokens: expected at least 2 token ids",
+            ));
+        }
+        let scorer = Arc::new(scorer);
+        let (sampling_params, _) = Sampling {
+            max_tokens: Some(tokens.len() - 1),
+            ..Sampling::default()
+        }
+        .into_engine()?;
+        let processor: Arc<dyn CustomLogitsProcessor> = scorer.clone();
+        let (tx, rx) = channel(STREAM_BUFFER);
+        let request = Request::Normal(Box::new(NormalRequest {
+            messages: RequestMessage::CompletionTokens(tokens[..1].to_vec()),
+            sampling_params,
+            response: tx,
+            return_logprobs: false,
+            is_streaming: true,
+            id: 0,
+            constraint: Constraint::None,
+            suffix: None,
+            tools: None,
+            tool_choice: None,
+            logits_processors: Some(vec![processor]),
+            return_raw_logits: false,
+            web_search_options: None,
+            model_id: None,
+            truncate_sequence: false,
+        }));
+        let input = Either::Right(String::new());
+        let stream = self.submit(py, request, rx, input, Some(1), Vec::new())?;
+        py.detach(|| {
+            while stream.next_chunk()?.is_some() {}
+            Ok::<_, PyErr>(())
+        })?;
+        Ok(scorer)
     }
 
     fn model(&self) -> PyResult<Arc<Model>> {
@@ -350,7 +396,8 @@ impl Session {
     #[pyo3(signature = (
         messages=None, *, prompt=None, prompt_tokens=None, max_tokens=None, temperature=None, top_p=None, top_k=None, min_p=None,
         seed=None, stop=None, frequency_penalty=None, presence_penalty=None, repetition_penalty=None,
-        json_schema=None, regex=None, grammar=None, tools=None, tool_choice=None
+        json_schema=None, regex=None, grammar=None, tools=None, tool_choice=None, logprobs=false, top_logprobs=None,
+        logit_bias=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn stream(
@@ -374,7 +421,13 @@ impl Session {
         grammar: Option<String>,
         tools: Option<&str>,
         tool_choice: Option<&str>,
+        logprobs: bool,
+        top_logprobs: Option<usize>,
+        logit_bias: Option<HashMap<u32, f32>>,
     ) -> PyResult<ChatStream> {
+        if top_logprobs.is_some() && !logprobs {
+            return Err(RequestError::new_err("top_logprobs: needs logprobs=True"));
+        }
         let input = convert_input(messages, prompt)?;
         // Tools in OpenAI's shape; mistral.rs renders them with the chat
         // template and parses calls from the answer.
@@ -427,6 +480,8 @@ impl Session {
             frequency_penalty,
             presence_penalty,
             repetition_penalty,
+            top_logprobs: logprobs.then_some(top_logprobs.unwrap_or(0)),
+            logit_bias,
         };
         let (sampling_params, logits_processors) = sampling.into_engine()?;
         let (tx, rx) = channel(STREAM_BUFFER);
@@ -445,7 +500,7 @@ impl Session {
             },
             sampling_params,
             response: tx,
-            return_logprobs: false,
+            return_logprobs: logprobs,
             is_streaming: true,
             id: 0,
             constraint,
@@ -465,43 +520,28 @@ impl Session {
     /// tokens before it (teacher forcing): the model scores the text instead
     /// of writing its own. `exp(-mean)` of the result is the perplexity.
     fn score(&self, py: Python<'_>, tokens: Vec<u32>) -> PyResult<Vec<f64>> {
-        if tokens.len() < 2 {
-            return Err(RequestError::new_err(
-                "tokens: expected at least 2 token ids",
-            ));
-        }
-        let scorer = Arc::new(ForcedScorer::new(tokens.clone()));
-        let (sampling_params, _) = Sampling {
-            max_tokens: Some(tokens.len() - 1),
-            ..Sampling::default()
-        }
-        .into_engine()?;
-        let processor: Arc<dyn CustomLogitsProcessor> = scorer.clone();
-        let (tx, rx) = channel(STREAM_BUFFER);
-        let request = Request::Normal(Box::new(NormalRequest {
-            messages: RequestMessage::CompletionTokens(tokens[..1].to_vec()),
-            sampling_params,
-            response: tx,
-            return_logprobs: false,
-            is_streaming: true,
-            id: 0,
-            constraint: Constraint::None,
-            suffix: None,
-            tools: None,
-            tool_choice: None,
-            logits_processors: Some(vec![processor]),
-            return_raw_logits: false,
-            web_search_options: None,
-            model_id: None,
-            truncate_sequence: false,
-        }));
-        let input = Either::Right(String::new());
-        let stream = self.submit(py, request, rx, input, Some(1), Vec::new())?;
-        py.detach(|| {
-            while stream.next_chunk()?.is_some() {}
-            Ok::<_, PyErr>(())
-        })?;
-        scorer.logprobs()
+        self.run_scorer(py, ForcedScorer::new(tokens))?.logprobs()
+    }
+
+    /// The model's whole next-token distribution at each position of
+    /// `tokens` after the first (teacher forcing, as `score`): one row per
+    /// position, the natural-log probabilities of every token id as
+    /// little-endian f32 bytes (numpy: `frombuffer(row, "<f4")`).
+    fn score_distributions<'py>(
+        &self,
+        py: Python<'py>,
+        tokens: Vec<u32>,
+    ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+        let rows = self
+            .run_scorer(py, ForcedScorer::keeping_distributions(tokens))?
+            .distributions()?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let bytes: Vec<u8> = row.iter().flat_map(|v| v.to_le_bytes()).collect();
+                PyBytes::new(py, &bytes)
+            })
+            .collect())
     }
 
     /// Counters of the engine since the session started (sequences begun,
@@ -531,18 +571,44 @@ impl Session {
         Ok(stats)
     }
 
-    /// Token ids of `messages` rendered with the model's chat template, or of a raw `prompt`.
-    #[pyo3(signature = (messages=None, *, prompt=None, add_generation_prompt=true))]
+    /// Token ids of `messages` rendered with the model's chat template, or of
+    /// a raw `prompt`; `add_special_tokens` defaults to true for a prompt only.
+    #[pyo3(signature = (messages=None, *, prompt=None, add_generation_prompt=true, add_special_tokens=None))]
     fn tokenize(
         &self,
         py: Python<'_>,
         messages: Option<&Bound<'_, PyList>>,
         prompt: Option<String>,
         add_generation_prompt: bool,
+        add_special_tokens: Option<bool>,
     ) -> PyResult<Vec<u32>> {
         let input = convert_input(messages, prompt)?;
         let model = self.model()?;
-        py.detach(|| tokenize_input(&model, input, add_generation_prompt))
+        py.detach(|| tokenize_input(&model, input, add_generation_prompt, add_special_tokens))
+    }
+
+    /// The text of `tokens`; special tokens (e.g. `<|im_end|>`) are left out
+    /// with `skip_special_tokens`.
+    #[pyo3(signature = (tokens, *, skip_special_tokens=false))]
+    fn detokenize(
+        &self,
+        py: Python<'_>,
+        tokens: Vec<u32>,
+        skip_special_tokens: bool,
+    ) -> PyResult<String> {
+        let model = self.model()?;
+        py.detach(|| {
+            let (tx, mut rx) = channel(1);
+            let request = Request::Detokenize(DetokenizationRequest {
+                tokens,
+                skip_special_tokens,
+                response: tx,
+            });
+            send_to_engine(&model, request)?;
+            rx.blocking_recv()
+                .ok_or_else(|| RequestError::new_err("the engine dropped the detokenize request"))?
+                .map_err(|e| RequestError::new_err(format!("detokenize: {e:#}")))
+        })
     }
 
     /// What is loaded and what is in effect (device, paged attention, topology, ...).
@@ -553,6 +619,7 @@ impl Session {
         dict.set_item("format", info.files.format.name())?;
         dict.set_item("architecture", &info.files.architecture)?;
         dict.set_item("num_layers", info.files.num_layers)?;
+        dict.set_item("vocab_size", info.files.vocab_size)?;
         dict.set_item("max_seq_len", info.max_seq_len)?;
         dict.set_item("device", &info.device)?;
         dict.set_item("dtype", &info.dtype)?;

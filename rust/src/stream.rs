@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use mistralrs::core::ToolCallResponse;
+use mistralrs::core::{ResponseLogprob, ToolCallResponse, TopLogprob};
 use mistralrs::Response;
 use pyo3::prelude::*;
 use tokio::sync::mpsc::Receiver;
@@ -112,8 +112,70 @@ impl From<ToolCallResponse> for ToolCall {
     }
 }
 
+/// One of the most likely tokens at a position, with its log-probability.
+#[pyclass(module = "mistralvllm._core", frozen, get_all)]
+#[derive(Clone, Debug)]
+pub struct TopTokenLogprob {
+    pub token_id: u32,
+    /// The token's text (undecodable bytes of a partial character as U+FFFD).
+    pub token: String,
+    /// Natural log of the token's probability under the model.
+    pub logprob: f64,
+}
+
+impl From<TopLogprob> for TopTokenLogprob {
+    fn from(top: TopLogprob) -> Self {
+        Self {
+            token_id: top.token,
+            token: top.bytes.unwrap_or_default(),
+            logprob: top.logprob as f64,
+        }
+    }
+}
+
+/// A generated token's log-probability and the most likely tokens at its
+/// position (as many as `top_logprobs` asked for).
+#[pyclass(module = "mistralvllm._core", frozen, get_all)]
+#[derive(Clone, Debug)]
+pub struct TokenLogprob {
+    /// The token's text (undecodable bytes of a partial character as U+FFFD).
+    pub token: String,
+    /// Natural log of the token's probability under the model.
+    pub logprob: f64,
+    pub top_logprobs: Vec<TopTokenLogprob>,
+}
+
+impl From<ResponseLogprob> for TokenLogprob {
+    fn from(chosen: ResponseLogprob) -> Self {
+        let token = match chosen.bytes {
+            Some(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            None => chosen.token,
+        };
+        Self {
+            token,
+            logprob: chosen.logprob as f64,
+            top_logprobs: chosen.top_logprobs.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+#[pymethods]
+impl TokenLogprob {
+    fn __repr__(&self) -> String {
+        format!(
+            "TokenLogprob(token={:?}, logprob={:.4}, top_logprobs={})",
+            self.token,
+            self.logprob,
+            self.top_logprobs.len()
+        )
+    }
+}
+
 /// A piece of generated text; the last chunk carries `finish_reason` and `usage`,
-/// and `tool_calls` when the model called tools instead of answering.
+/// `tool_calls` when the model called tools instead of answering, and
+/// `stop_sequence`, the request's stop string the answer ended on, if any.
+/// `logprobs` has one entry per token generated since the previous chunk
+/// when the request asked for log-probabilities.
 #[pyclass(module = "mistralvllm._core", frozen, get_all)]
 #[derive(Clone, Debug)]
 pub struct ChatChunk {
@@ -121,17 +183,21 @@ pub struct ChatChunk {
     pub finish_reason: Option<String>,
     pub usage: Option<Usage>,
     pub tool_calls: Vec<ToolCall>,
+    pub stop_sequence: Option<String>,
+    pub logprobs: Vec<TokenLogprob>,
 }
 
 #[pymethods]
 impl ChatChunk {
     fn __repr__(&self) -> String {
         format!(
-            "ChatChunk(text={:?}, finish_reason={:?}, usage={}, tool_calls={:?})",
+            "ChatChunk(text={:?}, finish_reason={:?}, usage={}, tool_calls={:?}, stop_sequence={:?}, logprobs={})",
             self.text,
             self.finish_reason,
             self.usage.as_ref().map_or("None".into(), |u| u.__repr__()),
-            self.tool_calls
+            self.tool_calls,
+            self.stop_sequence,
+            self.logprobs.len()
         )
     }
 }
@@ -139,12 +205,15 @@ impl ChatChunk {
 /// Cuts the answer before the first stop string. mistral.rs stops on it but
 /// its stream still carries the stop text; OpenAI's API (and users) expect it
 /// left out. Text that may be the start of a stop string is held back until
-/// the next chunk shows whether it is.
+/// the next chunk shows whether it is. mistral.rs's finish reason is "stop"
+/// for a stop string and for the end of the answer alike; `matched` tells
+/// them apart (Anthropic's API answers which stop string it was).
 #[derive(Default)]
 struct StopTrimmer {
     stops: Vec<String>,
     pending: String,
-    matched: bool,
+    /// The stop string the answer ended on, once it appeared.
+    matched: Option<String>,
 }
 
 impl StopTrimmer {
@@ -157,17 +226,19 @@ impl StopTrimmer {
 
     /// The part of `text` that can be shown now; nothing once a stop string matched.
     fn push(&mut self, text: &str) -> String {
-        if self.matched {
+        if self.matched.is_some() {
             return String::new();
         }
         self.pending.push_str(text);
-        if let Some(at) = self
+        // The stop string that ends first: the earliest, and of those the shortest.
+        let first = self
             .stops
             .iter()
-            .filter_map(|s| self.pending.find(s.as_str()))
-            .min()
-        {
-            self.matched = true;
+            .filter_map(|s| self.pending.find(s.as_str()).map(|at| (at, s)))
+            .min_by_key(|(at, s)| (*at, s.len()))
+            .map(|(at, s)| (at, s.clone()));
+        if let Some((at, stop)) = first {
+            self.matched = Some(stop);
             self.pending.truncate(at);
             return std::mem::take(&mut self.pending);
         }
@@ -279,6 +350,7 @@ impl ChatStream {
     pub fn next_chunk(&self) -> PyResult<Option<ChatChunk>> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut text = String::new();
+        let mut logprobs = Vec::new();
         loop {
             let Some(rx) = state.rx.as_mut() else {
                 return Ok(None);
@@ -287,7 +359,7 @@ impl ChatStream {
                 state.end();
                 return Ok(None);
             };
-            let (delta, engine_finish, engine_usage, tool_calls) = match response {
+            let (delta, engine_finish, engine_usage, tool_calls, logprob) = match response {
                 Some(Response::Chunk(chunk)) => {
                     let Some(choice) = chunk.choices.into_iter().next() else {
                         continue;
@@ -297,13 +369,20 @@ impl ChatStream {
                         choice.finish_reason,
                         chunk.usage,
                         choice.delta.tool_calls.unwrap_or_default(),
+                        choice.logprobs,
                     )
                 }
                 Some(Response::CompletionChunk(chunk)) => {
                     let Some(choice) = chunk.choices.into_iter().next() else {
                         continue;
                     };
-                    (choice.text, choice.finish_reason, None, Vec::new())
+                    (
+                        choice.text,
+                        choice.finish_reason,
+                        None,
+                        Vec::new(),
+                        choice.logprobs,
+                    )
                 }
                 other => {
                     state.end();
@@ -325,12 +404,15 @@ impl ChatStream {
                 }
             };
             state.chunks += 1;
+            logprobs.extend(logprob.map(TokenLogprob::from));
             let shown = state.stops.push(&delta);
             text.push_str(&shown);
             let mut finish_reason = engine_finish;
+            let mut stop_sequence = None;
             if finish_reason.is_some() {
                 state.end();
-                if state.stops.matched {
+                stop_sequence = state.stops.matched.clone();
+                if stop_sequence.is_some() {
                     finish_reason = Some("stop".to_string());
                 } else {
                     text.push_str(&state.stops.flush());
@@ -364,6 +446,8 @@ impl ChatStream {
                 finish_reason,
                 usage,
                 tool_calls: tool_calls.into_iter().map(ToolCall::from).collect(),
+                stop_sequence,
+                logprobs,
             }));
         }
     }
@@ -402,39 +486,51 @@ impl ChatStream {
 mod tests {
     use super::*;
 
-    fn shown(stops: &[&str], pieces: &[&str]) -> (String, bool) {
+    /// The text shown for `pieces`, and the stop string it ended on.
+    fn shown(stops: &[&str], pieces: &[&str]) -> (String, Option<String>) {
         let mut trimmer = StopTrimmer::new(stops.iter().map(|s| s.to_string()).collect());
         let mut out: String = pieces.iter().map(|p| trimmer.push(p)).collect();
-        if !trimmer.matched {
+        if trimmer.matched.is_none() {
             out.push_str(&trimmer.flush());
         }
         (out, trimmer.matched)
+    }
+
+    fn stop(s: &str) -> Option<String> {
+        Some(s.to_string())
     }
 
     #[test]
     fn stop_text_is_cut_even_across_chunks() {
         assert_eq!(
             shown(&["Rome"], &["The capital is", " Ro", "me."]),
-            ("The capital is ".into(), true)
+            ("The capital is ".into(), stop("Rome"))
         );
-        assert_eq!(shown(&["\n\n"], &["a\n", "\nb"]), ("a".into(), true));
+        assert_eq!(
+            shown(&["\n\n"], &["a\n", "\nb"]),
+            ("a".into(), stop("\n\n"))
+        );
     }
 
     #[test]
     fn held_back_text_comes_out_when_it_is_not_a_stop() {
-        assert_eq!(shown(&["Rome"], &["Ro", "ad"]), ("Road".into(), false));
-        assert_eq!(shown(&["Rome"], &["It is Ro"]), ("It is Ro".into(), false));
+        assert_eq!(shown(&["Rome"], &["Ro", "ad"]), ("Road".into(), None));
+        assert_eq!(shown(&["Rome"], &["It is Ro"]), ("It is Ro".into(), None));
     }
 
     #[test]
     fn no_stops_passes_everything() {
-        assert_eq!(shown(&[], &["a", "b"]), ("ab".into(), false));
-        assert_eq!(shown(&[""], &["a"]), ("a".into(), false));
+        assert_eq!(shown(&[], &["a", "b"]), ("ab".into(), None));
+        assert_eq!(shown(&[""], &["a"]), ("a".into(), None));
     }
 
     #[test]
     fn earliest_stop_wins_and_multibyte_text_is_safe() {
-        assert_eq!(shown(&["b", "a"], &["xab"]), ("x".into(), true));
-        assert_eq!(shown(&["é!"], &["caf", "é", "?"]), ("café?".into(), false));
+        assert_eq!(shown(&["b", "a"], &["xab"]), ("x".into(), stop("a")));
+        assert_eq!(
+            shown(&["Rome", "Ro"], &["It is Rome"]),
+            ("It is ".into(), stop("Ro"))
+        );
+        assert_eq!(shown(&["é!"], &["caf", "é", "?"]), ("café?".into(), None));
     }
 }

@@ -25,14 +25,14 @@ from prompts import ITALY
 from service import AUTH, MODEL
 
 CHAT = "/v1/chat/completions"
+MESSAGES = "/v1/messages"  # Anthropic's
+RESPONSES = "/v1/responses"
+OLLAMA_CHAT, OLLAMA_GENERATE = "/api/chat", "/api/generate"
 OK_MESSAGES = [{"role": "user", "content": "Hi"}]
 
 
 def chat_body(**fields: object) -> dict[str, object]:
     return {"model": MODEL, "messages": OK_MESSAGES, "max_tokens": 4, **fields}
-
-
-OLLAMA_CHAT, OLLAMA_GENERATE = "/api/chat", "/api/generate"
 
 
 def ollama_body(**fields: object) -> dict[str, object]:
@@ -41,6 +41,24 @@ def ollama_body(**fields: object) -> dict[str, object]:
 
 def generate_body(**fields: object) -> dict[str, object]:
     return {"model": MODEL, "prompt": "Hi", "stream": False, "options": {"num_predict": 4}, **fields}
+
+
+def responses_body(**fields: object) -> dict[str, object]:
+    return {"model": MODEL, "input": "Hi", "max_output_tokens": 4, **fields}
+
+
+def error_message(path: str, body: dict[str, object]) -> str:
+    """The message of an error body, checked to be in the shape of the path's API."""
+    if path.startswith("/api/"):  # Ollama's: {"error": message}
+        assert set(body) == {"error"} and isinstance(body["error"], str), body
+        return body["error"]
+    if path.startswith(MESSAGES):
+        assert set(body) == {"type", "error"} and body["type"] == "error", body
+    error = body["error"]
+    assert isinstance(error, dict) and error["type"], body
+    message = error["message"]
+    assert isinstance(message, str)
+    return message
 
 
 # (case name, path, raw body or JSON body, expected status, fragment of the error message)
@@ -79,7 +97,96 @@ HTTP_CASES: list[tuple[str, str, bytes | dict[str, object], int, str]] = [
     ("deeply nested JSON", CHAT, b'{"model": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400, "JSON"),
     ("10 MB body", CHAT, b'{"model": "' + b"x" * 10_000_000 + b'"}', 413, "larger than"),
     ("completion prompt is a list of numbers", "/v1/completions", {"model": MODEL, "prompt": [1, 2, 3]}, 400, "prompt"),
+    ("anthropic: max_tokens missing", MESSAGES, {"model": MODEL, "messages": OK_MESSAGES}, 400, "max_tokens: Field required"),
+    ("anthropic: max_tokens is text", MESSAGES, chat_body(max_tokens="ten"), 400, "max_tokens"),
+    ("anthropic: zero max_tokens", MESSAGES, chat_body(max_tokens=0), 400, "max_tokens"),
+    ("anthropic: huge max_tokens", MESSAGES, chat_body(max_tokens=10**12), 400, "max_tokens"),
+    ("anthropic: messages is a string", MESSAGES, chat_body(messages="hello"), 400, "messages"),
+    ("anthropic: empty messages", MESSAGES, chat_body(messages=[]), 400, "messages"),
+    ("anthropic: system role in messages", MESSAGES, chat_body(messages=[{"role": "system", "content": "hi"}]), 400, "messages.0.role"),
+    ("anthropic: content is a number", MESSAGES, chat_body(messages=[{"role": "user", "content": 42}]), 400, "a string or a list of content blocks"),
+    ("anthropic: empty content list", MESSAGES, chat_body(messages=[{"role": "user", "content": []}]), 400, "messages.0.content"),
+    (
+        "anthropic: unknown block type",
+        MESSAGES,
+        chat_body(messages=[{"role": "user", "content": [{"type": "video", "url": "x"}]}]),
+        400,
+        "does not match any of the expected tags",
+    ),
+    (
+        "anthropic: image block",
+        MESSAGES,
+        chat_body(
+            messages=[{"role": "user", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}}]}]
+        ),
+        400,
+        "image blocks are not supported",
+    ),
+    (
+        "anthropic: document in a tool result",
+        MESSAGES,
+        chat_body(
+            messages=[{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "document", "source": {}}]}]}]
+        ),
+        400,
+        "document blocks are not supported",
+    ),
+    (
+        "anthropic: tool_use from the user",
+        MESSAGES,
+        chat_body(messages=[{"role": "user", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]}]),
+        400,
+        "tool_use blocks belong in assistant messages",
+    ),
+    (
+        "anthropic: tool input not an object",
+        MESSAGES,
+        chat_body(messages=[{"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": [1]}]}, *OK_MESSAGES]),
+        400,
+        "input",
+    ),
+    ("anthropic: system is a number", MESSAGES, chat_body(system=7), 400, "system"),
+    ("anthropic: temperature above 1", MESSAGES, chat_body(temperature=1.5), 400, "temperature"),
+    ("anthropic: top_k zero", MESSAGES, chat_body(top_k=0), 400, "top_k"),
+    ("anthropic: stop_sequences is a string", MESSAGES, chat_body(stop_sequences="END"), 400, "stop_sequences"),
+    ("anthropic: stream is text", MESSAGES, chat_body(stream="yes"), 400, "stream"),
+    ("anthropic: unknown field", MESSAGES, chat_body(frobnicate=True), 400, "frobnicate"),
+    ("anthropic: tool name with a space", MESSAGES, chat_body(tools=[{"name": "f g", "input_schema": {}}]), 400, "tools.0.name"),
+    ("anthropic: server tool", MESSAGES, chat_body(tools=[{"type": "web_search_20250305", "name": "web_search"}]), 400, "tools.0.type"),
+    (
+        "anthropic: tool given twice",
+        MESSAGES,
+        chat_body(tools=[{"name": "f", "input_schema": {}}, {"name": "f", "input_schema": {}}]),
+        400,
+        "tools.1.name: 'f' is given twice",
+    ),
+    ("anthropic: tool_choice of no kind", MESSAGES, chat_body(tool_choice={"type": "some"}), 400, "tool_choice"),
+    ("anthropic: tool_choice any without tools", MESSAGES, chat_body(tool_choice={"type": "any"}), 400, "tool_choice: 'any' needs tools"),
+    ("anthropic: metadata.user_id too long", MESSAGES, chat_body(metadata={"user_id": "u" * 300}), 400, "metadata.user_id"),
+    ("anthropic: model is a file path", MESSAGES, chat_body(model="/etc/passwd"), 404, "does not exist"),
+    ("anthropic: body is not JSON", MESSAGES, b"this is not json", 400, "JSON"),
+    ("anthropic: body is invalid UTF-8", MESSAGES, b'{"model": "\xff\xfe", "messages": []}', 400, "UTF-8"),
+    ("anthropic: 10 MB body", MESSAGES, b'{"model": "' + b"x" * 10_000_000 + b'"}', 413, "larger than"),
+    (
+        "anthropic: count_tokens content is a number",
+        MESSAGES + "/count_tokens",
+        {"model": MODEL, "messages": [{"role": "user", "content": 1}]},
+        400,
+        "content",
+    ),
+    ("anthropic: count_tokens without messages", MESSAGES + "/count_tokens", {"model": MODEL}, 400, "messages"),
     ("conversation rename without title", "/v1/conversations/abc", {}, 400, "title"),
+    ("responses input is a number", RESPONSES, responses_body(input=42), 400, "input"),
+    ("responses input item of no known type", RESPONSES, responses_body(input=[{"type": "reasoning"}]), 400, "input.0"),
+    ("responses image input", RESPONSES, responses_body(input=[{"role": "user", "content": [{"type": "input_image"}]}]), 400, "text only"),
+    ("responses max_output_tokens is text", RESPONSES, responses_body(max_output_tokens="ten"), 400, "max_output_tokens"),
+    ("responses huge max_output_tokens", RESPONSES, responses_body(max_output_tokens=10**12), 400, "max_output_tokens"),
+    ("responses hosted tool", RESPONSES, responses_body(tools=[{"type": "file_search", "vector_store_ids": []}]), 400, "function tools only"),
+    ("responses tool_choice unknown", RESPONSES, responses_body(tool_choice="sometimes"), 400, "tool_choice"),
+    ("responses text format unknown", RESPONSES, responses_body(text={"format": {"type": "yaml"}}), 400, "text.format"),
+    ("responses store is text", RESPONSES, responses_body(store="yes"), 400, "store"),
+    ("responses unknown previous id", RESPONSES, responses_body(previous_response_id="resp_0"), 404, "resp_0"),
+    ("responses body is not JSON", RESPONSES, b"{input: hi}", 400, "JSON"),
     # Ollama's API: the same checks, answered in its shape ({"error": message}).
     ("ollama messages is a string", OLLAMA_CHAT, ollama_body(messages="hello"), 400, "messages"),
     ("ollama invalid role", OLLAMA_CHAT, ollama_body(messages=[{"role": "wizard", "content": "hi"}]), 400, "role"),
@@ -127,14 +234,9 @@ def test_http_bad_input(server: dict[str, str], name: str, path: str, body: byte
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     response = httpx.request(method, server["url"] + path, content=content, headers={**AUTH, "Content-Type": "application/json"}, timeout=60)
     assert response.status_code == status, response.text
-    if path.startswith("/api/"):  # Ollama's shape: {"error": message}
-        assert set(response.json()) == {"error"}, response.text
-        message = response.json()["error"]
-    else:
-        error = response.json()["error"]
-        message = error["message"]
-        assert error["type"] and response.status_code < 500
+    message = error_message(path, response.json())
     assert fragment.lower() in message.lower(), message
+    assert response.status_code < 500 or path == "/api/embed", "only Ollama's embedding is a server error (501, not implemented)"
 
 
 def test_the_service_is_whole_after_the_corpus(server: dict[str, str]) -> None:
@@ -143,6 +245,8 @@ def test_the_service_is_whole_after_the_corpus(server: dict[str, str]) -> None:
     assert httpx.get(server["url"] + "/health").json()["status"] == "ok"
     reply = httpx.post(server["url"] + CHAT, json={"model": MODEL, "messages": ITALY, "max_tokens": 16}, headers=AUTH, timeout=60)
     assert "Rome" in reply.json()["choices"][0]["message"]["content"]
+    message = httpx.post(server["url"] + MESSAGES, json={"model": MODEL, "messages": ITALY, "max_tokens": 16}, headers=AUTH, timeout=60)
+    assert "Rome" in message.json()["content"][0]["text"]
     ollama_reply = httpx.post(server["url"] + OLLAMA_CHAT, json=ollama_body(messages=ITALY, options={"num_predict": 16}), headers=AUTH, timeout=60)
     assert "Rome" in ollama_reply.json()["message"]["content"]
     with sqlite3.connect(server["history"]) as db:

@@ -4,10 +4,12 @@ every route that touches the model or the history."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -17,12 +19,19 @@ from service import API_KEY, REPO, free_port
 PUBLIC = {("get", "/health")}
 
 
-def refused_for_the_key(path: str, body: dict[str, object]) -> bool:
-    """A 401 body in the shape of the API ``path`` belongs to."""
-    if path.startswith("/api/"):  # Ollama's: {"error": message}
+def key_refused(path: str, body: dict[str, Any]) -> bool:
+    """Whether ``body`` refuses the key, in the shape of the API that ``path`` belongs to."""
+    if path.startswith("/api/"):  # Ollama's: {"error": message}, nothing else
         return set(body) == {"error"} and isinstance(body["error"], str) and "API key" in body["error"]
-    error = body["error"]
-    return isinstance(error, dict) and error["code"] == "invalid_api_key"
+    if path.startswith("/v1/messages"):  # Anthropic's: no other field, the error's type and message
+        error = body["error"]
+        return (
+            body["type"] == "error"
+            and set(body) == {"type", "error"}
+            and set(error) == {"type", "message"}
+            and error["type"] == "authentication_error"
+        )
+    return body["error"]["code"] == "invalid_api_key"  # OpenAI's
 
 
 def test_the_default_bind_is_loopback() -> None:
@@ -33,16 +42,21 @@ def test_the_default_bind_is_loopback() -> None:
 def test_every_route_but_health_needs_the_key(server: dict[str, str]) -> None:
     schema = httpx.get(server["url"] + "/openapi.json").json()
     routes = [(method, path) for path, methods in schema["paths"].items() for method in methods]
-    assert len(routes) >= 8 and set(routes) >= PUBLIC
+    assert len(routes) >= 8 and set(routes) >= PUBLIC | {
+        ("post", "/v1/messages"),
+        ("post", "/v1/messages/count_tokens"),
+        ("post", "/api/chat"),
+        ("get", "/api/tags"),
+    }
     wrong = "x" * len(API_KEY)  # same length: only the comparison can refuse it
     for method, path in routes:
         if (method, path) in PUBLIC:
             continue
-        url = server["url"] + path.replace("{conversation_id}", "some-id")
+        url = server["url"] + re.sub(r"\{\w+\}", "some-id", path)
         for headers in ({}, {"Authorization": f"Bearer {wrong}"}, {"Authorization": API_KEY}, {"x-api-key": wrong}):
             response = httpx.request(method.upper(), url, headers=headers, json={})
             assert response.status_code == 401, (method, path, headers, response.text)
-            assert refused_for_the_key(path, response.json()), (method, path, response.text)
+            assert key_refused(path, response.json()), (method, path, headers, response.text)
     assert httpx.get(server["url"] + "/health").status_code == 200
 
 

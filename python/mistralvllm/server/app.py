@@ -14,10 +14,11 @@ from fastapi import FastAPI
 
 from .. import __version__
 from ..config import Config
+from .anthropic_responses import error_body as anthropic_error
 from .exception_handlers import add_error_shape, add_exception_handlers
 from .middleware import BodyLimit, count_requests
-from .ollama_serving import error_body as ollama_error_body
-from .routes import chat, completions, conversations, ollama, system
+from .ollama_serving import error_body as ollama_error
+from .routes import chat, completions, conversations, messages, ollama, responses, system, tokens
 from .state import ServiceState
 
 
@@ -38,7 +39,9 @@ def create_app(config: Config) -> FastAPI:
     app.add_middleware(BodyLimit, limit=config.server.max_request_bytes)
     app.middleware("http")(count_requests)
     add_exception_handlers(app)
-    add_error_shape(app, "/api/", ollama_error_body)
-    for router in (chat.router, completions.router, system.router, conversations.router, ollama.router):
+    add_error_shape(app, messages.PREFIX, anthropic_error)
+    add_error_shape(app, "/api/", ollama_error)
+    routers = (chat.router, completions.router, responses.router, tokens.router, system.router, conversations.router, messages.router, ollama.router)
+    for router in routers:
         app.include_router(router)
     return app

@@ -1,4 +1,6 @@
-"""Prometheus metrics of the service."""
+"""Prometheus metrics of the service: ours (``mistralvllm_*``), and the same
+figures under vLLM's names (``vllm:*``, labelled ``model_name``) where the
+meaning is the same, so that dashboards made for vLLM work unchanged."""
 
 from __future__ import annotations
 
@@ -14,24 +16,33 @@ LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 TOKEN_LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
 
 
+def _vllm_gauge(name: str, documentation: str, model_name: str, value: float) -> GaugeMetricFamily:
+    gauge = GaugeMetricFamily(name, documentation, labels=["model_name"])
+    gauge.add_metric([model_name], value)
+    return gauge
+
+
 class _SequenceCollector(Collector):
     """Running and waiting sequences, read from the session at scrape time."""
 
-    def __init__(self, counts: Callable[[], dict[str, int] | None]) -> None:
-        self._counts = counts
+    def __init__(self, counts: Callable[[], dict[str, int] | None], model_name: Callable[[], str]) -> None:
+        self._counts, self._model_name = counts, model_name
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         counts = self._counts() or {"running": 0, "waiting": 0}
         yield GaugeMetricFamily("mistralvllm_sequences_running", "Sequences being generated", value=counts["running"])
         yield GaugeMetricFamily("mistralvllm_sequences_waiting", "Requests waiting to enter the engine", value=counts["waiting"])
+        model = self._model_name()
+        yield _vllm_gauge("vllm:num_requests_running", "Number of requests being generated", model, counts["running"])
+        yield _vllm_gauge("vllm:num_requests_waiting", "Number of requests waiting for a place in the engine", model, counts["waiting"])
 
 
 class _EngineCollector(Collector):
     """The engine's own counters (sequences begun, prefix-cache hits) and what
     its caches hold, read at scrape time."""
 
-    def __init__(self, stats: Callable[[], dict[str, int | None] | None]) -> None:
-        self._stats = stats
+    def __init__(self, stats: Callable[[], dict[str, int | None] | None], model_name: Callable[[], str]) -> None:
+        self._stats, self._model_name = stats, model_name
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         stats = self._stats() or {}
@@ -52,13 +63,21 @@ class _EngineCollector(Collector):
         if used is not None and total:
             # vLLM's kv_cache_usage_perc: a fraction from 0 to 1 (paged attention only).
             yield GaugeMetricFamily("mistralvllm_kv_cache_usage_perc", "Fraction of the KV-cache blocks in use", value=used / total)
+            yield _vllm_gauge("vllm:kv_cache_usage_perc", "KV-cache usage (1 means 100 percent)", self._model_name(), used / total)
 
 
 class ServiceMetrics:
-    """The service's registry: request counts and timings, and the engine's gauges read at scrape time."""
+    """The service's registry: request counts and timings, and the engine's
+    gauges read at scrape time; ``model_name`` labels the vLLM-named ones."""
 
-    def __init__(self, counts: Callable[[], dict[str, int] | None], engine_stats: Callable[[], dict[str, int | None] | None]) -> None:
+    def __init__(
+        self,
+        counts: Callable[[], dict[str, int] | None],
+        engine_stats: Callable[[], dict[str, int | None] | None],
+        model_name: Callable[[], str],
+    ) -> None:
         self.registry = CollectorRegistry()
+        self._model_name = model_name
         self.requests = Counter("mistralvllm_requests", "Requests served", ["endpoint", "status"], registry=self.registry)
         self.prompt_tokens = Counter("mistralvllm_prompt_tokens", "Prompt tokens processed", registry=self.registry)
         self.completion_tokens = Counter("mistralvllm_completion_tokens", "Tokens generated", registry=self.registry)
@@ -71,15 +90,45 @@ class ServiceMetrics:
         self.request_duration = Histogram(
             "mistralvllm_request_duration_seconds", "Whole request time", buckets=LATENCY_BUCKETS, registry=self.registry
         )
-        self.registry.register(_SequenceCollector(counts))
-        self.registry.register(_EngineCollector(engine_stats))
+        registry, labels = self.registry, ["model_name"]
+        self.vllm_prompt_tokens = Counter("vllm:prompt_tokens", "Number of prefill tokens processed", labels, registry=registry)
+        self.vllm_generation_tokens = Counter("vllm:generation_tokens", "Number of generation tokens processed", labels, registry=registry)
+        self.vllm_time_to_first_token = Histogram(
+            "vllm:time_to_first_token_seconds",
+            "Histogram of time to first token in seconds",
+            buckets=LATENCY_BUCKETS,
+            labelnames=labels,
+            registry=registry,
+        )
+        self.vllm_time_per_output_token = Histogram(
+            "vllm:time_per_output_token_seconds",
+            "Histogram of time per output token in seconds",
+            buckets=TOKEN_LATENCY_BUCKETS,
+            labelnames=labels,
+            registry=registry,
+        )
+        self.vllm_e2e_request_latency = Histogram(
+            "vllm:e2e_request_latency_seconds",
+            "Histogram of end to end request latency in seconds",
+            buckets=LATENCY_BUCKETS,
+            labelnames=labels,
+            registry=registry,
+        )
+        self.registry.register(_SequenceCollector(counts, model_name))
+        self.registry.register(_EngineCollector(engine_stats, model_name))
 
     def observe(self, usage: Usage | None, elapsed: float) -> None:
         """A request that reached the engine: its time, tokens and token timings."""
+        model = self._model_name()
         self.request_duration.observe(elapsed)
+        self.vllm_e2e_request_latency.labels(model).observe(elapsed)
         if usage is not None:
             self.prompt_tokens.inc(usage.prompt_tokens)
             self.completion_tokens.inc(usage.completion_tokens)
             self.time_to_first_token.observe(usage.time_to_first_token_s)
+            self.vllm_prompt_tokens.labels(model).inc(usage.prompt_tokens)
+            self.vllm_generation_tokens.labels(model).inc(usage.completion_tokens)
+            self.vllm_time_to_first_token.labels(model).observe(usage.time_to_first_token_s)
             if usage.decode_tok_per_s > 0:
                 self.time_per_output_token.observe(1 / usage.decode_tok_per_s)
+                self.vllm_time_per_output_token.labels(model).observe(1 / usage.decode_tok_per_s)

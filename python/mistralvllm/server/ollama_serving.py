@@ -1,6 +1,6 @@
 """Ollama's `/api/chat` and `/api/generate` on the serving layer: each request
-runs as the OpenAI request it translates to (`serving.chat_completion`, or
-`serving.completion` for a raw prompt), with its checks, history and
+runs as the OpenAI request it translates to (`serving.chat_reply`, or
+`serving.completion_reply` for a raw prompt), with its checks, history and
 metrics, and is answered in Ollama's bodies: whole, or as JSON lines whose
 last one is ``done``.
 
@@ -28,20 +28,18 @@ from .ollama_requests import ChatRequest, GenerateRequest, GenerationRequest
 from .ollama_responses import Answer, AssistantMessage, ChatResponse, GenerateResponse
 from .ollama_responses import ToolCall as ToolCallBody
 from .ollama_responses import ToolCallFunction as ToolCallFunctionBody
-from .openai_requests import SamplingRequest
-from .serving import Reply, StreamFormat
+from .serving import Reply, json_line
 from .state import ServiceState
 
 LOAD_POLL_S = 0.05
+# The prefix of an answer's id (in the log and the history; Ollama's bodies have none).
+ID_PREFIX = "ollama-"
 A = TypeVar("A", bound=Answer)
 
 
 def error_body(error: APIError) -> dict[str, Any]:
     """An error in Ollama's shape: ``{"error": message}``."""
     return {"error": error.message}
-
-
-JSON_LINES = StreamFormat("application/x-ndjson", "", "\n", "", error_body)
 
 
 def nanoseconds(seconds: float) -> int:
@@ -65,8 +63,7 @@ class AnswerShape(ABC, Generic[A]):
     text (or tool calls), then a last line with ``done``, why it stopped and
     the timings from the request's `Usage`; or all of that in one body."""
 
-    id_prefix = "ollama"
-    stream_format = JSON_LINES
+    media_type = "application/x-ndjson"
 
     def __init__(self, load_duration_ns: int) -> None:
         self.load_duration_ns = load_duration_ns
@@ -94,16 +91,19 @@ class AnswerShape(ABC, Generic[A]):
     def whole(self, head: dict[str, Any], answer: StreamedAnswer) -> A:
         return self.line(head, answer.text, answer.tool_calls, self.timings(answer))
 
-    def opening(self, head: dict[str, Any]) -> None:
-        return None
+    def opening(self, head: dict[str, Any]) -> list[str]:
+        return []
 
-    def chunk(self, head: dict[str, Any], chunk: ChatChunk) -> A | None:
+    def chunk(self, head: dict[str, Any], chunk: ChatChunk) -> list[str]:
         if not chunk.text and not chunk.tool_calls:
-            return None
-        return self.line(head, chunk.text, chunk.tool_calls, None)
+            return []
+        return [json_line(self.line(head, chunk.text, chunk.tool_calls, None))]
 
-    def closing(self, head: dict[str, Any], answer: StreamedAnswer, body: SamplingRequest) -> A:
-        return self.line(head, "", [], self.timings(answer))
+    def closing(self, head: dict[str, Any], answer: StreamedAnswer) -> list[str]:
+        return [json_line(self.line(head, "", [], self.timings(answer)))]
+
+    def failure(self, head: dict[str, Any], error: APIError) -> list[str]:
+        return [json_line(error_body(error))]
 
 
 class ChatShape(AnswerShape[ChatResponse]):
@@ -140,7 +140,8 @@ async def chat(state: ServiceState, body: ChatRequest, conversation_id: str | No
         message = AssistantMessage(role="assistant", content="")
         return ChatResponse(model=state.model_id, created_at=now(), message=message, done=True, done_reason="load", load_duration=waited)
     request = body.openai_request(state.model_id)
-    return await serving.chat_completion(state, request, conversation_id, ChatShape(waited), unlimited=body.options.unlimited)
+    shape = ChatShape(waited)
+    return await serving.chat_reply(state, request, conversation_id, lambda _: shape, id_prefix=ID_PREFIX, unlimited=body.options.unlimited)
 
 
 async def generate(state: ServiceState, body: GenerateRequest, conversation_id: str | None) -> Reply[GenerateResponse] | GenerateResponse:
@@ -151,5 +152,8 @@ async def generate(state: ServiceState, body: GenerateRequest, conversation_id: 
         return GenerateResponse(model=state.model_id, created_at=now(), response="", done=True, done_reason="load", load_duration=waited)
     shape, unlimited = GenerateShape(waited), body.options.unlimited
     if body.raw:
-        return serving.completion(state, body.completion_request(state.model_id), shape, default_max_tokens=None, unlimited=unlimited)
-    return await serving.chat_completion(state, body.chat_request(state.model_id), conversation_id, shape, unlimited=unlimited)
+        request = body.completion_request(state.model_id)
+        return serving.completion_reply(state, request, shape, id_prefix=ID_PREFIX, default_max_tokens=None, unlimited=unlimited)
+    return await serving.chat_reply(
+        state, body.chat_request(state.model_id), conversation_id, lambda _: shape, id_prefix=ID_PREFIX, unlimited=unlimited
+    )

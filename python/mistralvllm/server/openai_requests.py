@@ -3,7 +3,7 @@ conversation routes), validated before a route sees them."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
@@ -76,6 +76,8 @@ class ResponseFormat(Strict):
 class SamplingRequest(Strict):
     """Fields shared by chat and text completions."""
 
+    prompt_param: ClassVar[str] = "messages"
+    answer_tokens_param: ClassVar[str] = "max_tokens"
     model: str
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
@@ -91,9 +93,20 @@ class SamplingRequest(Strict):
     repetition_penalty: float | None = Field(None, gt=0)
     n: Literal[1] = 1
     user: str | None = Field(None, max_length=256)
-    logprobs: Literal[False] | None = None
+    logit_bias: dict[str, float] | None = None
     metadata: dict[str, str] | None = None
     store: bool | None = None
+    service_tier: str | None = None  # accepted and ignored: one tier here
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _logit_bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for token, bias in (value or {}).items():
+            if not token.isdigit():
+                raise ValueError(f"key {token!r} is not a token id (a whole number in a string)")
+            if not -100 <= bias <= 100:
+                raise ValueError(f"{bias} for token {token} is out of range; expected -100 to 100")
+        return value
 
     @field_validator("stop")
     @classmethod
@@ -124,7 +137,7 @@ class SamplingRequest(Strict):
 
     def sampling(self) -> dict[str, Any]:
         """Keyword arguments for `Session.stream`."""
-        options = {
+        options: dict[str, Any] = {
             "max_tokens": self.answer_tokens(),
             "temperature": self.temperature,
             "top_p": self.top_p,
@@ -136,11 +149,19 @@ class SamplingRequest(Strict):
             "presence_penalty": self.presence_penalty,
             "repetition_penalty": self.repetition_penalty,
         }
-        return {**{k: v for k, v in options.items() if v is not None}, **self.constraint()}
+        if self.logit_bias:
+            options["logit_bias"] = {int(token): bias for token, bias in self.logit_bias.items()}
+        return {**{k: v for k, v in options.items() if v is not None}, **self.constraint(), **self.logprob_options()}
+
+    def logprob_options(self) -> dict[str, Any]:
+        """``logprobs``/``top_logprobs`` for `Session` when the request asks for them."""
+        return {}
 
 
 class ChatCompletionRequest(SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
+    logprobs: StrictBool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
     max_completion_tokens: int | None = Field(None, ge=1)
     response_format: ResponseFormat | None = None
     tools: list[dict[str, Any]] | None = None
@@ -160,8 +181,17 @@ class ChatCompletionRequest(SamplingRequest):
             raise ValueError("response_format with a schema cannot be combined with guided_regex or guided_grammar")
         return self
 
+    @model_validator(mode="after")
+    def _top_logprobs_need_logprobs(self) -> ChatCompletionRequest:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        return self
+
     def answer_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+    def logprob_options(self) -> dict[str, Any]:
+        return {"logprobs": True, "top_logprobs": self.top_logprobs or 0} if self.logprobs else {}
 
     def sampling(self) -> dict[str, Any]:
         options = super().sampling()
@@ -189,9 +219,37 @@ class CompletionRequest(SamplingRequest):
     """`POST /v1/completions`: continue raw text, no chat template."""
 
     prompt: str = Field(min_length=1)
+    logprobs: int | None = Field(None, ge=0, le=20)
     echo: Literal[False] = False
     best_of: Literal[1] | None = None
     suffix: None = None
+
+    def logprob_options(self) -> dict[str, Any]:
+        return {} if self.logprobs is None else {"logprobs": True, "top_logprobs": self.logprobs}
+
+
+class TokenizeRequest(Strict):
+    """`POST /tokenize` (vLLM's): a raw ``prompt`` or chat ``messages``."""
+
+    model: str | None = None
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = Field(None, min_length=1)
+    add_generation_prompt: StrictBool = True
+    # vLLM's defaults: true for a prompt, false for messages (the template writes them).
+    add_special_tokens: StrictBool | None = None
+
+    @model_validator(mode="after")
+    def _prompt_or_messages(self) -> TokenizeRequest:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of prompt and messages")
+        return self
+
+
+class DetokenizeRequest(Strict):
+    """`POST /detokenize` (vLLM's)."""
+
+    model: str | None = None
+    tokens: list[int]
 
 
 class RenameRequest(BaseModel):

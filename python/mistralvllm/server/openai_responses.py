@@ -48,11 +48,28 @@ class AssistantMessage(BaseModel):
     tool_calls: list[ToolCallBody] | None = None
 
 
+class TopLogprobBody(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class TokenLogprobBody(TopLogprobBody):
+    top_logprobs: list[TopLogprobBody]
+
+
+class ChatLogprobs(BaseModel):
+    """A chat choice's ``logprobs``: one entry per generated token."""
+
+    content: list[TokenLogprobBody] | None
+    refusal: None = None
+
+
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
     finish_reason: str | None
-    logprobs: None
+    logprobs: ChatLogprobs | None
 
 
 class ChatCompletion(BaseModel):
@@ -76,6 +93,7 @@ class ChunkChoice(BaseModel):
     index: int
     delta: Delta
     finish_reason: str | None
+    logprobs: ChatLogprobs | None = None
 
 
 class ChatCompletionChunk(BaseModel):
@@ -90,11 +108,20 @@ class ChatCompletionChunk(BaseModel):
     usage: UsageBody | None = None
 
 
+class CompletionLogprobs(BaseModel):
+    """A text completion's ``logprobs`` (the legacy shape): parallel lists."""
+
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]]
+    text_offset: list[int]
+
+
 class CompletionChoice(BaseModel):
     index: int
     text: str
     finish_reason: str | None
-    logprobs: None
+    logprobs: CompletionLogprobs | None
 
 
 class Completion(BaseModel):
@@ -106,6 +133,19 @@ class Completion(BaseModel):
     model: str
     choices: list[CompletionChoice]
     usage: UsageBody | None = None
+
+
+class Tokenized(BaseModel):
+    """`POST /tokenize`, as vLLM answers it."""
+
+    count: int
+    max_model_len: int | None
+    tokens: list[int]
+    token_strs: list[str] | None
+
+
+class Detokenized(BaseModel):
+    prompt: str
 
 
 class ModelCard(BaseModel):

@@ -1,6 +1,6 @@
-"""The serving layer: a validated OpenAI request in, a `Session` call, and an
-OpenAI response or server-sent events out, with the request's stored turn,
-metrics and log line.
+"""The serving layer: a validated request in, a `Session` call, and a
+response or a stream (server-sent events, or JSON lines) out in the request's
+API shape (`Shape`), with the request's stored turn, metrics and log line.
 
 It knows nothing of FastAPI: a route hands it the body (and the conversation
 id, and the client's receive channel) and sends back what it returns.
@@ -12,21 +12,23 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
 from .._core import ChatChunk, ChatStream, Usage
 from ..collect import StreamedAnswer
+from ..context_window import context_overflow
 from ..errors import ContextOverflowError, RequestError
 from ..history import Conversation, HistoryError, HistoryWriteError, Turn
 from ..session import Session
 from ..tools import tool_call_body
 from .api_error import APIError
 from .generation import ClientDisconnected, Limits, Receive, RequestTimedOut, run_generation
-from .openai_requests import ChatCompletionRequest, CompletionRequest, SamplingRequest
+from .openai_logprobs import CompletionLogprobWriter, chat_logprobs
+from .openai_requests import ChatCompletionRequest, CompletionRequest
 from .openai_responses import (
     AssistantMessage,
     ChatChoice,
@@ -43,15 +45,32 @@ from .openai_responses import (
 from .state import ServiceState
 
 log = logging.getLogger("mistralvllm.server")
+# The media type of a stream of server-sent events.
+SERVER_SENT_EVENTS = "text/event-stream"
 # How often a streaming answer's text so far is written to history, so that
 # a crash loses at most this much of it.
 PARTIAL_SAVE_INTERVAL_S = 1.0
 # OpenAI's max_tokens for a text completion that sets none (and no config default).
 COMPLETION_MAX_TOKENS = 16
 T = TypeVar("T")
-# The body of a whole answer: ChatCompletion or Completion.
+# The body of a whole answer: ChatCompletion, Completion, ...
 W = TypeVar("W", bound=BaseModel)
 W_co = TypeVar("W_co", bound=BaseModel, covariant=True)
+
+
+class GenerationRequest(Protocol):
+    """What the serving layer reads of a validated request, whatever its API."""
+
+    # The request fields that hold the prompt and set the answer's length, for errors.
+    prompt_param: ClassVar[str]
+    answer_tokens_param: ClassVar[str]
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def stream(self) -> bool: ...
+    def answer_tokens(self) -> int | None: ...
+    def sampling(self) -> dict[str, Any]: ...
 
 
 def fit_default_max_tokens(check: Callable[[dict[str, Any]], T], options: dict[str, Any], *, asked: bool) -> T:
@@ -87,23 +106,24 @@ def history_writes(call: Callable[[], T]) -> T:
         raise APIError(507, str(e), type="server_error", code="history_write_failed") from None
 
 
-def check_model_name(state: ServiceState, name: str) -> None:
-    """404 naming the served model unless ``name`` is it."""
-    if name != state.model_id:
-        raise APIError(404, f"model {name!r} does not exist; this service serves {state.model_id!r}", param="model", code="model_not_found")
+def check_model_name(state: ServiceState, model: str | None) -> None:
+    """404 unless ``model`` (when given) names the served model."""
+    if model is not None and model != state.model_id:
+        raise APIError(404, f"model {model!r} does not exist; this service serves {state.model_id!r}", param="model", code="model_not_found")
 
 
-def check_model(state: ServiceState, body: SamplingRequest) -> Session:
+def check_model(state: ServiceState, body: GenerationRequest) -> Session:
     """The session, once the request names its model and stays within the service's limits."""
     session = state.ready_session()
     check_model_name(state, body.model)
     limit = state.config.server.max_tokens_limit
     if limit is not None and (body.answer_tokens() or 0) > limit:
-        raise APIError(400, f"max_tokens {body.answer_tokens()} is above this service's limit of {limit}", param="max_tokens")
+        param = body.answer_tokens_param
+        raise APIError(400, f"{param} {body.answer_tokens()} is above this service's limit of {limit}", param=param)
     return session
 
 
-def request_options(state: ServiceState, body: SamplingRequest, *, unlimited: bool = False) -> dict[str, Any]:
+def request_options(state: ServiceState, body: GenerationRequest, *, unlimited: bool = False) -> dict[str, Any]:
     """The request's sampling options over the config's ``sampling``
     defaults, which apply to every field a request leaves out (as vLLM's
     generation config and llama-server's n_predict do). ``unlimited``: the
@@ -114,6 +134,30 @@ def request_options(state: ServiceState, body: SamplingRequest, *, unlimited: bo
     if unlimited:
         defaults["max_tokens"] = state.config.server.max_tokens_limit
     return {**defaults, **body.sampling()}
+
+
+async def fitted_options(
+    state: ServiceState, session: Session, body: GenerationRequest, messages: Sequence[Mapping[str, Any]], *, unlimited: bool = False
+) -> tuple[dict[str, Any], int]:
+    """The request's options (`request_options`) once ``messages`` and the
+    answer fit the context window, with the request's tools applied (a
+    default max_tokens is lowered to fit, `fit_default_max_tokens`), and the
+    prompt's tokens."""
+    sampling = request_options(state, body, unlimited=unlimited)
+
+    def check(options: dict[str, Any]) -> int:
+        return session.check_context(messages, options.get("max_tokens"), **{key: options[key] for key in ("tools", "tool_choice") if key in options})
+
+    def fit() -> int:
+        try:
+            return fit_default_max_tokens(check, sampling, asked=body.answer_tokens() is not None)
+        except ContextOverflowError as e:
+            # Named in the request's own fields (the session names its options).
+            overflow = context_overflow(e.prompt_tokens, e.max_tokens, e.context_length, answer_param=body.answer_tokens_param)
+            raise APIError(400, str(overflow), param=body.prompt_param, code="context_length_exceeded") from None
+
+    prompt_tokens = await session.off_loop(engine_errors, fit)
+    return sampling, prompt_tokens
 
 
 def find_conversation(state: ServiceState, conversation_id: str | None, body: ChatCompletionRequest, session: Session) -> Conversation | None:
@@ -144,129 +188,149 @@ def usage_body(usage: Usage | None) -> UsageBody | None:
     return UsageBody(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, total_tokens=usage.total_tokens)
 
 
-@dataclass(frozen=True)
-class StreamFormat:
-    """How an API sends a streamed answer: its media type, what goes around
-    each body, what ends the stream, and the body of an error met on the way."""
-
-    media_type: str
-    before: str
-    after: str
-    end: str
-    error: Callable[[APIError], dict[str, Any]]
-
-    def frame(self, body: BaseModel | dict[str, Any]) -> str:
-        """One body on the wire; a response body sends the fields it was built with."""
-        data = body.model_dump(exclude_unset=True) if isinstance(body, BaseModel) else body
-        return f"{self.before}{json.dumps(data)}{self.after}"
+def body_json(body: BaseModel | dict[str, Any]) -> str:
+    """``body`` as JSON on one line; a response body sends the fields it was built with."""
+    return json.dumps(body.model_dump(exclude_unset=True) if isinstance(body, BaseModel) else body)
 
 
-SERVER_SENT_EVENTS = StreamFormat("text/event-stream", "data: ", "\n\n", "data: [DONE]\n\n", APIError.body)
+def event(body: BaseModel | dict[str, Any], name: str | None = None) -> str:
+    """One server-sent event (with an ``event:`` line if ``name`` is given)."""
+    return (f"event: {name}\n" if name else "") + f"data: {body_json(body)}\n\n"
+
+
+def json_line(body: BaseModel | dict[str, Any]) -> str:
+    """One line of a JSON-lines stream (Ollama's)."""
+    return body_json(body) + "\n"
+
+
+def reply_id(prefix: str) -> str:
+    """A new answer's id: ``prefix`` and 24 random hex digits."""
+    return f"{prefix}{uuid.uuid4().hex[:24]}"
 
 
 class Shape(Protocol[W_co]):
-    """An API surface's bodies: the whole answer, or the ones that stream it
-    (an opening, one per chunk unless ``chunk`` has nothing to send, and a closing)."""
+    """An API surface's bodies: the whole answer, or the stream texts
+    (server-sent events, JSON lines) that stream it, sent as ``media_type``
+    (each a list of texts, in the order sent; an empty list sends nothing). A
+    shape serves one answer, so it may keep what it has sent so far."""
 
-    id_prefix: str
-    stream_format: StreamFormat
+    media_type: str
 
     def whole(self, head: dict[str, Any], answer: StreamedAnswer) -> W_co: ...
-    def opening(self, head: dict[str, Any]) -> BaseModel | None: ...
-    def chunk(self, head: dict[str, Any], chunk: ChatChunk) -> BaseModel | None: ...
-    def closing(self, head: dict[str, Any], answer: StreamedAnswer, body: SamplingRequest) -> BaseModel | None: ...
+    def opening(self, head: dict[str, Any]) -> list[str]: ...
+    def chunk(self, head: dict[str, Any], chunk: ChatChunk) -> list[str]: ...
+    def closing(self, head: dict[str, Any], answer: StreamedAnswer) -> list[str]: ...
+    def failure(self, head: dict[str, Any], error: APIError) -> list[str]: ...
 
 
-def requested_usage(answer: StreamedAnswer, body: SamplingRequest) -> Usage | None:
-    """The usage to send after a streamed OpenAI answer, if the request asked
-    for it (``stream_options.include_usage``)."""
-    wanted = body.stream_options is not None and body.stream_options.include_usage
-    return answer.usage if wanted else None
+class OpenAIStream(ABC):
+    """How chat and text completions end a stream: the usage when asked
+    (``stream_options.include_usage``), then ``[DONE]``; an error is one event."""
+
+    media_type = SERVER_SENT_EVENTS
+
+    def __init__(self, body: ChatCompletionRequest | CompletionRequest) -> None:
+        self.include_usage = body.stream_options is not None and body.stream_options.include_usage
+
+    @abstractmethod
+    def usage(self, head: dict[str, Any], usage: Usage) -> BaseModel: ...
+
+    def closing(self, head: dict[str, Any], answer: StreamedAnswer) -> list[str]:
+        usage = [event(self.usage(head, answer.usage))] if self.include_usage and answer.usage is not None else []
+        return [*usage, "data: [DONE]\n\n"]
+
+    def failure(self, head: dict[str, Any], error: APIError) -> list[str]:
+        return [event(error.body())]
 
 
-class ChatShape:
+class ChatShape(OpenAIStream):
     """Chat completions' bodies: a message when whole; when streamed, a first
-    delta that names the role, then a delta per chunk."""
+    delta that names the role, then a delta per chunk; with ``logprobs``
+    when the request asked for them."""
 
-    id_prefix = "chatcmpl"
-    stream_format = SERVER_SENT_EVENTS
+    def __init__(self, body: ChatCompletionRequest) -> None:
+        super().__init__(body)
+        self.logprobs = bool(body.logprobs)
 
     def whole(self, head: dict[str, Any], answer: StreamedAnswer) -> ChatCompletion:
         calls = answer.tool_calls
         message = AssistantMessage(role="assistant", content=answer.text if answer.text or not calls else None)
         if calls:
             message.tool_calls = [ToolCallBody.model_validate(tool_call_body(call)) for call in calls]
-        choice = ChatChoice(index=0, message=message, finish_reason=answer.finish_reason, logprobs=None)
+        logprobs = chat_logprobs(answer.logprobs) if self.logprobs else None
+        choice = ChatChoice(index=0, message=message, finish_reason=answer.finish_reason, logprobs=logprobs)
         return ChatCompletion(**head, object="chat.completion", choices=[choice], usage=usage_body(answer.usage))
 
-    def opening(self, head: dict[str, Any]) -> ChatCompletionChunk | None:
+    def opening(self, head: dict[str, Any]) -> list[str]:
         choice = ChunkChoice(index=0, delta=Delta(role="assistant", content=""), finish_reason=None)
-        return ChatCompletionChunk(**head, object="chat.completion.chunk", choices=[choice])
+        return [event(ChatCompletionChunk(**head, object="chat.completion.chunk", choices=[choice]))]
 
-    def chunk(self, head: dict[str, Any], chunk: ChatChunk) -> ChatCompletionChunk:
+    def chunk(self, head: dict[str, Any], chunk: ChatChunk) -> list[str]:
         delta = Delta(content=chunk.text) if chunk.text else Delta()
         if chunk.tool_calls:
             delta.tool_calls = [ToolCallDelta.model_validate({"index": i, **tool_call_body(call)}) for i, call in enumerate(chunk.tool_calls)]
         choice = ChunkChoice(index=0, delta=delta, finish_reason=chunk.finish_reason)
-        return ChatCompletionChunk(**head, object="chat.completion.chunk", choices=[choice])
+        if self.logprobs:
+            choice.logprobs = chat_logprobs(chunk.logprobs)
+        return [event(ChatCompletionChunk(**head, object="chat.completion.chunk", choices=[choice]))]
 
-    def closing(self, head: dict[str, Any], answer: StreamedAnswer, body: SamplingRequest) -> ChatCompletionChunk | None:
-        if (usage := requested_usage(answer, body)) is None:
-            return None
+    def usage(self, head: dict[str, Any], usage: Usage) -> ChatCompletionChunk:
         return ChatCompletionChunk(**head, object="chat.completion.chunk", choices=[], usage=usage_body(usage))
 
 
-class CompletionShape:
-    """Text completions' bodies: the same object whole and per streamed chunk."""
+class CompletionShape(OpenAIStream):
+    """Text completions' bodies: the same object whole and per streamed
+    chunk; with ``logprobs`` when the request asked for them."""
 
-    id_prefix = "cmpl"
-    stream_format = SERVER_SENT_EVENTS
+    def __init__(self, body: CompletionRequest) -> None:
+        super().__init__(body)
+        self.logprobs = CompletionLogprobWriter(len(body.prompt)) if body.logprobs is not None else None
 
     def whole(self, head: dict[str, Any], answer: StreamedAnswer) -> Completion:
-        choice = CompletionChoice(index=0, text=answer.text, finish_reason=answer.finish_reason, logprobs=None)
+        logprobs = self.logprobs.write(answer.logprobs) if self.logprobs else None
+        choice = CompletionChoice(index=0, text=answer.text, finish_reason=answer.finish_reason, logprobs=logprobs)
         return Completion(**head, object="text_completion", choices=[choice], usage=usage_body(answer.usage))
 
-    def opening(self, head: dict[str, Any]) -> Completion | None:
-        return None
+    def opening(self, head: dict[str, Any]) -> list[str]:
+        return []
 
-    def chunk(self, head: dict[str, Any], chunk: ChatChunk) -> Completion:
-        choice = CompletionChoice(index=0, text=chunk.text, finish_reason=chunk.finish_reason, logprobs=None)
-        return Completion(**head, object="text_completion", choices=[choice])
+    def chunk(self, head: dict[str, Any], chunk: ChatChunk) -> list[str]:
+        logprobs = self.logprobs.write(chunk.logprobs) if self.logprobs else None
+        choice = CompletionChoice(index=0, text=chunk.text, finish_reason=chunk.finish_reason, logprobs=logprobs)
+        return [event(Completion(**head, object="text_completion", choices=[choice]))]
 
-    def closing(self, head: dict[str, Any], answer: StreamedAnswer, body: SamplingRequest) -> Completion | None:
-        if (usage := requested_usage(answer, body)) is None:
-            return None
+    def usage(self, head: dict[str, Any], usage: Usage) -> Completion:
         return Completion(**head, object="text_completion", choices=[], usage=usage_body(usage))
 
 
 class Reply(Generic[W]):
     """One request that passed its checks, answered whole (`whole`) or
-    streamed (`events`, in its shape's `StreamFormat`).
+    streamed in its shape (`events`).
 
-    The question is stored before the answer starts, so a crash or a full
-    disk shows up in history (or as a 507) and loses nothing written. Every
-    request ends with one log line (ok, length, disconnected, error or timed
-    out) and with its answer in history (interrupted unless finished).
+    The question is stored (as ``turn``, begun by the caller) before the
+    answer starts, so a crash or a full disk shows up in history (or as a
+    507) and loses nothing written. Every request ends with one log line (ok,
+    length, disconnected, error or timed out) and with its answer in history
+    (interrupted unless finished).
     """
 
     def __init__(
         self,
         state: ServiceState,
         session: Session,
-        body: SamplingRequest,
+        body: GenerationRequest,
         start: Callable[[], ChatStream],
         shape: Shape[W],
-        conversation: Conversation | None = None,
+        *,
+        id: str,
+        turn: Turn | None = None,
     ) -> None:
         self.state, self.session, self.body, self.start, self.shape = state, session, body, start, shape
-        self.id = f"{shape.id_prefix}-{uuid.uuid4().hex[:24]}"
+        self.id = id
         self.head: dict[str, Any] = {"id": self.id, "created": int(time.time()), "model": state.model_id}
         self.started = time.monotonic()
-        self.headers = {"X-Conversation-Id": conversation.id} if conversation else {}
-        self.turn: Turn | None = None
-        if conversation is not None and isinstance(body, ChatCompletionRequest):
-            question = next((m.text() for m in reversed(body.messages) if m.role == "user"), "")
-            self.turn = history_writes(lambda: conversation.begin_turn(question))
+        self.headers = {"X-Conversation-Id": turn.conversation.id} if turn else {}
+        self.turn = turn
         self.answer = StreamedAnswer()
         self._saved = self.started
 
@@ -295,34 +359,32 @@ class Reply(Generic[W]):
         return self.shape.whole(self.head, self.answer)
 
     async def events(self) -> AsyncIterator[str]:
-        """The answer as its shape streams it, ending with the stream's end or an error body."""
+        """The answer streamed in the shape's API (server-sent events, JSON
+        lines), ending with its closing texts or its error texts."""
         # Everything is acquired inside the generator, so a response that
         # is never sent holds no engine slot and no stream. Starlette
         # cancels it when the client leaves (status "disconnected").
         limits = Limits.start(self.state.config.server.request_timeout, None)
         status, self._saved = "disconnected", time.monotonic()
-        wire = self.shape.stream_format
         try:
-            if (opening := self.shape.opening(self.head)) is not None:
-                yield wire.frame(opening)
+            if opening := self.shape.opening(self.head):
+                yield "".join(opening)
             async for chunk in run_generation(self.session, self.start, limits, engine_errors):
-                if (body := self.shape.chunk(self.head, self.answer.add(chunk))) is not None:
-                    yield wire.frame(body)
+                if events := self.shape.chunk(self.head, self.answer.add(chunk)):
+                    yield "".join(events)
                 # Saved once sent (the generator resumes after Starlette's
                 # send): a kill in between leaves less stored, never text
                 # the client did not get.
                 self._save_partial(chunk)
-            if (closing := self.shape.closing(self.head, self.answer, self.body)) is not None:
-                yield wire.frame(closing)
+            closing = self.shape.closing(self.head, self.answer)
             status = self._status()
-            if wire.end:
-                yield wire.end
+            yield "".join(closing)
         except APIError as e:  # the engine refused the request (e.g. a bad regex)
             status = "error"
-            yield wire.frame(wire.error(e))
+            yield "".join(self.shape.failure(self.head, e))
         except RequestTimedOut:
             status = "timed out"
-            yield wire.frame(wire.error(self._timeout_error()))
+            yield "".join(self.shape.failure(self.head, self._timeout_error()))
         except Exception:
             status = "error"
             raise
@@ -367,39 +429,62 @@ class Reply(Generic[W]):
         log.info("%s %s: %s, %.3fs", self.id, status, tokens, elapsed)
 
 
-async def chat_completion(
-    state: ServiceState, body: ChatCompletionRequest, conversation_id: str | None, shape: Shape[W], *, unlimited: bool = False
+async def chat_completion(state: ServiceState, body: ChatCompletionRequest, conversation_id: str | None) -> Reply[ChatCompletion]:
+    """A chat request answered in OpenAI's bodies (see `chat_reply`)."""
+    return await chat_reply(state, body, conversation_id, lambda _: ChatShape(body), id_prefix="chatcmpl-")
+
+
+async def chat_reply(
+    state: ServiceState,
+    body: ChatCompletionRequest,
+    conversation_id: str | None,
+    shape: Callable[[int], Shape[W]],
+    *,
+    id_prefix: str,
+    unlimited: bool = False,
 ) -> Reply[W]:
     """Check a chat request, fit it to the context window and find its
-    stored conversation: a `Reply` ready to run, answered in ``shape``
-    (``unlimited``: see `request_options`)."""
+    stored conversation: a `Reply` ready to run, answered in the shape that
+    ``shape`` builds from the prompt's tokens, under an id that starts with
+    ``id_prefix`` (``unlimited``: see `request_options`)."""
     session = check_model(state, body)
-    messages, sampling = body.session_messages(), request_options(state, body, unlimited=unlimited)
-
-    def check(options: dict[str, Any]) -> None:
-        session.check_context(messages, options.get("max_tokens"), **body.tool_options())
-
-    await session.off_loop(engine_errors, lambda: fit_default_max_tokens(check, sampling, asked=body.answer_tokens() is not None))
+    messages = body.session_messages()
+    sampling, prompt_tokens = await fitted_options(state, session, body, messages, unlimited=unlimited)
     conversation = find_conversation(state, conversation_id, body, session)
-    return Reply(state, session, body, lambda: session.start(messages, **sampling), shape, conversation)
+    turn = None
+    if conversation is not None:
+        question = next((m.text() for m in reversed(body.messages) if m.role == "user"), "")
+        turn = history_writes(lambda: conversation.begin_turn(question))
+    return Reply(state, session, body, lambda: session.start(messages, **sampling), shape(prompt_tokens), id=reply_id(id_prefix), turn=turn)
 
 
-def completion(
-    state: ServiceState,
-    body: CompletionRequest,
-    shape: Shape[W],
-    *,
-    default_max_tokens: int | None = COMPLETION_MAX_TOKENS,
-    unlimited: bool = False,
+async def prompt_tokens(state: ServiceState, body: ChatCompletionRequest) -> int:
+    """The tokens a chat request's prompt takes (its messages under the chat
+    template, with its tools), as its answer's usage will count them."""
+    session = check_model(state, body)
+    return await session.off_loop(engine_errors, lambda: session.count_tokens(body.session_messages(), **body.tool_options()))
+
+
+def completion(state: ServiceState, body: CompletionRequest) -> Reply[Completion]:
+    """A text-completion request answered in OpenAI's bodies (see `completion_reply`)."""
+    return completion_reply(state, body, CompletionShape(body), id_prefix="cmpl-", default_max_tokens=COMPLETION_MAX_TOKENS)
+
+
+def completion_reply(
+    state: ServiceState, body: CompletionRequest, shape: Shape[W], *, id_prefix: str, default_max_tokens: int | None, unlimited: bool = False
 ) -> Reply[W]:
     """Check a text-completion request: a `Reply` ready to run (its prompt is
     counted when it starts, under the request's limits), answered in
-    ``shape``. ``default_max_tokens`` applies where neither the request nor
-    the config sets one (``unlimited``: see `request_options`)."""
+    ``shape`` under an id that starts with ``id_prefix``.
+    ``default_max_tokens`` applies where neither the request nor the config
+    sets one (``unlimited``: see `request_options`)."""
     session = check_model(state, body)
     sampling = {"max_tokens": default_max_tokens, **request_options(state, body, unlimited=unlimited)}
 
     def start(options: dict[str, Any]) -> ChatStream:
         return session.stream_completion(body.prompt, **options)
 
-    return Reply(state, session, body, lambda: fit_default_max_tokens(start, sampling, asked=body.answer_tokens() is not None), shape)
+    def fitted_start() -> ChatStream:
+        return fit_default_max_tokens(start, sampling, asked=body.answer_tokens() is not None)
+
+    return Reply(state, session, body, fitted_start, shape, id=reply_id(id_prefix))

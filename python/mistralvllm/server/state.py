@@ -16,6 +16,11 @@ from .metrics import ServiceMetrics
 log = logging.getLogger("mistralvllm.server")
 
 
+def served_model_name(model_path: str) -> str:
+    """The name the service gives the model at ``model_path`` (its file name without ``.gguf``)."""
+    return Path(model_path).name.removesuffix(".gguf")
+
+
 class ServiceState:
     """One `Session` for every request, loaded in the background at start-up."""
 
@@ -28,6 +33,7 @@ class ServiceState:
         self.metrics = ServiceMetrics(
             lambda: self.session.sequence_counts() if self.session else None,
             lambda: self.session.engine_stats() if self.session else None,
+            lambda: self.model_id,
         )
 
     def load(self) -> None:
@@ -37,7 +43,7 @@ class ServiceState:
             self.load_error = str(e)
             log.error("model failed to load: %s", e)
             return
-        self.model_id = Path(session.info()["model"]).name.removesuffix(".gguf")
+        self.model_id = served_model_name(session.info()["model"])
         self.session = session
         log.info("model %s loaded (%s)", self.model_id, session.info()["device"])
 

@@ -17,5 +17,5 @@ router = APIRouter(dependencies=[Depends(require_key)], responses={"4XX": {"mode
 async def chat_completions(body: ChatCompletionRequest, request: Request, response: Response, state: Service) -> ChatCompletion | Response:
     """A chat answer, whole or streamed as server-sent events (``stream``);
     ``X-Conversation-Id`` (or ``user``) stores it in the history."""
-    reply = await serving.chat_completion(state, body, request.headers.get("x-conversation-id"), serving.ChatShape())
+    reply = await serving.chat_completion(state, body, request.headers.get("x-conversation-id"))
     return await send(reply, request, response)

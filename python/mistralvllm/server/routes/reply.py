@@ -17,8 +17,7 @@ async def send(reply: Reply[W], request: Request, response: Response) -> W | Res
     left first."""
     request.state.logged = True  # the reply writes this request's log line
     if reply.stream:
-        media_type = reply.shape.stream_format.media_type
-        return StreamingResponse(reply.events(), media_type=media_type, headers={**reply.headers, "Cache-Control": "no-cache"})
+        return StreamingResponse(reply.events(), media_type=reply.shape.media_type, headers={**reply.headers, "Cache-Control": "no-cache"})
     try:
         body = await reply.whole(request.receive)
     except ClientDisconnected:

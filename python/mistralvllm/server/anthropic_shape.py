@@ -1,0 +1,103 @@
+"""`MessageShape`: a serving `Reply` in Anthropic's bodies: the whole
+`Message`, or the events that stream it.
+
+A stream is ``message_start`` and ``ping``; then a content block per run of
+text and one per tool call (``content_block_start``, its deltas,
+``content_block_stop``); then ``message_delta`` with the stop reason and the
+usage, and ``message_stop``. An error ends it as an ``error`` event.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .._core import ChatChunk, ToolCall
+from ..collect import StreamedAnswer
+from .anthropic_responses import Message, MessageUsage, StopReason, TextContent, ToolUseContent, error_body
+from .api_error import APIError
+from .serving import SERVER_SENT_EVENTS, event
+
+# The engine's finish reasons in Anthropic's words; "stop" is end_turn, or
+# stop_sequence when the answer ended on one of the request's stop strings.
+STOP_REASONS: dict[str, StopReason] = {"length": "max_tokens", "tool_calls": "tool_use"}
+
+
+def stop_reason(answer: StreamedAnswer) -> StopReason:
+    if answer.stop_sequence is not None:
+        return "stop_sequence"
+    return STOP_REASONS.get(answer.finish_reason or "", "end_turn")
+
+
+def tool_use(call: ToolCall) -> ToolUseContent:
+    # The engine found the call as JSON and gives its arguments as a JSON object.
+    return ToolUseContent(id=call.id, name=call.name, input=json.loads(call.arguments))
+
+
+def message_event(kind: str, **fields: Any) -> str:
+    """An event of Anthropic's stream: its type is both the ``event:`` name and the data's ``type``."""
+    return event({"type": kind, **fields}, kind)
+
+
+class MessageShape:
+    """Anthropic's bodies for one reply, whose prompt takes ``prompt_tokens``
+    (``message_start`` tells them before the answer's usage does). A new
+    shape per reply: a stream counts the content blocks it has started."""
+
+    media_type = SERVER_SENT_EVENTS
+
+    def __init__(self, prompt_tokens: int) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.blocks = 0  # content blocks started
+        self.open_text: int | None = None  # the text block being streamed
+
+    def whole(self, head: dict[str, Any], answer: StreamedAnswer) -> Message:
+        result = answer.result()
+        content: list[TextContent | ToolUseContent] = [TextContent(text=result.text)] if result.text else []
+        content += [tool_use(call) for call in result.tool_calls]
+        usage = MessageUsage(input_tokens=result.usage.prompt_tokens, output_tokens=result.usage.completion_tokens)
+        return Message(
+            id=head["id"], content=content, model=head["model"], stop_reason=stop_reason(answer), stop_sequence=answer.stop_sequence, usage=usage
+        )
+
+    def opening(self, head: dict[str, Any]) -> list[str]:
+        usage = MessageUsage(input_tokens=self.prompt_tokens, output_tokens=0)
+        message = Message(id=head["id"], content=[], model=head["model"], stop_reason=None, stop_sequence=None, usage=usage)
+        return [message_event("message_start", message=message.model_dump()), message_event("ping")]
+
+    def chunk(self, head: dict[str, Any], chunk: ChatChunk) -> list[str]:
+        events = []
+        if chunk.text:
+            if self.open_text is None:
+                self.open_text = self.blocks
+                events.append(self._start_block(TextContent(text="").model_dump()))
+            events.append(message_event("content_block_delta", index=self.open_text, delta={"type": "text_delta", "text": chunk.text}))
+        for call in chunk.tool_calls:
+            events += self._close_text()
+            index = self.blocks
+            events.append(self._start_block(ToolUseContent(id=call.id, name=call.name, input={}).model_dump()))
+            events.append(message_event("content_block_delta", index=index, delta={"type": "input_json_delta", "partial_json": call.arguments}))
+            events.append(message_event("content_block_stop", index=index))
+        return events
+
+    def closing(self, head: dict[str, Any], answer: StreamedAnswer) -> list[str]:
+        usage = answer.result().usage
+        delta = {"stop_reason": stop_reason(answer), "stop_sequence": answer.stop_sequence}
+        return [
+            *self._close_text(),
+            message_event("message_delta", delta=delta, usage={"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens}),
+            message_event("message_stop"),
+        ]
+
+    def failure(self, head: dict[str, Any], error: APIError) -> list[str]:
+        return [event(error_body(error), "error")]
+
+    def _start_block(self, block: dict[str, Any]) -> str:
+        self.blocks += 1
+        return message_event("content_block_start", index=self.blocks - 1, content_block=block)
+
+    def _close_text(self) -> list[str]:
+        if self.open_text is None:
+            return []
+        index, self.open_text = self.open_text, None
+        return [message_event("content_block_stop", index=index)]

@@ -1,0 +1,278 @@
+"""Request bodies of OpenAI's Responses API (`POST /v1/responses`), the subset
+the service runs: text input, function tools and structured output.
+
+A request is validated here and turned into what the serving layer takes:
+chat messages (`ResponseRequest.input_messages`) and `Session` options
+(`ResponseRequest.sampling`). Items the client copies back from an earlier
+response's ``output`` (with their ``id``, ``status``, ``annotations``) are
+accepted as input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, StrictBool, Tag, ValidationInfo, field_validator, model_validator
+
+# OpenAI's limits on metadata: 16 pairs, keys up to 64 characters, values up to 512.
+METADATA_PAIRS, METADATA_KEY_LENGTH, METADATA_VALUE_LENGTH = 16, 64, 512
+_FUNCTION_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _kind(default: str) -> Callable[[Any], str]:
+    """The tag of an item or part: its ``type``, or ``default`` when it has none."""
+
+    def kind(value: Any) -> str:
+        found = value.get("type", default) if isinstance(value, dict) else getattr(value, "type", default)
+        return found if isinstance(found, str) else ""
+
+    return kind
+
+
+class InputText(Strict):
+    type: Literal["input_text"]
+    text: str
+
+
+class OutputText(Strict):
+    """An earlier answer's text, as the client copies it back."""
+
+    type: Literal["output_text"]
+    text: str
+    annotations: list[Any] | None = None
+    logprobs: list[Any] | None = None
+
+
+TextPart = Annotated[
+    Annotated[InputText, Tag("input_text")] | Annotated[OutputText, Tag("output_text")],
+    Discriminator(
+        _kind(""),
+        custom_error_type="unsupported_content",
+        custom_error_message="expected an input_text or output_text part; this service reads text only",
+    ),
+]
+
+
+def _as_parts(content: Any) -> Any:
+    """Text content as one text part (so errors name a part, not a union member)."""
+    return [{"type": "input_text", "text": content}] if isinstance(content, str) else content
+
+
+class MessageItem(Strict):
+    type: Literal["message"] = "message"
+    role: Literal["user", "system", "developer", "assistant"]
+    content: Annotated[list[TextPart], BeforeValidator(_as_parts, json_schema_input_type=str | list[TextPart])]
+    id: str | None = None
+    status: str | None = None
+    phase: str | None = None
+
+    def text(self) -> str:
+        return "".join(part.text for part in self.content)
+
+
+class FunctionCallItem(Strict):
+    """A call the model made (from an earlier response's ``output``)."""
+
+    type: Literal["function_call"]
+    call_id: str
+    name: str
+    arguments: str
+    id: str | None = None
+    status: str | None = None
+
+
+class FunctionCallOutputItem(Strict):
+    """What the client's function returned for ``call_id``."""
+
+    type: Literal["function_call_output"]
+    call_id: str
+    output: Annotated[list[InputText], BeforeValidator(_as_parts, json_schema_input_type=str | list[InputText])]
+    id: str | None = None
+    status: str | None = None
+
+    def text(self) -> str:
+        return "".join(part.text for part in self.output)
+
+
+InputItem = Annotated[
+    Annotated[MessageItem, Tag("message")]
+    | Annotated[FunctionCallItem, Tag("function_call")]
+    | Annotated[FunctionCallOutputItem, Tag("function_call_output")],
+    Discriminator(
+        _kind("message"),
+        custom_error_type="unsupported_item",
+        custom_error_message="expected a message, function_call or function_call_output item",
+    ),
+]
+
+
+def _as_user_message(value: Any) -> Any:
+    """A string input is the user's message."""
+    return [{"role": "user", "content": value}] if isinstance(value, str) else value
+
+
+class FunctionTool(Strict):
+    """A function the model may call, in the Responses API's flat shape."""
+
+    type: Literal["function"]
+    name: str = Field(pattern=_FUNCTION_NAME)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _functions_only(cls, value: Any) -> Any:
+        kind = value.get("type") if isinstance(value, dict) else None
+        if kind is not None and kind != "function":
+            raise ValueError(f"tools of type {kind!r} are not supported; this service runs function tools only ({{'type': 'function', 'name': ...}})")
+        return value
+
+    def chat_tool(self) -> dict[str, Any]:
+        """The tool in chat completions' shape, as `Session` takes it."""
+        function: dict[str, Any] = {"name": self.name}
+        if self.description:
+            function["description"] = self.description
+        if self.parameters is not None:
+            function["parameters"] = self.parameters
+        return {"type": "function", "function": function}
+
+
+class FunctionChoice(Strict):
+    type: Literal["function"]
+    name: str
+
+
+class TextFormat(Strict):
+    type: Literal["text"]
+
+
+class JsonObjectFormat(Strict):
+    type: Literal["json_object"]
+
+
+class JsonSchemaFormat(Strict):
+    type: Literal["json_schema"]
+    name: str = Field(pattern=_FUNCTION_NAME)
+    schema_: dict[str, Any] = Field(alias="schema")
+    description: str | None = None
+    strict: bool | None = None
+
+
+class TextConfig(Strict):
+    format: TextFormat | JsonObjectFormat | JsonSchemaFormat = Field(TextFormat(type="text"), discriminator="type")
+
+    def answer_schema(self) -> dict[str, Any] | None:
+        """The JSON schema the answer must follow, if any."""
+        if isinstance(self.format, JsonObjectFormat):
+            return {"type": "object"}
+        if isinstance(self.format, JsonSchemaFormat):
+            return self.format.schema_
+        return None
+
+
+class ResponseRequest(Strict):
+    """`POST /v1/responses`."""
+
+    prompt_param: ClassVar[str] = "input"
+    answer_tokens_param: ClassVar[str] = "max_output_tokens"
+
+    model: str
+    input: Annotated[list[InputItem], BeforeValidator(_as_user_message, json_schema_input_type=str | list[InputItem])]
+    instructions: str | None = None
+    max_output_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    tools: list[FunctionTool] | None = None
+    tool_choice: Literal["auto", "none", "required"] | FunctionChoice | None = None
+    text: TextConfig | None = None
+    store: StrictBool = True
+    metadata: dict[str, str] | None = None
+    previous_response_id: str | None = None
+    stream: StrictBool = False
+
+    @field_validator("input")
+    @classmethod
+    def _some_input(cls, value: list[Any]) -> list[Any]:
+        if not value:
+            raise ValueError("expected a string or at least one input item")
+        return value
+
+    @field_validator("tools")
+    @classmethod
+    def _names_once(cls, value: list[FunctionTool] | None) -> list[FunctionTool] | None:
+        names = [tool.name for tool in value or []]
+        if len(set(names)) < len(names):
+            raise ValueError("each function name may be given once")
+        return value
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _choice_among_tools(cls, value: Any, info: ValidationInfo) -> Any:
+        names = [tool.name for tool in info.data.get("tools") or []]
+        if isinstance(value, FunctionChoice) and value.name not in names:
+            raise ValueError(f"{value.name!r} is not one of the tools ({', '.join(names) or 'none given'})")
+        if value == "required" and not names:
+            raise ValueError("'required' needs tools")
+        return value
+
+    @field_validator("text")
+    @classmethod
+    def _format_or_required_call(cls, value: TextConfig | None, info: ValidationInfo) -> TextConfig | None:
+        choice = info.data.get("tool_choice")
+        if value is not None and value.answer_schema() is not None and (choice == "required" or isinstance(choice, FunctionChoice)):
+            raise ValueError("a json_object or json_schema format cannot be combined with a required tool call (tool_choice)")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_limits(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return None
+        if len(value) > METADATA_PAIRS:
+            raise ValueError(f"at most {METADATA_PAIRS} pairs")
+        for key, text in value.items():
+            if len(key) > METADATA_KEY_LENGTH or len(text) > METADATA_VALUE_LENGTH:
+                raise ValueError(f"{key[:80]!r}: keys are at most {METADATA_KEY_LENGTH} characters, values at most {METADATA_VALUE_LENGTH}")
+        return value
+
+    def answer_tokens(self) -> int | None:
+        return self.max_output_tokens
+
+    def sampling(self) -> dict[str, Any]:
+        """Keyword arguments for `Session.start`."""
+        options: dict[str, Any] = {
+            key: value
+            for key, value in (("max_tokens", self.max_output_tokens), ("temperature", self.temperature), ("top_p", self.top_p))
+            if value is not None
+        }
+        if self.text is not None and (schema := self.text.answer_schema()) is not None:
+            options["json_schema"] = schema
+        if self.tools:
+            choice = self.tool_choice or "auto"
+            options["tools"] = [tool.chat_tool() for tool in self.tools]
+            options["tool_choice"] = choice if isinstance(choice, str) else {"type": "function", "function": {"name": choice.name}}
+        return options
+
+    def input_messages(self) -> list[dict[str, Any]]:
+        """The input as chat messages: a developer message is a system one,
+        consecutive function calls are one assistant message's ``tool_calls``,
+        and a function's output is a ``tool`` message."""
+        messages: list[dict[str, Any]] = []
+        for item in self.input:
+            if isinstance(item, MessageItem):
+                messages.append({"role": "system" if item.role == "developer" else item.role, "content": item.text()})
+            elif isinstance(item, FunctionCallOutputItem):
+                messages.append({"role": "tool", "content": item.text()})
+            else:
+                call = {"id": item.call_id, "type": "function", "function": {"name": item.name, "arguments": item.arguments}}
+                if messages and "tool_calls" in messages[-1]:
+                    messages[-1]["tool_calls"].append(call)
+                else:
+                    messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        return messages
