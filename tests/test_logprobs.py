@@ -153,3 +153,45 @@ def test_score_distributions_hold_the_scores(session: Session) -> None:
     for row, token, score in zip(rows, tokens[1:], scores, strict=True):
         assert row[token] == pytest.approx(score, abs=1e-4)
         assert float(np.exp(row.astype(np.float64)).sum()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_n_choices_over_http_whole_and_streamed(server: dict[str, str]) -> None:
+    client = _client(server)
+    whole = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=6, n=3, temperature=1.0, seed=5, logprobs=True)  # type: ignore[arg-type]
+    assert [choice.index for choice in whole.choices] == [0, 1, 2]
+    assert all(choice.finish_reason in ("length", "stop") for choice in whole.choices)
+    assert len({choice.message.content for choice in whole.choices}) > 1
+    tokens = sum(len(choice.logprobs.content or []) for choice in whole.choices if choice.logprobs)
+    alone = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=6, temperature=1.0, seed=5)  # type: ignore[arg-type]
+    assert whole.usage is not None and alone.usage is not None
+    assert whole.usage.prompt_tokens == alone.usage.prompt_tokens and whole.usage.completion_tokens == tokens
+    assert whole.choices[0].message.content == alone.choices[0].message.content  # choice 0 draws with the request's seed
+    streamed = client.chat.completions.create(
+        model=MODEL,
+        messages=QUESTION,  # type: ignore[arg-type]
+        max_tokens=6,
+        n=3,
+        temperature=1.0,
+        seed=5,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    texts = ["", "", ""]
+    usage = None
+    for chunk in streamed:
+        usage = chunk.usage or usage
+        for choice in chunk.choices:
+            texts[choice.index] += choice.delta.content or ""
+    assert texts == [choice.message.content for choice in whole.choices]
+    assert usage is not None and usage.completion_tokens == tokens
+    completions = client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=4, n=2, temperature=1.0, seed=1)
+    assert [choice.index for choice in completions.choices] == [0, 1]
+    assert completions.usage is not None and 2 <= completions.usage.completion_tokens <= 8
+
+
+def test_n_and_best_of_bounds_are_clear_400s(server: dict[str, str]) -> None:
+    client = _client(server)
+    with pytest.raises(openai.BadRequestError, match="best_of is not supported"):
+        client.completions.create(model=MODEL, prompt="Hi", max_tokens=1, best_of=2)
+    with pytest.raises(openai.BadRequestError, match=r"n: 100 answers cannot run at once; this engine runs at most \d+ sequences"):
+        client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=1, n=100)  # type: ignore[arg-type]

@@ -136,7 +136,7 @@ def _check_logprob_options(sampling: Mapping[str, Any]) -> None:
             raise RequestError(f"logit_bias: {bias} for token {token} is out of range; expected -100 to 100")
 
 
-def _choice_options(sampling: Mapping[str, Any], n: int) -> list[dict[str, Any]]:
+def choice_options(sampling: Mapping[str, Any], n: int) -> list[dict[str, Any]]:
     """The options of each of ``n`` answers to one prompt: a seeded request's
     choice i draws with seed + i, so the answers differ and still repeat."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -321,7 +321,7 @@ class Session:
         ``n`` above 1 the engine writes n answers together (one batch) and
         the result's ``choices`` holds them all."""
         self.check_context(messages, sampling.get("max_tokens"), **{key: sampling[key] for key in ("tools", "tool_choice") if key in sampling})
-        streams = [self.start(messages, **options) for options in _choice_options(sampling, n)]
+        streams = [self.start(messages, **options) for options in choice_options(sampling, n)]
         try:
             first, *others = [collect(stream) for stream in streams]
         finally:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -95,3 +95,41 @@ async def run_generation(session: Session, start: Callable[[], ChatStream], limi
             stream.close()
     finally:
         slots.release()
+
+
+async def run_choices(
+    session: Session, starts: Sequence[Callable[[], ChatStream]], limits: Limits, guard: Guard
+) -> AsyncIterator[tuple[int, ChatChunk]]:
+    """The chunks of several generations of one request (``n`` answers), as
+    (answer index, chunk) in the order they come: each runs as
+    `run_generation` does, all at once in the engine. The first error ends
+    them all."""
+    if len(starts) == 1:
+        async for chunk in run_generation(session, starts[0], limits, guard):
+            yield 0, chunk
+        return
+    arrived: asyncio.Queue[tuple[int, ChatChunk | Exception | None]] = asyncio.Queue()
+
+    async def pump(index: int, start: Callable[[], ChatStream]) -> None:
+        try:
+            async for chunk in run_generation(session, start, limits, guard):
+                await arrived.put((index, chunk))
+            await arrived.put((index, None))
+        except Exception as e:
+            await arrived.put((index, e))
+
+    pumps = [asyncio.ensure_future(pump(index, start)) for index, start in enumerate(starts)]
+    try:
+        running = len(pumps)
+        while running:
+            index, item = await arrived.get()
+            if item is None:
+                running -= 1
+            elif isinstance(item, Exception):
+                raise item
+            else:
+                yield index, item
+    finally:
+        for task in pumps:
+            task.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)

@@ -7,6 +7,10 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
+# The most answers one request may ask for (n); also bounded by the engine's
+# running sequences (`serving.check_model`).
+MAX_CHOICES = 128
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -91,7 +95,8 @@ class SamplingRequest(Strict):
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     repetition_penalty: float | None = Field(None, gt=0)
-    n: Literal[1] = 1
+    # Answers to write from the prompt, decoded together (continuous batching).
+    n: int = Field(1, ge=1, le=MAX_CHOICES)
     user: str | None = Field(None, max_length=256)
     logit_bias: dict[str, float] | None = None
     metadata: dict[str, str] | None = None
@@ -221,7 +226,15 @@ class CompletionRequest(SamplingRequest):
     prompt: str = Field(min_length=1)
     logprobs: int | None = Field(None, ge=0, le=20)
     echo: Literal[False] = False
-    best_of: Literal[1] | None = None
+    best_of: int | None = None
+
+    @field_validator("best_of")
+    @classmethod
+    def _best_of(cls, value: int | None) -> int | None:
+        if value not in (None, 1):
+            raise ValueError("best_of is not supported: every answer the engine writes is returned; ask for several with n")
+        return value
+
     suffix: None = None
 
     def logprob_options(self) -> dict[str, Any]:

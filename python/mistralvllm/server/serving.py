@@ -8,25 +8,26 @@ id, and the client's receive channel) and sends back what it returns.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 from pydantic import BaseModel
 
-from .._core import ChatChunk, ChatStream, Usage
+from .._core import ChatChunk, ChatStream, TokenLogprob, Usage
 from ..collect import StreamedAnswer
 from ..context_window import context_overflow
 from ..errors import ContextOverflowError, RequestError
 from ..history import Conversation, HistoryError, HistoryWriteError, Turn
-from ..session import Session
+from ..session import Session, choice_options
 from ..tools import tool_call_body
 from .api_error import APIError
-from .generation import ClientDisconnected, Limits, Receive, RequestTimedOut, run_generation
+from .generation import ClientDisconnected, Limits, Receive, RequestTimedOut, run_choices
 from .openai_logprobs import CompletionLogprobWriter, chat_logprobs
 from .openai_requests import ChatCompletionRequest, CompletionRequest
 from .openai_responses import (
@@ -37,6 +38,7 @@ from .openai_responses import (
     ChunkChoice,
     Completion,
     CompletionChoice,
+    CompletionLogprobs,
     Delta,
     ToolCallBody,
     ToolCallDelta,
@@ -224,8 +226,10 @@ class Shape(Protocol[W_co]):
 
 
 class OpenAIStream(ABC):
-    """How chat and text completions end a stream: the usage when asked
-    (``stream_options.include_usage``), then ``[DONE]``; an error is one event."""
+    """What chat and text completions share: ``n`` answers to one request
+    (choices with their index), the usage when asked
+    (``stream_options.include_usage``) then ``[DONE]`` at the end of a
+    stream, and an error as one event."""
 
     media_type = SERVER_SENT_EVENTS
 
@@ -233,14 +237,35 @@ class OpenAIStream(ABC):
         self.include_usage = body.stream_options is not None and body.stream_options.include_usage
 
     @abstractmethod
-    def usage(self, head: dict[str, Any], usage: Usage) -> BaseModel: ...
+    def whole(self, head: dict[str, Any], answer: StreamedAnswer, index: int = 0) -> ChatCompletion | Completion: ...
+
+    @abstractmethod
+    def usage(self, head: dict[str, Any], usage: UsageBody) -> BaseModel: ...
+
+    def whole_choices(self, head: dict[str, Any], answers: Sequence[StreamedAnswer]) -> ChatCompletion | Completion:
+        """One body with every answer as a choice, and the request's usage."""
+        bodies = [self.whole(head, answer, index) for index, answer in enumerate(answers)]
+        return bodies[0].model_copy(update={"choices": [body.choices[0] for body in bodies], "usage": total_usage(answers)})
 
     def closing(self, head: dict[str, Any], answer: StreamedAnswer) -> list[str]:
-        usage = [event(self.usage(head, answer.usage))] if self.include_usage and answer.usage is not None else []
-        return [*usage, "data: [DONE]\n\n"]
+        return self.closing_choices(head, [answer])
+
+    def closing_choices(self, head: dict[str, Any], answers: Sequence[StreamedAnswer]) -> list[str]:
+        usage = total_usage(answers)
+        return [*([event(self.usage(head, usage))] if self.include_usage and usage is not None else []), "data: [DONE]\n\n"]
 
     def failure(self, head: dict[str, Any], error: APIError) -> list[str]:
         return [event(error.body())]
+
+
+def total_usage(answers: Sequence[StreamedAnswer]) -> UsageBody | None:
+    """The usage of a request's answers: its prompt once, every answer's tokens."""
+    usages = [answer.usage for answer in answers if answer.usage is not None]
+    if not usages or len(usages) < len(answers):
+        return None
+    prompt = usages[0].prompt_tokens
+    completion = sum(usage.completion_tokens for usage in usages)
+    return UsageBody(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
 class ChatShape(OpenAIStream):
@@ -252,55 +277,63 @@ class ChatShape(OpenAIStream):
         super().__init__(body)
         self.logprobs = bool(body.logprobs)
 
-    def whole(self, head: dict[str, Any], answer: StreamedAnswer) -> ChatCompletion:
+    def whole(self, head: dict[str, Any], answer: StreamedAnswer, index: int = 0) -> ChatCompletion:
         calls = answer.tool_calls
         message = AssistantMessage(role="assistant", content=answer.text if answer.text or not calls else None)
         if calls:
             message.tool_calls = [ToolCallBody.model_validate(tool_call_body(call)) for call in calls]
         logprobs = chat_logprobs(answer.logprobs) if self.logprobs else None
-        choice = ChatChoice(index=0, message=message, finish_reason=answer.finish_reason, logprobs=logprobs)
+        choice = ChatChoice(index=index, message=message, finish_reason=answer.finish_reason, logprobs=logprobs)
         return ChatCompletion(**head, object="chat.completion", choices=[choice], usage=usage_body(answer.usage))
 
-    def opening(self, head: dict[str, Any]) -> list[str]:
-        choice = ChunkChoice(index=0, delta=Delta(role="assistant", content=""), finish_reason=None)
+    def opening(self, head: dict[str, Any], index: int = 0) -> list[str]:
+        choice = ChunkChoice(index=index, delta=Delta(role="assistant", content=""), finish_reason=None)
         return [event(ChatCompletionChunk(**head, object="chat.completion.chunk", choices=[choice]))]
 
-    def chunk(self, head: dict[str, Any], chunk: ChatChunk) -> list[str]:
+    def chunk(self, head: dict[str, Any], chunk: ChatChunk, index: int = 0) -> list[str]:
         delta = Delta(content=chunk.text) if chunk.text else Delta()
         if chunk.tool_calls:
             delta.tool_calls = [ToolCallDelta.model_validate({"index": i, **tool_call_body(call)}) for i, call in enumerate(chunk.tool_calls)]
-        choice = ChunkChoice(index=0, delta=delta, finish_reason=chunk.finish_reason)
+        choice = ChunkChoice(index=index, delta=delta, finish_reason=chunk.finish_reason)
         if self.logprobs:
             choice.logprobs = chat_logprobs(chunk.logprobs)
         return [event(ChatCompletionChunk(**head, object="chat.completion.chunk", choices=[choice]))]
 
-    def usage(self, head: dict[str, Any], usage: Usage) -> ChatCompletionChunk:
-        return ChatCompletionChunk(**head, object="chat.completion.chunk", choices=[], usage=usage_body(usage))
+    def usage(self, head: dict[str, Any], usage: UsageBody) -> ChatCompletionChunk:
+        return ChatCompletionChunk(**head, object="chat.completion.chunk", choices=[], usage=usage)
 
 
 class CompletionShape(OpenAIStream):
     """Text completions' bodies: the same object whole and per streamed
-    chunk; with ``logprobs`` when the request asked for them."""
+    chunk; with ``logprobs`` when the request asked for them (each answer's
+    text offsets run on from the prompt)."""
 
     def __init__(self, body: CompletionRequest) -> None:
         super().__init__(body)
-        self.logprobs = CompletionLogprobWriter(len(body.prompt)) if body.logprobs is not None else None
+        self.logprobs = body.logprobs is not None
+        self.prompt_length = len(body.prompt)
+        self.writers: dict[int, CompletionLogprobWriter] = {}
 
-    def whole(self, head: dict[str, Any], answer: StreamedAnswer) -> Completion:
-        logprobs = self.logprobs.write(answer.logprobs) if self.logprobs else None
-        choice = CompletionChoice(index=0, text=answer.text, finish_reason=answer.finish_reason, logprobs=logprobs)
+    def _logprobs(self, index: int, entries: Sequence[TokenLogprob]) -> CompletionLogprobs | None:
+        if not self.logprobs:
+            return None
+        return self.writers.setdefault(index, CompletionLogprobWriter(self.prompt_length)).write(entries)
+
+    def whole(self, head: dict[str, Any], answer: StreamedAnswer, index: int = 0) -> Completion:
+        logprobs = self._logprobs(index, answer.logprobs)
+        choice = CompletionChoice(index=index, text=answer.text, finish_reason=answer.finish_reason, logprobs=logprobs)
         return Completion(**head, object="text_completion", choices=[choice], usage=usage_body(answer.usage))
 
-    def opening(self, head: dict[str, Any]) -> list[str]:
+    def opening(self, head: dict[str, Any], index: int = 0) -> list[str]:
         return []
 
-    def chunk(self, head: dict[str, Any], chunk: ChatChunk) -> list[str]:
-        logprobs = self.logprobs.write(chunk.logprobs) if self.logprobs else None
-        choice = CompletionChoice(index=0, text=chunk.text, finish_reason=chunk.finish_reason, logprobs=logprobs)
+    def chunk(self, head: dict[str, Any], chunk: ChatChunk, index: int = 0) -> list[str]:
+        logprobs = self._logprobs(index, chunk.logprobs)
+        choice = CompletionChoice(index=index, text=chunk.text, finish_reason=chunk.finish_reason, logprobs=logprobs)
         return [event(Completion(**head, object="text_completion", choices=[choice]))]
 
-    def usage(self, head: dict[str, Any], usage: Usage) -> Completion:
-        return Completion(**head, object="text_completion", choices=[], usage=usage_body(usage))
+    def usage(self, head: dict[str, Any], usage: UsageBody) -> Completion:
+        return Completion(**head, object="text_completion", choices=[], usage=usage)
 
 
 class Reply(Generic[W]):
@@ -312,6 +345,10 @@ class Reply(Generic[W]):
     507) and loses nothing written. Every request ends with one log line (ok,
     length, disconnected, error or timed out) and with its answer in history
     (interrupted unless finished).
+
+    ``more`` starts the request's other answers (``n`` above 1: chat and
+    text completions only), written together with the first; the first is
+    the one stored.
     """
 
     def __init__(
@@ -324,14 +361,19 @@ class Reply(Generic[W]):
         *,
         id: str,
         turn: Turn | None = None,
+        more: Sequence[Callable[[], ChatStream]] = (),
     ) -> None:
-        self.state, self.session, self.body, self.start, self.shape = state, session, body, start, shape
+        self.state, self.session, self.body, self.shape = state, session, body, shape
+        self.starts = [start, *more]
+        if more and not isinstance(shape, OpenAIStream):
+            raise TypeError("several answers to one request need an OpenAI shape")
         self.id = id
         self.head: dict[str, Any] = {"id": self.id, "created": int(time.time()), "model": state.model_id}
         self.started = time.monotonic()
         self.headers = {"X-Conversation-Id": turn.conversation.id} if turn else {}
         self.turn = turn
-        self.answer = StreamedAnswer()
+        self.answers = [StreamedAnswer() for _ in self.starts]
+        self.answer = self.answers[0]
         self._saved = self.started
 
     @property
@@ -344,8 +386,8 @@ class Reply(Generic[W]):
         limits = Limits.start(self.state.config.server.request_timeout, receive)
         status = "error"
         try:
-            async for chunk in run_generation(self.session, self.start, limits, engine_errors):
-                self.answer.add(chunk)
+            async for index, chunk in run_choices(self.session, self.starts, limits, engine_errors):
+                self.answers[index].add(chunk)
             status = self._status()
         except RequestTimedOut:
             status = "timed out"
@@ -356,6 +398,8 @@ class Reply(Generic[W]):
         finally:
             limits.stop()
             self._end(status)
+        if isinstance(self.shape, OpenAIStream) and len(self.answers) > 1:
+            return cast(W, self.shape.whole_choices(self.head, self.answers))
         return self.shape.whole(self.head, self.answer)
 
     async def events(self) -> AsyncIterator[str]:
@@ -366,17 +410,26 @@ class Reply(Generic[W]):
         # cancels it when the client leaves (status "disconnected").
         limits = Limits.start(self.state.config.server.request_timeout, None)
         status, self._saved = "disconnected", time.monotonic()
+        several = self.shape if isinstance(self.shape, OpenAIStream) and len(self.answers) > 1 else None
         try:
-            if opening := self.shape.opening(self.head):
+            opening = (
+                [text for index in range(len(self.answers)) for text in several.opening(self.head, index)]
+                if several
+                else self.shape.opening(self.head)
+            )
+            if opening:
                 yield "".join(opening)
-            async for chunk in run_generation(self.session, self.start, limits, engine_errors):
-                if events := self.shape.chunk(self.head, self.answer.add(chunk)):
+            async for index, chunk in run_choices(self.session, self.starts, limits, engine_errors):
+                self.answers[index].add(chunk)
+                events = several.chunk(self.head, chunk, index) if several else self.shape.chunk(self.head, chunk)
+                if events:
                     yield "".join(events)
                 # Saved once sent (the generator resumes after Starlette's
                 # send): a kill in between leaves less stored, never text
                 # the client did not get.
-                self._save_partial(chunk)
-            closing = self.shape.closing(self.head, self.answer)
+                if index == 0:
+                    self._save_partial(chunk)
+            closing = several.closing_choices(self.head, self.answers) if several else self.shape.closing(self.head, self.answer)
             status = self._status()
             yield "".join(closing)
         except APIError as e:  # the engine refused the request (e.g. a bad regex)
@@ -423,7 +476,8 @@ class Reply(Generic[W]):
             except HistoryError as e:
                 log.error("could not store the answer to %s: %s", self.id, e)
         elapsed = time.monotonic() - self.started
-        self.state.metrics.observe(answer.usage, elapsed)
+        for each in self.answers:
+            self.state.metrics.observe(each.usage, elapsed)
         usage = answer.usage
         tokens = f"{usage.prompt_tokens}+{usage.completion_tokens} tokens, first token {usage.time_to_first_token_s:.3f}s" if usage else "no usage"
         log.info("%s %s: %s, %.3fs", self.id, status, tokens, elapsed)
@@ -455,7 +509,16 @@ async def chat_reply(
     if conversation is not None:
         question = next((m.text() for m in reversed(body.messages) if m.role == "user"), "")
         turn = history_writes(lambda: conversation.begin_turn(question))
-    return Reply(state, session, body, lambda: session.start(messages, **sampling), shape(prompt_tokens), id=reply_id(id_prefix), turn=turn)
+    start, *more = [functools.partial(session.start, messages, **options) for options in answer_options(session, sampling, body.n)]
+    return Reply(state, session, body, start, shape(prompt_tokens), id=reply_id(id_prefix), turn=turn, more=more)
+
+
+def answer_options(session: Session, sampling: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """The options of each of a request's ``n`` answers (`choice_options`);
+    400 when they would not all run at once in the engine."""
+    if n > 1 and n > (most := session.info()["max_running_sequences"]):
+        raise APIError(400, f"n: {n} answers cannot run at once; this engine runs at most {most} sequences (max_num_seqs)", param="n")
+    return choice_options(sampling, n)
 
 
 async def prompt_tokens(state: ServiceState, body: ChatCompletionRequest) -> int:
@@ -484,7 +547,8 @@ def completion_reply(
     def start(options: dict[str, Any]) -> ChatStream:
         return session.stream_completion(body.prompt, **options)
 
-    def fitted_start() -> ChatStream:
-        return fit_default_max_tokens(start, sampling, asked=body.answer_tokens() is not None)
+    def fitted_start(options: dict[str, Any]) -> ChatStream:
+        return fit_default_max_tokens(start, options, asked=body.answer_tokens() is not None)
 
-    return Reply(state, session, body, fitted_start, shape, id=reply_id(id_prefix))
+    first, *more = [functools.partial(fitted_start, options) for options in answer_options(session, sampling, body.n)]
+    return Reply(state, session, body, first, shape, id=reply_id(id_prefix), more=more)
