@@ -16,7 +16,7 @@ FEATURES ?=
 PYTEST_ARGS ?=
 PYTHON_LIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 
-.PHONY: venv lint patched-crates build browser chat serve bench bench-service bench-uqff bench-kv bench-prefix bench-wheel test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda wheel-cuda clean
+.PHONY: venv lint patched-crates build browser chat serve bench bench-choices bench-service bench-uqff bench-kv bench-prefix bench-wheel test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda wheel-cuda clean
 
 venv: $(VENV)/.deps
 
@@ -104,6 +104,9 @@ bench: build $(BENCH_VENV)/.deps
 
 bench-service: build
 	$(PY) benches/service_vs_session.py
+
+bench-choices: build
+	$(PY) benches/choices.py
 
 bench-uqff: build
 	$(PY) benches/uqff_load.py
