@@ -411,6 +411,11 @@ class Reply(Generic[W]):
         limits = Limits.start(self.state.config.server.request_timeout, None)
         status, self._saved = "disconnected", time.monotonic()
         several = self.shape if isinstance(self.shape, OpenAIStream) and len(self.answers) > 1 else None
+        # The first answer's text in the latest texts sent, and in those
+        # before them: once a yield returns, Starlette has taken the latest
+        # texts, and its http middleware sends each only after taking the
+        # next, so only the ones before are surely on the client's connection.
+        sent, delivered = "", ""
         try:
             opening = (
                 [text for index in range(len(self.answers)) for text in several.opening(self.head, index)]
@@ -424,11 +429,11 @@ class Reply(Generic[W]):
                 events = several.chunk(self.head, chunk, index) if several else self.shape.chunk(self.head, chunk)
                 if events:
                     yield "".join(events)
-                # Saved once sent (the generator resumes after Starlette's
-                # send): a kill in between leaves less stored, never text
-                # the client did not get.
+                    delivered, sent = sent, self.answer.text
+                # Saved once delivered: a kill in between leaves less
+                # stored, never text the client did not get.
                 if index == 0:
-                    self._save_partial(chunk)
+                    self._save_partial(chunk, delivered)
             closing = several.closing_choices(self.head, self.answers) if several else self.shape.closing(self.head, self.answer)
             status = self._status()
             yield "".join(closing)
@@ -457,13 +462,13 @@ class Reply(Generic[W]):
             code="request_timeout",
         )
 
-    def _save_partial(self, chunk: ChatChunk) -> None:
-        """Store the answer sent so far every ``PARTIAL_SAVE_INTERVAL_S`` while it streams."""
+    def _save_partial(self, chunk: ChatChunk, delivered: str) -> None:
+        """Store the answer ``delivered`` so far every ``PARTIAL_SAVE_INTERVAL_S`` while it streams."""
         if chunk.finish_reason is not None or self.turn is None or time.monotonic() - self._saved <= PARTIAL_SAVE_INTERVAL_S:
             return
         self._saved = time.monotonic()
         try:
-            self.turn.save_partial(self.answer.text)
+            self.turn.save_partial(delivered)
         except HistoryError as e:
             log.error("could not save the answer so far to %s: %s", self.id, e)
 
