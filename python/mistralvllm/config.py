@@ -120,7 +120,17 @@ class PagedAttentionSection(Section):
         return None
 
 
+class TensorParallelSection(Section):
+    """mistral.rs's tensor parallelism (see mistralvllm.tensor_parallel)."""
+
+    backend: Literal["auto", "off", "nccl", "ring"] = Field(
+        "auto", description="auto: mistral.rs's choice (NCCL over every GPU when built with nccl); off; nccl; ring"
+    )
+    ring_config: str | None = Field(None, description="ring: this node's JSON file (rank, world_size, master/neighbour addresses)")
+
+
 class EngineSection(Section):
+    tensor_parallel: TensorParallelSection = TensorParallelSection()
     max_num_seqs: int = Field(32, ge=1, description="Sequences the engine runs at once")
     prefix_cache: int | None = Field(
         None,
@@ -227,6 +237,8 @@ class Config(Section):
             "max_num_seqs": self.engine.max_num_seqs,
             "prefix_cache": self.engine.prefix_cache,
             "prefix_cache_mem": self.engine.prefix_cache_mem,
+            "tensor_parallel": self.engine.tensor_parallel.backend,
+            "ring_config": self.engine.tensor_parallel.ring_config,
         }
 
     def digest(self) -> str:

@@ -27,6 +27,7 @@ from .collect import ChatResult, collect
 from .context_window import context_overflow
 from .errors import ConfigError, ModelLoadError, RequestError
 from .models import default_model_path
+from .tensor_parallel import Backend, apply_tensor_parallel
 
 Message = Mapping[str, str]
 P = ParamSpec("P")
@@ -160,6 +161,10 @@ class Session:
     ``prefix_cache`` finished sequences (default 16; 0: off) keep their KV
     caches for prompts that start the same way, within ``prefix_cache_mem``
     (see :func:`prefix_cache_bytes`); the oldest go first.
+    ``tensor_parallel`` splits every layer over devices with mistral.rs's
+    ``nccl`` (one machine's GPUs) or ``ring`` backend (nodes joined in a TCP
+    ring, each described by its ``ring_config`` file); ``auto`` leaves it to
+    mistral.rs and ``off`` keeps one device (see `mistralvllm.tensor_parallel`).
     ``write_uqff`` (a ``.uqff`` path) saves the ISQ-quantized weights as a
     UQFF model directory, which loads later without quantizing again.
     """
@@ -181,6 +186,8 @@ class Session:
         paged_cache_type: Literal["auto", "f8e4m3"] = "auto",
         lora: Sequence[str | os.PathLike[str]] = (),
         write_uqff: str | os.PathLike[str] | None = None,
+        tensor_parallel: Backend = "auto",
+        ring_config: str | os.PathLike[str] | None = None,
     ) -> None:
         # Everything comes from local files; never let the engine reach a hub.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -188,6 +195,7 @@ class Session:
             path = default_model_path() if model is None else Path(model).expanduser()
         except RuntimeError:
             raise ModelLoadError(f"{model}: starts with ~ but names no known user") from None
+        apply_tensor_parallel(tensor_parallel, ring_config)
         prefix_cache = _prefix_cache_for(prefix_cache)
         prefix_cache_limit = prefix_cache_bytes(prefix_cache_mem)
         try:

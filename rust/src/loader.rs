@@ -39,6 +39,12 @@ pub fn build_features() -> Vec<&'static str> {
     if cfg!(feature = "flash-attn") {
         features.push("flash-attn");
     }
+    if cfg!(feature = "nccl") {
+        features.push("nccl");
+    }
+    if cfg!(feature = "ring") {
+        features.push("ring");
+    }
     features
 }
 
