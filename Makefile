@@ -16,7 +16,7 @@ FEATURES ?=
 PYTEST_ARGS ?=
 PYTHON_LIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 
-.PHONY: venv lint patched-crates build browser chat serve bench bench-choices bench-service bench-uqff bench-kv bench-prefix bench-wheel test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda wheel-cuda clean
+.PHONY: venv lint patched-crates build browser chat serve bench bench-choices bench-service bench-uqff bench-kv bench-prefix bench-wheel bench-fidelity test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda wheel-cuda clean
 
 venv: $(VENV)/.deps
 
@@ -101,6 +101,11 @@ bench: build $(BENCH_VENV)/.deps
 	  "$$($(PY) -c 'import mistralvllm; print(mistralvllm.default_model_path())')" 128 5 > $(CACHE_DIR)/direct-bench.json
 	MISTRALVLLM_BENCH_VENV=$(BENCH_VENV) MISTRALVLLM_DIRECT_RESULT=$(CACHE_DIR)/direct-bench.json $(PY) benches/engines.py
 	$(BENCH_VENV)/bin/python benches/report.py
+
+# Each engine's next-token distributions over a fixed text against a float64
+# numpy forward pass of the same GGUF: KL divergence and top-1 agreement.
+bench-fidelity: build $(BENCH_VENV)/.deps
+	MISTRALVLLM_BENCH_VENV=$(BENCH_VENV) $(PY) benches/fidelity.py
 
 bench-service: build
 	$(PY) benches/service_vs_session.py

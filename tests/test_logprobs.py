@@ -9,8 +9,9 @@ import httpx
 import numpy as np
 import openai
 import pytest
+from gguf import GGUFReader
 
-from mistralvllm import RequestError, Session
+from mistralvllm import RequestError, Session, default_model_path
 from service import API_KEY, AUTH, MODEL
 
 QUESTION = [{"role": "user", "content": "Name three colours."}]
@@ -195,3 +196,12 @@ def test_n_and_best_of_bounds_are_clear_400s(server: dict[str, str]) -> None:
         client.completions.create(model=MODEL, prompt="Hi", max_tokens=1, best_of=2)
     with pytest.raises(openai.BadRequestError, match=r"n: 100 answers cannot run at once; this engine runs at most \d+ sequences"):
         client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=1, n=100)  # type: ignore[arg-type]
+
+
+def test_tokenize_splits_as_the_models_own_tokenizer(session: Session) -> None:
+    reader = GGUFReader(str(default_model_path()))
+    field = reader.fields["tokenizer.ggml.tokens"]
+    vocabulary = {bytes(field.parts[index]).decode(): token_id for token_id, index in enumerate(field.data)}
+    # GPT-2's byte-level alphabet: "Ċ" is "\n", "Ġ" a space.
+    expected = [vocabulary[piece] for piece in [".", "Ċ", "Ċ", "Today", "Ġis", "Ġ", "2", "0", "2", "4", "."]]
+    assert session.tokenize(prompt=".\n\nToday is 2024.", add_special_tokens=False) == expected
