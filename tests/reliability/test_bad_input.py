@@ -27,6 +27,7 @@ from service import AUTH, MODEL
 CHAT = "/v1/chat/completions"
 MESSAGES = "/v1/messages"  # Anthropic's
 RESPONSES = "/v1/responses"
+OLLAMA_CHAT, OLLAMA_GENERATE = "/api/chat", "/api/generate"
 OK_MESSAGES = [{"role": "user", "content": "Hi"}]
 
 
@@ -34,17 +35,30 @@ def chat_body(**fields: object) -> dict[str, object]:
     return {"model": MODEL, "messages": OK_MESSAGES, "max_tokens": 4, **fields}
 
 
+def ollama_body(**fields: object) -> dict[str, object]:
+    return {"model": MODEL, "messages": OK_MESSAGES, "stream": False, "options": {"num_predict": 4}, **fields}
+
+
+def generate_body(**fields: object) -> dict[str, object]:
+    return {"model": MODEL, "prompt": "Hi", "stream": False, "options": {"num_predict": 4}, **fields}
+
+
 def responses_body(**fields: object) -> dict[str, object]:
     return {"model": MODEL, "input": "Hi", "max_output_tokens": 4, **fields}
 
 
-def error_of(path: str, body: dict[str, object]) -> dict[str, str]:
-    """The error object of an error body, checked to be in the shape of the path's API."""
+def error_message(path: str, body: dict[str, object]) -> str:
+    """The message of an error body, checked to be in the shape of the path's API."""
+    if path.startswith("/api/"):  # Ollama's: {"error": message}
+        assert set(body) == {"error"} and isinstance(body["error"], str), body
+        return body["error"]
     if path.startswith(MESSAGES):
         assert set(body) == {"type", "error"} and body["type"] == "error", body
     error = body["error"]
-    assert isinstance(error, dict)
-    return error
+    assert isinstance(error, dict) and error["type"], body
+    message = error["message"]
+    assert isinstance(message, str)
+    return message
 
 
 # (case name, path, raw body or JSON body, expected status, fragment of the error message)
@@ -175,6 +189,37 @@ HTTP_CASES: list[tuple[str, str, bytes | dict[str, object], int, str]] = [
     ("responses store is text", RESPONSES, responses_body(store="yes"), 400, "store"),
     ("responses unknown previous id", RESPONSES, responses_body(previous_response_id="resp_0"), 404, "resp_0"),
     ("responses body is not JSON", RESPONSES, b"{input: hi}", 400, "JSON"),
+    # Ollama's API: the same checks, answered in its shape ({"error": message}).
+    ("ollama messages is a string", OLLAMA_CHAT, ollama_body(messages="hello"), 400, "messages"),
+    ("ollama invalid role", OLLAMA_CHAT, ollama_body(messages=[{"role": "wizard", "content": "hi"}]), 400, "role"),
+    ("ollama content is a number", OLLAMA_CHAT, ollama_body(messages=[{"role": "user", "content": 42}]), 400, "messages.0.content"),
+    ("ollama unknown field", OLLAMA_CHAT, ollama_body(frobnicate=True), 400, "frobnicate"),
+    ("ollama stream is text", OLLAMA_CHAT, ollama_body(stream="yes"), 400, "stream"),
+    ("ollama temperature is text", OLLAMA_CHAT, ollama_body(options={"temperature": "hot"}), 400, "options.temperature"),
+    ("ollama negative num_predict", OLLAMA_CHAT, ollama_body(options={"num_predict": -5}), 400, "options.num_predict"),
+    ("ollama stop is a string", OLLAMA_CHAT, ollama_body(options={"stop": "\n"}), 400, "options.stop"),
+    ("ollama format unknown", OLLAMA_CHAT, ollama_body(format="yaml"), 400, "format"),
+    ("ollama image in a message", OLLAMA_CHAT, ollama_body(messages=[{"role": "user", "content": "hi", "images": ["aGk="]}]), 400, "images"),
+    (
+        "ollama tool call arguments are text",
+        OLLAMA_CHAT,
+        ollama_body(messages=[{"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{}"}}]}, *OK_MESSAGES]),
+        400,
+        "arguments",
+    ),
+    ("ollama model is a file path", OLLAMA_CHAT, ollama_body(model="/etc/passwd"), 404, "does not exist"),
+    ("ollama model missing", OLLAMA_CHAT, {"messages": OK_MESSAGES}, 400, "model"),
+    ("ollama body is not JSON", OLLAMA_CHAT, b"this is not json", 400, "JSON"),
+    ("ollama 10 MB body", OLLAMA_CHAT, b'{"model": "' + b"x" * 10_000_000 + b'"}', 413, "larger than"),
+    ("ollama template", OLLAMA_GENERATE, generate_body(template="{{ .Prompt }}"), 400, "template"),
+    ("ollama raw with system", OLLAMA_GENERATE, generate_body(raw=True, system="Be brief."), 400, "system"),
+    ("ollama raw with format", OLLAMA_GENERATE, generate_body(raw=True, format="json"), 400, "format"),
+    ("ollama context tokens", OLLAMA_GENERATE, generate_body(context=[1, 2, 3]), 400, "context"),
+    ("ollama prompt is a list", OLLAMA_GENERATE, generate_body(prompt=["a", "b"]), 400, "prompt"),
+    ("ollama show without a model", "/api/show", {}, 400, "model"),
+    ("ollama show an unknown model", "/api/show", {"model": "llama3"}, 404, "does not exist"),
+    ("ollama embed input is a number", "/api/embed", {"model": MODEL, "input": 5}, 400, "input"),
+    ("ollama embed", "/api/embed", {"model": MODEL, "input": "hi"}, 501, "no embeddings"),
 ]
 
 
@@ -191,9 +236,9 @@ def test_http_bad_input(server: dict[str, str], name: str, path: str, body: byte
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     response = httpx.request(method, server["url"] + path, content=content, headers={**AUTH, "Content-Type": "application/json"}, timeout=60)
     assert response.status_code == status, response.text
-    error = error_of(path, response.json())
-    assert fragment.lower() in error["message"].lower(), error
-    assert error["type"] and response.status_code < 500
+    message = error_message(path, response.json())
+    assert fragment.lower() in message.lower(), message
+    assert response.status_code < 500 or path == "/api/embed", "only Ollama's embedding is a server error (501, not implemented)"
 
 
 def test_the_service_is_whole_after_the_corpus(server: dict[str, str]) -> None:
@@ -204,6 +249,8 @@ def test_the_service_is_whole_after_the_corpus(server: dict[str, str]) -> None:
     assert "Rome" in reply.json()["choices"][0]["message"]["content"]
     message = httpx.post(server["url"] + MESSAGES, json={"model": MODEL, "messages": ITALY, "max_tokens": 16}, headers=AUTH, timeout=60)
     assert "Rome" in message.json()["content"][0]["text"]
+    ollama_reply = httpx.post(server["url"] + OLLAMA_CHAT, json=ollama_body(messages=ITALY, options={"num_predict": 16}), headers=AUTH, timeout=60)
+    assert "Rome" in ollama_reply.json()["message"]["content"]
     with sqlite3.connect(server["history"]) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 

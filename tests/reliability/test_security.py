@@ -21,6 +21,8 @@ PUBLIC = {("get", "/health")}
 
 def key_refused(path: str, body: dict[str, Any]) -> bool:
     """Whether ``body`` refuses the key, in the shape of the API that ``path`` belongs to."""
+    if path.startswith("/api/"):  # Ollama's: {"error": message}, nothing else
+        return set(body) == {"error"} and isinstance(body["error"], str) and "API key" in body["error"]
     if path.startswith("/v1/messages"):  # Anthropic's: no other field, the error's type and message
         error = body["error"]
         return (
@@ -40,7 +42,12 @@ def test_the_default_bind_is_loopback() -> None:
 def test_every_route_but_health_needs_the_key(server: dict[str, str]) -> None:
     schema = httpx.get(server["url"] + "/openapi.json").json()
     routes = [(method, path) for path, methods in schema["paths"].items() for method in methods]
-    assert len(routes) >= 8 and set(routes) >= PUBLIC | {("post", "/v1/messages"), ("post", "/v1/messages/count_tokens")}
+    assert len(routes) >= 8 and set(routes) >= PUBLIC | {
+        ("post", "/v1/messages"),
+        ("post", "/v1/messages/count_tokens"),
+        ("post", "/api/chat"),
+        ("get", "/api/tags"),
+    }
     wrong = "x" * len(API_KEY)  # same length: only the comparison can refuse it
     for method, path in routes:
         if (method, path) in PUBLIC:

@@ -16,7 +16,7 @@ from .._core import ChatChunk, ToolCall
 from ..collect import StreamedAnswer
 from .anthropic_responses import Message, MessageUsage, StopReason, TextContent, ToolUseContent, error_body
 from .api_error import APIError
-from .serving import event
+from .serving import SERVER_SENT_EVENTS, event
 
 # The engine's finish reasons in Anthropic's words; "stop" is end_turn, or
 # stop_sequence when the answer ended on one of the request's stop strings.
@@ -43,6 +43,8 @@ class MessageShape:
     """Anthropic's bodies for one reply, whose prompt takes ``prompt_tokens``
     (``message_start`` tells them before the answer's usage does). A new
     shape per reply: a stream counts the content blocks it has started."""
+
+    media_type = SERVER_SENT_EVENTS
 
     def __init__(self, prompt_tokens: int) -> None:
         self.prompt_tokens = prompt_tokens

@@ -17,7 +17,8 @@ from ..config import Config
 from .anthropic_responses import error_body as anthropic_error
 from .exception_handlers import add_error_shape, add_exception_handlers
 from .middleware import BodyLimit, count_requests
-from .routes import chat, completions, conversations, messages, responses, system, tokens
+from .ollama_serving import error_body as ollama_error
+from .routes import chat, completions, conversations, messages, ollama, responses, system, tokens
 from .state import ServiceState
 
 
@@ -39,6 +40,8 @@ def create_app(config: Config) -> FastAPI:
     app.middleware("http")(count_requests)
     add_exception_handlers(app)
     add_error_shape(app, messages.PREFIX, anthropic_error)
-    for router in (chat.router, completions.router, responses.router, tokens.router, system.router, conversations.router, messages.router):
+    add_error_shape(app, "/api/", ollama_error)
+    routers = (chat.router, completions.router, responses.router, tokens.router, system.router, conversations.router, messages.router, ollama.router)
+    for router in routers:
         app.include_router(router)
     return app

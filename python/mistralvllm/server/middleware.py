@@ -52,8 +52,8 @@ async def count_requests(request: Request, call_next: Callable[[Request], Awaita
     """Count each API request by path and status; log the POSTs that ended
     before the serving layer wrote their line (errors)."""
     response = await call_next(request)
-    if request.url.path.startswith("/v1/"):
+    if request.url.path.startswith(("/v1/", "/api/")):
         request.app.state.service.metrics.requests.labels(request.url.path, str(response.status_code)).inc()
-        if request.method == "POST" and not getattr(request.state, "logged", False):
+        if request.method == "POST" and response.status_code >= 400 and not getattr(request.state, "logged", False):
             log.info("%s %s: error %d", request.method, request.url.path, response.status_code)
     return response

@@ -33,7 +33,7 @@ from .responses_bodies import (
     ResponseUsage,
 )
 from .responses_requests import ResponseRequest
-from .serving import Reply, check_model, event, fitted_options, history_writes, reply_id
+from .serving import SERVER_SENT_EVENTS, Reply, check_model, event, fitted_options, history_writes, reply_id
 from .state import ServiceState, served_model_name
 
 RESPONSE_ID_PREFIX = "resp_"
@@ -110,6 +110,8 @@ class ResponseShape:
     """Responses' bodies: the Response object when whole; when streamed, the
     lifecycle events (created, in_progress, then completed, incomplete or
     failed) around the output items' events, numbered in order."""
+
+    media_type = SERVER_SENT_EVENTS
 
     def __init__(self, body: ResponseRequest) -> None:
         self.settings = request_settings(body)

@@ -1,6 +1,6 @@
 """The serving layer: a validated request in, a `Session` call, and a
-response or server-sent events out in the request's API shape (`Shape`), with
-the request's stored turn, metrics and log line.
+response or a stream (server-sent events, or JSON lines) out in the request's
+API shape (`Shape`), with the request's stored turn, metrics and log line.
 
 It knows nothing of FastAPI: a route hands it the body (and the conversation
 id, and the client's receive channel) and sends back what it returns.
@@ -47,6 +47,8 @@ from .openai_responses import (
 from .state import ServiceState
 
 log = logging.getLogger("mistralvllm.server")
+# The media type of a stream of server-sent events.
+SERVER_SENT_EVENTS = "text/event-stream"
 # How often a streaming answer's text so far is written to history, so that
 # a crash loses at most this much of it.
 PARTIAL_SAVE_INTERVAL_S = 1.0
@@ -128,21 +130,27 @@ def check_model(state: ServiceState, body: GenerationRequest) -> Session:
     return session
 
 
-def request_options(state: ServiceState, body: GenerationRequest) -> dict[str, Any]:
+def request_options(state: ServiceState, body: GenerationRequest, *, unlimited: bool = False) -> dict[str, Any]:
     """The request's sampling options over the config's ``sampling``
     defaults, which apply to every field a request leaves out (as vLLM's
-    generation config and llama-server's n_predict do)."""
-    return {**state.config.sampling.options(), **body.sampling()}
+    generation config and llama-server's n_predict do). ``unlimited``: the
+    client asked for no answer limit (Ollama's ``num_predict: -1``), so the
+    default max_tokens gives way to ``server.max_tokens_limit``, if any, and
+    otherwise the answer may fill the context window."""
+    defaults = state.config.sampling.options()
+    if unlimited:
+        defaults["max_tokens"] = state.config.server.max_tokens_limit
+    return {**defaults, **body.sampling()}
 
 
 async def fitted_options(
-    state: ServiceState, session: Session, body: GenerationRequest, messages: Sequence[Mapping[str, Any]]
+    state: ServiceState, session: Session, body: GenerationRequest, messages: Sequence[Mapping[str, Any]], *, unlimited: bool = False
 ) -> tuple[dict[str, Any], int]:
     """The request's options (`request_options`) once ``messages`` and the
     answer fit the context window, with the request's tools applied (a
     default max_tokens is lowered to fit, `fit_default_max_tokens`), and the
     prompt's tokens."""
-    sampling = request_options(state, body)
+    sampling = request_options(state, body, unlimited=unlimited)
 
     def check(options: dict[str, Any]) -> int:
         return session.check_context(messages, options.get("max_tokens"), **{key: options[key] for key in ("tools", "tool_choice") if key in options})
@@ -192,11 +200,19 @@ def usage_body(usage: Usage | None) -> UsageBody | None:
     return UsageBody(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, total_tokens=usage.total_tokens)
 
 
+def body_json(body: BaseModel | dict[str, Any]) -> str:
+    """``body`` as JSON on one line; a response body sends the fields it was built with."""
+    return json.dumps(body.model_dump(exclude_unset=True) if isinstance(body, BaseModel) else body)
+
+
 def event(body: BaseModel | dict[str, Any], name: str | None = None) -> str:
-    """One server-sent event (with an ``event:`` line if ``name`` is given); a
-    response body sends the fields it was built with."""
-    data = body.model_dump(exclude_unset=True) if isinstance(body, BaseModel) else body
-    return (f"event: {name}\n" if name else "") + f"data: {json.dumps(data)}\n\n"
+    """One server-sent event (with an ``event:`` line if ``name`` is given)."""
+    return (f"event: {name}\n" if name else "") + f"data: {body_json(body)}\n\n"
+
+
+def json_line(body: BaseModel | dict[str, Any]) -> str:
+    """One line of a JSON-lines stream (Ollama's)."""
+    return body_json(body) + "\n"
 
 
 def reply_id(prefix: str) -> str:
@@ -205,9 +221,12 @@ def reply_id(prefix: str) -> str:
 
 
 class Shape(Protocol[W_co]):
-    """An API surface's bodies: the whole answer, or the server-sent events
-    that stream it (each a list of events, in the order sent). A shape
-    serves one answer, so it may keep what it has sent so far."""
+    """An API surface's bodies: the whole answer, or the stream texts
+    (server-sent events, JSON lines) that stream it, sent as ``media_type``
+    (each a list of texts, in the order sent; an empty list sends nothing). A
+    shape serves one answer, so it may keep what it has sent so far."""
+
+    media_type: str
 
     def whole(self, head: dict[str, Any], answer: StreamedAnswer) -> W_co: ...
     def opening(self, head: dict[str, Any]) -> list[str]: ...
@@ -221,6 +240,8 @@ class OpenAIStream(ABC):
     (choices with their index), the usage when asked
     (``stream_options.include_usage``) then ``[DONE]`` at the end of a
     stream, and an error as one event."""
+
+    media_type = SERVER_SENT_EVENTS
 
     def __init__(self, body: ChatCompletionRequest | CompletionRequest) -> None:
         self.include_usage = body.stream_options is not None and body.stream_options.include_usage
@@ -326,8 +347,8 @@ class CompletionShape(OpenAIStream):
 
 
 class Reply(Generic[W]):
-    """One request that passed its checks, answered whole (`whole`) or as
-    server-sent events (`events`).
+    """One request that passed its checks, answered whole (`whole`) or
+    streamed in its shape (`events`).
 
     The question is stored (as ``turn``, begun by the caller) before the
     answer starts, so a crash or a full disk shows up in history (or as a
@@ -392,14 +413,19 @@ class Reply(Generic[W]):
         return self.shape.whole(self.head, self.answer)
 
     async def events(self) -> AsyncIterator[str]:
-        """The answer as server-sent events in the shape's API, ending with
-        its closing events or its error events."""
+        """The answer streamed in the shape's API (server-sent events, JSON
+        lines), ending with its closing texts or its error texts."""
         # Everything is acquired inside the generator, so a response that
         # is never sent holds no engine slot and no stream. Starlette
         # cancels it when the client leaves (status "disconnected").
         limits = Limits.start(self.state.config.server.request_timeout, None)
         status, self._saved = "disconnected", time.monotonic()
         several = self.shape if isinstance(self.shape, OpenAIStream) and len(self.answers) > 1 else None
+        # The first answer's text in the latest texts sent, and in those
+        # before them: once a yield returns, Starlette has taken the latest
+        # texts, and its http middleware sends each only after taking the
+        # next, so only the ones before are surely on the client's connection.
+        sent, delivered = "", ""
         try:
             opening = (
                 [text for index in range(len(self.answers)) for text in several.opening(self.head, index)]
@@ -409,18 +435,15 @@ class Reply(Generic[W]):
             if opening:
                 yield "".join(opening)
             async for index, chunk in run_choices(self.session, self.starts, limits, engine_errors):
-                sent = len(self.answers[index].parts)
                 self.answers[index].add(chunk)
                 events = several.chunk(self.head, chunk, index) if several else self.shape.chunk(self.head, chunk)
                 if events:
                     yield "".join(events)
-                    # Saved once sent: when the generator resumes, Starlette has
-                    # handed these events to the "http" middleware, which writes
-                    # them while taking the next; the events before them are
-                    # written. A kill leaves less stored, never text the client
-                    # did not get. Only the first answer is stored.
-                    if index == 0:
-                        self._save_partial(chunk, sent)
+                    delivered, sent = sent, self.answer.text
+                # Saved once delivered: a kill in between leaves less
+                # stored, never text the client did not get.
+                if index == 0:
+                    self._save_partial(chunk, delivered)
             closing = several.closing_choices(self.head, self.answers) if several else self.shape.closing(self.head, self.answer)
             status = self._status()
             yield "".join(closing)
@@ -449,14 +472,13 @@ class Reply(Generic[W]):
             code="request_timeout",
         )
 
-    def _save_partial(self, chunk: ChatChunk, sent: int) -> None:
-        """Store the answer's first ``sent`` parts, the text sent so far, every
-        ``PARTIAL_SAVE_INTERVAL_S`` while it streams."""
+    def _save_partial(self, chunk: ChatChunk, delivered: str) -> None:
+        """Store the answer ``delivered`` so far every ``PARTIAL_SAVE_INTERVAL_S`` while it streams."""
         if chunk.finish_reason is not None or self.turn is None or time.monotonic() - self._saved <= PARTIAL_SAVE_INTERVAL_S:
             return
         self._saved = time.monotonic()
         try:
-            self.turn.save_partial("".join(self.answer.parts[:sent]))
+            self.turn.save_partial(delivered)
         except HistoryError as e:
             log.error("could not save the answer so far to %s: %s", self.id, e)
 
@@ -482,14 +504,21 @@ async def chat_completion(state: ServiceState, body: ChatCompletionRequest, conv
 
 
 async def chat_reply(
-    state: ServiceState, body: ChatCompletionRequest, conversation_id: str | None, shape: Callable[[int], Shape[W]], *, id_prefix: str
+    state: ServiceState,
+    body: ChatCompletionRequest,
+    conversation_id: str | None,
+    shape: Callable[[int], Shape[W]],
+    *,
+    id_prefix: str,
+    unlimited: bool = False,
 ) -> Reply[W]:
     """Check a chat request, fit it to the context window and find its
     stored conversation: a `Reply` ready to run, answered in the shape that
-    ``shape`` builds from the prompt's tokens, under an id that starts with ``id_prefix``."""
+    ``shape`` builds from the prompt's tokens, under an id that starts with
+    ``id_prefix`` (``unlimited``: see `request_options`)."""
     session = check_model(state, body)
     messages = body.session_messages()
-    sampling, prompt_tokens = await fitted_options(state, session, body, messages)
+    sampling, prompt_tokens = await fitted_options(state, session, body, messages, unlimited=unlimited)
     conversation = find_conversation(state, conversation_id, body, session)
     turn = None
     if conversation is not None:
@@ -515,10 +544,20 @@ async def prompt_tokens(state: ServiceState, body: ChatCompletionRequest) -> int
 
 
 def completion(state: ServiceState, body: CompletionRequest) -> Reply[Completion]:
+    """A text-completion request answered in OpenAI's bodies (see `completion_reply`)."""
+    return completion_reply(state, body, CompletionShape(body), id_prefix="cmpl-", default_max_tokens=COMPLETION_MAX_TOKENS)
+
+
+def completion_reply(
+    state: ServiceState, body: CompletionRequest, shape: Shape[W], *, id_prefix: str, default_max_tokens: int | None, unlimited: bool = False
+) -> Reply[W]:
     """Check a text-completion request: a `Reply` ready to run (its prompt is
-    counted when it starts, under the request's limits)."""
+    counted when it starts, under the request's limits), answered in
+    ``shape`` under an id that starts with ``id_prefix``.
+    ``default_max_tokens`` applies where neither the request nor the config
+    sets one (``unlimited``: see `request_options`)."""
     session = check_model(state, body)
-    sampling = {"max_tokens": COMPLETION_MAX_TOKENS, **request_options(state, body)}
+    sampling = {"max_tokens": default_max_tokens, **request_options(state, body, unlimited=unlimited)}
 
     def start(options: dict[str, Any]) -> ChatStream:
         return session.stream_completion(body.prompt, **options)
@@ -527,4 +566,4 @@ def completion(state: ServiceState, body: CompletionRequest) -> Reply[Completion
         return fit_default_max_tokens(start, options, asked=body.answer_tokens() is not None)
 
     first, *more = [functools.partial(fitted_start, options) for options in answer_options(session, sampling, body.n)]
-    return Reply(state, session, body, first, CompletionShape(body), id=reply_id("cmpl-"), more=more)
+    return Reply(state, session, body, first, shape, id=reply_id(id_prefix), more=more)

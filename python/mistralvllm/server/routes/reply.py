@@ -1,5 +1,6 @@
 """Sending a serving `Reply` over HTTP: whole as JSON (the route's
-``response_model``), or as server-sent events."""
+``response_model``), or streamed in its shape's format (server-sent events,
+Ollama's JSON lines)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ from ..serving import Reply, W
 
 
 async def send(reply: Reply[W], request: Request, response: Response) -> W | Response:
-    """``reply`` as server-sent events if the request asked to stream; else
+    """``reply`` streamed if the request asked to stream; else
     its whole body, with its headers set on ``response``, or 499 if the client
     left first."""
     request.state.logged = True  # the reply writes this request's log line
     if reply.stream:
-        return StreamingResponse(reply.events(), media_type="text/event-stream", headers={**reply.headers, "Cache-Control": "no-cache"})
+        return StreamingResponse(reply.events(), media_type=reply.shape.media_type, headers={**reply.headers, "Cache-Control": "no-cache"})
     try:
         body = await reply.whole(request.receive)
     except ClientDisconnected:

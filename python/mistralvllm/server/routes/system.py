@@ -40,6 +40,7 @@ async def models(state: Service, _: Annotated[Session, Depends(ready_session)]) 
     return ModelList(data=[ModelCard(id=state.model_id)])
 
 
-@router.get("/", include_in_schema=False)
+# HEAD too: Ollama's clients probe the address with it before anything else.
+@router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
 async def page() -> FileResponse:
     return FileResponse(str(STATIC / "index.html"), media_type="text/html")

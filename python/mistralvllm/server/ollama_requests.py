@@ -1,0 +1,302 @@
+"""Request bodies of the Ollama API subset the service speaks, validated
+before a route sees them, and their translation into the OpenAI requests
+that the serving layer runs.
+
+``options`` are mapped onto our sampling (``num_predict`` → max_tokens,
+``repeat_penalty`` → repetition_penalty, the rest by their own names). The
+other options Ollama knows tune llama.cpp's loading or sampling methods this
+engine does not have (``num_ctx``, ``num_thread``, ``num_gpu``, ``num_batch``,
+``num_keep``, ``mirostat``, ``typical_p``, ``tfs_z``, ``repeat_last_n``,
+``penalize_newline``, ...): they are accepted and ignored, as Ollama ignores
+options it does not know.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, field_validator, model_validator
+
+from .openai_requests import ChatCompletionRequest, ChatMessage, CompletionRequest, FunctionCall, ResponseFormat, ToolCallMessage
+
+TEXT_ONLY = "this model reads text only; images cannot be given to it"
+# Go's time.ParseDuration (``"5m"``, ``"1h30m"``, ``"-1s"``), or a bare number of seconds.
+_DURATION = re.compile(r"[-+]?((\d+\.?\d*|\.\d+)(ns|us|µs|ms|s|m|h))+|[-+]?(\d+\.?\d*|\.\d+)")
+# num_predict: no limit (-1), or fill the context (-2): the same here.
+NO_LIMIT = (-1, -2)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Options(BaseModel):
+    """Ollama's ``options``; those not listed here are accepted and ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    num_predict: int | None = Field(None, description="Tokens to generate at most; -1 (or -2): no limit but the context window")
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    top_k: int | None = Field(None, ge=1)
+    min_p: float | None = Field(None, ge=0, le=1)
+    seed: int | None = Field(None, ge=-1, le=2**64 - 1, description="-1: a random seed, as when left out")
+    stop: list[str] | None = Field(None, max_length=4)
+    repeat_penalty: float | None = Field(None, gt=0)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+
+    @field_validator("num_predict")
+    @classmethod
+    def _num_predict(cls, value: int | None) -> int | None:
+        if value is not None and value < 1 and value not in NO_LIMIT:
+            raise ValueError("expected a number of tokens (1 or more), or -1 for no limit")
+        return value
+
+    @property
+    def unlimited(self) -> bool:
+        """The client asked for no limit on the answer's length."""
+        return self.num_predict in NO_LIMIT
+
+    def sampling(self) -> dict[str, Any]:
+        """The options that are set, as the OpenAI request fields they map onto."""
+        options = {
+            "max_tokens": None if self.unlimited else self.num_predict,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "min_p": self.min_p,
+            "seed": None if self.seed == -1 else self.seed,
+            "stop": self.stop,
+            "repetition_penalty": self.repeat_penalty,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
+        }
+        return {name: value for name, value in options.items() if value is not None}
+
+
+class GenerationRequest(Strict):
+    """What `/api/chat` and `/api/generate` share."""
+
+    model: str = Field(min_length=1, description="The served model's name (as /api/tags lists it), with or without ':latest'")
+    stream: StrictBool = True
+    format: str | dict[str, Any] | None = Field(None, description="'json', or a JSON schema the answer must follow")
+    options: Options = Field(default_factory=Options)
+    keep_alive: float | str | None = Field(None, description="Accepted and ignored: the model stays loaded while the service runs")
+    think: bool | str | None = None
+    logprobs: StrictBool | None = None
+    top_logprobs: int | None = None
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, value: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+        if isinstance(value, str) and value not in ("", "json"):
+            raise ValueError(f"{value!r} is not a format; expected 'json' or a JSON schema object")
+        return value
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _keep_alive(cls, value: float | str | None) -> float | str | None:
+        if isinstance(value, str) and not _DURATION.fullmatch(value.strip()):
+            raise ValueError(f"{value!r} is not a duration; expected e.g. '5m', '1h', '-1' or a number of seconds")
+        return value
+
+    @field_validator("think")
+    @classmethod
+    def _think(cls, value: bool | str | None) -> bool | str | None:
+        if value not in (None, False):
+            raise ValueError("this model does not think before it answers; leave think out or set it to false")
+        return value
+
+    @field_validator("logprobs")
+    @classmethod
+    def _logprobs(cls, value: bool | None) -> bool | None:
+        if value:
+            raise ValueError("log probabilities are not available here; leave logprobs out or set it to false")
+        return value
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_logprobs(cls, value: int | None) -> int | None:
+        if value:
+            raise ValueError("log probabilities are not available here; leave top_logprobs out or set it to 0")
+        return value
+
+    @property
+    def unloads(self) -> bool:
+        """``keep_alive`` 0: Ollama's request to unload the model."""
+        if isinstance(self.keep_alive, str):
+            return all(float(number) == 0 for number in re.findall(r"\d+\.?\d*|\.\d+", self.keep_alive))
+        return self.keep_alive == 0
+
+    def response_format(self) -> ResponseFormat | None:
+        """``format`` as the OpenAI response format our constraints read."""
+        if isinstance(self.format, dict):
+            return ResponseFormat.model_validate({"type": "json_schema", "json_schema": {"schema": self.format}})
+        return ResponseFormat(type="json_object") if self.format == "json" else None
+
+
+class ToolCallFunction(Strict):
+    index: int | None = None
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolCall(Strict):
+    """A call the model made in an earlier answer, in Ollama's shape (arguments as an object)."""
+
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: ToolCallFunction
+
+
+class Message(Strict):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = ""
+    images: list[str] | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_name: str | None = Field(None, description="The tool whose result a 'tool' message carries")
+
+    @field_validator("images")
+    @classmethod
+    def _images(cls, value: list[str] | None) -> list[str] | None:
+        if value:
+            raise ValueError(TEXT_ONLY)
+        return value
+
+    def openai_message(self) -> ChatMessage:
+        calls = [
+            ToolCallMessage(id=call.id or f"call_{i}", function=FunctionCall(name=call.function.name, arguments=json.dumps(call.function.arguments)))
+            for i, call in enumerate(self.tool_calls or [])
+        ]
+        return ChatMessage(role=self.role, content=self.content, name=self.tool_name, tool_calls=calls or None)
+
+
+class ChatRequest(GenerationRequest):
+    """`POST /api/chat`; no messages: load the model."""
+
+    messages: list[Message] = Field(default_factory=list)
+    tools: list[dict[str, Any]] | None = None
+
+    def openai_request(self, model: str) -> ChatCompletionRequest:
+        """The request as a chat completion of ``model`` (the served model's name)."""
+        return ChatCompletionRequest(
+            model=model,
+            messages=[message.openai_message() for message in self.messages],
+            stream=self.stream,
+            response_format=self.response_format(),
+            tools=self.tools or None,
+            **self.options.sampling(),
+        )
+
+
+class GenerateRequest(GenerationRequest):
+    """`POST /api/generate`: a prompt answered through the model's chat template,
+    or continued as it is (``raw``); an empty prompt: load the model."""
+
+    prompt: str = ""
+    raw: StrictBool = False
+    system: str | None = None
+    template: str | None = None
+    suffix: str | None = None
+    context: list[int] | None = None
+    images: list[str] | None = None
+
+    @field_validator("system")
+    @classmethod
+    def _system(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value and info.data.get("raw"):
+            raise ValueError("a raw prompt is sent as it is, so a system prompt cannot be added to it; put it in the prompt, or leave raw out")
+        return value
+
+    @model_validator(mode="after")
+    def _raw_has_no_format(self) -> GenerateRequest:
+        if self.raw and self.format:
+            raise ValueError("format: a raw prompt is continued as plain text, so its answer cannot be held to a format; leave raw out")
+        return self
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        if value:
+            raise ValueError(
+                "Ollama's Go prompt templates cannot be used here: the model's own chat template applies; "
+                "leave template out, or send the whole prompt with raw: true"
+            )
+        return value
+
+    @field_validator("suffix")
+    @classmethod
+    def _suffix(cls, value: str | None) -> str | None:
+        if value:
+            raise ValueError("this model does not fill in the middle (insert); leave suffix out")
+        return value
+
+    @field_validator("context")
+    @classmethod
+    def _context(cls, value: list[int] | None) -> list[int] | None:
+        if value:
+            raise ValueError("the deprecated token context is not kept here; send the conversation to /api/chat instead")
+        return value
+
+    @field_validator("images")
+    @classmethod
+    def _images(cls, value: list[str] | None) -> list[str] | None:
+        if value:
+            raise ValueError(TEXT_ONLY)
+        return value
+
+    def chat_request(self, model: str) -> ChatCompletionRequest:
+        """The prompt (and ``system``) as a chat completion of ``model``."""
+        messages = [ChatMessage(role="system", content=self.system)] if self.system else []
+        return ChatCompletionRequest(
+            model=model,
+            messages=[*messages, ChatMessage(role="user", content=self.prompt)],
+            stream=self.stream,
+            response_format=self.response_format(),
+            **self.options.sampling(),
+        )
+
+    def completion_request(self, model: str) -> CompletionRequest:
+        """The raw prompt as a text completion of ``model``."""
+        return CompletionRequest(model=model, prompt=self.prompt, stream=self.stream, **self.options.sampling())
+
+
+class ShowRequest(Strict):
+    """`POST /api/show`; ``name`` is Ollama's older name for ``model``."""
+
+    model: str | None = Field(None, min_length=1)
+    name: str | None = Field(None, min_length=1)
+    verbose: StrictBool = False
+
+    @model_validator(mode="after")
+    def _named(self) -> ShowRequest:
+        if self.model is None and self.name is None:
+            raise ValueError("model: give the model's name")
+        return self
+
+    @property
+    def model_name(self) -> str:
+        return self.model or self.name or ""
+
+
+class EmbedRequest(Strict):
+    """`POST /api/embed` (answered 501: a chat model does not embed here)."""
+
+    model: str = Field(min_length=1)
+    input: str | list[str]
+    truncate: StrictBool | None = None
+    dimensions: int | None = Field(None, ge=1)
+    options: Options = Field(default_factory=Options)
+    keep_alive: float | str | None = None
+
+
+class EmbeddingsRequest(Strict):
+    """`POST /api/embeddings`, Ollama's older embedding route (answered 501 too)."""
+
+    model: str = Field(min_length=1)
+    prompt: str | None = None
+    options: Options = Field(default_factory=Options)
+    keep_alive: float | str | None = None
