@@ -195,6 +195,14 @@ def test_a_database_out_of_reach_is_a_503_in_each_apis_shape_and_the_service_rec
                 body = anthropic_shaped.json()
                 assert body["type"] == "error" and body["error"]["type"] == "overloaded_error"
                 assert f"127.0.0.1:{postgres.port}" in body["error"]["message"] and PASSWORD not in anthropic_shaped.text
+                ollama_shaped = httpx.post(
+                    server.url + "/api/chat",
+                    json={"model": MODEL, "messages": ITALY, "stream": False, "options": {"num_predict": 4}},
+                    headers=conversation,
+                    timeout=60,
+                )
+                assert ollama_shaped.status_code == 503
+                assert f"127.0.0.1:{postgres.port}" in ollama_shaped.json()["error"] and PASSWORD not in ollama_shaped.text
                 # What needs no history is still answered.
                 unstored = httpx.post(server.url + CHAT, json={"model": MODEL, "messages": ITALY, "max_tokens": 12}, headers=AUTH, timeout=60)
                 assert unstored.status_code == 200 and "Rome" in unstored.json()["choices"][0]["message"]["content"]
