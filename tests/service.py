@@ -44,9 +44,9 @@ class Server:
             self.process.wait(timeout=30)
 
 
-def start_server(tmp: Path, *, history: Path | None = None, extra_env: dict[str, str] | None = None) -> Server:
-    """Start the service with the default config on a free loopback port and
-    wait until its model is loaded."""
+def start_server(tmp: Path, *, history: Path | None = None, extra_env: dict[str, str] | None = None, config: Path | None = None) -> Server:
+    """Start the service with ``config`` (the default config) on a free
+    loopback port and wait until its first model is loaded."""
     port = free_port()
     history = history or tmp / "history.sqlite3"
     env = {
@@ -60,7 +60,7 @@ def start_server(tmp: Path, *, history: Path | None = None, extra_env: dict[str,
     log = tmp / f"server-{port}.log"
     with open(log, "w") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mistralvllm", "serve", "--config", str(REPO / "config" / "config.json"), "--port", str(port)],
+            [sys.executable, "-m", "mistralvllm", "serve", "--config", str(config or REPO / "config" / "config.json"), "--port", str(port)],
             env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
