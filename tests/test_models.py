@@ -190,3 +190,11 @@ def test_keep_alive_durations_and_the_single_model_config(tmp_path: Path) -> Non
     # Without `models`, the one model is named after its file, as before.
     (only,) = load_config(environ={"MISTRALVLLM_MODEL__PATH": str(tmp_path / "m.gguf")}).served_models()
     assert only.name == "m" and only.path == str(tmp_path / "m.gguf")
+
+
+def test_model_paths_in_a_file_are_relative_to_it(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    path = tmp_path / "conf" / "models.json"
+    path.write_text(json.dumps({"models": [{"name": "a", "path": "../m.gguf", "lora": ["adapter"]}]}))
+    (entry,) = load_config(path, environ={}).served_models()
+    assert entry.path == str(tmp_path / "conf" / ".." / "m.gguf") and entry.lora == [str(tmp_path / "conf" / "adapter")]
