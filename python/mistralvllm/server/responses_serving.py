@@ -18,6 +18,7 @@ from typing import Any, Literal
 from .._core import ChatChunk
 from ..collect import StreamedAnswer
 from ..history import ConversationSummary, StoredMessage, Turn
+from ..models import served_model_name
 from ..session import Session
 from ..tools import messages_for_engine
 from .api_error import APIError
@@ -34,7 +35,7 @@ from .responses_bodies import (
 )
 from .responses_requests import ResponseRequest
 from .serving import SERVER_SENT_EVENTS, Reply, check_model, event, fitted_options, held, history_writes, reply_id
-from .state import ServiceState, served_model_name
+from .state import ServiceState
 
 RESPONSE_ID_PREFIX = "resp_"
 ResponseStatus = Literal["in_progress", "completed", "incomplete", "failed"]

@@ -3,21 +3,15 @@ share (config, history, metrics)."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from ..config import Config
 from ..history import ChatHistory
-from ..models import served_model_name
 from ..session import Session
 from .api_error import APIError
 from .metrics import ServiceMetrics
 from .model_pool import ModelLease, ModelPool
-
-__all__ = ["ServiceState", "served_model_name"]
-
-log = logging.getLogger("mistralvllm.server")
 
 
 class ServiceState:
