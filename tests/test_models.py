@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anthropic
@@ -56,7 +56,7 @@ def loaded(server: Server) -> list[str]:
     return [m["name"] for m in httpx.get(f"{server.url}/api/ps", headers=AUTH).json()["models"]]
 
 
-def wait_until(condition, timeout: float = 20) -> None:  # type: ignore[no-untyped-def]
+def wait_until(condition: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "timed out"
@@ -198,3 +198,20 @@ def test_model_paths_in_a_file_are_relative_to_it(tmp_path: Path) -> None:
     path.write_text(json.dumps({"models": [{"name": "a", "path": "../m.gguf", "lora": ["adapter"]}]}))
     (entry,) = load_config(path, environ={}).served_models()
     assert entry.path == str(tmp_path / "conf" / ".." / "m.gguf") and entry.lora == [str(tmp_path / "conf" / "adapter")]
+
+
+def test_a_model_with_a_request_running_is_never_unloaded_to_make_room(served: Server) -> None:
+    client = openai.OpenAI(base_url=f"{served.url}/v1", api_key=API_KEY)
+    # The random model picks any token: its end tokens (<|endoftext|>, <|im_end|>) are barred, so the answer runs on.
+    no_end = {"0": -100, "2": -100}
+    long_answer = {"model": "tiny", "messages": ITALY, "max_tokens": 6000, "temperature": 1.5, "logit_bias": no_end, "stream": True}
+    with httpx.stream("POST", f"{served.url}/v1/chat/completions", json=long_answer, headers=AUTH, timeout=60) as streaming:
+        lines = streaming.iter_lines()  # kept: a closed iterator closes the stream
+        next(lines)  # tiny is loaded and answering; it stays the least recently used model
+        client.chat.completions.create(model="tiny-b", messages=ITALY, max_tokens=2)  # type: ignore[arg-type]
+        assert sorted(loaded(served)) == ["tiny-b:latest", "tiny:latest"]
+        # smol needs room: tiny-b goes, though tiny was used less recently, for tiny is busy.
+        client.chat.completions.create(model="smol", messages=ITALY, max_tokens=2)  # type: ignore[arg-type]
+        health = {m["name"]: m for m in httpx.get(f"{served.url}/health").json()["models"]}
+        assert health["tiny"]["requests"] == 1, "the long answer ended before the test could use it"
+        assert sorted(loaded(served)) == ["smol:latest", "tiny:latest"]
