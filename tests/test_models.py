@@ -215,3 +215,20 @@ def test_a_model_with_a_request_running_is_never_unloaded_to_make_room(served: S
         health = {m["name"]: m for m in httpx.get(f"{served.url}/health").json()["models"]}
         assert health["tiny"]["requests"] == 1, "the long answer ended before the test could use it"
         assert sorted(loaded(served)) == ["smol:latest", "tiny:latest"]
+
+
+def test_max_loaded_mem_unloads_until_the_files_fit(tmp_path: Path, default_model: Path, tiny_model: Path) -> None:
+    sizes = {"smol:latest": default_model.stat().st_size, "tiny:latest": sum(p.stat().st_size for p in tiny_model.iterdir() if p.is_file())}
+    sizes["tiny-b:latest"] = sizes["tiny:latest"]
+    bound_mib = -(-(sizes["smol:latest"] + sizes["tiny:latest"]) // 2**20)  # smol and tiny fit, not all three
+    server = start_server(tmp_path, config=write_config(tmp_path / "models.json", default_model, tiny_model, max_loaded_mem=bound_mib))
+    try:
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY)
+        client.chat.completions.create(model="tiny", messages=ITALY, max_tokens=2)  # type: ignore[arg-type]
+        assert sorted(loaded(server)) == ["smol:latest", "tiny:latest"]
+        # Three models are allowed (max_loaded_models), but their files are not: smol, the least recently used, goes.
+        client.chat.completions.create(model="tiny-b", messages=ITALY, max_tokens=2)  # type: ignore[arg-type]
+        assert sorted(loaded(server)) == ["tiny-b:latest", "tiny:latest"]
+        assert sum(sizes[name] for name in loaded(server)) <= bound_mib * 2**20
+    finally:
+        server.stop()
