@@ -16,7 +16,7 @@ FEATURES ?=
 PYTEST_ARGS ?=
 PYTHON_LIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 
-.PHONY: venv lint patched-crates build browser chat serve bench bench-choices bench-service bench-uqff bench-kv bench-prefix bench-wheel bench-fidelity test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda wheel-cuda clean
+.PHONY: venv lint patched-crates build browser postgres chat serve bench bench-choices bench-service bench-uqff bench-kv bench-prefix bench-wheel bench-fidelity test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda wheel-cuda clean
 
 venv: $(VENV)/.deps
 
@@ -47,6 +47,13 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends chromium; fi; }
 
+# The PostgreSQL history's tests start a server of their own from Debian's
+# postgresql package (its binaries stay off PATH, in /usr/lib/postgresql/*/bin).
+postgres:
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends postgresql; fi; }
+
 # ruff (lint and format) over the Python, mypy --strict on the package, and
 # rustfmt on the crate: quick, so they run first and a failure stops the tests.
 # (cargo fmt only formats: nothing is compiled.)
@@ -58,7 +65,7 @@ lint: venv
 	$(VENV)/bin/mypy
 	cargo fmt --manifest-path rust/Cargo.toml --check
 
-test: venv lint build browser test-rust test-python
+test: venv lint build browser postgres test-rust test-python
 
 test-rust: venv patched-crates
 	RUSTFLAGS="$(NATIVE_RUSTFLAGS)" PYO3_PYTHON=$(abspath $(PY)) LD_LIBRARY_PATH=$(PYTHON_LIBDIR) \

@@ -12,6 +12,7 @@ import pytest
 
 from mistralvllm import Session, default_model_path
 from mistralvllm.convert import gguf_to_plain, random_llama
+from postgres_server import PostgresServer, start_postgres
 from service import run_server
 
 CACHE_DIR = Path(os.environ.get("MISTRALVLLM_CACHE", Path.home() / ".cache" / "mistralvllm")) / "models"
@@ -59,3 +60,11 @@ def session(default_model: Path) -> Iterator[Session]:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """`mistralvllm serve` with the default config, an API key and a private history."""
     yield from run_server(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of the test suite's own, for the PostgreSQL history."""
+    server = start_postgres()
+    yield server
+    server.stop()

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 REPO = Path(__file__).resolve().parent.parent
 API_KEY = "test-key"
@@ -30,11 +32,12 @@ def free_port() -> int:
 
 @dataclass
 class Server:
-    """A `mistralvllm serve` process with a private history database."""
+    """A `mistralvllm serve` process with its history: a private SQLite file,
+    or a PostgreSQL URL that other services may share."""
 
     process: subprocess.Popen[bytes]
     url: str
-    history: Path
+    history: Path | str
     log: Path
     env: dict[str, str]
 
@@ -44,14 +47,20 @@ class Server:
             self.process.wait(timeout=30)
 
 
-def start_server(tmp: Path, *, history: Path | None = None, extra_env: dict[str, str] | None = None, config: Path | None = None) -> Server:
+def start_server(tmp: Path, *, history: Path | str | None = None, extra_env: dict[str, str] | None = None, config: Path | None = None) -> Server:
     """Start the service with ``config`` (the default config) on a free
-    loopback port and wait until its first model is loaded."""
+    loopback port and wait until its first model is loaded. ``history``: a
+    SQLite file (by default one in ``tmp``) or a PostgreSQL URL."""
     port = free_port()
     history = history or tmp / "history.sqlite3"
+    where = (
+        {"MISTRALVLLM_HISTORY__PATH": "null", "MISTRALVLLM_HISTORY__URL": history}
+        if isinstance(history, str)
+        else {"MISTRALVLLM_HISTORY__PATH": str(history)}
+    )
     env = {
         **os.environ,
-        "MISTRALVLLM_HISTORY__PATH": str(history),
+        **where,
         "MISTRALVLLM_SERVER__API_KEY": API_KEY,
         "XDG_DATA_HOME": str(tmp / "data"),
         **(extra_env or {}),
@@ -86,15 +95,21 @@ def run_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
     server.stop()
 
 
-def stored_turns(history: Path) -> dict[str, list[dict[str, object]]]:
-    """Every conversation's messages, read straight from the database."""
-    with sqlite3.connect(history) as db:
-        db.row_factory = sqlite3.Row
-        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        rows = db.execute("SELECT conversation_id, role, content, finish_reason, interrupted FROM messages ORDER BY id").fetchall()
+def stored_turns(history: Path | str) -> dict[str, list[dict[str, object]]]:
+    """Every conversation's messages, read straight from the database (a
+    SQLite file or a PostgreSQL URL: the tables are the same)."""
+    query = "SELECT conversation_id, role, content, finish_reason, interrupted FROM messages ORDER BY id"
+    if isinstance(history, str):
+        with psycopg.connect(history, row_factory=dict_row) as postgres:
+            rows = postgres.execute(query).fetchall()
+    else:
+        with sqlite3.connect(history) as db:
+            db.row_factory = sqlite3.Row
+            assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            rows = [dict(row) for row in db.execute(query).fetchall()]
     turns: dict[str, list[dict[str, object]]] = {}
     for row in rows:
-        turns.setdefault(row["conversation_id"], []).append(dict(row))
+        turns.setdefault(row["conversation_id"], []).append(row)
     return turns
 
 

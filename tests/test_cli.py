@@ -12,7 +12,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from mistralvllm.history import ChatHistory
+from mistralvllm.history import SQLiteHistory
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = str(REPO / "config" / "config.json")
@@ -138,7 +138,7 @@ def test_interactive_chat_in_a_terminal(cli_env: dict[str, str]) -> None:
     finally:
         child.close(force=True)
 
-    messages = ChatHistory(cli_env["MISTRALVLLM_HISTORY__PATH"]).messages(first_id)
+    messages = SQLiteHistory(cli_env["MISTRALVLLM_HISTORY__PATH"]).messages(first_id)
     assert [m.role for m in messages] == ["user", "assistant"] * 4
     assert [m.interrupted for m in messages if m.role == "assistant"] == [False, True, False, False]
     assert messages[6].content == "What is the opposite\nof hot?"
@@ -153,7 +153,7 @@ def test_resumed_pipe_chats_drop_the_oldest_turns_to_fit(cli_env: dict[str, str]
         answer = run(env, "chat", "--config", CONFIG, "--resume", conversation_id, stdin=question)
         assert answer.returncode == 0, answer.stderr
     assert "cold" in answer.stdout.lower()
-    messages = ChatHistory(env["MISTRALVLLM_HISTORY__PATH"]).messages(conversation_id)
+    messages = SQLiteHistory(env["MISTRALVLLM_HISTORY__PATH"]).messages(conversation_id)
     assert len(messages) == 6
     dropped = [m.dropped_turns for m in messages if m.role == "user"]
     assert dropped[0] == 0 and dropped[-1] >= 1, dropped

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from mistralvllm import ConfigError, Topology
 from mistralvllm.config import Config, config_schema, load_config
@@ -49,6 +51,8 @@ BROKEN = [
     ({"engine": {"prefix_cache_mem": "100000GiB"}}, "engine.prefix_cache_mem: '100000GiB' is out of range"),
     ({"history": {"enabled": "maybe"}}, "history.enabled: input should be a valid boolean"),
     ({"history": {"context_budget": 0}}, "history.context_budget: input should be greater than or equal to 1"),
+    ({"history": {"path": "h.sqlite3", "url": "postgresql://db/h"}}, "history: set either path (SQLite) or url (PostgreSQL), not both"),
+    ({"history": {"url": "mysql://me:pw@db/h"}}, "history.url: 'mysql://me:***@db/h' is not a PostgreSQL URL; expected postgresql://"),
     ({"server": {"port": 70000}}, "server.port: input should be less than or equal to 65535"),
     ({"server": {"api_kee": "x"}}, "server.api_kee: unknown key 'api_kee'; did you mean 'api_key'?"),
     ({"system_prompt": 42}, "system_prompt: input should be a valid string"),
@@ -125,6 +129,35 @@ def test_precedence_defaults_file_environment_flags(tmp_path: Path) -> None:
 def test_environment_errors_name_the_variable(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^MISTRALVLLM_SAMPLING__TOP_P: sampling\.top_p: input should be less than or equal to 1"):
         load_config(environ={"MISTRALVLLM_SAMPLING__TOP_P": "3"})
+
+
+@pytest.mark.parametrize("url", ["mysql://me:s3cret@db/h", "postgresql://me:s3cret@db:port/h", "pg://db/h?x=1&password=s3cret"])
+def test_a_bad_history_url_is_shown_without_its_password(url: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(environ={"MISTRALVLLM_HISTORY__URL": url})
+    text = str(raised.value)
+    assert text.startswith("MISTRALVLLM_HISTORY__URL: history.url: '") and "***" in text, text
+    assert "s3cret" not in text, text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["postgresql://", "mysql://", "", "x:/"]), st.text(min_size=8).filter(lambda p: "@" not in p), st.text(), st.text())
+def test_no_history_url_error_shows_its_password(scheme: str, password: str, host: str, rest: str) -> None:
+    password = "Ω" + password  # in no message of ours or urllib's
+    url = f"{scheme}me:{password}@{host}{rest}"
+    assume(password not in scheme + host + rest)
+    try:
+        load_config(environ={"MISTRALVLLM_HISTORY__URL": url})
+    except ConfigError as e:
+        assert password not in str(e)
+
+
+def test_a_history_url_replaces_the_path_set_to_null(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"history": {"path": "h.sqlite3"}}))
+    url = "postgresql://me:pw@db.example:5433/history"
+    config = load_config(path, environ={"MISTRALVLLM_HISTORY__PATH": "null", "MISTRALVLLM_HISTORY__URL": url})
+    assert (config.history.path, config.history.url) == (None, url)
 
 
 def test_relative_paths_are_relative_to_the_file(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import pytest
 
 from mistralvllm import ConfigError
 from mistralvllm.config import load_config
-from mistralvllm.history import ChatHistory
+from mistralvllm.history import SQLiteHistory
 from service import API_KEY, AUTH, Server, start_server
 
 ITALY = [{"role": "user", "content": "What is the capital of Italy? Answer in one word."}]
@@ -148,7 +148,7 @@ def test_chat_picks_a_configured_model_by_name(tmp_path: Path, default_model: Pa
     command = [sys.executable, "-m", "mistralvllm", "chat", "--config", str(config), "--json", "--model"]
     chat = subprocess.run([*command, "tiny"], input="Hi\n", capture_output=True, text=True, env=env, timeout=120)
     assert chat.returncode == 0, chat.stderr
-    conversation = ChatHistory(env["MISTRALVLLM_HISTORY__PATH"]).show(json.loads(chat.stdout)["conversation_id"])
+    conversation = SQLiteHistory(env["MISTRALVLLM_HISTORY__PATH"]).show(json.loads(chat.stdout)["conversation_id"])
     assert conversation.model == str(tiny_model)
     unknown = subprocess.run([*command, "nope"], input="Hi\n", capture_output=True, text=True, env=env, timeout=120)
     assert unknown.returncode == 1 and "nor a configured model name (configured: smol, smol-alias, tiny, tiny-b)" in unknown.stderr

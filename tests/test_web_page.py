@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from mistralvllm.history import ChatHistory
+from mistralvllm.history import SQLiteHistory
 from service import API_KEY
 
 CHROMIUM = shutil.which("chromium")
@@ -56,7 +56,7 @@ def test_chat_stop_reload_and_find_the_conversation(page, tmp_path: Path) -> Non
 
 
 def test_model_output_is_shown_as_text_not_html(page, server: dict[str, str]) -> None:
-    conversation = ChatHistory(server["history"]).new(conversation_id="xss-check")
+    conversation = SQLiteHistory(server["history"]).new(conversation_id="xss-check")
     conversation.record_turn("markup check", 'Look: <img src=x onerror="window.hacked=1"><script>window.hacked=2</script> **bold**')
     page.reload()
     page.locator("#conversations li", has_text="markup check").locator("span").click()

@@ -21,7 +21,7 @@ from ._core import ToolCall, Usage
 from .collect import StreamedAnswer
 from .config import Config, SamplingSection
 from .errors import MistralVllmError
-from .history import ChatHistory, Conversation, ConversationSummary
+from .history import Conversation, ConversationSummary, HistoryStore
 from .session import Session
 from .tools import PythonTool, tool_call_body
 
@@ -67,7 +67,7 @@ def conversation_table(conversations: list[ConversationSummary]) -> Table:
     return table
 
 
-def start_conversation(session: Session, config: Config, history: ChatHistory | None, system_prompt: str | None) -> Conversation:
+def start_conversation(session: Session, config: Config, history: HistoryStore | None, system_prompt: str | None) -> Conversation:
     """A new conversation, stored when there is a history, in memory otherwise."""
     if history is None:
         return Conversation(None, "unsaved", system_prompt)
@@ -81,7 +81,7 @@ class ChatApp:
         self,
         session: Session,
         config: Config,
-        history: ChatHistory | None,
+        history: HistoryStore | None,
         conversation: Conversation,
         console: Console,
         *,
@@ -208,7 +208,7 @@ class ChatApp:
         self.new_conversation()
         self.note(f"new conversation {self.conversation.id}")
 
-    def _require_history(self) -> ChatHistory:
+    def _require_history(self) -> HistoryStore:
         if self.history is None:
             raise MistralVllmError("history is off (history.enabled is false or --no-history)")
         return self.history

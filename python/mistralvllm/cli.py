@@ -24,7 +24,7 @@ from ._core import BUILD_FEATURES, MISTRALRS_VERSION, inspect_model
 from .chat_ui import ChatApp, conversation_table, start_conversation, when
 from .config import Config, ServedModelSection, config_schema, load_config
 from .errors import MistralVllmError, ModelLoadError
-from .history import ChatHistory, ExportFormat
+from .history import ExportFormat, HistoryStore, open_history
 from .models import default_model_path, served_model_name
 from .planner import DTYPE_BYTES, ModelInventory, Quality, check_plan, parse_memory, plan_topology
 from .session import Session
@@ -49,10 +49,6 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
             sys.exit(1)
 
     return wrapper
-
-
-def open_history(config: Config) -> ChatHistory | None:
-    return ChatHistory(config.history.path) if config.history.enabled else None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -141,7 +137,7 @@ def chat(
     config = load_config(config_path, overrides=overrides)
     interactive = sys.stdin.isatty()
     console = Console(stderr=not interactive)
-    history = open_history(config)
+    history = open_history(config.history) if config.history.enabled else None
     session = load_session(chosen_model(config, model, lora_dirs), console, quiet=not interactive)
     with session:
         info = session.info()
@@ -337,9 +333,8 @@ def history() -> None:
     """Stored conversations: list, show, export, search, rm."""
 
 
-def _history_from(config_path: Path | None) -> ChatHistory:
-    config = load_config(config_path)
-    return ChatHistory(config.history.path)
+def _history_from(config_path: Path | None) -> HistoryStore:
+    return open_history(load_config(config_path).history)
 
 
 @history.command("list")

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ._core import ISQ_NAMES, Topology
 from .errors import ConfigError
+from .history.location import check_postgres_url
 from .models import DEFAULT_MODEL_FILE, served_model_name
 from .session import prefix_cache_bytes
 
@@ -244,9 +245,27 @@ class SamplingSection(Section):
 
 
 class HistorySection(Section):
+    """Where conversations are stored: SQLite at `path` (the default), or PostgreSQL at `url`."""
+
     enabled: bool = True
     path: str | None = Field(None, description="SQLite database; null: history.sqlite3 in the user data directory")
+    url: str | None = Field(
+        None,
+        description="PostgreSQL database (postgresql://USER:PASSWORD@HOST:PORT/DATABASE) that several services can share; "
+        "needs the 'postgres' extra; null: SQLite at path",
+    )
     context_budget: int | None = Field(None, ge=1, description="Tokens of context a chat may use; null: the model's context window")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_postgres_url(value)
+
+    @model_validator(mode="after")
+    def _one_database(self) -> HistorySection:
+        if self.path is not None and self.url is not None:
+            raise ValueError("set either path (SQLite) or url (PostgreSQL), not both; set the other to null")
+        return self
 
 
 class ServerSection(Section):

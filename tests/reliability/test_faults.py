@@ -3,7 +3,6 @@ that is gone at start, a full disk under the history database."""
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import signal
@@ -18,6 +17,7 @@ import pytest
 
 from prompts import ITALY
 from service import AUTH, MODEL, REPO, free_port, start_server, stored_turns
+from streams import LiveStreams
 
 CHAT = "/v1/chat/completions"
 
@@ -33,49 +33,12 @@ def test_kill_9_during_eight_streams_loses_no_turn(tmp_path: Path) -> None:
                 timeout=60,
             )
             assert reply.status_code == 200
-        received = {f"live-{i}": "" for i in range(8)}
-        finished: set[str] = set()  # answers that ended before the kill
-        answering_since: dict[str, float] = {}
-        latest_text_at: dict[str, float] = {}
-
-        def stream(conversation_id: str) -> None:
-            body = {
-                "model": MODEL,
-                "messages": [{"role": "user", "content": f"Tell a long story about lighthouse {conversation_id}."}],
-                "max_tokens": 400,
-                "stream": True,
-            }
-            try:
-                with httpx.stream(
-                    "POST", server.url + CHAT, json=body, headers={**AUTH, "X-Conversation-Id": conversation_id}, timeout=120
-                ) as response:
-                    for line in response.iter_lines():
-                        if line.startswith("data: {"):
-                            choice = json.loads(line[6:])["choices"][0]
-                            received[conversation_id] += choice["delta"].get("content", "")
-                            if choice["finish_reason"]:
-                                finished.add(conversation_id)
-                            if received[conversation_id]:
-                                answering_since.setdefault(conversation_id, time.monotonic())
-                                latest_text_at[conversation_id] = time.monotonic()
-            except httpx.HTTPError:
-                pass  # the server died under us, as intended
-
-        threads = [threading.Thread(target=stream, args=(cid,)) for cid in received]
-        for thread in threads:
-            thread.start()
-        # Kill once an unfinished answer got text more than a second after its
-        # first: the server saved it (every second) once it had sent that text.
-        # (Time alone is not enough: with 8 chats batched, an answer may get
-        # no chunk for seconds while the others read their prompts.)
-        deadline = time.monotonic() + 120
-        while not any(c not in finished and latest_text_at.get(c, t) - t > 1.2 for c, t in list(answering_since.items())):
-            assert time.monotonic() < deadline, "no answer ran long enough"
-            time.sleep(0.05)
+        streams = LiveStreams({f"live-{i}": server.url for i in range(8)})
+        streams.wait_for_a_saved_partial(set(streams.servers))
         server.process.send_signal(signal.SIGKILL)
         server.process.wait(timeout=30)
-        for thread in threads:
-            thread.join(timeout=60)
+        streams.join()
+        received, finished = streams.received, streams.finished
 
         turns = stored_turns(server.history)
         for i in range(2):

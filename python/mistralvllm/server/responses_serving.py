@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from .._core import ChatChunk
 from ..collect import StreamedAnswer
-from ..history import ConversationSummary, StoredMessage, Turn
+from ..history import ConversationNotFoundError, ConversationSummary, StoredMessage, Turn
 from ..models import served_model_name
 from ..session import Session
 from ..tools import messages_for_engine
@@ -198,10 +198,19 @@ def find_stored(state: ServiceState, response_id: str, *, param: str | None = No
     """The stored conversation of response ``response_id`` and its messages
     (the last one its answer); 404 naming the id if there is none."""
     history = state.history
-    if history is not None and response_id.startswith(RESPONSE_ID_PREFIX) and history.exists(response_id):
-        messages = history.messages(response_id)
-        if len(messages) >= 2 and messages[-1].role == "assistant":
-            return history.show(response_id), messages
+
+    def find() -> tuple[ConversationSummary, list[StoredMessage]] | None:
+        if history is None or not response_id.startswith(RESPONSE_ID_PREFIX) or not history.exists(response_id):
+            return None
+        try:
+            messages = history.messages(response_id)
+            summary = history.show(response_id)
+        except ConversationNotFoundError:  # deleted just now (by another request or service)
+            return None
+        return (summary, messages) if len(messages) >= 2 and messages[-1].role == "assistant" else None
+
+    if (found := history_writes(find)) is not None:
+        return found
     where = "" if history is not None else " (history is off in this service's config, so no response is stored)"
     what = "previous response" if param == "previous_response_id" else "response"
     code = "previous_response_not_found" if param == "previous_response_id" else "response_not_found"
@@ -273,5 +282,6 @@ def stored_response(state: ServiceState, response_id: str) -> ResponseObject:
 
 def delete_response(state: ServiceState, response_id: str) -> DeletedResponse:
     find_stored(state, response_id)
-    state.require_history().delete(response_id)
+    store = state.require_history()
+    history_writes(lambda: store.delete(response_id))
     return DeletedResponse(id=response_id)

@@ -24,7 +24,7 @@ from .._core import ChatChunk, ChatStream, TokenLogprob, Usage
 from ..collect import StreamedAnswer
 from ..context_window import context_overflow
 from ..errors import ContextOverflowError, RequestError
-from ..history import Conversation, HistoryError, HistoryWriteError, Turn
+from ..history import Conversation, ConversationExistsError, HistoryDatabaseError, HistoryError, HistoryWriteError, Turn
 from ..session import Session, choice_options
 from ..tools import tool_call_body
 from .api_error import APIError
@@ -102,12 +102,17 @@ def engine_errors(call: Callable[[], T]) -> T:
 
 
 def history_writes(call: Callable[[], T]) -> T:
-    """Run ``call``, answering a history write that failed (e.g. a full disk) with 507."""
+    """Run ``call``, answering a history write that failed (e.g. a full disk)
+    with 507, and a history database that cannot be reached (e.g. a PostgreSQL
+    server that is down) with 503."""
     try:
         return call()
     except HistoryWriteError as e:
         log.error("history write failed: %s", e)
         raise APIError(507, str(e), type="server_error", code="history_write_failed") from None
+    except HistoryDatabaseError as e:
+        log.error("history unavailable: %s", e)
+        raise APIError(503, str(e), type="service_unavailable", code="history_unavailable") from None
 
 
 def check_limits(state: ServiceState, body: GenerationRequest) -> None:
@@ -179,17 +184,22 @@ def find_conversation(state: ServiceState, conversation_id: str | None, body: Ch
     if not conversation_id or history is None:
         return None
     system = next((m.text() for m in body.messages if m.role == "system"), None)
+
+    def find() -> Conversation:
+        if not history.exists(conversation_id):
+            try:
+                return history.new(
+                    model=session.info()["model"], config_digest=state.config.digest(), system_prompt=system, conversation_id=conversation_id
+                )
+            except ConversationExistsError:
+                pass  # another request (or another service sharing the history) made it just now
+        conversation = history.resume(conversation_id)
+        if system is not None and system != conversation.system_prompt:
+            conversation.set_system_prompt(system)
+        return conversation
+
     try:
-        if history.exists(conversation_id):
-            conversation = history.resume(conversation_id)
-            if system is not None and system != conversation.system_prompt:
-                history_writes(lambda: conversation.set_system_prompt(system))
-            return conversation
-        return history_writes(
-            lambda: history.new(
-                model=session.info()["model"], config_digest=state.config.digest(), system_prompt=system, conversation_id=conversation_id
-            )
-        )
+        return history_writes(find)
     except HistoryError as e:
         raise APIError(400, str(e), param="X-Conversation-Id") from None
 

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from ..config import Config
-from ..history import ChatHistory
+from ..history import HistoryStore, open_history
 from ..session import Session
 from .api_error import APIError
 from .metrics import ServiceMetrics
@@ -20,7 +20,7 @@ class ServiceState:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.models = ModelPool(config)
-        self.history = ChatHistory(config.history.path) if config.history.enabled else None
+        self.history = open_history(config.history) if config.history.enabled else None
         self.metrics = ServiceMetrics(lambda: [(model.name, model.session) for model in self.models.loaded() if model.session is not None])
 
     @property
@@ -42,7 +42,7 @@ class ServiceState:
         finally:
             lease.release()
 
-    def require_history(self) -> ChatHistory:
+    def require_history(self) -> HistoryStore:
         if self.history is None:
             raise APIError(404, "history is off in this service's config", code="history_disabled")
         return self.history
