@@ -171,5 +171,5 @@ def test_relative_paths_are_relative_to_the_file(tmp_path: Path) -> None:
 
 def test_schema_describes_every_section() -> None:
     schema = config_schema()
-    assert set(schema["properties"]) == {"model", "topology", "paged_attention", "engine", "sampling", "system_prompt", "history", "server"}
+    assert set(schema["properties"]) == {"model", "topology", "paged_attention", "engine", "models", "sampling", "system_prompt", "history", "server"}
     assert schema["additionalProperties"] is False

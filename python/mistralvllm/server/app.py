@@ -1,12 +1,11 @@
 """The FastAPI application: state, middleware, error handlers and routers.
 
-One `Session` serves every request; the engine decodes them together
-(continuous batching).
+Each configured model has its own `Session` while loaded (`ModelPool`); the
+engine decodes a model's requests together (continuous batching).
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -23,16 +22,14 @@ from .state import ServiceState
 
 
 def create_app(config: Config) -> FastAPI:
-    """The service for ``config``; the model loads in the background at start-up."""
+    """The service for ``config``; the first model loads in the background at start-up."""
     state = ServiceState(config)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        loader = threading.Thread(target=state.load, name="mistralvllm-load", daemon=True)
-        loader.start()
+        await state.models.start()
         yield
-        if state.session is not None:
-            state.session.close()
+        await state.models.stop()
 
     app = FastAPI(title="mistralvllm", version=__version__, lifespan=lifespan)
     app.state.service = state

@@ -1,5 +1,4 @@
-"""FastAPI dependencies of the routes: the service's state, its session once
-loaded, and the API-key check."""
+"""FastAPI dependencies of the routes: the service's state and the API-key check."""
 
 from __future__ import annotations
 
@@ -8,7 +7,6 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from ..session import Session
 from .api_error import APIError
 from .state import ServiceState
 
@@ -19,11 +17,6 @@ def service(request: Request) -> ServiceState:
 
 
 Service = Annotated[ServiceState, Depends(service)]
-
-
-def ready_session(state: Service) -> Session:
-    """The session; 503 while the model loads or after it failed to."""
-    return state.ready_session()
 
 
 def require_key(request: Request, state: Service) -> None:

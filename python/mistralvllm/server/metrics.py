@@ -4,48 +4,59 @@ meaning is the same, so that dashboards made for vLLM work unchanged."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .._core import Usage
+from ..session import Session
+
+# The loaded models' sessions, by model name.
+LoadedSessions = Callable[[], Sequence[tuple[str, Session]]]
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 TOKEN_LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
 
 
-def _vllm_gauge(name: str, documentation: str, model_name: str, value: float) -> GaugeMetricFamily:
+def _vllm_gauge(name: str, documentation: str, values: Sequence[tuple[str, float]]) -> GaugeMetricFamily:
     gauge = GaugeMetricFamily(name, documentation, labels=["model_name"])
-    gauge.add_metric([model_name], value)
+    for model_name, value in values:
+        gauge.add_metric([model_name], value)
     return gauge
 
 
 class _SequenceCollector(Collector):
-    """Running and waiting sequences, read from the session at scrape time."""
+    """Running and waiting sequences, read from the loaded sessions at scrape
+    time (ours summed over the models, vLLM's per model)."""
 
-    def __init__(self, counts: Callable[[], dict[str, int] | None], model_name: Callable[[], str]) -> None:
-        self._counts, self._model_name = counts, model_name
+    def __init__(self, sessions: LoadedSessions) -> None:
+        self._sessions = sessions
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        counts = self._counts() or {"running": 0, "waiting": 0}
-        yield GaugeMetricFamily("mistralvllm_sequences_running", "Sequences being generated", value=counts["running"])
-        yield GaugeMetricFamily("mistralvllm_sequences_waiting", "Requests waiting to enter the engine", value=counts["waiting"])
-        model = self._model_name()
-        yield _vllm_gauge("vllm:num_requests_running", "Number of requests being generated", model, counts["running"])
-        yield _vllm_gauge("vllm:num_requests_waiting", "Number of requests waiting for a place in the engine", model, counts["waiting"])
+        counts = [(name, session.sequence_counts()) for name, session in self._sessions()]
+        running = [(name, float(count["running"])) for name, count in counts]
+        waiting = [(name, float(count["waiting"])) for name, count in counts]
+        yield GaugeMetricFamily("mistralvllm_sequences_running", "Sequences being generated", value=sum(v for _, v in running))
+        yield GaugeMetricFamily("mistralvllm_sequences_waiting", "Requests waiting to enter the engine", value=sum(v for _, v in waiting))
+        yield _vllm_gauge("vllm:num_requests_running", "Number of requests being generated", running)
+        yield _vllm_gauge("vllm:num_requests_waiting", "Number of requests waiting for a place in the engine", waiting)
 
 
 class _EngineCollector(Collector):
     """The engine's own counters (sequences begun, prefix-cache hits) and what
-    its caches hold, read at scrape time."""
+    its caches hold, read at scrape time and summed over the loaded models."""
 
-    def __init__(self, stats: Callable[[], dict[str, int | None] | None], model_name: Callable[[], str]) -> None:
-        self._stats, self._model_name = stats, model_name
+    def __init__(self, sessions: LoadedSessions) -> None:
+        self._sessions = sessions
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        stats = self._stats() or {}
+        every = [(name, session.engine_stats()) for name, session in self._sessions()]
+        stats: dict[str, int] = {}
+        for _, each in every:
+            for key, value in each.items():
+                stats[key] = stats.get(key, 0) + (value or 0)
         yield CounterMetricFamily("mistralvllm_engine_sequences", "Sequences the engine began", value=stats.get("sequences") or 0)
         yield CounterMetricFamily(
             "mistralvllm_prefix_cache_hits", "Sequences whose prompt start came from the prefix cache", value=stats.get("prefix_cache_hits") or 0
@@ -59,25 +70,20 @@ class _EngineCollector(Collector):
         yield GaugeMetricFamily(
             "mistralvllm_kv_cache_tokens", "Tokens in the KV caches of the sequences in the engine", value=stats.get("kv_cache_tokens") or 0
         )
-        used, total = stats.get("kv_cache_blocks_used"), stats.get("kv_cache_blocks")
-        if used is not None and total:
-            # vLLM's kv_cache_usage_perc: a fraction from 0 to 1 (paged attention only).
+        # vLLM's kv_cache_usage_perc: a fraction from 0 to 1 (paged attention only).
+        usage = [(name, (each["kv_cache_blocks_used"] or 0) / blocks) for name, each in every if (blocks := each.get("kv_cache_blocks"))]
+        if usage:
+            used, total = stats.get("kv_cache_blocks_used", 0), stats.get("kv_cache_blocks", 0)
             yield GaugeMetricFamily("mistralvllm_kv_cache_usage_perc", "Fraction of the KV-cache blocks in use", value=used / total)
-            yield _vllm_gauge("vllm:kv_cache_usage_perc", "KV-cache usage (1 means 100 percent)", self._model_name(), used / total)
+            yield _vllm_gauge("vllm:kv_cache_usage_perc", "KV-cache usage (1 means 100 percent)", usage)
 
 
 class ServiceMetrics:
     """The service's registry: request counts and timings, and the engine's
     gauges read at scrape time; ``model_name`` labels the vLLM-named ones."""
 
-    def __init__(
-        self,
-        counts: Callable[[], dict[str, int] | None],
-        engine_stats: Callable[[], dict[str, int | None] | None],
-        model_name: Callable[[], str],
-    ) -> None:
+    def __init__(self, sessions: LoadedSessions) -> None:
         self.registry = CollectorRegistry()
-        self._model_name = model_name
         self.requests = Counter("mistralvllm_requests", "Requests served", ["endpoint", "status"], registry=self.registry)
         self.prompt_tokens = Counter("mistralvllm_prompt_tokens", "Prompt tokens processed", registry=self.registry)
         self.completion_tokens = Counter("mistralvllm_completion_tokens", "Tokens generated", registry=self.registry)
@@ -114,12 +120,11 @@ class ServiceMetrics:
             labelnames=labels,
             registry=registry,
         )
-        self.registry.register(_SequenceCollector(counts, model_name))
-        self.registry.register(_EngineCollector(engine_stats, model_name))
+        self.registry.register(_SequenceCollector(sessions))
+        self.registry.register(_EngineCollector(sessions))
 
-    def observe(self, usage: Usage | None, elapsed: float) -> None:
-        """A request that reached the engine: its time, tokens and token timings."""
-        model = self._model_name()
+    def observe(self, model: str, usage: Usage | None, elapsed: float) -> None:
+        """A request to ``model`` that reached the engine: its time, tokens and token timings."""
         self.request_duration.observe(elapsed)
         self.vllm_e2e_request_latency.labels(model).observe(elapsed)
         if usage is not None:

@@ -1,11 +1,11 @@
 """What Ollama's model routes (`/api/tags`, `/api/show`, `/api/ps`) tell about
-the one model this service serves: from `Session.info()` and the headers of
-the model's files. What is not known is left out, never guessed (no digest:
-the files are not hashed; no memory size; no expiry: the model stays loaded
-while the service runs)."""
+the configured models: from the config, `Session.info()` once loaded, and
+the headers of the model's files. What is not known is left out, never
+guessed (no digest: the files are not hashed; the size is the files' size)."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from dataclasses import dataclass, field
@@ -15,23 +15,18 @@ from typing import Any
 
 from ..model_metadata import ModelMetadataError, Scalar, human_count, read_gguf, safetensors_parameter_count
 from ..session import Session
+from .model_pool import ServedModel, model_facts
 from .ollama_responses import ListedModel, ModelDetails, RunningModel, ShowResponse
-from .state import ServiceState
 
 log = logging.getLogger("mistralvllm.server")
 # Every model answers through its chat template, and our tool calling serves any model.
 CAPABILITIES = ["completion", "tools"]
 
 
-def tagged_name(state: ServiceState) -> str:
-    """The served model's name as Ollama lists it, with its tag: Open WebUI
-    adds ``:latest`` to a name without one and looks that up in the list."""
-    return f"{state.model_id}:latest"
-
-
-def served_name(state: ServiceState, name: str) -> str:
-    """The served model's name for ``name`` as a client gave it, with or without ``:latest``."""
-    return state.model_id if name == tagged_name(state) else name
+def tagged_name(model: ServedModel) -> str:
+    """A model's name as Ollama lists it, with its tag: Open WebUI adds
+    ``:latest`` to a name without one and looks that up in the list."""
+    return f"{model.name}:latest"
 
 
 @dataclass(frozen=True)
@@ -65,9 +60,18 @@ def read_model_files(path: str, model_format: str) -> ModelFiles:
     return ModelFiles(size, modified_at)
 
 
-async def model_files(session: Session) -> ModelFiles:
-    info = session.info()
-    return await session.off_loop(read_model_files, info["model"], info["format"])
+def configured_info(model: ServedModel) -> dict[str, Any]:
+    """What `details` reads, from the model's config entry and its files' header (no load)."""
+    facts = model_facts(model.entry.path)
+    return {"format": facts["format"], "architecture": facts["architecture"], "topology": model.entry.topology, "isq": model.entry.isq}
+
+
+async def model_files(model: ServedModel) -> ModelFiles:
+    def read() -> ModelFiles:
+        facts = model_facts(model.entry.path)
+        return read_model_files(facts["path"], facts["format"])
+
+    return await asyncio.to_thread(read)
 
 
 def details(info: dict[str, Any], files: ModelFiles) -> ModelDetails:
@@ -79,17 +83,20 @@ def details(info: dict[str, Any], files: ModelFiles) -> ModelDetails:
     return ModelDetails(format=info["format"], family=family, families=[family], parameter_size=parameters, quantization_level=quantization)
 
 
-def listed_model(state: ServiceState, session: Session, files: ModelFiles) -> ListedModel:
-    name = tagged_name(state)
-    return ListedModel(name=name, model=name, modified_at=files.modified_at, size=files.size, details=details(session.info(), files))
+def listed_model(model: ServedModel, files: ModelFiles) -> ListedModel:
+    name = tagged_name(model)
+    return ListedModel(name=name, model=name, modified_at=files.modified_at, size=files.size, details=details(configured_info(model), files))
 
 
-def running_model(state: ServiceState, session: Session, files: ModelFiles) -> RunningModel:
+def running_model(model: ServedModel, session: Session, files: ModelFiles) -> RunningModel:
     info = session.info()
+    expires = model.expires_at if model.leases == 0 else None
     return RunningModel(
-        name=tagged_name(state),
-        model=tagged_name(state),
+        name=tagged_name(model),
+        model=tagged_name(model),
+        size=files.size,
         details=details(info, files),
+        expires_at=None if expires is None else datetime.fromtimestamp(expires, timezone.utc).isoformat(),
         context_length=info["max_seq_len"],
         size_vram=0 if info["device"] == "cpu" else None,
     )

@@ -14,16 +14,14 @@ options it does not know.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, field_validator, model_validator
 
+from ..config import keep_alive_seconds
 from .openai_requests import ChatCompletionRequest, ChatMessage, CompletionRequest, FunctionCall, ResponseFormat, ToolCallMessage
 
 TEXT_ONLY = "this model reads text only; images cannot be given to it"
-# Go's time.ParseDuration (``"5m"``, ``"1h30m"``, ``"-1s"``), or a bare number of seconds.
-_DURATION = re.compile(r"[-+]?((\d+\.?\d*|\.\d+)(ns|us|µs|ms|s|m|h))+|[-+]?(\d+\.?\d*|\.\d+)")
 # num_predict: no limit (-1), or fill the context (-2): the same here.
 NO_LIMIT = (-1, -2)
 
@@ -84,7 +82,9 @@ class GenerationRequest(Strict):
     stream: StrictBool = True
     format: str | dict[str, Any] | None = Field(None, description="'json', or a JSON schema the answer must follow")
     options: Options = Field(default_factory=Options)
-    keep_alive: float | str | None = Field(None, description="Accepted and ignored: the model stays loaded while the service runs")
+    keep_alive: float | str | None = Field(
+        None, description="How long the model stays loaded after this request ('5m', seconds; negative: always; 0: unload at once)"
+    )
     think: bool | str | None = None
     logprobs: StrictBool | None = None
     top_logprobs: int | None = None
@@ -99,8 +99,8 @@ class GenerationRequest(Strict):
     @field_validator("keep_alive")
     @classmethod
     def _keep_alive(cls, value: float | str | None) -> float | str | None:
-        if isinstance(value, str) and not _DURATION.fullmatch(value.strip()):
-            raise ValueError(f"{value!r} is not a duration; expected e.g. '5m', '1h', '-1' or a number of seconds")
+        if value is not None:
+            keep_alive_seconds(value)
         return value
 
     @field_validator("think")
@@ -124,12 +124,10 @@ class GenerationRequest(Strict):
             raise ValueError("log probabilities are not available here; leave top_logprobs out or set it to 0")
         return value
 
-    @property
-    def unloads(self) -> bool:
-        """``keep_alive`` 0: Ollama's request to unload the model."""
-        if isinstance(self.keep_alive, str):
-            return all(float(number) == 0 for number in re.findall(r"\d+\.?\d*|\.\d+", self.keep_alive))
-        return self.keep_alive == 0
+    def keep_alive_s(self, default: float | None) -> float | None:
+        """How long the model stays loaded after this request, in seconds
+        (None: until the service stops); ``default`` where the request sets none."""
+        return default if self.keep_alive is None else keep_alive_seconds(self.keep_alive)
 
     def response_format(self) -> ResponseFormat | None:
         """``format`` as the OpenAI response format our constraints read."""

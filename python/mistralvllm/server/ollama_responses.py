@@ -20,7 +20,7 @@ class Answer(BaseModel):
     model: str
     created_at: str
     done: bool
-    done_reason: Literal["stop", "length", "load"] | None = None
+    done_reason: Literal["stop", "length", "load", "unload"] | None = None
     total_duration: int | None = None
     load_duration: int | None = Field(None, description="Time this request waited for the model to load")
     prompt_eval_count: int | None = None
@@ -75,7 +75,7 @@ class ListedModel(BaseModel):
 
 
 class ModelList(BaseModel):
-    """`GET /api/tags`: the one model this service serves."""
+    """`GET /api/tags`: every configured model, loaded or not."""
 
     models: list[ListedModel]
 
@@ -83,13 +83,15 @@ class ModelList(BaseModel):
 class RunningModel(BaseModel):
     name: str
     model: str
+    size: int | None = Field(None, description="Bytes of the model's files")
     details: ModelDetails
+    expires_at: str | None = Field(None, description="When it unloads if idle until then; left out while requests run or if it stays loaded")
     context_length: int | None = None
     size_vram: int | None = Field(None, description="0 on a CPU; left out where not known")
 
 
 class RunningModels(BaseModel):
-    """`GET /api/ps`: the model once loaded (none while it loads)."""
+    """`GET /api/ps`: the models loaded now (not those being loaded)."""
 
     models: list[RunningModel]
 

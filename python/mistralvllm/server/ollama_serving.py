@@ -4,14 +4,14 @@ runs as the OpenAI request it translates to (`serving.chat_reply`, or
 metrics, and is answered in Ollama's bodies: whole, or as JSON lines whose
 last one is ``done``.
 
-As Ollama loads a model on its first request, these requests wait for the
-model while it loads (within ``server.request_timeout``), and an empty
-prompt or message list only waits for it (``done_reason: "load"``).
+As Ollama does, these requests wait for their model while it loads (within
+``server.request_timeout``) and keep it loaded for their ``keep_alive``; an
+empty prompt or message list only loads it (``done_reason: "load"``), or
+unloads it with ``keep_alive`` 0 (``"unload"``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from abc import ABC, abstractmethod
@@ -20,10 +20,9 @@ from typing import Any, Generic, TypeVar
 
 from .._core import ChatChunk, ToolCall
 from ..collect import StreamedAnswer
-from ..session import Session
 from . import serving
 from .api_error import APIError
-from .ollama_models import served_name
+from .model_pool import ModelLease
 from .ollama_requests import ChatRequest, GenerateRequest, GenerationRequest
 from .ollama_responses import Answer, AssistantMessage, ChatResponse, GenerateResponse
 from .ollama_responses import ToolCall as ToolCallBody
@@ -31,7 +30,6 @@ from .ollama_responses import ToolCallFunction as ToolCallFunctionBody
 from .serving import Reply, json_line
 from .state import ServiceState
 
-LOAD_POLL_S = 0.05
 # The prefix of an answer's id (in the log and the history; Ollama's bodies have none).
 ID_PREFIX = "ollama-"
 A = TypeVar("A", bound=Answer)
@@ -119,41 +117,47 @@ class GenerateShape(AnswerShape[GenerateResponse]):
         return GenerateResponse(model=head["model"], created_at=now(), response=text, **(done or {"done": False}))
 
 
-async def loaded_session(state: ServiceState, body: GenerationRequest) -> tuple[Session, int]:
-    """The session once the model has loaded, and the nanoseconds this
-    request waited for it; then ``body``'s model must be the served one."""
+async def loaded_model(state: ServiceState, body: GenerationRequest) -> tuple[ModelLease, int]:
+    """A lease on the model ``body`` names once it has loaded (waiting while
+    it loads, within ``server.request_timeout``), kept loaded for the
+    request's ``keep_alive``, and the nanoseconds this request waited for it."""
     started = time.monotonic()
-    timeout = state.config.server.request_timeout
-    while state.session is None and state.load_error is None and (timeout is None or time.monotonic() - started < timeout):
-        await asyncio.sleep(LOAD_POLL_S)
-    session = state.ready_session()
-    serving.check_model_name(state, served_name(state, body.model))
-    if body.unloads:
-        raise APIError(400, "keep_alive: 0 asks to unload the model, but this service keeps its one model loaded while it runs", param="keep_alive")
-    return session, nanoseconds(time.monotonic() - started)
+    lease = await state.models.use(body.model, body.keep_alive_s(state.config.server.keep_alive_s), wait_for_startup=True)
+    return lease, nanoseconds(time.monotonic() - started)
+
+
+def load_only(state: ServiceState, body: GenerationRequest, lease: ModelLease) -> str:
+    """An empty request only loads the model (``done_reason: "load"``), or,
+    with ``keep_alive`` 0, unloads it (``"unload"``)."""
+    lease.release()  # with keep_alive 0, the model is unloaded at once
+    return "unload" if lease.keep_alive_s == 0 else "load"
 
 
 async def chat(state: ServiceState, body: ChatRequest, conversation_id: str | None) -> Reply[ChatResponse] | ChatResponse:
-    """A `Reply` to run for ``body``, or, with no messages, the loaded model's answer."""
-    _, waited = await loaded_session(state, body)
+    """A `Reply` to run for ``body``, or, with no messages, the (un)loaded model's answer."""
+    lease, waited = await loaded_model(state, body)
     if not body.messages:
         message = AssistantMessage(role="assistant", content="")
-        return ChatResponse(model=state.model_id, created_at=now(), message=message, done=True, done_reason="load", load_duration=waited)
-    request = body.openai_request(state.model_id)
+        reason = load_only(state, body, lease)
+        return ChatResponse(model=lease.name, created_at=now(), message=message, done=True, done_reason=reason, load_duration=waited)
+    request = body.openai_request(lease.name)
     shape = ChatShape(waited)
-    return await serving.chat_reply(state, request, conversation_id, lambda _: shape, id_prefix=ID_PREFIX, unlimited=body.options.unlimited)
+    return await serving.chat_reply(
+        state, request, conversation_id, lambda _: shape, id_prefix=ID_PREFIX, unlimited=body.options.unlimited, lease=lease
+    )
 
 
 async def generate(state: ServiceState, body: GenerateRequest, conversation_id: str | None) -> Reply[GenerateResponse] | GenerateResponse:
     """A `Reply` to run for ``body`` (a raw prompt is continued as it is), or,
-    with an empty prompt, the loaded model's answer."""
-    _, waited = await loaded_session(state, body)
+    with an empty prompt, the (un)loaded model's answer."""
+    lease, waited = await loaded_model(state, body)
     if not body.prompt:
-        return GenerateResponse(model=state.model_id, created_at=now(), response="", done=True, done_reason="load", load_duration=waited)
+        reason = load_only(state, body, lease)
+        return GenerateResponse(model=lease.name, created_at=now(), response="", done=True, done_reason=reason, load_duration=waited)
     shape, unlimited = GenerateShape(waited), body.options.unlimited
     if body.raw:
-        request = body.completion_request(state.model_id)
-        return serving.completion_reply(state, request, shape, id_prefix=ID_PREFIX, default_max_tokens=None, unlimited=unlimited)
+        request = body.completion_request(lease.name)
+        return await serving.completion_reply(state, request, shape, id_prefix=ID_PREFIX, default_max_tokens=None, unlimited=unlimited, lease=lease)
     return await serving.chat_reply(
-        state, body.chat_request(state.model_id), conversation_id, lambda _: shape, id_prefix=ID_PREFIX, unlimited=unlimited
+        state, body.chat_request(lease.name), conversation_id, lambda _: shape, id_prefix=ID_PREFIX, unlimited=unlimited, lease=lease
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from ..history import ConversationSummary, StoredMessage
 
@@ -156,18 +156,32 @@ class ModelCard(BaseModel):
 
 
 class ModelList(BaseModel):
-    """`GET /v1/models`: the one model this service serves."""
+    """`GET /v1/models`: every configured model."""
 
     object: Literal["list"] = "list"
     data: list[ModelCard]
 
 
+class ModelStatus(BaseModel):
+    """One configured model in `/health`: loaded or not, and until when."""
+
+    name: str
+    aliases: list[str]
+    loaded: bool
+    size: int | None = Field(None, description="Bytes of the model's files (left out while not readable)")
+    expires_at: str | None = Field(None, description="When it unloads if idle until then; left out while requests run or if it stays loaded")
+    requests: int = Field(description="Requests holding it now")
+    error: str | None = None
+
+
 class Health(BaseModel):
-    """`GET /health`: ``ok`` with the model, or ``loading``/``failed`` (503) with the load error."""
+    """`GET /health`: ``ok`` with the start-up model, or ``loading``/``failed``
+    (503) with the load error; and every configured model's status."""
 
     status: Literal["ok", "loading", "failed"]
     model: str | None = None
     error: str | None = None
+    models: list[ModelStatus] = Field(default_factory=list)
 
 
 class ConversationList(BaseModel):

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from .._core import ChatChunk
 from ..collect import StreamedAnswer
 from ..history import ConversationNotFoundError, ConversationSummary, StoredMessage, Turn
+from ..models import served_model_name
 from ..session import Session
 from ..tools import messages_for_engine
 from .api_error import APIError
@@ -33,8 +34,8 @@ from .responses_bodies import (
     ResponseUsage,
 )
 from .responses_requests import ResponseRequest
-from .serving import SERVER_SENT_EVENTS, Reply, check_model, event, fitted_options, history_writes, reply_id
-from .state import ServiceState, served_model_name
+from .serving import SERVER_SENT_EVENTS, Reply, check_model, event, fitted_options, held, history_writes, reply_id
+from .state import ServiceState
 
 RESPONSE_ID_PREFIX = "resp_"
 ResponseStatus = Literal["in_progress", "completed", "incomplete", "failed"]
@@ -234,16 +235,21 @@ def begin_stored_turn(state: ServiceState, session: Session, body: ResponseReque
 async def create_response(state: ServiceState, body: ResponseRequest) -> Reply[ResponseObject]:
     """Check a Responses request, put its conversation together and fit it
     to the context window: a `Reply` ready to run, stored unless ``store`` is false."""
-    session = check_model(state, body)
-    earlier = find_stored(state, body.previous_response_id, param="previous_response_id")[1] if body.previous_response_id else []
-    now = time.time()
-    inputs = [StoredMessage(m["role"], m["content"], now) for m in messages_for_engine(body.input_messages())]
-    instructions = [{"role": "system", "content": body.instructions}] if body.instructions else []
-    messages = [*instructions, *(m.as_request() for m in [*earlier, *inputs])]
-    sampling, _ = await fitted_options(state, session, body, messages)
-    response_id = reply_id(RESPONSE_ID_PREFIX)
-    turn = begin_stored_turn(state, session, body, response_id, [*earlier, *inputs])
-    return Reply(state, session, body, lambda: session.start(messages, **sampling), ResponseShape(body), id=response_id, turn=turn)
+    lease = await check_model(state, body)
+    session = lease.session
+
+    async def build() -> Reply[ResponseObject]:
+        earlier = find_stored(state, body.previous_response_id, param="previous_response_id")[1] if body.previous_response_id else []
+        now = time.time()
+        inputs = [StoredMessage(m["role"], m["content"], now) for m in messages_for_engine(body.input_messages())]
+        instructions = [{"role": "system", "content": body.instructions}] if body.instructions else []
+        messages = [*instructions, *(m.as_request() for m in [*earlier, *inputs])]
+        sampling, _ = await fitted_options(state, session, body, messages)
+        response_id = reply_id(RESPONSE_ID_PREFIX)
+        turn = begin_stored_turn(state, session, body, response_id, [*earlier, *inputs])
+        return Reply(state, lease, body, lambda: session.start(messages, **sampling), ResponseShape(body), id=response_id, turn=turn)
+
+    return await held(lease, build)
 
 
 def stored_response(state: ServiceState, response_id: str) -> ResponseObject:

@@ -13,8 +13,9 @@ import json
 import logging
 import time
 import uuid
+import weakref
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 from pydantic import BaseModel
@@ -28,6 +29,7 @@ from ..session import Session, choice_options
 from ..tools import tool_call_body
 from .api_error import APIError
 from .generation import ClientDisconnected, Limits, Receive, RequestTimedOut, run_choices
+from .model_pool import ModelLease
 from .openai_logprobs import CompletionLogprobWriter, chat_logprobs
 from .openai_requests import ChatCompletionRequest, CompletionRequest
 from .openai_responses import (
@@ -113,21 +115,29 @@ def history_writes(call: Callable[[], T]) -> T:
         raise APIError(503, str(e), type="service_unavailable", code="history_unavailable") from None
 
 
-def check_model_name(state: ServiceState, model: str | None) -> None:
-    """404 unless ``model`` (when given) names the served model."""
-    if model is not None and model != state.model_id:
-        raise APIError(404, f"model {model!r} does not exist; this service serves {state.model_id!r}", param="model", code="model_not_found")
-
-
-def check_model(state: ServiceState, body: GenerationRequest) -> Session:
-    """The session, once the request names its model and stays within the service's limits."""
-    session = state.ready_session()
-    check_model_name(state, body.model)
+def check_limits(state: ServiceState, body: GenerationRequest) -> None:
+    """400 unless the request names a served model and stays within the service's limits."""
+    state.models.find(body.model)
     limit = state.config.server.max_tokens_limit
     if limit is not None and (body.answer_tokens() or 0) > limit:
         param = body.answer_tokens_param
         raise APIError(400, f"{param} {body.answer_tokens()} is above this service's limit of {limit}", param=param)
-    return session
+
+
+async def check_model(state: ServiceState, body: GenerationRequest) -> ModelLease:
+    """A lease on the model the request names (loaded if need be), once the
+    request stays within the service's limits (`check_limits`)."""
+    check_limits(state, body)
+    return await state.use(body.model)
+
+
+async def held(lease: ModelLease, build: Callable[[], Awaitable[T]]) -> T:
+    """``build()``, releasing ``lease`` if it fails (else what it built holds the lease)."""
+    try:
+        return await build()
+    except BaseException:
+        lease.release()
+        raise
 
 
 def request_options(state: ServiceState, body: GenerationRequest, *, unlimited: bool = False) -> dict[str, Any]:
@@ -359,12 +369,15 @@ class Reply(Generic[W]):
     ``more`` starts the request's other answers (``n`` above 1: chat and
     text completions only), written together with the first; the first is
     the one stored.
+
+    The reply holds ``lease`` on its model until it ends (or, never run, is
+    dropped).
     """
 
     def __init__(
         self,
         state: ServiceState,
-        session: Session,
+        lease: ModelLease,
         body: GenerationRequest,
         start: Callable[[], ChatStream],
         shape: Shape[W],
@@ -373,12 +386,14 @@ class Reply(Generic[W]):
         turn: Turn | None = None,
         more: Sequence[Callable[[], ChatStream]] = (),
     ) -> None:
-        self.state, self.session, self.body, self.shape = state, session, body, shape
+        self.state, self.lease, self.body, self.shape = state, lease, body, shape
+        self.session = lease.session
+        weakref.finalize(self, lease.release)
         self.starts = [start, *more]
         if more and not isinstance(shape, OpenAIStream):
             raise TypeError("several answers to one request need an OpenAI shape")
         self.id = id
-        self.head: dict[str, Any] = {"id": self.id, "created": int(time.time()), "model": state.model_id}
+        self.head: dict[str, Any] = {"id": self.id, "created": int(time.time()), "model": lease.name}
         self.started = time.monotonic()
         self.headers = {"X-Conversation-Id": turn.conversation.id} if turn else {}
         self.turn = turn
@@ -483,7 +498,9 @@ class Reply(Generic[W]):
             log.error("could not save the answer so far to %s: %s", self.id, e)
 
     def _end(self, status: str) -> None:
-        """Store the answer (interrupted unless it finished), count it, and write the log line."""
+        """Store the answer (interrupted unless it finished), count it, write
+        the log line, and release the model."""
+        self.lease.release()
         answer = self.answer
         if self.turn is not None:
             try:
@@ -492,7 +509,7 @@ class Reply(Generic[W]):
                 log.error("could not store the answer to %s: %s", self.id, e)
         elapsed = time.monotonic() - self.started
         for each in self.answers:
-            self.state.metrics.observe(each.usage, elapsed)
+            self.state.metrics.observe(self.lease.name, each.usage, elapsed)
         usage = answer.usage
         tokens = f"{usage.prompt_tokens}+{usage.completion_tokens} tokens, first token {usage.time_to_first_token_s:.3f}s" if usage else "no usage"
         log.info("%s %s: %s, %.3fs", self.id, status, tokens, elapsed)
@@ -511,21 +528,28 @@ async def chat_reply(
     *,
     id_prefix: str,
     unlimited: bool = False,
+    lease: ModelLease | None = None,
 ) -> Reply[W]:
     """Check a chat request, fit it to the context window and find its
     stored conversation: a `Reply` ready to run, answered in the shape that
     ``shape`` builds from the prompt's tokens, under an id that starts with
-    ``id_prefix`` (``unlimited``: see `request_options`)."""
-    session = check_model(state, body)
-    messages = body.session_messages()
-    sampling, prompt_tokens = await fitted_options(state, session, body, messages, unlimited=unlimited)
-    conversation = find_conversation(state, conversation_id, body, session)
-    turn = None
-    if conversation is not None:
-        question = next((m.text() for m in reversed(body.messages) if m.role == "user"), "")
-        turn = history_writes(lambda: conversation.begin_turn(question))
-    start, *more = [functools.partial(session.start, messages, **options) for options in answer_options(session, sampling, body.n)]
-    return Reply(state, session, body, start, shape(prompt_tokens), id=reply_id(id_prefix), turn=turn, more=more)
+    ``id_prefix`` (``unlimited``: see `request_options`), on ``lease``'s
+    model (else the one the request names)."""
+    lease = lease or await check_model(state, body)
+    session = lease.session
+
+    async def build() -> Reply[W]:
+        messages = body.session_messages()
+        sampling, prompt_tokens = await fitted_options(state, session, body, messages, unlimited=unlimited)
+        conversation = find_conversation(state, conversation_id, body, session)
+        turn = None
+        if conversation is not None:
+            question = next((m.text() for m in reversed(body.messages) if m.role == "user"), "")
+            turn = history_writes(lambda: conversation.begin_turn(question))
+        start, *more = [functools.partial(session.start, messages, **options) for options in answer_options(session, sampling, body.n)]
+        return Reply(state, lease, body, start, shape(prompt_tokens), id=reply_id(id_prefix), turn=turn, more=more)
+
+    return await held(lease, build)
 
 
 def answer_options(session: Session, sampling: dict[str, Any], n: int) -> list[dict[str, Any]]:
@@ -539,24 +563,34 @@ def answer_options(session: Session, sampling: dict[str, Any], n: int) -> list[d
 async def prompt_tokens(state: ServiceState, body: ChatCompletionRequest) -> int:
     """The tokens a chat request's prompt takes (its messages under the chat
     template, with its tools), as its answer's usage will count them."""
-    session = check_model(state, body)
-    return await session.off_loop(engine_errors, lambda: session.count_tokens(body.session_messages(), **body.tool_options()))
+    check_limits(state, body)
+    async with state.session_for(body.model) as session:
+        return await session.off_loop(engine_errors, lambda: session.count_tokens(body.session_messages(), **body.tool_options()))
 
 
-def completion(state: ServiceState, body: CompletionRequest) -> Reply[Completion]:
+async def completion(state: ServiceState, body: CompletionRequest) -> Reply[Completion]:
     """A text-completion request answered in OpenAI's bodies (see `completion_reply`)."""
-    return completion_reply(state, body, CompletionShape(body), id_prefix="cmpl-", default_max_tokens=COMPLETION_MAX_TOKENS)
+    return await completion_reply(state, body, CompletionShape(body), id_prefix="cmpl-", default_max_tokens=COMPLETION_MAX_TOKENS)
 
 
-def completion_reply(
-    state: ServiceState, body: CompletionRequest, shape: Shape[W], *, id_prefix: str, default_max_tokens: int | None, unlimited: bool = False
+async def completion_reply(
+    state: ServiceState,
+    body: CompletionRequest,
+    shape: Shape[W],
+    *,
+    id_prefix: str,
+    default_max_tokens: int | None,
+    unlimited: bool = False,
+    lease: ModelLease | None = None,
 ) -> Reply[W]:
     """Check a text-completion request: a `Reply` ready to run (its prompt is
     counted when it starts, under the request's limits), answered in
-    ``shape`` under an id that starts with ``id_prefix``.
-    ``default_max_tokens`` applies where neither the request nor the config
-    sets one (``unlimited``: see `request_options`)."""
-    session = check_model(state, body)
+    ``shape`` under an id that starts with ``id_prefix``, on ``lease``'s
+    model (else the one the request names). ``default_max_tokens`` applies
+    where neither the request nor the config sets one (``unlimited``: see
+    `request_options`)."""
+    lease = lease or await check_model(state, body)
+    session = lease.session
     sampling = {"max_tokens": default_max_tokens, **request_options(state, body, unlimited=unlimited)}
 
     def start(options: dict[str, Any]) -> ChatStream:
@@ -565,5 +599,8 @@ def completion_reply(
     def fitted_start(options: dict[str, Any]) -> ChatStream:
         return fit_default_max_tokens(start, options, asked=body.answer_tokens() is not None)
 
-    first, *more = [functools.partial(fitted_start, options) for options in answer_options(session, sampling, body.n)]
-    return Reply(state, session, body, first, shape, id=reply_id(id_prefix), more=more)
+    async def build() -> Reply[W]:
+        first, *more = [functools.partial(fitted_start, options) for options in answer_options(session, sampling, body.n)]
+        return Reply(state, lease, body, first, shape, id=reply_id(id_prefix), more=more)
+
+    return await held(lease, build)

@@ -1,57 +1,46 @@
-"""`ServiceState`: the session being loaded or loaded, and what the routes
+"""`ServiceState`: the served models (`ModelPool`), and what the routes
 share (config, history, metrics)."""
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from ..config import Config
-from ..errors import MistralVllmError
 from ..history import HistoryStore, open_history
 from ..session import Session
 from .api_error import APIError
 from .metrics import ServiceMetrics
-
-log = logging.getLogger("mistralvllm.server")
-
-
-def served_model_name(model_path: str) -> str:
-    """The name the service gives the model at ``model_path`` (its file name without ``.gguf``)."""
-    return Path(model_path).name.removesuffix(".gguf")
+from .model_pool import ModelLease, ModelPool
 
 
 class ServiceState:
-    """One `Session` for every request, loaded in the background at start-up."""
+    """The configured models, each loaded while in use (the first at start-up)."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.session: Session | None = None
-        self.load_error: str | None = None
-        self.model_id = "loading"
+        self.models = ModelPool(config)
         self.history = open_history(config.history) if config.history.enabled else None
-        self.metrics = ServiceMetrics(
-            lambda: self.session.sequence_counts() if self.session else None,
-            lambda: self.session.engine_stats() if self.session else None,
-            lambda: self.model_id,
-        )
+        self.metrics = ServiceMetrics(lambda: [(model.name, model.session) for model in self.models.loaded() if model.session is not None])
 
-    def load(self) -> None:
+    @property
+    def model_id(self) -> str:
+        """The first configured model's name (the one loaded at start-up)."""
+        return self.models.first.name
+
+    async def use(self, model: str | None, *, wait_for_startup: bool = False) -> ModelLease:
+        """A lease on the model a request names (None: the first one), kept
+        loaded ``server.keep_alive`` after the request (`ModelPool.use`)."""
+        return await self.models.use(model, self.config.server.keep_alive_s, wait_for_startup=wait_for_startup)
+
+    @asynccontextmanager
+    async def session_for(self, model: str | None, *, wait_for_startup: bool = False) -> AsyncIterator[Session]:
+        """The session of the model a request names, held loaded while in use."""
+        lease = await self.use(model, wait_for_startup=wait_for_startup)
         try:
-            session = Session(**self.config.session_options())
-        except MistralVllmError as e:
-            self.load_error = str(e)
-            log.error("model failed to load: %s", e)
-            return
-        self.model_id = served_model_name(session.info()["model"])
-        self.session = session
-        log.info("model %s loaded (%s)", self.model_id, session.info()["device"])
-
-    def ready_session(self) -> Session:
-        if self.session is None:
-            message = f"the model failed to load: {self.load_error}" if self.load_error else "the model is still loading"
-            raise APIError(503, message, type="service_unavailable", code="model_not_ready")
-        return self.session
+            yield lease.session
+        finally:
+            lease.release()
 
     def require_history(self) -> HistoryStore:
         if self.history is None:

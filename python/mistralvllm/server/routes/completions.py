@@ -16,4 +16,4 @@ router = APIRouter(dependencies=[Depends(require_key)], responses={"4XX": {"mode
 @router.post("/v1/completions", response_model=Completion, response_model_exclude_unset=True)
 async def completions(body: CompletionRequest, request: Request, response: Response, state: Service) -> Completion | Response:
     """The continuation of raw text (no chat template), whole or streamed."""
-    return await send(serving.completion(state, body), request, response)
+    return await send(await serving.completion(state, body), request, response)

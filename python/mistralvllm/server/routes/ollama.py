@@ -4,22 +4,17 @@ shape, ``{"error": message}`` (`ollama_serving.error_body`)."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from fastapi import APIRouter, Depends, Request, Response
 
 from ... import __version__
-from ...session import Session
-from .. import ollama_models, ollama_serving, serving
+from .. import ollama_models, ollama_serving
 from ..api_error import APIError
-from ..deps import Service, ready_session, require_key
+from ..deps import Service, require_key
 from ..ollama_requests import ChatRequest, EmbeddingsRequest, EmbedRequest, GenerateRequest, ShowRequest
 from ..ollama_responses import ChatResponse, ErrorBody, GenerateResponse, ModelList, RunningModels, ShowResponse, Version
 from .reply import send
 
 router = APIRouter(prefix="/api", dependencies=[Depends(require_key)], responses={"4XX": {"model": ErrorBody}, "5XX": {"model": ErrorBody}})
-
-Ready = Annotated[Session, Depends(ready_session)]
 
 
 @router.post("/chat", response_model=ChatResponse, response_model_exclude_unset=True)
@@ -39,23 +34,27 @@ async def generate(body: GenerateRequest, request: Request, response: Response, 
 
 
 @router.get("/tags", response_model=ModelList, response_model_exclude_none=True)
-async def tags(state: Service, session: Ready) -> ModelList:
-    """The one model this service serves."""
-    return ModelList(models=[ollama_models.listed_model(state, session, await ollama_models.model_files(session))])
+async def tags(state: Service) -> ModelList:
+    """Every configured model, loaded or not."""
+    return ModelList(models=[ollama_models.listed_model(model, await ollama_models.model_files(model)) for model in state.models.models])
 
 
 @router.post("/show", response_model=ShowResponse, response_model_exclude_none=True)
-async def show(body: ShowRequest, state: Service, session: Ready) -> ShowResponse:
-    serving.check_model_name(state, ollama_models.served_name(state, body.model_name))
-    return ollama_models.shown_model(session, await ollama_models.model_files(session))
+async def show(body: ShowRequest, state: Service) -> ShowResponse:
+    """The model's details, read from its session (loaded for it if need be)."""
+    model = state.models.find(body.model_name)
+    async with state.session_for(body.model_name, wait_for_startup=True) as session:
+        return ollama_models.shown_model(session, await ollama_models.model_files(model))
 
 
 @router.get("/ps", response_model=RunningModels, response_model_exclude_none=True)
 async def ps(state: Service) -> RunningModels:
-    """The model once it is loaded; none while it loads."""
-    if (session := state.session) is None:
-        return RunningModels(models=[])
-    return RunningModels(models=[ollama_models.running_model(state, session, await ollama_models.model_files(session))])
+    """The models loaded now; none while the first one loads."""
+    running = []
+    for model in state.models.loaded():
+        if (session := model.session) is not None:
+            running.append(ollama_models.running_model(model, session, await ollama_models.model_files(model)))
+    return RunningModels(models=running)
 
 
 @router.get("/version", response_model=Version)
@@ -64,21 +63,21 @@ async def version() -> Version:
 
 
 def no_embeddings(state: Service, model: str) -> APIError:
-    serving.check_model_name(state, ollama_models.served_name(state, model))
+    name = state.models.find(model).name
     return APIError(
         501,
-        f"{state.model_id} is a chat model, and this engine computes no embeddings with it; use an embedding model served elsewhere",
+        f"{name} is a chat model, and this engine computes no embeddings with it; use an embedding model served elsewhere",
         type="not_implemented",
     )
 
 
 @router.post("/embed", responses={501: {"model": ErrorBody}})
-async def embed(body: EmbedRequest, state: Service, _: Ready) -> None:
+async def embed(body: EmbedRequest, state: Service) -> None:
     """Always 501: the engine here cannot embed with a chat model."""
     raise no_embeddings(state, body.model)
 
 
 @router.post("/embeddings", responses={501: {"model": ErrorBody}})
-async def embeddings(body: EmbeddingsRequest, state: Service, _: Ready) -> None:
+async def embeddings(body: EmbeddingsRequest, state: Service) -> None:
     """Always 501, as `/api/embed`."""
     raise no_embeddings(state, body.model)

@@ -3,29 +3,49 @@ the web chat page."""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from importlib import resources
-from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ...session import Session
-from ..deps import Service, ready_session, require_key
-from ..openai_responses import ErrorBody, Health, ModelCard, ModelList
+from ...errors import MistralVllmError
+from ..deps import Service, require_key
+from ..model_pool import ServedModel
+from ..openai_responses import ErrorBody, Health, ModelCard, ModelList, ModelStatus
 
 STATIC = resources.files("mistralvllm.server") / "static"
 
 router = APIRouter()
 
 
+def model_status(model: ServedModel) -> ModelStatus:
+    try:
+        size: int | None = model.size_bytes
+    except MistralVllmError:
+        size = None
+    expires = model.expires_at if model.session is not None and model.leases == 0 else None
+    return ModelStatus(
+        name=model.name,
+        aliases=model.entry.aliases,
+        loaded=model.session is not None,
+        size=size,
+        expires_at=None if expires is None else datetime.fromtimestamp(expires, timezone.utc).isoformat(),
+        requests=model.leases,
+        error=model.load_error,
+    )
+
+
 @router.get("/health", response_model=Health, responses={503: {"model": Health}})
 async def health(state: Service) -> JSONResponse:
-    """``ok`` once the model is loaded; 503 while it loads or after it failed to."""
-    if state.session is not None:
-        return JSONResponse(Health(status="ok", model=state.model_id).model_dump(exclude_unset=True))
-    status = "failed" if state.load_error else "loading"
-    return JSONResponse(Health(status=status, error=state.load_error).model_dump(exclude_unset=True), status_code=503)
+    """``ok`` once the start-up model has loaded; 503 while it loads or after
+    it failed to. Every configured model's status comes with it."""
+    first, models = state.models.first, [model_status(model) for model in state.models.models]
+    if state.models.startup_done and first.load_error is None:
+        return JSONResponse(Health(status="ok", model=state.model_id, models=models).model_dump(exclude_none=True))
+    status = "failed" if first.load_error else "loading"
+    return JSONResponse(Health(status=status, error=first.load_error, models=models).model_dump(exclude_none=True), status_code=503)
 
 
 @router.get("/metrics", dependencies=[Depends(require_key)], response_class=Response, responses={401: {"model": ErrorBody}})
@@ -36,8 +56,9 @@ async def metrics(state: Service) -> Response:
 @router.get(
     "/v1/models", dependencies=[Depends(require_key)], response_model=ModelList, responses={"4XX": {"model": ErrorBody}, 503: {"model": ErrorBody}}
 )
-async def models(state: Service, _: Annotated[Session, Depends(ready_session)]) -> ModelList:
-    return ModelList(data=[ModelCard(id=state.model_id)])
+async def models(state: Service) -> ModelList:
+    """Every configured model, loaded or not (each loads on its first request)."""
+    return ModelList(data=[ModelCard(id=name) for name in state.models.names()])
 
 
 # HEAD too: Ollama's clients probe the address with it before anything else.

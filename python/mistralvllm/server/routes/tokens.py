@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from fastapi import APIRouter, Depends
 
-from ...session import Session
 from .. import serving
-from ..deps import Service, ready_session, require_key
+from ..deps import Service, require_key
 from ..openai_requests import DetokenizeRequest, TokenizeRequest
 from ..openai_responses import Detokenized, ErrorBody, Tokenized
 
@@ -16,24 +13,24 @@ router = APIRouter(dependencies=[Depends(require_key)], responses={"4XX": {"mode
 
 
 @router.post("/tokenize", response_model=Tokenized)
-async def tokenize(body: TokenizeRequest, state: Service, session: Annotated[Session, Depends(ready_session)]) -> Tokenized:
+async def tokenize(body: TokenizeRequest, state: Service) -> Tokenized:
     """Token ids of a raw ``prompt``, or of ``messages`` after the chat template."""
-    serving.check_model_name(state, body.model)
-    if body.messages is not None:
-        messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-        generation_prompt, special = body.add_generation_prompt, body.add_special_tokens
-        tokens = await session.off_loop(
-            serving.engine_errors, lambda: session.tokenize(messages, add_generation_prompt=generation_prompt, add_special_tokens=special)
-        )
-    else:
-        add_special = True if body.add_special_tokens is None else body.add_special_tokens
-        tokens = await session.off_loop(serving.engine_errors, lambda: session.tokenize(prompt=body.prompt, add_special_tokens=add_special))
-    return Tokenized(count=len(tokens), max_model_len=session.context_length, tokens=tokens, token_strs=None)
+    async with state.session_for(body.model) as session:
+        if body.messages is not None:
+            messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+            generation_prompt, special = body.add_generation_prompt, body.add_special_tokens
+            tokens = await session.off_loop(
+                serving.engine_errors, lambda: session.tokenize(messages, add_generation_prompt=generation_prompt, add_special_tokens=special)
+            )
+        else:
+            add_special = True if body.add_special_tokens is None else body.add_special_tokens
+            tokens = await session.off_loop(serving.engine_errors, lambda: session.tokenize(prompt=body.prompt, add_special_tokens=add_special))
+        return Tokenized(count=len(tokens), max_model_len=session.context_length, tokens=tokens, token_strs=None)
 
 
 @router.post("/detokenize", response_model=Detokenized)
-async def detokenize(body: DetokenizeRequest, state: Service, session: Annotated[Session, Depends(ready_session)]) -> Detokenized:
+async def detokenize(body: DetokenizeRequest, state: Service) -> Detokenized:
     """The text of ``tokens``."""
-    serving.check_model_name(state, body.model)
-    text = await session.off_loop(serving.engine_errors, lambda: session.detokenize(body.tokens))
+    async with state.session_for(body.model) as session:
+        text = await session.off_loop(serving.engine_errors, lambda: session.detokenize(body.tokens))
     return Detokenized(prompt=text)
