@@ -129,21 +129,11 @@ bench-kv: build
 bench-prefix: build
 	$(PY) benches/prefix_cache.py
 
-# A portable wheel under dist/ with two builds of _core: one for any x86-64
-# CPU (candle's quantized kernels pick AVX2 at run time,
-# patches/candle-core-0.10.2/0003) and one for x86-64-v3 (AVX2/FMA/F16C:
-# everything vectorized), which the package imports where the CPU runs it
-# (python/mistralvllm/cpu_build.py). The second has its own target dir.
-X86_64_V3_TARGET_DIR := $(CACHE_DIR)/target-x86-64-v3
-X86_64_V3_OUT := $(CACHE_DIR)/wheel-x86-64-v3
-
+# A portable wheel (no native CPU flags) under dist/: candle's quantized
+# kernels pick AVX2 at run time (patches/candle-core-0.10.2/0003).
 wheel: venv patched-crates
 	rm -f dist/mistralvllm-*.whl
-	rm -rf $(X86_64_V3_OUT)
 	PATH="$(abspath $(VENV))/bin:$$PATH" maturin build --profile dist --out dist $(if $(FEATURES),--features $(FEATURES))
-	CARGO_TARGET_DIR=$(X86_64_V3_TARGET_DIR) RUSTFLAGS="-C target-cpu=x86-64-v3" PATH="$(abspath $(VENV))/bin:$$PATH" \
-	  maturin build --profile dist --out $(X86_64_V3_OUT) $(if $(FEATURES),--features $(FEATURES))
-	$(PY) scripts/add_cpu_build.py dist/mistralvllm-*.whl $(X86_64_V3_OUT)/mistralvllm-*.whl
 
 # The wheel installed on its own against the native build: speed and greedy texts.
 WHEEL_VENV ?= $(CACHE_DIR)/wheel-venv

@@ -1,13 +1,10 @@
 """The portable wheel (`make wheel`) against the native build (`make build`).
 
 The wheel is built without `-C target-cpu=native`, so it runs on any
-x86-64 CPU: it carries a build for x86-64-v3 CPUs (AVX2/FMA/F16C), which it
-imports where the CPU has those features, and a default build for any other
-(whose quantized kernels still pick AVX2 at run time,
-patches/candle-core-0.10.2/0003). This measures what each costs on this
+x86-64 CPU; candle's quantized kernels pick their AVX2 code at run time
+(patches/candle-core-0.10.2/0003). This measures what that costs on this
 machine: decode tok/s and prompt tok/s, each engine in its own process, and
-whether the greedy texts are the same. The default build is measured here
-by forcing it (MISTRALVLLM_CPU_BUILD=default).
+whether the greedy texts are the same.
 
     make bench-wheel   # builds the wheel, installs it into ~/.cache/mistralvllm/wheel-venv
 
@@ -25,7 +22,6 @@ import subprocess
 import sys
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from engines import DECODE_TOKENS, FIDELITY_PROMPTS, FIDELITY_TOKENS, SHORT, _session_stream, default_model, long_prompt, timed
@@ -52,7 +48,6 @@ def measure(model: str) -> dict[str, object]:
         texts = [timed(stream, [{"role": "user", "content": p}], FIDELITY_TOKENS)[3] for p in FIDELITY_PROMPTS]
     return {
         "package": str(Path(mistralvllm.__file__).parent),
-        "cpu_build": mistralvllm.CPU_BUILD,
         "decode_tok_s": statistics.median(decode),
         "prompt_tok_s": statistics.median(prompt),
         "greedy_texts": texts,
@@ -67,9 +62,8 @@ def cpu_flags() -> list[str]:
     return []
 
 
-def run(python: str, model: str, **env: str) -> dict[str, Any]:
-    environment = {**os.environ, **env}
-    result = subprocess.run([python, __file__, "--measure", model], capture_output=True, text=True, timeout=1800, env=environment)
+def run(python: str, model: str) -> dict[str, object]:
+    result = subprocess.run([python, __file__, "--measure", model], capture_output=True, text=True, timeout=1800)
     if result.returncode != 0:
         raise SystemExit(f"{python}: failed\n{result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -87,7 +81,6 @@ def main() -> None:
     model = default_model()
     native = run(sys.executable, model)
     wheel = run(str(WHEEL_PYTHON), model)
-    default_build = run(str(WHEEL_PYTHON), model, MISTRALVLLM_CPU_BUILD="default")
     report = {
         "date": date.today().isoformat(),
         "host": platform.node(),
@@ -97,27 +90,20 @@ def main() -> None:
         "repetitions": REPETITIONS,
         "native": native,
         "wheel": wheel,
-        "wheel_default_build": default_build,
         "ratios": {
             "decode": wheel["decode_tok_s"] / native["decode_tok_s"],
             "prompt": wheel["prompt_tok_s"] / native["prompt_tok_s"],
-            "default_build_decode": default_build["decode_tok_s"] / native["decode_tok_s"],
-            "default_build_prompt": default_build["prompt_tok_s"] / native["prompt_tok_s"],
         },
         "same_greedy_texts": sum(a == b for a, b in zip(native["greedy_texts"], wheel["greedy_texts"], strict=True)),
-        "same_greedy_texts_default_build": sum(a == b for a, b in zip(native["greedy_texts"], default_build["greedy_texts"], strict=True)),
     }
     out = REPO / "benches" / "results" / f"{report['date']}-{platform.node()}-wheel.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(
         f"CPU {' '.join(report['cpu_flags'])}\n"
         f"native: decode {native['decode_tok_s']:.1f} tok/s, prompt {native['prompt_tok_s']:.1f} tok/s\n"
-        f"wheel ({wheel['cpu_build']}): decode {wheel['decode_tok_s']:.1f} tok/s ({report['ratios']['decode']:.2f}x), "
-        f"prompt {wheel['prompt_tok_s']:.1f} tok/s ({report['ratios']['prompt']:.2f}x), "
-        f"same greedy texts {report['same_greedy_texts']}/{len(FIDELITY_PROMPTS)}\n"
-        f"wheel (default build): decode {default_build['decode_tok_s']:.1f} tok/s ({report['ratios']['default_build_decode']:.2f}x), "
-        f"prompt {default_build['prompt_tok_s']:.1f} tok/s ({report['ratios']['default_build_prompt']:.2f}x), "
-        f"same greedy texts {report['same_greedy_texts_default_build']}/{len(FIDELITY_PROMPTS)}\n{out}"
+        f"wheel:  decode {wheel['decode_tok_s']:.1f} tok/s ({report['ratios']['decode']:.2f}x), "
+        f"prompt {wheel['prompt_tok_s']:.1f} tok/s ({report['ratios']['prompt']:.2f}x)\n"
+        f"same greedy texts: {report['same_greedy_texts']}/{len(FIDELITY_PROMPTS)}\n{out}"
     )
 
 

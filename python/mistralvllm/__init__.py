@@ -2,10 +2,6 @@
 attention, per-layer in-situ quantization (a Topology), continuous batching
 and streaming."""
 
-# Imported first: it loads the x86-64-v3 build of _core when the wheel
-# carries one and this CPU runs it.
-from .cpu_build import CPU_BUILD
-
 try:
     from ._core import BUILD_FEATURES, ISQ_NAMES, MISTRALRS_VERSION, ChatChunk, ToolCall, Topology, TopologyRange, Usage
 except ImportError as e:  # a CUDA build whose runtime libraries are not installed
@@ -29,7 +25,6 @@ __version__ = version("mistralvllm")
 
 __all__ = [
     "BUILD_FEATURES",
-    "CPU_BUILD",
     "ISQ_NAMES",
     "MISTRALRS_VERSION",
     "ChatChunk",
