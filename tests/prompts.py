@@ -4,3 +4,13 @@
 ITALY = [{"role": "user", "content": "What is the capital of Italy? Answer in one word."}]
 WATER = [{"role": "user", "content": "What is the chemical symbol for water?"}]
 HOT = [{"role": "user", "content": "What is the opposite of hot?"}]
+
+# A tool in OpenAI's shape, for the tool-calling tests of every API.
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}

@@ -9,9 +9,21 @@ import time
 
 import httpx
 
+from prompts import ITALY
 from service import AUTH, MODEL
 
 CHAT = "/v1/chat/completions"
+
+
+def finished_turn(url: str, conversation_id: str) -> None:
+    """A short answer stored whole under ``conversation_id`` (before a kill)."""
+    reply = httpx.post(
+        url + CHAT,
+        json={"model": MODEL, "messages": ITALY, "max_tokens": 12},
+        headers={**AUTH, "X-Conversation-Id": conversation_id},
+        timeout=60,
+    )
+    assert reply.status_code == 200
 
 
 class LiveStreams:

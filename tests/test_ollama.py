@@ -20,17 +20,9 @@ from mistralvllm.model_metadata import human_count, read_gguf, safetensors_param
 from mistralvllm.server import create_app, serving
 from mistralvllm.server.ollama_requests import ChatRequest
 from mistralvllm.server.state import ServiceState
-from prompts import HOT, ITALY, WATER
+from prompts import HOT, ITALY, WATER, WEATHER
 from service import API_KEY, AUTH, MODEL, stored_turns
 
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The current weather in a city.",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
 # The 135M model does not call tools on its own; an answer held to this
 # schema is a call, which the engine returns as a structured tool call.
 WEATHER_CALL = {
@@ -59,9 +51,9 @@ def assert_final(answer: ollama.ChatResponse | ollama.GenerateResponse, done_rea
     """The last body: why it stopped, the token counts, and durations in nanoseconds."""
     assert answer.done is True and answer.done_reason == done_reason
     assert answer.prompt_eval_count > 0 and answer.eval_count > 0
-    assert 0 < answer.prompt_eval_duration < answer.total_duration and 0 < answer.eval_duration < answer.total_duration
-    assert answer.load_duration is not None and 0 <= answer.load_duration < 10**9
-    assert answer.total_duration < 60 * 10**9
+    # Present and in nanoseconds (whole numbers); how long they are is benches/' business.
+    for duration in (answer.prompt_eval_duration, answer.eval_duration, answer.total_duration, answer.load_duration):
+        assert isinstance(duration, int) and duration >= 0
 
 
 def test_chat_whole(client: ollama.Client) -> None:

@@ -17,18 +17,11 @@ import pytest
 
 from mistralvllm import RequestError, Session
 from mistralvllm.tools import PythonTool, call_schema, check_tools, load_python_tool, messages_for_engine, prepare
+from prompts import WEATHER
 from service import API_KEY, AUTH, MODEL
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_TOOLS = REPO / "examples" / "tools.py"
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The current weather in a city.",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
 ADD = {
     "type": "function",
     "function": {

@@ -17,7 +17,7 @@ import pytest
 
 from prompts import ITALY
 from service import AUTH, MODEL, REPO, free_port, start_server, stored_turns
-from streams import LiveStreams
+from streams import LiveStreams, finished_turn
 
 CHAT = "/v1/chat/completions"
 
@@ -26,13 +26,7 @@ def test_kill_9_during_eight_streams_loses_no_turn(tmp_path: Path) -> None:
     server = start_server(tmp_path)
     try:
         for i in range(2):
-            reply = httpx.post(
-                server.url + CHAT,
-                json={"model": MODEL, "messages": ITALY, "max_tokens": 12},
-                headers={**AUTH, "X-Conversation-Id": f"done-{i}"},
-                timeout=60,
-            )
-            assert reply.status_code == 200
+            finished_turn(server.url, f"done-{i}")
         streams = LiveStreams({f"live-{i}": server.url for i in range(8)})
         streams.wait_for_a_saved_partial(set(streams.servers))
         server.process.send_signal(signal.SIGKILL)

@@ -22,7 +22,7 @@ from mistralvllm.history import open_history
 from postgres_server import PASSWORD, PostgresServer
 from prompts import ITALY
 from service import API_KEY, AUTH, MODEL, Server, start_server, stored_turns
-from streams import CHAT, LiveStreams
+from streams import CHAT, LiveStreams, finished_turn
 
 CLIENTS_PER_SERVER = 3
 CONVERSATIONS_PER_CLIENT = 2
@@ -110,13 +110,7 @@ def test_kill_9_of_one_replica_mid_answer_loses_no_turn_and_the_other_serves_on(
     doomed, survivor = servers = start_replicas(tmp_path, url)
     try:
         for i, server in enumerate(servers):
-            reply = httpx.post(
-                server.url + CHAT,
-                json={"model": MODEL, "messages": ITALY, "max_tokens": 12},
-                headers={**AUTH, "X-Conversation-Id": f"done-{i}"},
-                timeout=60,
-            )
-            assert reply.status_code == 200
+            finished_turn(server.url, f"done-{i}")
         streams = LiveStreams({**{f"doomed-{i}": doomed.url for i in range(3)}, **{f"survivor-{i}": survivor.url for i in range(3)}}, max_tokens=300)
         streams.wait_for_a_saved_partial({f"doomed-{i}" for i in range(3)})
         doomed.process.send_signal(signal.SIGKILL)
