@@ -79,6 +79,24 @@ def test_an_identical_prompt_hits_the_prefix_cache(default_model: Path) -> None:
     print(f"\nthe same {first.usage.prompt_tokens}-token prompt: {first.usage.prompt_time_s:.3f} s, then {second.usage.prompt_time_s:.3f} s")
 
 
+def test_usage_counts_the_cached_prompt_tokens(default_model: Path) -> None:
+    """Usage names the prompt tokens the prefix cache supplied, for chats and
+    text completions (patches/mistralrs-core-0.8.1/0016)."""
+    system = {"role": "system", "content": SYSTEM}
+    with Session(default_model, prefix_cache=4) as session:
+        first = session.chat([system, {"role": "user", "content": "What is the capital of France?"}], max_tokens=4).usage
+        second = session.chat([system, {"role": "user", "content": "What is the capital of Spain?"}], max_tokens=4).usage
+        text = session.complete(SYSTEM, max_tokens=4).usage
+        text_again = session.complete(SYSTEM, max_tokens=4).usage
+    assert first.cached_prompt_tokens == 0 and text.cached_prompt_tokens == 0
+    # The system prompt is most of the second chat; its question is not cached.
+    assert first.prompt_tokens // 2 < second.cached_prompt_tokens < second.prompt_tokens
+    # A repeated completion reuses all of its prompt but the last token.
+    assert text.prompt_tokens == text_again.prompt_tokens > 400
+    assert text_again.cached_prompt_tokens == text_again.prompt_tokens - 1
+    assert text.completion_tokens == text_again.completion_tokens == 4
+
+
 @pytest.mark.parametrize(("kept", "hits"), [(1, 0), (2, 1)])
 def test_the_oldest_prefix_is_evicted_beyond_the_count(default_model: Path, kept: int, hits: int) -> None:
     """On CPU the engine never evicted (patches/mistralrs-core-0.8.1/0002):

@@ -43,6 +43,24 @@ def test_streaming_matches_and_reports_usage(client: openai.OpenAI) -> None:
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
 
 
+def test_cached_tokens_and_fingerprint_reported(client: openai.OpenAI) -> None:
+    """A repeated prompt is read from the prefix cache, and usage says how
+    much of it (``prompt_tokens_details.cached_tokens``), whole and streamed."""
+    rules = " ".join(f"Rule {n}: never mention the number {n * 7919} unless asked." for n in range(1, 40))
+    prompt = f"{rules}\nQuestion: what is the first rule about?\nAnswer:"
+    first = client.completions.create(model=MODEL, prompt=prompt, max_tokens=2)
+    again = client.completions.create(model=MODEL, prompt=prompt, max_tokens=2)
+    assert first.usage.prompt_tokens == again.usage.prompt_tokens > 400
+    assert first.usage.prompt_tokens_details.cached_tokens < first.usage.prompt_tokens // 2
+    assert again.usage.prompt_tokens_details.cached_tokens > again.usage.prompt_tokens // 2
+    messages = [{"role": "system", "content": rules}, {"role": "user", "content": "What is the first rule about?"}]
+    client.chat.completions.create(model=MODEL, messages=messages, max_tokens=2)
+    chunks = list(client.chat.completions.create(model=MODEL, messages=messages, max_tokens=2, stream=True, stream_options={"include_usage": True}))
+    assert chunks[-1].usage.prompt_tokens_details.cached_tokens > chunks[-1].usage.prompt_tokens // 2
+    fingerprints = {first.system_fingerprint, again.system_fingerprint, *(chunk.system_fingerprint for chunk in chunks)}
+    assert len(fingerprints) == 1 and fingerprints.pop().startswith("fp_")
+
+
 def test_stop_and_max_completion_tokens(client: openai.OpenAI) -> None:
     stopped = client.chat.completions.create(model=MODEL, messages=ITALY, stop="Rome")
     assert stopped.choices[0].finish_reason == "stop" and "Rome" not in stopped.choices[0].message.content

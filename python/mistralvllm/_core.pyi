@@ -65,6 +65,9 @@ class Usage:
     def decode_tok_per_s(self) -> float: ...
     @property
     def total_time_s(self) -> float: ...
+    @property
+    def cached_prompt_tokens(self) -> int:
+        """Prompt tokens whose KV cache came from the prefix cache."""
 
 @final
 class ToolCall:
@@ -141,7 +144,6 @@ class Session:
         messages: list[Mapping[str, str]] | None = None,
         *,
         prompt: str | None = None,
-        prompt_tokens: int | None = None,
         max_tokens: int | None = None,
         temperature: float | None = None,
         top_p: float | None = None,

@@ -311,7 +311,7 @@ class Session:
         same options as :meth:`stream`."""
         prompt_tokens = len(self._engine.tokenize(prompt=prompt))
         self._check_fits(prompt_tokens, sampling.get("max_tokens"))
-        return self._send(prompt=prompt, prompt_tokens=prompt_tokens, **sampling)
+        return self._send(prompt=prompt, **sampling)
 
     def _send(self, **request: Any) -> _core.ChatStream:
         _check_counts(request)

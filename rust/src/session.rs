@@ -109,27 +109,16 @@ impl Session {
         py: Python<'_>,
         request: Request,
         rx: Receiver<Response>,
-        input: RequestInput,
-        prompt_tokens: Option<usize>,
         stops: Vec<String>,
     ) -> PyResult<ChatStream> {
         let model = self.model()?;
-        let (running, sent_at, prompt_tokens) = py.detach(|| {
-            // The engine's completion chunks carry no usage: count the prompt
-            // here unless the caller already did.
-            let prompt_tokens = match (&input, prompt_tokens) {
-                (Either::Left(_), _) => None,
-                (Either::Right(_), Some(counted)) => Some(counted),
-                (Either::Right(text), None) => {
-                    Some(tokenize_input(&model, Either::Right(text.clone()), false, None)?.len())
-                }
-            };
+        let (running, sent_at) = py.detach(|| {
             let running = self.running.enter();
             let sent_at = Instant::now();
             send_to_engine(&model, request)?;
-            Ok::<_, PyErr>((running, sent_at, prompt_tokens))
+            Ok::<_, PyErr>((running, sent_at))
         })?;
-        Ok(ChatStream::new(rx, running, sent_at, stops, prompt_tokens))
+        Ok(ChatStream::new(rx, running, sent_at, stops))
     }
 
     /// Run `scorer` over its tokens in the engine (one forced decoding step per token).
@@ -165,8 +154,7 @@ impl Session {
             model_id: None,
             truncate_sequence: false,
         }));
-        let input = Either::Right(String::new());
-        let stream = self.submit(py, request, rx, input, Some(1), Vec::new())?;
+        let stream = self.submit(py, request, rx, Vec::new())?;
         py.detach(|| {
             while stream.next_chunk()?.is_some() {}
             Ok::<_, PyErr>(())
@@ -394,7 +382,7 @@ impl Session {
 
     /// Send a chat request; returns a `ChatStream` of chunks.
     #[pyo3(signature = (
-        messages=None, *, prompt=None, prompt_tokens=None, max_tokens=None, temperature=None, top_p=None, top_k=None, min_p=None,
+        messages=None, *, prompt=None, max_tokens=None, temperature=None, top_p=None, top_k=None, min_p=None,
         seed=None, stop=None, frequency_penalty=None, presence_penalty=None, repetition_penalty=None,
         json_schema=None, regex=None, grammar=None, tools=None, tool_choice=None, logprobs=false, top_logprobs=None,
         logit_bias=None
@@ -405,7 +393,6 @@ impl Session {
         py: Python<'_>,
         messages: Option<&Bound<'_, PyList>>,
         prompt: Option<String>,
-        prompt_tokens: Option<usize>,
         max_tokens: Option<usize>,
         temperature: Option<f64>,
         top_p: Option<f64>,
@@ -486,7 +473,7 @@ impl Session {
         let (sampling_params, logits_processors) = sampling.into_engine()?;
         let (tx, rx) = channel(STREAM_BUFFER);
         let request = Request::Normal(Box::new(NormalRequest {
-            messages: match input.clone() {
+            messages: match input {
                 Either::Left(messages) => RequestMessage::Chat {
                     messages,
                     enable_thinking: None,
@@ -513,7 +500,7 @@ impl Session {
             model_id: None,
             truncate_sequence: false,
         }));
-        self.submit(py, request, rx, input, prompt_tokens, stops)
+        self.submit(py, request, rx, stops)
     }
 
     /// Log-probability of each token of `tokens` after the first, given the

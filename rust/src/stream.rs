@@ -32,44 +32,15 @@ pub struct Usage {
     pub prompt_tok_per_s: f64,
     pub decode_tok_per_s: f64,
     pub total_time_s: f64,
-}
-
-impl Usage {
-    /// Usage measured here, for engine responses that report none
-    /// (completion chunks): one chunk per generated token.
-    fn from_timing(
-        prompt_tokens: usize,
-        completion_tokens: usize,
-        first_token_s: f64,
-        total_s: f64,
-    ) -> Self {
-        let decode_s = total_s - first_token_s;
-        Self {
-            prompt_tokens,
-            completion_tokens,
-            total_tokens: prompt_tokens + completion_tokens,
-            time_to_first_token_s: first_token_s,
-            prompt_time_s: first_token_s,
-            prompt_tok_per_s: if first_token_s > 0.0 {
-                prompt_tokens as f64 / first_token_s
-            } else {
-                0.0
-            },
-            decode_tok_per_s: if decode_s > 0.0 {
-                completion_tokens.saturating_sub(1) as f64 / decode_s
-            } else {
-                0.0
-            },
-            total_time_s: total_s,
-        }
-    }
+    /// Prompt tokens whose KV cache came from the prefix cache (not recomputed).
+    pub cached_prompt_tokens: usize,
 }
 
 #[pymethods]
 impl Usage {
     fn __repr__(&self) -> String {
         format!(
-            "Usage(prompt_tokens={}, completion_tokens={}, total_tokens={}, time_to_first_token_s={:.3}, prompt_time_s={:.3}, prompt_tok_per_s={:.1}, decode_tok_per_s={:.1}, total_time_s={:.3})",
+            "Usage(prompt_tokens={}, completion_tokens={}, total_tokens={}, time_to_first_token_s={:.3}, prompt_time_s={:.3}, prompt_tok_per_s={:.1}, decode_tok_per_s={:.1}, total_time_s={:.3}, cached_prompt_tokens={})",
             self.prompt_tokens,
             self.completion_tokens,
             self.total_tokens,
@@ -77,7 +48,8 @@ impl Usage {
             self.prompt_time_s,
             self.prompt_tok_per_s,
             self.decode_tok_per_s,
-            self.total_time_s
+            self.total_time_s,
+            self.cached_prompt_tokens
         )
     }
 }
@@ -272,9 +244,6 @@ fn held_back_len(text: &str, stop: &str) -> usize {
 
 struct StreamState {
     rx: Option<Receiver<Response>>,
-    /// Known up front for completions, whose chunks carry no usage.
-    prompt_tokens: Option<usize>,
-    chunks: usize,
     running: Option<CountGuard>,
     first_token_s: Option<f64>,
     stops: StopTrimmer,
@@ -316,13 +285,10 @@ impl ChatStream {
         running: CountGuard,
         sent_at: Instant,
         stops: Vec<String>,
-        prompt_tokens: Option<usize>,
     ) -> Self {
         Self {
             state: Mutex::new(StreamState {
                 rx: Some(rx),
-                prompt_tokens,
-                chunks: 0,
                 running: Some(running),
                 first_token_s: None,
                 stops: StopTrimmer::new(stops),
@@ -379,7 +345,7 @@ impl ChatStream {
                     (
                         choice.text,
                         choice.finish_reason,
-                        None,
+                        chunk.usage,
                         Vec::new(),
                         choice.logprobs,
                     )
@@ -403,7 +369,6 @@ impl ChatStream {
                     });
                 }
             };
-            state.chunks += 1;
             logprobs.extend(logprob.map(TokenLogprob::from));
             let shown = state.stops.push(&delta);
             text.push_str(&shown);
@@ -422,25 +387,17 @@ impl ChatStream {
             }
             let elapsed = self.sent_at.elapsed().as_secs_f64();
             let first_token_s = *state.first_token_s.get_or_insert(elapsed);
-            let usage = match (engine_usage, finish_reason.is_some()) {
-                (Some(u), _) => Some(Usage {
-                    prompt_tokens: u.prompt_tokens,
-                    completion_tokens: u.completion_tokens,
-                    total_tokens: u.total_tokens,
-                    time_to_first_token_s: first_token_s,
-                    prompt_time_s: u.total_prompt_time_sec as f64,
-                    prompt_tok_per_s: u.avg_prompt_tok_per_sec as f64,
-                    decode_tok_per_s: u.avg_compl_tok_per_sec as f64,
-                    total_time_s: elapsed,
-                }),
-                (None, true) => Some(Usage::from_timing(
-                    state.prompt_tokens.unwrap_or(0),
-                    state.chunks,
-                    first_token_s,
-                    elapsed,
-                )),
-                (None, false) => None,
-            };
+            let usage = engine_usage.map(|u| Usage {
+                prompt_tokens: u.prompt_tokens,
+                completion_tokens: u.completion_tokens,
+                total_tokens: u.total_tokens,
+                time_to_first_token_s: first_token_s,
+                prompt_time_s: u.total_prompt_time_sec as f64,
+                prompt_tok_per_s: u.avg_prompt_tok_per_sec as f64,
+                decode_tok_per_s: u.avg_compl_tok_per_sec as f64,
+                total_time_s: elapsed,
+                cached_prompt_tokens: u.cached_prompt_tokens,
+            });
             return Ok(Some(ChatChunk {
                 text,
                 finish_reason,

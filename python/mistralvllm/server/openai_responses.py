@@ -16,10 +16,15 @@ from pydantic import BaseModel, Field
 from ..history import ConversationSummary, StoredMessage
 
 
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int  # prompt tokens whose KV cache the prefix cache supplied
+
+
 class UsageBody(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails
 
 
 class FunctionCallBody(BaseModel):
@@ -79,6 +84,7 @@ class ChatCompletion(BaseModel):
     object: Literal["chat.completion"]
     created: int
     model: str
+    system_fingerprint: str  # fp_ and the digest of the settings that shape answers
     choices: list[ChatChoice]
     usage: UsageBody | None
 
@@ -104,6 +110,7 @@ class ChatCompletionChunk(BaseModel):
     object: Literal["chat.completion.chunk"]
     created: int
     model: str
+    system_fingerprint: str  # fp_ and the digest of the settings that shape answers
     choices: list[ChunkChoice]
     usage: UsageBody | None = None
 
@@ -131,6 +138,7 @@ class Completion(BaseModel):
     object: Literal["text_completion"]
     created: int
     model: str
+    system_fingerprint: str  # fp_ and the digest of the settings that shape answers
     choices: list[CompletionChoice]
     usage: UsageBody | None = None
 

@@ -26,6 +26,7 @@ from .responses_bodies import (
     DeletedResponse,
     FunctionCall,
     IncompleteDetails,
+    InputTokensDetails,
     OutputItem,
     OutputMessage,
     OutputText,
@@ -132,7 +133,12 @@ class ResponseShape:
             status,
             output_items(head["id"], answer.text, calls, finish_reason=answer.finish_reason),
             incomplete_details=incomplete,
-            usage=ResponseUsage(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens, total_tokens=usage.total_tokens)
+            usage=ResponseUsage(
+                input_tokens=usage.prompt_tokens,
+                input_tokens_details=InputTokensDetails(cached_tokens=usage.cached_prompt_tokens),
+                output_tokens=usage.completion_tokens,
+                total_tokens=usage.total_tokens,
+            )
             if usage
             else None,
         )

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from .._core import ChatChunk, ChatStream, TokenLogprob, Usage
 from ..collect import StreamedAnswer
+from ..config import Config
 from ..context_window import context_overflow
 from ..errors import ContextOverflowError, RequestError
 from ..history import Conversation, ConversationExistsError, HistoryDatabaseError, HistoryError, HistoryWriteError, Turn
@@ -42,6 +43,7 @@ from .openai_responses import (
     CompletionChoice,
     CompletionLogprobs,
     Delta,
+    PromptTokensDetails,
     ToolCallBody,
     ToolCallDelta,
     UsageBody,
@@ -204,10 +206,24 @@ def find_conversation(state: ServiceState, conversation_id: str | None, body: Ch
         raise APIError(400, str(e), param="X-Conversation-Id") from None
 
 
-def usage_body(usage: Usage | None) -> UsageBody | None:
+def usage_body(usage: Usage | None, completion_tokens: int | None = None) -> UsageBody | None:
+    """OpenAI's usage of an answer (``completion_tokens`` given: of several
+    answers to one prompt)."""
     if usage is None:
         return None
-    return UsageBody(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, total_tokens=usage.total_tokens)
+    completion = usage.completion_tokens if completion_tokens is None else completion_tokens
+    return UsageBody(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=completion,
+        total_tokens=usage.prompt_tokens + completion,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=usage.cached_prompt_tokens),
+    )
+
+
+def system_fingerprint(config: Config) -> str:
+    """OpenAI's ``system_fingerprint``: names the settings that shape answers
+    (`Config.digest`), so a client sees when they change."""
+    return f"fp_{config.digest()}"
 
 
 def body_json(body: BaseModel | dict[str, Any]) -> str:
@@ -283,9 +299,7 @@ def total_usage(answers: Sequence[StreamedAnswer]) -> UsageBody | None:
     usages = [answer.usage for answer in answers if answer.usage is not None]
     if not usages or len(usages) < len(answers):
         return None
-    prompt = usages[0].prompt_tokens
-    completion = sum(usage.completion_tokens for usage in usages)
-    return UsageBody(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+    return usage_body(usages[0], completion_tokens=sum(usage.completion_tokens for usage in usages))
 
 
 class ChatShape(OpenAIStream):
@@ -393,7 +407,12 @@ class Reply(Generic[W]):
         if more and not isinstance(shape, OpenAIStream):
             raise TypeError("several answers to one request need an OpenAI shape")
         self.id = id
-        self.head: dict[str, Any] = {"id": self.id, "created": int(time.time()), "model": lease.name}
+        self.head: dict[str, Any] = {
+            "id": self.id,
+            "created": int(time.time()),
+            "model": lease.name,
+            "system_fingerprint": system_fingerprint(state.config),
+        }
         self.started = time.monotonic()
         self.headers = {"X-Conversation-Id": turn.conversation.id} if turn else {}
         self.turn = turn
