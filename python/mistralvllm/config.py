@@ -23,6 +23,7 @@ from ._core import ISQ_NAMES, Topology
 from .errors import ConfigError
 from .history.location import check_postgres_url
 from .models import DEFAULT_MODEL_FILE, served_model_name
+from .sampling_bounds import ConfigTemperature, MaxTokens, MinP, RepetitionPenalty, Seed, TopK, TopP
 from .session import prefix_cache_bytes
 
 ENV_PREFIX = "MISTRALVLLM_"
@@ -228,16 +229,16 @@ class ServedModelSection(ModelSection):
 class SamplingSection(Section):
     """Defaults for every request; a request (or /set in the chat) overrides them."""
 
-    max_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=100)
-    top_p: float | None = Field(None, ge=0, le=1)
-    top_k: int | None = Field(None, ge=1)
-    min_p: float | None = Field(None, ge=0, le=1)
-    seed: int | None = Field(None, ge=0)
+    max_tokens: MaxTokens | None = None
+    temperature: ConfigTemperature | None = None
+    top_p: TopP | None = None
+    top_k: TopK | None = None
+    min_p: MinP | None = None
+    seed: Seed | None = None
     stop: list[str] | None = None
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
-    repetition_penalty: float | None = Field(None, gt=0)
+    repetition_penalty: RepetitionPenalty | None = None
 
     def options(self) -> dict[str, Any]:
         """The set fields, as keyword arguments for `Session.chat`."""

@@ -13,17 +13,14 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, model_validator
+from pydantic import BeforeValidator, Field, StrictBool, model_validator
 from pydantic_core import PydanticCustomError
 
-from .openai_requests import ChatCompletionRequest, ChatMessage, FunctionCall, ToolCallMessage
+from ..sampling_bounds import AnthropicTemperature, MaxTokens, TopK, TopP
+from .openai_requests import ChatCompletionRequest, ChatMessage, FunctionCall, Strict, ToolCallMessage
 
 # Block types Anthropic's API has for media; this service's model reads text only.
 MEDIA_BLOCKS = ("image", "document")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class CacheControl(Strict):
@@ -224,12 +221,12 @@ class CountTokensRequest(Strict):
 class MessagesRequest(CountTokensRequest):
     """`POST /v1/messages`."""
 
-    max_tokens: int = Field(ge=1)
+    max_tokens: MaxTokens
     stop_sequences: list[str] | None = None
     stream: StrictBool = False
-    temperature: float | None = Field(None, ge=0, le=1)
-    top_p: float | None = Field(None, ge=0, le=1)
-    top_k: int | None = Field(None, ge=1)
+    temperature: AnthropicTemperature | None = None
+    top_p: TopP | None = None
+    top_k: TopK | None = None
     metadata: Metadata | None = None
 
     def chat_fields(self) -> dict[str, Any]:

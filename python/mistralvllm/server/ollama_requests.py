@@ -14,20 +14,34 @@ options it does not know.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+import operator
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, field_validator, model_validator
 
 from ..config import keep_alive_seconds
-from .openai_requests import ChatCompletionRequest, ChatMessage, CompletionRequest, FunctionCall, ResponseFormat, ToolCallMessage
+from ..sampling_bounds import MAX_STOP_SEQUENCES, MinP, OllamaSeed, Penalty, RepetitionPenalty, Temperature, TopK, TopP
+from .openai_requests import ChatCompletionRequest, ChatMessage, CompletionRequest, FunctionCall, ResponseFormat, Strict, ToolCallMessage
 
-TEXT_ONLY = "this model reads text only; images cannot be given to it"
 # num_predict: no limit (-1), or fill the context (-2): the same here.
 NO_LIMIT = (-1, -2)
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def refused(message: str, *, accepted: Callable[[Any], bool] = operator.not_) -> AfterValidator:
+    """A field of Ollama's that asks for what this service cannot do:
+    its value is refused with ``message`` unless ``accepted`` (by default:
+    unless left empty or false)."""
+
+    def refuse(value: Any) -> Any:
+        if not accepted(value):
+            raise ValueError(message)
+        return value
+
+    return AfterValidator(refuse)
+
+
+Images = Annotated[list[str] | None, refused("this model reads text only; images cannot be given to it")]
 
 
 class Options(BaseModel):
@@ -36,15 +50,15 @@ class Options(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     num_predict: int | None = Field(None, description="Tokens to generate at most; -1 (or -2): no limit but the context window")
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, ge=0, le=1)
-    top_k: int | None = Field(None, ge=1)
-    min_p: float | None = Field(None, ge=0, le=1)
-    seed: int | None = Field(None, ge=-1, le=2**64 - 1, description="-1: a random seed, as when left out")
-    stop: list[str] | None = Field(None, max_length=4)
-    repeat_penalty: float | None = Field(None, gt=0)
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    top_k: TopK | None = None
+    min_p: MinP | None = None
+    seed: OllamaSeed | None = Field(None, description="-1: a random seed, as when left out")
+    stop: list[str] | None = Field(None, max_length=MAX_STOP_SEQUENCES)
+    repeat_penalty: RepetitionPenalty | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
 
     @field_validator("num_predict")
     @classmethod
@@ -85,9 +99,12 @@ class GenerationRequest(Strict):
     keep_alive: float | str | None = Field(
         None, description="How long the model stays loaded after this request ('5m', seconds; negative: always; 0: unload at once)"
     )
-    think: bool | str | None = None
-    logprobs: StrictBool | None = None
-    top_logprobs: int | None = None
+    think: Annotated[
+        bool | str | None,
+        refused("this model does not think before it answers; leave think out or set it to false", accepted=lambda value: value in (None, False)),
+    ] = None
+    logprobs: Annotated[StrictBool | None, refused("log probabilities are not available here; leave logprobs out or set it to false")] = None
+    top_logprobs: Annotated[int | None, refused("log probabilities are not available here; leave top_logprobs out or set it to 0")] = None
 
     @field_validator("format")
     @classmethod
@@ -101,27 +118,6 @@ class GenerationRequest(Strict):
     def _keep_alive(cls, value: float | str | None) -> float | str | None:
         if value is not None:
             keep_alive_seconds(value)
-        return value
-
-    @field_validator("think")
-    @classmethod
-    def _think(cls, value: bool | str | None) -> bool | str | None:
-        if value not in (None, False):
-            raise ValueError("this model does not think before it answers; leave think out or set it to false")
-        return value
-
-    @field_validator("logprobs")
-    @classmethod
-    def _logprobs(cls, value: bool | None) -> bool | None:
-        if value:
-            raise ValueError("log probabilities are not available here; leave logprobs out or set it to false")
-        return value
-
-    @field_validator("top_logprobs")
-    @classmethod
-    def _top_logprobs(cls, value: int | None) -> int | None:
-        if value:
-            raise ValueError("log probabilities are not available here; leave top_logprobs out or set it to 0")
         return value
 
     def keep_alive_s(self, default: float | None) -> float | None:
@@ -153,16 +149,9 @@ class ToolCall(Strict):
 class Message(Strict):
     role: Literal["system", "user", "assistant", "tool"]
     content: str = ""
-    images: list[str] | None = None
+    images: Images = None
     tool_calls: list[ToolCall] | None = None
     tool_name: str | None = Field(None, description="The tool whose result a 'tool' message carries")
-
-    @field_validator("images")
-    @classmethod
-    def _images(cls, value: list[str] | None) -> list[str] | None:
-        if value:
-            raise ValueError(TEXT_ONLY)
-        return value
 
     def openai_message(self) -> ChatMessage:
         calls = [
@@ -197,10 +186,16 @@ class GenerateRequest(GenerationRequest):
     prompt: str = ""
     raw: StrictBool = False
     system: str | None = None
-    template: str | None = None
-    suffix: str | None = None
-    context: list[int] | None = None
-    images: list[str] | None = None
+    template: Annotated[
+        str | None,
+        refused(
+            "Ollama's Go prompt templates cannot be used here: the model's own chat template applies; "
+            "leave template out, or send the whole prompt with raw: true"
+        ),
+    ] = None
+    suffix: Annotated[str | None, refused("this model does not fill in the middle (insert); leave suffix out")] = None
+    context: Annotated[list[int] | None, refused("the deprecated token context is not kept here; send the conversation to /api/chat instead")] = None
+    images: Images = None
 
     @field_validator("system")
     @classmethod
@@ -214,37 +209,6 @@ class GenerateRequest(GenerationRequest):
         if self.raw and self.format:
             raise ValueError("format: a raw prompt is continued as plain text, so its answer cannot be held to a format; leave raw out")
         return self
-
-    @field_validator("template")
-    @classmethod
-    def _template(cls, value: str | None) -> str | None:
-        if value:
-            raise ValueError(
-                "Ollama's Go prompt templates cannot be used here: the model's own chat template applies; "
-                "leave template out, or send the whole prompt with raw: true"
-            )
-        return value
-
-    @field_validator("suffix")
-    @classmethod
-    def _suffix(cls, value: str | None) -> str | None:
-        if value:
-            raise ValueError("this model does not fill in the middle (insert); leave suffix out")
-        return value
-
-    @field_validator("context")
-    @classmethod
-    def _context(cls, value: list[int] | None) -> list[int] | None:
-        if value:
-            raise ValueError("the deprecated token context is not kept here; send the conversation to /api/chat instead")
-        return value
-
-    @field_validator("images")
-    @classmethod
-    def _images(cls, value: list[str] | None) -> list[str] | None:
-        if value:
-            raise ValueError(TEXT_ONLY)
-        return value
 
     def chat_request(self, model: str) -> ChatCompletionRequest:
         """The prompt (and ``system``) as a chat completion of ``model``."""

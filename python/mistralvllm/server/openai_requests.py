@@ -7,12 +7,28 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
+from ..sampling_bounds import (
+    MAX_STOP_SEQUENCES,
+    MaxTokens,
+    MinP,
+    Penalty,
+    RepetitionPenalty,
+    Seed,
+    Temperature,
+    TopK,
+    TopLogprobs,
+    TopP,
+)
+
 # The most answers one request may ask for (n); also bounded by the engine's
 # running sequences (`serving.check_model`).
 MAX_CHOICES = 128
 
 
 class Strict(BaseModel):
+    """A request body (or part of one) that refuses fields it does not know;
+    every API's request models build on it."""
+
     model_config = ConfigDict(extra="forbid")
 
 
@@ -62,19 +78,25 @@ class JsonSchemaFormat(BaseModel):
     strict: bool | None = None
 
 
+def format_schema(kind: str, schema: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The JSON schema an answer in the format ``kind`` must follow: any
+    object (``json_object``), ``schema`` (``json_schema``), or none (``text``)."""
+    return {"type": "object"} if kind == "json_object" else schema if kind == "json_schema" else None
+
+
 class ResponseFormat(Strict):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
 
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("json_schema is required when type is 'json_schema'")
+        return self
+
     def answer_schema(self) -> dict[str, Any] | None:
         """The JSON schema the answer must follow, if any."""
-        if self.type == "json_object":
-            return {"type": "object"}
-        if self.type == "json_schema":
-            if self.json_schema is None:
-                raise ValueError("response_format.json_schema is required when type is 'json_schema'")
-            return self.json_schema.schema_
-        return None
+        return format_schema(self.type, self.json_schema.schema_ if self.json_schema else None)
 
 
 class SamplingRequest(Strict):
@@ -85,16 +107,16 @@ class SamplingRequest(Strict):
     model: str
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, ge=0, le=1)
-    top_k: int | None = Field(None, ge=1)
-    min_p: float | None = Field(None, ge=0, le=1)
-    seed: int | None = Field(None, ge=0, le=2**64 - 1)
+    max_tokens: MaxTokens | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    top_k: TopK | None = None
+    min_p: MinP | None = None
+    seed: Seed | None = None
     stop: str | list[str] | None = None
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
-    repetition_penalty: float | None = Field(None, gt=0)
+    frequency_penalty: Penalty | None = None
+    presence_penalty: Penalty | None = None
+    repetition_penalty: RepetitionPenalty | None = None
     # Answers to write from the prompt, decoded together (continuous batching).
     n: int = Field(1, ge=1, le=MAX_CHOICES)
     user: str | None = Field(None, max_length=256)
@@ -118,8 +140,8 @@ class SamplingRequest(Strict):
     def _stop(cls, value: str | list[str] | None) -> list[str] | None:
         if isinstance(value, str):
             value = [value]
-        if value is not None and len(value) > 4:
-            raise ValueError("at most 4 stop sequences")
+        if value is not None and len(value) > MAX_STOP_SEQUENCES:
+            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences")
         return value
 
     # vLLM's extensions for constrained decoding (the OpenAI API has no
@@ -166,19 +188,12 @@ class SamplingRequest(Strict):
 class ChatCompletionRequest(SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
     logprobs: StrictBool | None = None
-    top_logprobs: int | None = Field(None, ge=0, le=20)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    top_logprobs: TopLogprobs | None = None
+    max_completion_tokens: MaxTokens | None = None
     response_format: ResponseFormat | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
     parallel_tool_calls: bool | None = None
-
-    @field_validator("response_format")
-    @classmethod
-    def _response_format(cls, value: ResponseFormat | None) -> ResponseFormat | None:
-        if value is not None and value.type == "json_schema" and value.json_schema is None:
-            raise ValueError("json_schema is required when type is 'json_schema'")
-        return value
 
     @model_validator(mode="after")
     def _schema_or_guided(self) -> ChatCompletionRequest:
@@ -224,7 +239,7 @@ class CompletionRequest(SamplingRequest):
     """`POST /v1/completions`: continue raw text, no chat template."""
 
     prompt: str = Field(min_length=1)
-    logprobs: int | None = Field(None, ge=0, le=20)
+    logprobs: TopLogprobs | None = None
     echo: Literal[False] = False
     best_of: int | None = None
 

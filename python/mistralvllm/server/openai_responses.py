@@ -77,14 +77,21 @@ class ChatChoice(BaseModel):
     logprobs: ChatLogprobs | None
 
 
-class ChatCompletion(BaseModel):
-    """`POST /v1/chat/completions`, answered whole."""
+class CompletionHead(BaseModel):
+    """The fields every chat or text completion body starts with (the
+    serving layer's ``head``, and the body's ``object``)."""
 
     id: str
-    object: Literal["chat.completion"]
+    object: str
     created: int
     model: str
     system_fingerprint: str  # fp_ and the digest of the settings that shape answers
+
+
+class ChatCompletion(CompletionHead):
+    """`POST /v1/chat/completions`, answered whole."""
+
+    object: Literal["chat.completion"]
     choices: list[ChatChoice]
     usage: UsageBody | None
 
@@ -102,15 +109,11 @@ class ChunkChoice(BaseModel):
     logprobs: ChatLogprobs | None = None
 
 
-class ChatCompletionChunk(BaseModel):
+class ChatCompletionChunk(CompletionHead):
     """One server-sent event of a streamed chat completion; the last one has
     ``usage`` and no choices (``stream_options.include_usage``)."""
 
-    id: str
     object: Literal["chat.completion.chunk"]
-    created: int
-    model: str
-    system_fingerprint: str  # fp_ and the digest of the settings that shape answers
     choices: list[ChunkChoice]
     usage: UsageBody | None = None
 
@@ -131,14 +134,10 @@ class CompletionChoice(BaseModel):
     logprobs: CompletionLogprobs | None
 
 
-class Completion(BaseModel):
+class Completion(CompletionHead):
     """`POST /v1/completions`, answered whole or as one server-sent event."""
 
-    id: str
     object: Literal["text_completion"]
-    created: int
-    model: str
-    system_fingerprint: str  # fp_ and the digest of the settings that shape answers
     choices: list[CompletionChoice]
     usage: UsageBody | None = None
 

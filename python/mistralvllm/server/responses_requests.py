@@ -10,28 +10,27 @@ accepted as input.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, StrictBool, Tag, ValidationInfo, field_validator, model_validator
+from pydantic import BeforeValidator, Discriminator, Field, StrictBool, Tag, ValidationInfo, field_validator, model_validator
+
+from ..sampling_bounds import MaxTokens, Temperature, TopP
+from .openai_requests import Strict, format_schema
 
 # OpenAI's limits on metadata: 16 pairs, keys up to 64 characters, values up to 512.
 METADATA_PAIRS, METADATA_KEY_LENGTH, METADATA_VALUE_LENGTH = 16, 64, 512
 _FUNCTION_NAME = r"^[A-Za-z0-9_-]{1,64}$"
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-def _kind(default: str) -> Callable[[Any], str]:
-    """The tag of an item or part: its ``type``, or ``default`` when it has none."""
+def _by_type(default: str, error_type: str, message: str) -> Discriminator:
+    """Picks an item's or part's model by its ``type`` (``default`` when it
+    has none); one that fits none is refused as ``error_type`` with ``message``."""
 
     def kind(value: Any) -> str:
         found = value.get("type", default) if isinstance(value, dict) else getattr(value, "type", default)
         return found if isinstance(found, str) else ""
 
-    return kind
+    return Discriminator(kind, custom_error_type=error_type, custom_error_message=message)
 
 
 class InputText(Strict):
@@ -50,11 +49,7 @@ class OutputText(Strict):
 
 TextPart = Annotated[
     Annotated[InputText, Tag("input_text")] | Annotated[OutputText, Tag("output_text")],
-    Discriminator(
-        _kind(""),
-        custom_error_type="unsupported_content",
-        custom_error_message="expected an input_text or output_text part; this service reads text only",
-    ),
+    _by_type("", "unsupported_content", "expected an input_text or output_text part; this service reads text only"),
 ]
 
 
@@ -103,11 +98,7 @@ InputItem = Annotated[
     Annotated[MessageItem, Tag("message")]
     | Annotated[FunctionCallItem, Tag("function_call")]
     | Annotated[FunctionCallOutputItem, Tag("function_call_output")],
-    Discriminator(
-        _kind("message"),
-        custom_error_type="unsupported_item",
-        custom_error_message="expected a message, function_call or function_call_output item",
-    ),
+    _by_type("message", "unsupported_item", "expected a message, function_call or function_call_output item"),
 ]
 
 
@@ -169,11 +160,7 @@ class TextConfig(Strict):
 
     def answer_schema(self) -> dict[str, Any] | None:
         """The JSON schema the answer must follow, if any."""
-        if isinstance(self.format, JsonObjectFormat):
-            return {"type": "object"}
-        if isinstance(self.format, JsonSchemaFormat):
-            return self.format.schema_
-        return None
+        return format_schema(self.format.type, self.format.schema_ if isinstance(self.format, JsonSchemaFormat) else None)
 
 
 class ResponseRequest(Strict):
@@ -185,9 +172,9 @@ class ResponseRequest(Strict):
     model: str
     input: Annotated[list[InputItem], BeforeValidator(_as_user_message, json_schema_input_type=str | list[InputItem])]
     instructions: str | None = None
-    max_output_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, ge=0, le=1)
+    max_output_tokens: MaxTokens | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
     tools: list[FunctionTool] | None = None
     tool_choice: Literal["auto", "none", "required"] | FunctionChoice | None = None
     text: TextConfig | None = None
