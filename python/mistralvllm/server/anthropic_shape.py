@@ -16,7 +16,7 @@ from .._core import ChatChunk, ToolCall
 from ..collect import StreamedAnswer
 from .anthropic_responses import Message, MessageUsage, StopReason, TextContent, ToolUseContent, error_body
 from .api_error import APIError
-from .serving import SERVER_SENT_EVENTS, event
+from .stream_text import SERVER_SENT_EVENTS, event
 
 # The engine's finish reasons in Anthropic's words; "stop" is end_turn, or
 # stop_sequence when the answer ended on one of the request's stop strings.

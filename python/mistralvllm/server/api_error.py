@@ -1,11 +1,16 @@
 """`APIError`: an error answered in OpenAI's shape, raised anywhere from a
-route to the serving layer (it knows nothing of FastAPI)."""
+route to the serving layer (it knows nothing of FastAPI); `engine_errors`
+answers a session's request errors as one."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+from ..errors import ContextOverflowError, RequestError
 from .openai_responses import ErrorBody, ErrorDetail
+
+T = TypeVar("T")
 
 
 class APIError(Exception):
@@ -26,3 +31,13 @@ class APIError(Exception):
             # would run the same long request again, twice.
             headers["x-should-retry"] = "false"
         return headers
+
+
+def engine_errors(call: Callable[[], T]) -> T:
+    """Run ``call``, answering the session's request errors in OpenAI's shape."""
+    try:
+        return call()
+    except ContextOverflowError as e:
+        raise APIError(400, str(e), param="messages", code="context_length_exceeded") from None
+    except RequestError as e:
+        raise APIError(400, str(e)) from None

@@ -25,7 +25,7 @@ Receive = Callable[[], Awaitable[Mapping[str, Any]]]
 
 
 class Guard(Protocol):
-    """Runs a session call, turning its errors into the caller's (``serving.engine_errors``)."""
+    """Runs a session call, turning its errors into the caller's (``api_error.engine_errors``)."""
 
     def __call__(self, call: Callable[[], T], /) -> T: ...
 

@@ -54,6 +54,10 @@ class ServedModel:
     keep_alive_s: float | None = None
     # Wall-clock time (time.time()) to unload at while idle; None: never.
     expires_at: float | None = None
+    # What the loaded session says of itself (`Session.info`) that stays the
+    # same while it is loaded, read once at load rather than per request.
+    model_id: str = ""
+    max_running_sequences: int = 0
 
     @property
     def name(self) -> str:
@@ -183,9 +187,11 @@ class ModelPool:
             return
         finally:
             model.loading = None
+        info = session.info()
+        model.model_id, model.max_running_sequences = info["model"], info["max_running_sequences"]
         model.session = session
         model.expires_at = None if (keep := self.config.server.keep_alive_s) is None else time.time() + keep
-        log.info("model %s loaded in %.1fs (%s)", model.name, time.monotonic() - started, session.info()["device"])
+        log.info("model %s loaded in %.1fs (%s)", model.name, time.monotonic() - started, info["device"])
 
     def _fits(self, model: ServedModel, others: list[ServedModel]) -> bool:
         limit_mib = self.config.server.max_loaded_mem

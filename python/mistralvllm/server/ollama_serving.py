@@ -27,8 +27,9 @@ from .ollama_requests import ChatRequest, GenerateRequest, GenerationRequest
 from .ollama_responses import Answer, AssistantMessage, ChatResponse, GenerateResponse
 from .ollama_responses import ToolCall as ToolCallBody
 from .ollama_responses import ToolCallFunction as ToolCallFunctionBody
-from .serving import Reply, json_line
+from .reply import Reply
 from .state import ServiceState
+from .stream_text import json_line
 
 # The prefix of an answer's id (in the log and the history; Ollama's bodies have none).
 ID_PREFIX = "ollama-"
@@ -57,7 +58,7 @@ def tool_call_body(index: int, call: ToolCall) -> ToolCallBody:
 
 
 class AnswerShape(ABC, Generic[A]):
-    """Ollama's answer bodies, for `serving.Reply`: a line per chunk that has
+    """Ollama's answer bodies, for `Reply`: a line per chunk that has
     text (or tool calls), then a last line with ``done``, why it stopped and
     the timings from the request's `Usage`; or all of that in one body."""
 

@@ -19,9 +19,10 @@ from .._core import ChatChunk
 from ..collect import StreamedAnswer
 from ..history import ConversationNotFoundError, ConversationSummary, StoredMessage, Turn
 from ..models import served_model_name
-from ..session import Session
 from ..tools import messages_for_engine
 from .api_error import APIError
+from .model_pool import ServedModel
+from .reply import Reply
 from .responses_bodies import (
     DeletedResponse,
     FunctionCall,
@@ -35,8 +36,10 @@ from .responses_bodies import (
     ResponseUsage,
 )
 from .responses_requests import ResponseRequest
-from .serving import SERVER_SENT_EVENTS, Reply, check_model, event, fitted_options, held, history_writes, reply_id
+from .serving import check_model, fitted_options, held, reply_id
 from .state import ServiceState
+from .stored_conversation import history_writes
+from .stream_text import SERVER_SENT_EVENTS, event
 
 RESPONSE_ID_PREFIX = "resp_"
 ResponseStatus = Literal["in_progress", "completed", "incomplete", "failed"]
@@ -223,7 +226,7 @@ def find_stored(state: ServiceState, response_id: str, *, param: str | None = No
     raise APIError(404, f"{what} with id {response_id!r} not found{where}", param=param, code=code)
 
 
-def begin_stored_turn(state: ServiceState, session: Session, body: ResponseRequest, response_id: str, messages: list[StoredMessage]) -> Turn | None:
+def begin_stored_turn(state: ServiceState, model: ServedModel, body: ResponseRequest, response_id: str, messages: list[StoredMessage]) -> Turn | None:
     """Store a new conversation under ``response_id``: ``messages`` (the
     conversation before, then the input), its last one as the question."""
     history = state.history
@@ -232,7 +235,7 @@ def begin_stored_turn(state: ServiceState, session: Session, body: ResponseReque
     *preceding, question = messages
     conversation = history_writes(
         lambda: history.new(
-            model=session.info()["model"], config_digest=state.config.digest(), system_prompt=body.instructions or None, conversation_id=response_id
+            model=model.model_id, config_digest=state.config.digest(), system_prompt=body.instructions or None, conversation_id=response_id
         )
     )
     return history_writes(lambda: conversation.begin_turn(question.content, role=question.role, preceding=preceding))
@@ -252,7 +255,7 @@ async def create_response(state: ServiceState, body: ResponseRequest) -> Reply[R
         messages = [*instructions, *(m.as_request() for m in [*earlier, *inputs])]
         sampling, _ = await fitted_options(state, session, body, messages)
         response_id = reply_id(RESPONSE_ID_PREFIX)
-        turn = begin_stored_turn(state, session, body, response_id, [*earlier, *inputs])
+        turn = begin_stored_turn(state, lease.model, body, response_id, [*earlier, *inputs])
         return Reply(state, lease, body, lambda: session.start(messages, **sampling), ResponseShape(body), id=response_id, turn=turn)
 
     return await held(lease, build)

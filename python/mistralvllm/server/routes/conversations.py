@@ -11,7 +11,7 @@ from ..api_error import APIError
 from ..deps import Service, require_key
 from ..openai_requests import RenameRequest
 from ..openai_responses import ConversationDetail, ConversationList, Deleted, ErrorBody, Renamed
-from ..serving import history_writes
+from ..stored_conversation import history_writes
 
 router = APIRouter(prefix="/v1/conversations", dependencies=[Depends(require_key)], responses={"4XX": {"model": ErrorBody}})
 

@@ -8,7 +8,7 @@ from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
 from ..generation import ClientDisconnected
-from ..serving import Reply, W
+from ..reply import Reply, W
 
 
 async def send(reply: Reply[W], request: Request, response: Response) -> W | Response:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from .. import serving
+from ..api_error import engine_errors
 from ..deps import Service, require_key
 from ..openai_requests import DetokenizeRequest, TokenizeRequest
 from ..openai_responses import Detokenized, ErrorBody, Tokenized
@@ -20,11 +20,11 @@ async def tokenize(body: TokenizeRequest, state: Service) -> Tokenized:
             messages = [{"role": m.role, "content": m.text()} for m in body.messages]
             generation_prompt, special = body.add_generation_prompt, body.add_special_tokens
             tokens = await session.off_loop(
-                serving.engine_errors, lambda: session.tokenize(messages, add_generation_prompt=generation_prompt, add_special_tokens=special)
+                engine_errors, lambda: session.tokenize(messages, add_generation_prompt=generation_prompt, add_special_tokens=special)
             )
         else:
             add_special = True if body.add_special_tokens is None else body.add_special_tokens
-            tokens = await session.off_loop(serving.engine_errors, lambda: session.tokenize(prompt=body.prompt, add_special_tokens=add_special))
+            tokens = await session.off_loop(engine_errors, lambda: session.tokenize(prompt=body.prompt, add_special_tokens=add_special))
         return Tokenized(count=len(tokens), max_model_len=session.context_length, tokens=tokens, token_strs=None)
 
 
@@ -32,5 +32,5 @@ async def tokenize(body: TokenizeRequest, state: Service) -> Tokenized:
 async def detokenize(body: DetokenizeRequest, state: Service) -> Detokenized:
     """The text of ``tokens``."""
     async with state.session_for(body.model) as session:
-        text = await session.off_loop(serving.engine_errors, lambda: session.detokenize(body.tokens))
+        text = await session.off_loop(engine_errors, lambda: session.detokenize(body.tokens))
     return Detokenized(prompt=text)
