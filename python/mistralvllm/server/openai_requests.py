@@ -21,7 +21,7 @@ from ..sampling_bounds import (
 )
 
 # The most answers one request may ask for (n); also bounded by the engine's
-# running sequences (`serving.check_model`).
+# running sequences (`serving.answer_options`).
 MAX_CHOICES = 128
 
 
