@@ -262,11 +262,11 @@ class ChatApp:
             )
         else:
             lines.append(f"KV cache: paged attention off ({info['device']}), up to {info['max_running_sequences']} sequences at once")
-        if info["prefix_cache_n"]:
+        if info["prefix_cache_n"] and (limit := info["prefix_cache_bytes_limit"]):
             lines.append(
                 f"prefix cache: {info['prefix_cache_hits']} hits in {info['sequences']} sequences; keeps "
                 f"{info['prefix_cache_sequences']} of {info['prefix_cache_n']} sequences, "
-                f"{info['prefix_cache_bytes'] / 2**20:.1f} of {info['prefix_cache_bytes_limit'] / 2**20:.0f} MiB"
+                f"{info['prefix_cache_bytes'] / 2**20:.1f} of {limit / 2**20:.0f} MiB"
             )
         else:
             lines.append("prefix cache: off")
