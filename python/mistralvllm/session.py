@@ -220,9 +220,10 @@ class Session:
         """The whole answer at once (same options as :meth:`stream`). With
         ``n`` above 1 the engine writes n answers together (one batch) and
         the result's ``choices`` holds them all."""
-        self.check_context(messages, sampling.get("max_tokens"), **{key: sampling[key] for key in ("tools", "tool_choice") if key in sampling})
-        streams = [self.start(messages, **options) for options in choice_options(sampling, n)]
+        first_options, *other_options = choice_options(sampling, n)
+        streams = [self.stream(messages, **first_options)]
         try:
+            streams += (self.start(messages, **options) for options in other_options)
             first, *others = [collect(stream) for stream in streams]
         finally:
             for stream in streams:
