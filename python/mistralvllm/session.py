@@ -16,7 +16,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal, ParamSpec, TypeVar, cast
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from . import _core
 from . import tools as tool_calling
@@ -28,7 +28,7 @@ from .context_window import context_overflow
 from .errors import ConfigError, ModelLoadError, RequestError
 from .models import default_model_path
 from .sampling import check_sampling, choice_options
-from .session_info import EngineStats, SequenceCounts, SessionInfo
+from .session_info import EngineStats, ModelInfo, SequenceCounts, SessionInfo
 from .tensor_parallel import Backend, apply_tensor_parallel
 
 Message = Mapping[str, str]
@@ -251,14 +251,14 @@ class Session:
         finally:
             slots.release()
 
-    def info(self) -> SessionInfo:
+    def info(self) -> ModelInfo:
         """Model path, format, architecture, layers, device, dtype, paged
         attention (on/off, block size, KV memory), topology, LoRA adapters in
-        effect, and while open the engine's counters (`engine_stats`)."""
+        effect, and while open the engine's counters (`engine_stats`): a
+        `SessionInfo` then, only the `ModelInfo` once closed."""
         info = self._engine.info()
         if info["closed"]:
-            # Without the engine's counters: a closed session has none.
-            return cast(SessionInfo, info)
+            return info
         return SessionInfo(**info, **self._engine.engine_stats())
 
     def tokenize(

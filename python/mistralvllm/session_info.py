@@ -1,6 +1,6 @@
 """What a `Session` reports about itself, key by key: `ModelInfo` (what is
-loaded and how), `EngineStats` (the engine's counters and caches) and
-`SequenceCounts` (streams running and waiting). The extension builds these
+loaded and how), `EngineStats` (the engine's counters and caches), both at
+once (`SessionInfo`), and `SequenceCounts` (streams running and waiting). The extension builds these
 dicts (rust/src/session.rs); `_core.pyi` types its methods with them."""
 
 from __future__ import annotations
@@ -53,19 +53,9 @@ class EngineStats(TypedDict):
     sequences_waiting: int
 
 
-class SessionInfo(ModelInfo, total=False):
-    """`ModelInfo` with the `EngineStats` of an open session (`Session.info`);
-    a closed session has only the `ModelInfo` keys."""
-
-    sequences: int
-    prefix_cache_hits: int
-    prefix_cache_sequences: int
-    prefix_cache_bytes: int
-    kv_cache_tokens: int
-    kv_cache_blocks_used: int | None
-    kv_cache_blocks: int | None
-    sequences_running: int
-    sequences_waiting: int
+class SessionInfo(ModelInfo, EngineStats):
+    """What an open `Session.info` returns: `ModelInfo` with the `EngineStats`
+    (a closed session has no engine counters: only `ModelInfo`)."""
 
 
 class RunningSequences(TypedDict):
