@@ -292,22 +292,23 @@ class Session:
         """Log-probability of each token of ``text`` (after its first) given the
         tokens before it: the model reads the text rather than writing.
         ``text`` may also be token ids (e.g. a prompt's and an answer's)."""
-        tokens = self._engine.tokenize(prompt=text) if isinstance(text, str) else list(text)
-        if len(tokens) < 2:
-            raise RequestError("score: the text is shorter than 2 tokens")
-        self._check_fits(len(tokens) - 1, 1)
-        return self._engine.score(tokens)
+        return self._engine.score(self._tokens_to_score(text))
 
     def score_distributions(self, text: str | Sequence[int]) -> list[bytes]:
         """The model's whole next-token distribution after each token of
         ``text`` but the last (as :meth:`score` reads it): one row per
         position, the natural-log probability of every token id as
         little-endian float32 bytes (``numpy.frombuffer(row, "<f4")``)."""
+        return self._engine.score_distributions(self._tokens_to_score(text))
+
+    def _tokens_to_score(self, text: str | Sequence[int]) -> list[int]:
+        """The tokens of ``text`` (or ``text`` itself, when token ids), if
+        there are at least 2 and all but the last fit in the context window."""
         tokens = self._engine.tokenize(prompt=text) if isinstance(text, str) else list(text)
         if len(tokens) < 2:
             raise RequestError("score: the text is shorter than 2 tokens")
         self._check_fits(len(tokens) - 1, 1)
-        return self._engine.score_distributions(tokens)
+        return tokens
 
     def perplexity(self, text: str) -> float:
         """``exp`` of the mean negative log-probability of ``text``'s tokens:
