@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import shutil
+import types
+import typing
 from pathlib import Path
 
 import pytest
@@ -12,10 +14,14 @@ import mistralvllm
 from mistralvllm import (
     ConfigError,
     ContextOverflowError,
+    EngineStats,
     MistralVllmError,
+    ModelInfo,
     ModelLoadError,
     RequestError,
+    SequenceCounts,
     Session,
+    SessionInfo,
     _core,
 )
 from mistralvllm.session import parse_kv_mem
@@ -140,6 +146,7 @@ def test_closed_session_refuses_requests(default_model: Path) -> None:
     assert session.closed
     with pytest.raises(RequestError, match="closed"):
         session.chat(ITALY)
+    assert set(session.info()) == ModelInfo.__required_keys__
 
 
 def test_stub_names_match_the_extension() -> None:
@@ -157,3 +164,30 @@ def test_stub_names_match_the_extension() -> None:
             stub_members = {n.name for n in node.body if isinstance(n, ast.FunctionDef)} - {"__init__"}
             real_members = {m for m in vars(getattr(_core, node.name)) if not m.startswith("_") or m in stub_members}
             assert stub_members == real_members, node.name
+
+
+def _has_type(value: object, hint: typing.Any) -> bool:
+    """Whether ``value`` is of the annotation ``hint``: a class, a union, ``list[X]`` or ``tuple[X, ...]``."""
+    arms = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        return any(_has_type(value, arm) for arm in arms)
+    if origin is list:
+        return isinstance(value, list) and all(_has_type(item, arms[0]) for item in value)
+    if origin is tuple:
+        return isinstance(value, tuple) and len(value) == len(arms) and all(map(_has_type, value, arms))
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def test_stub_dicts_match_the_extension(session: Session) -> None:
+    """The TypedDicts that `_core.pyi` returns name every key the extension's
+    dicts have, each with the type of its value."""
+    engine = session._engine
+    for typed, real in ((ModelInfo, engine.info()), (EngineStats, engine.engine_stats()), (SequenceCounts, session.sequence_counts())):
+        assert typed.__required_keys__ == set(real), typed.__name__
+        for key, hint in typing.get_type_hints(typed).items():
+            assert _has_type(real[key], hint), (typed.__name__, key, real[key])
+    assert set(engine.sequence_counts()) == {"running"}
+    assert set(session.info()) == SessionInfo.__required_keys__ == ModelInfo.__required_keys__ | EngineStats.__required_keys__

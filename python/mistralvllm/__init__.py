@@ -20,6 +20,7 @@ from .collect import ChatResult
 from .errors import ConfigError, ContextOverflowError, MistralVllmError, ModelLoadError, RequestError
 from .models import default_model_path
 from .session import Session
+from .session_info import EngineStats, ModelInfo, SequenceCounts, SessionInfo
 
 __version__ = version("mistralvllm")
 
@@ -31,10 +32,14 @@ __all__ = [
     "ChatResult",
     "ConfigError",
     "ContextOverflowError",
+    "EngineStats",
     "MistralVllmError",
+    "ModelInfo",
     "ModelLoadError",
     "RequestError",
+    "SequenceCounts",
     "Session",
+    "SessionInfo",
     "ToolCall",
     "Topology",
     "TopologyRange",

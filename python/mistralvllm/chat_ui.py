@@ -246,7 +246,7 @@ class ChatApp:
         self.note(f"{key} = {json.dumps(value)}")
 
     def _command_stats(self) -> None:
-        info = self.session.info()
+        info, stats = self.session.info(), self.session.engine_stats()
         in_context = self.conversation.fit("", count_tokens=self.session.count_tokens, budget=self.budget, reserve=0).prompt_tokens
         lines = [f"tokens in context: {in_context} of {self.budget}"]
         if self.last_usage is not None:
@@ -258,15 +258,15 @@ class ChatApp:
         if info["paged_attention"]:
             lines.append(
                 f"KV cache: paged attention on, block size {info['block_size'] or 32}, memory {info['kv_mem'] or 'default'}, "
-                f"{info['kv_cache_blocks_used']} of {info['kv_cache_blocks']} blocks used"
+                f"{stats['kv_cache_blocks_used']} of {stats['kv_cache_blocks']} blocks used"
             )
         else:
             lines.append(f"KV cache: paged attention off ({info['device']}), up to {info['max_running_sequences']} sequences at once")
-        if info["prefix_cache_n"]:
+        if info["prefix_cache_n"] and (limit := info["prefix_cache_bytes_limit"]):
             lines.append(
-                f"prefix cache: {info['prefix_cache_hits']} hits in {info['sequences']} sequences; keeps "
-                f"{info['prefix_cache_sequences']} of {info['prefix_cache_n']} sequences, "
-                f"{info['prefix_cache_bytes'] / 2**20:.1f} of {info['prefix_cache_bytes_limit'] / 2**20:.0f} MiB"
+                f"prefix cache: {stats['prefix_cache_hits']} hits in {stats['sequences']} sequences; keeps "
+                f"{stats['prefix_cache_sequences']} of {info['prefix_cache_n']} sequences, "
+                f"{stats['prefix_cache_bytes'] / 2**20:.1f} of {limit / 2**20:.0f} MiB"
             )
         else:
             lines.append("prefix cache: off")

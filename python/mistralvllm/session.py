@@ -12,7 +12,6 @@ import functools
 import json
 import math
 import os
-import re
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,127 +22,21 @@ from . import _core
 from . import tools as tool_calling
 from ._core import ChatChunk, Topology
 from .adapters import lora_adapter_id
+from .cache_options import KvMem, parse_kv_mem, prefix_cache_bytes, prefix_cache_count
 from .collect import ChatResult, collect
 from .context_window import context_overflow
 from .errors import ConfigError, ModelLoadError, RequestError
 from .models import default_model_path
+from .sampling import check_sampling, choice_options
+from .session_info import EngineStats, ModelInfo, SequenceCounts, SessionInfo
 from .tensor_parallel import Backend, apply_tensor_parallel
 
 Message = Mapping[str, str]
 P = ParamSpec("P")
 T = TypeVar("T")
-KvMem = int | float | str
 
-_KV_MEM_PATTERN = re.compile(r"^\s*(?P<value>\d+(\.\d+)?)\s*(?P<unit>mb|mib|gb|gib|%|tokens?|ctx)\s*$", re.IGNORECASE)
-
-
-def parse_kv_mem(kv_mem: KvMem) -> tuple[str, float]:
-    """PagedAttention KV-cache memory, in one of seed 003's three forms:
-    an amount (``4096`` or ``"4096MB"``/``"4GiB"``), a fraction of device
-    memory (``0.9`` or ``"90%"``), or a context size (``"8192 tokens"``)."""
-    if isinstance(kv_mem, bool):
-        raise ConfigError(f"kv_mem: {kv_mem!r} is not a memory amount, fraction or context size")
-    if isinstance(kv_mem, int):
-        return ("mb", float(kv_mem))
-    if isinstance(kv_mem, float):
-        return ("fraction", kv_mem)
-    match = _KV_MEM_PATTERN.match(kv_mem) if isinstance(kv_mem, str) else None
-    if match is None:
-        raise ConfigError(
-            f"kv_mem: {kv_mem!r} is not valid; expected MB as an int or '4096MB'/'4GiB', "
-            "a fraction as a float or '90%', or a context size as '8192 tokens'"
-        )
-    value, unit = float(match["value"]), match["unit"].lower()
-    if unit in ("gb", "gib"):
-        return ("mb", value * 1024)
-    if unit in ("mb", "mib"):
-        return ("mb", value)
-    if unit == "%":
-        return ("fraction", value / 100)
-    return ("context", value)
-
-
-# The prefix cache's limits when the config leaves them unset: finished
-# sequences kept, and the MiB of KV data they may hold.
-DEFAULT_PREFIX_CACHE = 16
-DEFAULT_PREFIX_CACHE_MEM = 256
-
-_MEMORY_PATTERN = re.compile(r"^\s*(?P<value>\d+(\.\d+)?)\s*(?P<unit>mb|mib|gb|gib)\s*$", re.IGNORECASE)
-
-
-def _prefix_cache_for(prefix_cache: int | None) -> int:
-    """The number of finished sequences whose KV caches are kept for reuse
-    (oldest evicted first): ``None`` means 16, 0 turns the cache off."""
-    if prefix_cache is None:
-        return DEFAULT_PREFIX_CACHE
-    if prefix_cache < 0:
-        raise ConfigError(f"prefix_cache: {prefix_cache} is negative; expected a number of sequences (0 turns it off)")
-    return prefix_cache
-
-
-def prefix_cache_bytes(prefix_cache_mem: int | str | None) -> int:
-    """Bytes of KV data the prefix cache may hold: MiB as an int, or
-    ``"512MiB"``/``"1GiB"``; ``None`` means 256 MiB. Each kept sequence holds
-    its own tokens only (patches/mistralrs-core-0.8.1/0005): ~45 KiB per
-    token with the default model, so 256 MiB keeps ~5,800 tokens."""
-    if prefix_cache_mem is None:
-        prefix_cache_mem = DEFAULT_PREFIX_CACHE_MEM
-    if isinstance(prefix_cache_mem, bool):
-        mib = None
-    elif isinstance(prefix_cache_mem, int):
-        mib = float(prefix_cache_mem)
-    else:
-        match = _MEMORY_PATTERN.match(prefix_cache_mem) if isinstance(prefix_cache_mem, str) else None
-        mib = None if match is None else float(match["value"]) * (1024 if match["unit"].lower().startswith("g") else 1)
-    if mib is None:
-        raise ConfigError(f"prefix_cache_mem: {prefix_cache_mem!r} is not valid; expected MiB as an int or '512MiB'/'1GiB'")
-    size = int(mib * 2**20)
-    physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    if not 0 < size < physical:
-        raise ConfigError(
-            f"prefix_cache_mem: {prefix_cache_mem!r} is out of range; expected more than 0 and less than this "
-            f"machine's memory ({physical / 2**30:.1f} GiB); prefix_cache: 0 turns the cache off"
-        )
-    return size
-
-
-# Sampling options the engine takes as unsigned integers, and their least value.
-_COUNTS = {"max_tokens": 1, "top_k": 0, "seed": 0}
-# The most top tokens a request may ask log-probabilities of (OpenAI's limit),
-# and the bound of a logit bias either way.
-MAX_TOP_LOGPROBS = 20
-MAX_LOGIT_BIAS = 100.0
-
-
-def _check_counts(sampling: Mapping[str, Any]) -> None:
-    """Refuse counts the engine cannot take, naming the option."""
-    for name, least in _COUNTS.items():
-        value = sampling.get(name)
-        if value is None or isinstance(value, bool) or not isinstance(value, int):
-            continue
-        if not least <= value < 2**64:
-            raise RequestError(f"{name}: {value} is out of range; expected a whole number from {least} to 2**64-1")
-
-
-def _check_logprob_options(sampling: Mapping[str, Any]) -> None:
-    """Refuse ``top_logprobs`` and ``logit_bias`` outside OpenAI's bounds."""
-    top = sampling.get("top_logprobs")
-    if top is not None and not (isinstance(top, int) and 0 <= top <= MAX_TOP_LOGPROBS):
-        raise RequestError(f"top_logprobs: {top!r} is out of range; expected a whole number from 0 to {MAX_TOP_LOGPROBS}")
-    for token, bias in (sampling.get("logit_bias") or {}).items():
-        if not (isinstance(token, int) and 0 <= token < 2**32):
-            raise RequestError(f"logit_bias: key {token!r} is not a token id")
-        if not -MAX_LOGIT_BIAS <= bias <= MAX_LOGIT_BIAS:
-            raise RequestError(f"logit_bias: {bias} for token {token} is out of range; expected -100 to 100")
-
-
-def choice_options(sampling: Mapping[str, Any], n: int) -> list[dict[str, Any]]:
-    """The options of each of ``n`` answers to one prompt: a seeded request's
-    choice i draws with seed + i, so the answers differ and still repeat."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise RequestError(f"n: {n!r} is not valid; expected a whole number of answers, at least 1")
-    seed = sampling.get("seed")
-    return [{**sampling, "seed": None if seed is None else (seed + i) % 2**64} for i in range(n)]
+# Importers of these from here (config.py, server/serving.py, tests) keep working.
+__all__ = ["Session", "choice_options", "parse_kv_mem", "prefix_cache_bytes"]
 
 
 class Session:
@@ -196,7 +89,7 @@ class Session:
         except RuntimeError:
             raise ModelLoadError(f"{model}: starts with ~ but names no known user") from None
         apply_tensor_parallel(tensor_parallel, ring_config)
-        prefix_cache = _prefix_cache_for(prefix_cache)
+        prefix_cache = prefix_cache_count(prefix_cache)
         prefix_cache_limit = prefix_cache_bytes(prefix_cache_mem)
         try:
             uqff_path = None if write_uqff is None else str(Path(write_uqff).expanduser())
@@ -314,8 +207,7 @@ class Session:
         return self._send(prompt=prompt, **sampling)
 
     def _send(self, **request: Any) -> _core.ChatStream:
-        _check_counts(request)
-        _check_logprob_options(request)
+        check_sampling(request)
         if isinstance(request.get("json_schema"), dict):
             request["json_schema"] = json.dumps(request["json_schema"])
         return self._engine.stream(**request)
@@ -328,9 +220,10 @@ class Session:
         """The whole answer at once (same options as :meth:`stream`). With
         ``n`` above 1 the engine writes n answers together (one batch) and
         the result's ``choices`` holds them all."""
-        self.check_context(messages, sampling.get("max_tokens"), **{key: sampling[key] for key in ("tools", "tool_choice") if key in sampling})
-        streams = [self.start(messages, **options) for options in choice_options(sampling, n)]
+        first_options, *other_options = choice_options(sampling, n)
+        streams = [self.stream(messages, **first_options)]
         try:
+            streams += (self.start(messages, **options) for options in other_options)
             first, *others = [collect(stream) for stream in streams]
         finally:
             for stream in streams:
@@ -358,14 +251,15 @@ class Session:
         finally:
             slots.release()
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> ModelInfo:
         """Model path, format, architecture, layers, device, dtype, paged
         attention (on/off, block size, KV memory), topology, LoRA adapters in
-        effect, and the engine's counters (`engine_stats`)."""
+        effect, and while open the engine's counters (`engine_stats`): a
+        `SessionInfo` then, only the `ModelInfo` once closed."""
         info = self._engine.info()
-        if not info["closed"]:
-            info.update(self._engine.engine_stats())
-        return info
+        if info["closed"]:
+            return info
+        return SessionInfo(**info, **self._engine.engine_stats())
 
     def tokenize(
         self,
@@ -398,22 +292,23 @@ class Session:
         """Log-probability of each token of ``text`` (after its first) given the
         tokens before it: the model reads the text rather than writing.
         ``text`` may also be token ids (e.g. a prompt's and an answer's)."""
-        tokens = self._engine.tokenize(prompt=text) if isinstance(text, str) else list(text)
-        if len(tokens) < 2:
-            raise RequestError("score: the text is shorter than 2 tokens")
-        self._check_fits(len(tokens) - 1, 1)
-        return self._engine.score(tokens)
+        return self._engine.score(self._tokens_to_score(text))
 
     def score_distributions(self, text: str | Sequence[int]) -> list[bytes]:
         """The model's whole next-token distribution after each token of
         ``text`` but the last (as :meth:`score` reads it): one row per
         position, the natural-log probability of every token id as
         little-endian float32 bytes (``numpy.frombuffer(row, "<f4")``)."""
+        return self._engine.score_distributions(self._tokens_to_score(text))
+
+    def _tokens_to_score(self, text: str | Sequence[int]) -> list[int]:
+        """The tokens of ``text`` (or ``text`` itself, when token ids), if
+        there are at least 2 and all but the last fit in the context window."""
         tokens = self._engine.tokenize(prompt=text) if isinstance(text, str) else list(text)
         if len(tokens) < 2:
             raise RequestError("score: the text is shorter than 2 tokens")
         self._check_fits(len(tokens) - 1, 1)
-        return self._engine.score_distributions(tokens)
+        return tokens
 
     def perplexity(self, text: str) -> float:
         """``exp`` of the mean negative log-probability of ``text``'s tokens:
@@ -421,7 +316,7 @@ class Session:
         logprobs = self.score(text)
         return math.exp(-sum(logprobs) / len(logprobs))
 
-    def engine_stats(self) -> dict[str, int | None]:
+    def engine_stats(self) -> EngineStats:
         """Engine counters since load: ``sequences`` started and
         ``prefix_cache_hits`` (sequences whose prompt start was reused); and
         what the caches hold as of the engine's last step:
@@ -432,10 +327,10 @@ class Session:
         ``sequences_waiting`` (held back by the scheduler)."""
         return self._engine.engine_stats()
 
-    def sequence_counts(self) -> dict[str, int]:
+    def sequence_counts(self) -> SequenceCounts:
         """``running``: streams being generated; ``waiting``: async requests
         queued for one of the engine's ``max_num_seqs`` places."""
-        return {"running": self._engine.sequence_counts()["running"], "waiting": self._queued}
+        return SequenceCounts(running=self._engine.sequence_counts()["running"], waiting=self._queued)
 
     @property
     def closed(self) -> bool:

@@ -16,21 +16,15 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from .conversation import Conversation
-from .records import (
-    ConversationExistsError,
-    ConversationNotFoundError,
-    ConversationSummary,
-    HistoryWriteError,
-    SearchHit,
-    StoredMessage,
-    TurnIds,
-    check_conversation_id,
-    new_conversation_id,
-)
+from .records import ConversationNotFoundError, ConversationSummary, SearchHit, StoredMessage, TurnIds
 from .store import HistoryStore
 
 Row = dict[str, Any]
+_CONVERSATION_COLUMNS = ("id", "title", "created", "updated", "model", "config_digest", "system_prompt")
+_INSERT_CONVERSATION = (
+    f"INSERT INTO conversations ({', '.join(_CONVERSATION_COLUMNS)}) VALUES ({', '.join('?' for _ in _CONVERSATION_COLUMNS)})"
+    " ON CONFLICT (id) DO NOTHING RETURNING id"
+)
 _MESSAGE_COLUMNS = (
     "role",
     "content",
@@ -46,8 +40,6 @@ _MESSAGE_COLUMNS = (
 _INSERT_MESSAGE = (
     f"INSERT INTO messages (conversation_id, {', '.join(_MESSAGE_COLUMNS)}) VALUES (?, {', '.join('?' for _ in _MESSAGE_COLUMNS)}) RETURNING id"
 )
-# A generated id that another conversation took in the same millisecond is drawn again.
-_NEW_ID_ATTEMPTS = 3
 
 
 class Statements(Protocol):
@@ -75,30 +67,9 @@ class SQLHistory(HistoryStore):
         with self._reading() as db:
             return db.execute(sql, parameters)
 
-    def new(
-        self,
-        *,
-        model: str | None = None,
-        config_digest: str | None = None,
-        system_prompt: str | None = None,
-        title: str = "",
-        conversation_id: str | None = None,
-    ) -> Conversation:
-        chosen = check_conversation_id(conversation_id) if conversation_id is not None else None
-        for _ in range(_NEW_ID_ATTEMPTS):
-            new_id = chosen or new_conversation_id()
-            now = time.time()
-            with self._transaction() as db:
-                created = db.execute(
-                    "INSERT INTO conversations (id, title, created, updated, model, config_digest, system_prompt)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING RETURNING id",
-                    (new_id, title, now, now, model, config_digest, system_prompt),
-                )
-            if created:
-                return Conversation(self, new_id, system_prompt)
-            if chosen is not None:
-                raise ConversationExistsError(f"conversation {chosen!r} exists already in {self.location}")
-        raise HistoryWriteError(f"{self.location}: every new conversation id was taken ({_NEW_ID_ATTEMPTS} attempts)")
+    def _insert_conversation(self, conversation: ConversationSummary) -> bool:
+        with self._transaction() as db:
+            return bool(db.execute(_INSERT_CONVERSATION, tuple(getattr(conversation, column) for column in _CONVERSATION_COLUMNS)))
 
     def exists(self, conversation_id: str) -> bool:
         return bool(self._read("SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)))

@@ -11,7 +11,21 @@ from collections.abc import Sequence
 from dataclasses import asdict
 
 from .conversation import Conversation
-from .records import ConversationSummary, ExportFormat, HistoryError, SearchHit, StoredMessage, TurnIds
+from .records import (
+    ConversationExistsError,
+    ConversationSummary,
+    ExportFormat,
+    HistoryError,
+    HistoryWriteError,
+    SearchHit,
+    StoredMessage,
+    TurnIds,
+    check_conversation_id,
+    new_conversation_id,
+)
+
+# A generated id that another conversation took in the same millisecond is drawn again.
+_NEW_ID_ATTEMPTS = 3
 
 
 class HistoryStore(ABC):
@@ -28,7 +42,6 @@ class HistoryStore(ABC):
     # Where the history is, for messages: a path, or a URL without its password.
     location: str
 
-    @abstractmethod
     def new(
         self,
         *,
@@ -40,6 +53,19 @@ class HistoryStore(ABC):
     ) -> Conversation:
         """Start a conversation (with a given id, e.g. one a client chose;
         `ConversationExistsError` when it is taken)."""
+        chosen = check_conversation_id(conversation_id) if conversation_id is not None else None
+        for _ in range(_NEW_ID_ATTEMPTS):
+            now = time.time()
+            conversation = ConversationSummary(chosen or new_conversation_id(), title, now, now, model, config_digest, system_prompt, 0)
+            if self._insert_conversation(conversation):
+                return Conversation(self, conversation.id, system_prompt)
+            if chosen is not None:
+                raise ConversationExistsError(f"conversation {chosen!r} exists already in {self.location}")
+        raise HistoryWriteError(f"{self.location}: every new conversation id was taken ({_NEW_ID_ATTEMPTS} attempts)")
+
+    @abstractmethod
+    def _insert_conversation(self, conversation: ConversationSummary) -> bool:
+        """Store a new conversation (with no messages) unless its id is taken; whether it was stored."""
 
     @abstractmethod
     def exists(self, conversation_id: str) -> bool:
