@@ -56,7 +56,7 @@ class _EngineCollector(Collector):
         stats: dict[str, int] = {}
         for _, each in every:
             for key, value in each.items():
-                stats[key] = stats.get(key, 0) + (value or 0)
+                stats[key] = stats.get(key, 0) + (value if isinstance(value, int) else 0)
         yield CounterMetricFamily("mistralvllm_engine_sequences", "Sequences the engine began", value=stats.get("sequences") or 0)
         yield CounterMetricFamily(
             "mistralvllm_prefix_cache_hits", "Sequences whose prompt start came from the prefix cache", value=stats.get("prefix_cache_hits") or 0

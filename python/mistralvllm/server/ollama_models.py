@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -74,7 +75,7 @@ async def model_files(model: ServedModel) -> ModelFiles:
     return await asyncio.to_thread(read)
 
 
-def details(info: dict[str, Any], files: ModelFiles) -> ModelDetails:
+def details(info: Mapping[str, Any], files: ModelFiles) -> ModelDetails:
     """Format, family, parameter size and quantization level (an ISQ type, or
     the GGUF's file type; left out when a topology mixes types)."""
     quantization = None if info["topology"] else info["isq"] or files.file_type
