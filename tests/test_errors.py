@@ -24,7 +24,7 @@ from mistralvllm import (
     SessionInfo,
     _core,
 )
-from mistralvllm.session import parse_kv_mem
+from mistralvllm.cache_options import parse_kv_mem
 from prompts import ITALY
 
 

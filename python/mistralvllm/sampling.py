@@ -7,13 +7,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import RequestError
+from .sampling_bounds import MAX_LOGIT_BIAS, MAX_TOP_LOGPROBS, SEED_MAX
 
 # Sampling options the engine takes as unsigned integers, and their least value.
 _COUNTS = {"max_tokens": 1, "top_k": 0, "seed": 0}
-# The most top tokens a request may ask log-probabilities of (OpenAI's limit),
-# and the bound of a logit bias either way.
-MAX_TOP_LOGPROBS = 20
-MAX_LOGIT_BIAS = 100.0
 
 
 def _check_counts(sampling: Mapping[str, Any]) -> None:
@@ -22,7 +19,7 @@ def _check_counts(sampling: Mapping[str, Any]) -> None:
         value = sampling.get(name)
         if value is None or isinstance(value, bool) or not isinstance(value, int):
             continue
-        if not least <= value < 2**64:
+        if not least <= value <= SEED_MAX:
             raise RequestError(f"{name}: {value} is out of range; expected a whole number from {least} to 2**64-1")
 
 
@@ -35,7 +32,7 @@ def _check_logprob_options(sampling: Mapping[str, Any]) -> None:
         if not (isinstance(token, int) and 0 <= token < 2**32):
             raise RequestError(f"logit_bias: key {token!r} is not a token id")
         if not -MAX_LOGIT_BIAS <= bias <= MAX_LOGIT_BIAS:
-            raise RequestError(f"logit_bias: {bias} for token {token} is out of range; expected -100 to 100")
+            raise RequestError(f"logit_bias: {bias} for token {token} is out of range; expected -{MAX_LOGIT_BIAS} to {MAX_LOGIT_BIAS}")
 
 
 def check_sampling(request: Mapping[str, Any]) -> None:

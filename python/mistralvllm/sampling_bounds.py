@@ -45,5 +45,8 @@ RepetitionPenalty = Annotated[float, Field(gt=0)]
 # OpenAI's limit on stop sequences (Ollama's too); Anthropic's API and the config have none.
 MAX_STOP_SEQUENCES = 4
 
-# Alternatives per token a request may ask to see with its log probabilities.
-TopLogprobs = Annotated[int, Field(ge=0, le=20)]
+# Alternatives per token a request may ask to see with its log probabilities
+# (OpenAI's limit), and the bound of a logit bias either way.
+MAX_TOP_LOGPROBS = 20
+TopLogprobs = Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)]
+MAX_LOGIT_BIAS = 100

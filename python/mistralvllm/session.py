@@ -35,8 +35,7 @@ Message = Mapping[str, str]
 P = ParamSpec("P")
 T = TypeVar("T")
 
-# Importers of these from here (config.py, server/serving.py, tests) keep working.
-__all__ = ["Session", "choice_options", "parse_kv_mem", "prefix_cache_bytes"]
+__all__ = ["Session"]
 
 
 class Session:

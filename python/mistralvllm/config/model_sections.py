@@ -10,8 +10,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from .._core import ISQ_NAMES, Topology
+from ..cache_options import prefix_cache_bytes
 from ..errors import ConfigError
-from ..session import prefix_cache_bytes
 from .sections import Section
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda\[\d+\]|metal\[\d+\])$")

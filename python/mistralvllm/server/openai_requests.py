@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from ..sampling_bounds import (
+    MAX_LOGIT_BIAS,
     MAX_STOP_SEQUENCES,
     MaxTokens,
     MinP,
@@ -131,8 +132,8 @@ class SamplingRequest(Strict):
         for token, bias in (value or {}).items():
             if not token.isdigit():
                 raise ValueError(f"key {token!r} is not a token id (a whole number in a string)")
-            if not -100 <= bias <= 100:
-                raise ValueError(f"{bias} for token {token} is out of range; expected -100 to 100")
+            if not -MAX_LOGIT_BIAS <= bias <= MAX_LOGIT_BIAS:
+                raise ValueError(f"{bias} for token {token} is out of range; expected -{MAX_LOGIT_BIAS} to {MAX_LOGIT_BIAS}")
         return value
 
     @field_validator("stop")

@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 from .._core import ChatStream
 from ..context_window import context_overflow
 from ..errors import ContextOverflowError
-from ..session import Session, choice_options
+from ..sampling import choice_options
+from ..session import Session
 from .api_error import APIError, engine_errors
 from .model_pool import ModelLease
 from .openai_requests import ChatCompletionRequest, CompletionRequest
