@@ -140,6 +140,18 @@ def test_context_overflow_reports_both_numbers(session: Session) -> None:
     assert "rome" in session.chat(ITALY, max_tokens=32).text.lower()
 
 
+def test_the_engine_refusing_a_prompt_reports_both_numbers(session: Session) -> None:
+    """The engine's own refusal (a caller of the extension that skipped our
+    check) is a ContextOverflowError with the same two numbers."""
+    context = session.context_length
+    assert context is not None
+    huge = [{"role": "user", "content": "word " * (context + 100)}]
+    with pytest.raises(ContextOverflowError) as raised:
+        list(session._engine.stream(huge, max_tokens=8))
+    assert raised.value.context_length == context
+    assert raised.value.prompt_tokens == session.count_tokens(huge) > context
+
+
 def test_closed_session_refuses_requests(default_model: Path) -> None:
     session = Session(default_model)
     session.close()

@@ -56,7 +56,8 @@ def test_a_string_input_is_answered_and_stored(client: openai.OpenAI) -> None:
     usage = response.usage
     # The same prompt as the chat completion in test_server: the same 42 tokens.
     assert usage.input_tokens == 42 and 0 < usage.output_tokens <= 32 and usage.total_tokens == usage.input_tokens + usage.output_tokens
-    assert usage.input_tokens_details.cached_tokens == 0 and usage.output_tokens_details.reasoning_tokens == 0
+    # Read from the prefix cache in part when an earlier test asked the same (shared server).
+    assert 0 <= usage.input_tokens_details.cached_tokens < usage.input_tokens and usage.output_tokens_details.reasoning_tokens == 0
     assert [(m["role"], m["content"]) for m in stored_messages(client, response.id)] == [("user", QUESTION), ("assistant", response.output_text)]
     again = client.responses.retrieve(response.id)
     assert again.output == response.output and again.usage == response.usage and again.status == "completed"

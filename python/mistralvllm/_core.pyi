@@ -18,8 +18,9 @@ class ConfigError(MistralVllmError): ...
 class RequestError(MistralVllmError): ...
 
 class ContextOverflowError(RequestError):
-    # Set when mistralvllm refuses the prompt before sending it
-    # (context_window.context_overflow); absent when the engine refuses it.
+    # All three are set when mistralvllm refuses the prompt before sending it
+    # (context_window.context_overflow); prompt_tokens and context_length
+    # when the engine refuses a prompt longer than the window.
     prompt_tokens: int
     max_tokens: int
     context_length: int

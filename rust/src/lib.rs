@@ -1,8 +1,11 @@
 //! mistralvllm's native core: a thin PyO3 layer over the mistral.rs engine.
 
+mod chunk;
 mod counts;
 mod device;
+mod engine;
 mod errors;
+mod layer_settings;
 // Public for rust/benches/direct.rs, which loads a model the same way and
 // drives mistral.rs without Python to measure the binding's overhead.
 pub mod loader;
@@ -10,7 +13,12 @@ pub mod model_files;
 #[cfg(test)]
 mod quantized_kernels;
 mod request;
+mod sampling;
+mod scorer;
 mod session;
+mod session_info;
+mod session_settings;
+mod stop_trimmer;
 mod stream;
 mod topology;
 
@@ -21,15 +29,15 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     m.add_class::<session::Session>()?;
     m.add_class::<stream::ChatStream>()?;
-    m.add_class::<stream::ChatChunk>()?;
-    m.add_class::<stream::Usage>()?;
-    m.add_class::<stream::ToolCall>()?;
-    m.add_class::<stream::TokenLogprob>()?;
-    m.add_class::<stream::TopTokenLogprob>()?;
+    m.add_class::<chunk::ChatChunk>()?;
+    m.add_class::<chunk::Usage>()?;
+    m.add_class::<chunk::ToolCall>()?;
+    m.add_class::<chunk::TokenLogprob>()?;
+    m.add_class::<chunk::TopTokenLogprob>()?;
     m.add_class::<topology::Topology>()?;
     m.add_class::<topology::TopologyRange>()?;
     m.add_function(wrap_pyfunction!(model_files::inspect_model, m)?)?;
-    m.add("ISQ_NAMES", topology::ISQ_NAMES.to_vec())?;
+    m.add("ISQ_NAMES", layer_settings::ISQ_NAMES.to_vec())?;
     m.add("BUILD_FEATURES", loader::build_features())?;
     m.add("MISTRALRS_VERSION", MISTRALRS_VERSION)?;
     Ok(())

@@ -4,17 +4,15 @@
 use std::path::PathBuf;
 use std::sync::LazyLock;
 
+use crate::errors::{Error, Result};
+use crate::model_files::{ModelFiles, ModelFormat};
+use crate::topology::Topology;
 use mistralrs::core::{
     AutoDeviceMapParams, DefaultSchedulerMethod, DeviceMapSetting, GGUFLoaderBuilder,
     GGUFSpecificConfig, IsqOrganization, Loader, MistralRsBuilder, NormalLoaderBuilder,
     NormalSpecificConfig, SchedulerConfig,
 };
 use mistralrs::{Device, MemoryGpuConfig, Model, ModelDType, PagedAttentionConfig, TokenSource};
-use pyo3::PyResult;
-
-use crate::errors::ConfigError;
-use crate::model_files::{ModelFiles, ModelFormat};
-use crate::topology::Topology;
 
 /// Runtime for the engine's async builder and tokenizer calls; the engine
 /// itself runs on a thread of its own.
@@ -57,13 +55,13 @@ pub fn dtype_name(dtype: ModelDType) -> &'static str {
     }
 }
 
-pub fn parse_dtype(dtype: &str) -> PyResult<ModelDType> {
+pub fn parse_dtype(dtype: &str) -> Result<ModelDType> {
     match dtype {
         "auto" => Ok(ModelDType::Auto),
         "bf16" => Ok(ModelDType::BF16),
         "f16" => Ok(ModelDType::F16),
         "f32" => Ok(ModelDType::F32),
-        other => Err(ConfigError::new_err(format!(
+        other => Err(Error::config(format!(
             "dtype '{other}' is not one of auto, bf16, f16, f32"
         ))),
     }
@@ -71,17 +69,18 @@ pub fn parse_dtype(dtype: &str) -> PyResult<ModelDType> {
 
 /// PagedAttention KV-cache memory (seed 003): an amount in MB, a fraction
 /// of device memory, or a context size in tokens.
-pub fn parse_kv_mem(kind: &str, value: f64) -> PyResult<MemoryGpuConfig> {
+pub fn parse_kv_mem(kind: &str, value: f64) -> Result<MemoryGpuConfig> {
     match kind {
         "mb" if value >= 1.0 => Ok(MemoryGpuConfig::MbAmount(value as usize)),
         "fraction" if value > 0.0 && value <= 1.0 => Ok(MemoryGpuConfig::Utilization(value as f32)),
         "context" if value >= 1.0 => Ok(MemoryGpuConfig::ContextSize(value as usize)),
-        _ => Err(ConfigError::new_err(format!(
+        _ => Err(Error::config(format!(
             "kv_mem ({kind}, {value}) is not valid; expected ('mb', N >= 1), ('fraction', 0 < F <= 1) or ('context', N >= 1)"
         ))),
     }
 }
 
+#[derive(Clone)]
 pub struct LoadOptions {
     pub isq: Option<String>,
     /// Write the ISQ-quantized weights to this `.uqff` file (plain models).
@@ -105,6 +104,13 @@ pub struct LoadOptions {
 /// `dtype` could not be honoured for GGUF models.
 /// Returns the model and whether paged attention is in effect.
 pub fn build_model(files: &ModelFiles, options: LoadOptions) -> anyhow::Result<(Model, bool)> {
+    let loader = model_loader(files, &options)?;
+    start_engine(loader, options)
+}
+
+/// mistral.rs's loader for the model's format, with the topology, UQFF and
+/// LoRA settings.
+fn model_loader(files: &ModelFiles, options: &LoadOptions) -> anyhow::Result<Box<dyn Loader>> {
     let topology = options
         .topology
         .as_ref()
@@ -158,6 +164,11 @@ pub fn build_model(files: &ModelFiles, options: LoadOptions) -> anyhow::Result<(
             .build(None)?
         }
     };
+    Ok(loader)
+}
+
+/// Load the weights with `loader` and start the engine's thread over them.
+fn start_engine(loader: Box<dyn Loader>, options: LoadOptions) -> anyhow::Result<(Model, bool)> {
     let isq = options
         .isq
         .as_deref()

@@ -8,7 +8,7 @@ use candle_core::quantized::gguf_file;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::errors::ModelLoadError;
+use crate::errors::Error;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ModelFormat {
@@ -186,14 +186,7 @@ impl ModelFiles {
                     config_path.display()
                 )
             })?;
-        // mistral.rs reads the template from tokenizer_config.json or chat_template.jinja.
-        let chat_template = std::fs::read_to_string(path.join("chat_template.jinja"))
-            .ok()
-            .or_else(|| {
-                let text = std::fs::read_to_string(path.join("tokenizer_config.json")).ok()?;
-                let config: serde_json::Value = serde_json::from_str(&text).ok()?;
-                config.get("chat_template")?.as_str().map(str::to_string)
-            });
+        let chat_template = dir_chat_template(&path);
         let vocab_size = config
             .get("vocab_size")
             .and_then(|n| n.as_u64())
@@ -209,11 +202,23 @@ impl ModelFiles {
     }
 }
 
+/// A model directory's chat template: mistral.rs reads it from
+/// chat_template.jinja or tokenizer_config.json.
+fn dir_chat_template(dir: &Path) -> Option<String> {
+    std::fs::read_to_string(dir.join("chat_template.jinja"))
+        .ok()
+        .or_else(|| {
+            let text = std::fs::read_to_string(dir.join("tokenizer_config.json")).ok()?;
+            let config: serde_json::Value = serde_json::from_str(&text).ok()?;
+            config.get("chat_template")?.as_str().map(str::to_string)
+        })
+}
+
 /// What a model path holds, without loading it: path, format, architecture,
 /// number of layers and size of the weights.
 #[pyfunction]
 pub fn inspect_model<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
-    let files = ModelFiles::inspect(&path).map_err(ModelLoadError::new_err)?;
+    let files = ModelFiles::inspect(&path).map_err(Error::ModelLoad)?;
     let found = PyDict::new(py);
     found.set_item("path", files.path.to_string_lossy())?;
     found.set_item("format", files.format.name())?;

@@ -8,245 +8,28 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use mistralrs::core::{ResponseLogprob, ToolCallResponse, TopLogprob};
+use mistralrs::core::{ResponseLogprob, ToolCallResponse};
 use mistralrs::Response;
 use pyo3::prelude::*;
 use tokio::sync::mpsc::Receiver;
 use tokio::sync::Notify;
 
+use crate::chunk::{ChatChunk, TokenLogprob, ToolCall, Usage};
 use crate::counts::CountGuard;
-use crate::errors::{ContextOverflowError, RequestError};
+use crate::errors::{Error, Result};
 use crate::loader::RUNTIME;
+use crate::stop_trimmer::StopTrimmer;
 
-/// Token counts and timings of one finished request.
-#[pyclass(module = "mistralvllm._core", frozen, get_all)]
-#[derive(Clone, Debug)]
-pub struct Usage {
-    pub prompt_tokens: usize,
-    pub completion_tokens: usize,
-    pub total_tokens: usize,
-    /// Seconds from sending the request to the first generated text.
-    pub time_to_first_token_s: f64,
-    /// Seconds the engine spent on the prompt (less when the prefix cache hit).
-    pub prompt_time_s: f64,
-    pub prompt_tok_per_s: f64,
-    pub decode_tok_per_s: f64,
-    pub total_time_s: f64,
-    /// Prompt tokens whose KV cache came from the prefix cache (not recomputed).
-    pub cached_prompt_tokens: usize,
-}
-
-#[pymethods]
-impl Usage {
-    fn __repr__(&self) -> String {
-        format!(
-            "Usage(prompt_tokens={}, completion_tokens={}, total_tokens={}, time_to_first_token_s={:.3}, prompt_time_s={:.3}, prompt_tok_per_s={:.1}, decode_tok_per_s={:.1}, total_time_s={:.3}, cached_prompt_tokens={})",
-            self.prompt_tokens,
-            self.completion_tokens,
-            self.total_tokens,
-            self.time_to_first_token_s,
-            self.prompt_time_s,
-            self.prompt_tok_per_s,
-            self.decode_tok_per_s,
-            self.total_time_s,
-            self.cached_prompt_tokens
-        )
-    }
-}
-
-/// A call of one of the request's tools, as the model asked for it.
-#[pyclass(module = "mistralvllm._core", frozen, get_all)]
-#[derive(Clone, Debug)]
-pub struct ToolCall {
-    pub id: String,
-    pub name: String,
-    /// The arguments as a JSON object in text, as OpenAI's API carries them.
-    pub arguments: String,
-}
-
-#[pymethods]
-impl ToolCall {
-    fn __repr__(&self) -> String {
-        format!(
-            "ToolCall(id={:?}, name={:?}, arguments={:?})",
-            self.id, self.name, self.arguments
-        )
-    }
-}
-
-impl From<ToolCallResponse> for ToolCall {
-    fn from(call: ToolCallResponse) -> Self {
-        Self {
-            id: call.id,
-            name: call.function.name,
-            arguments: call.function.arguments,
-        }
-    }
-}
-
-/// One of the most likely tokens at a position, with its log-probability.
-#[pyclass(module = "mistralvllm._core", frozen, get_all)]
-#[derive(Clone, Debug)]
-pub struct TopTokenLogprob {
-    pub token_id: u32,
-    /// The token's text (undecodable bytes of a partial character as U+FFFD).
-    pub token: String,
-    /// Natural log of the token's probability under the model.
-    pub logprob: f64,
-}
-
-impl From<TopLogprob> for TopTokenLogprob {
-    fn from(top: TopLogprob) -> Self {
-        Self {
-            token_id: top.token,
-            token: top.bytes.unwrap_or_default(),
-            logprob: top.logprob as f64,
-        }
-    }
-}
-
-/// A generated token's log-probability and the most likely tokens at its
-/// position (as many as `top_logprobs` asked for).
-#[pyclass(module = "mistralvllm._core", frozen, get_all)]
-#[derive(Clone, Debug)]
-pub struct TokenLogprob {
-    /// The token's text (undecodable bytes of a partial character as U+FFFD).
-    pub token: String,
-    /// Natural log of the token's probability under the model.
-    pub logprob: f64,
-    pub top_logprobs: Vec<TopTokenLogprob>,
-}
-
-impl From<ResponseLogprob> for TokenLogprob {
-    fn from(chosen: ResponseLogprob) -> Self {
-        let token = match chosen.bytes {
-            Some(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-            None => chosen.token,
-        };
-        Self {
-            token,
-            logprob: chosen.logprob as f64,
-            top_logprobs: chosen.top_logprobs.into_iter().map(Into::into).collect(),
-        }
-    }
-}
-
-#[pymethods]
-impl TokenLogprob {
-    fn __repr__(&self) -> String {
-        format!(
-            "TokenLogprob(token={:?}, logprob={:.4}, top_logprobs={})",
-            self.token,
-            self.logprob,
-            self.top_logprobs.len()
-        )
-    }
-}
-
-/// A piece of generated text; the last chunk carries `finish_reason` and `usage`,
-/// `tool_calls` when the model called tools instead of answering, and
-/// `stop_sequence`, the request's stop string the answer ended on, if any.
-/// `logprobs` has one entry per token generated since the previous chunk
-/// when the request asked for log-probabilities.
-#[pyclass(module = "mistralvllm._core", frozen, get_all)]
-#[derive(Clone, Debug)]
-pub struct ChatChunk {
-    pub text: String,
-    pub finish_reason: Option<String>,
-    pub usage: Option<Usage>,
-    pub tool_calls: Vec<ToolCall>,
-    pub stop_sequence: Option<String>,
-    pub logprobs: Vec<TokenLogprob>,
-}
-
-#[pymethods]
-impl ChatChunk {
-    fn __repr__(&self) -> String {
-        format!(
-            "ChatChunk(text={:?}, finish_reason={:?}, usage={}, tool_calls={:?}, stop_sequence={:?}, logprobs={})",
-            self.text,
-            self.finish_reason,
-            self.usage.as_ref().map_or("None".into(), |u| u.__repr__()),
-            self.tool_calls,
-            self.stop_sequence,
-            self.logprobs.len()
-        )
-    }
-}
-
-/// Cuts the answer before the first stop string. mistral.rs stops on it but
-/// its stream still carries the stop text; OpenAI's API (and users) expect it
-/// left out. Text that may be the start of a stop string is held back until
-/// the next chunk shows whether it is. mistral.rs's finish reason is "stop"
-/// for a stop string and for the end of the answer alike; `matched` tells
-/// them apart (Anthropic's API answers which stop string it was).
-#[derive(Default)]
-struct StopTrimmer {
-    stops: Vec<String>,
-    pending: String,
-    /// The stop string the answer ended on, once it appeared.
-    matched: Option<String>,
-}
-
-impl StopTrimmer {
-    fn new(stops: Vec<String>) -> Self {
-        Self {
-            stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
-            ..Self::default()
-        }
-    }
-
-    /// The part of `text` that can be shown now; nothing once a stop string matched.
-    fn push(&mut self, text: &str) -> String {
-        if self.matched.is_some() {
-            return String::new();
-        }
-        self.pending.push_str(text);
-        // The stop string that ends first: the earliest, and of those the shortest.
-        let first = self
-            .stops
-            .iter()
-            .filter_map(|s| self.pending.find(s.as_str()).map(|at| (at, s)))
-            .min_by_key(|(at, s)| (*at, s.len()))
-            .map(|(at, s)| (at, s.clone()));
-        if let Some((at, stop)) = first {
-            self.matched = Some(stop);
-            self.pending.truncate(at);
-            return std::mem::take(&mut self.pending);
-        }
-        let held = self
-            .stops
-            .iter()
-            .map(|stop| held_back_len(&self.pending, stop))
-            .max()
-            .unwrap_or(0);
-        self.pending.drain(..self.pending.len() - held).collect()
-    }
-
-    /// Whatever was held back, at the end of the answer.
-    fn flush(&mut self) -> String {
-        std::mem::take(&mut self.pending)
-    }
-}
-
-/// Length of the longest end of `text` that is a proper start of `stop`.
-fn held_back_len(text: &str, stop: &str) -> usize {
-    (1..stop.len())
-        .rev()
-        .find(|&n| {
-            n <= text.len()
-                && stop.is_char_boundary(n)
-                && text.is_char_boundary(text.len() - n)
-                && text.ends_with(&stop[..n])
-        })
-        .unwrap_or(0)
-}
+/// Counts the request's prompt tokens; asked only when the engine refuses
+/// the prompt as longer than the context window.
+pub type PromptCounter = Box<dyn FnOnce() -> usize + Send>;
 
 struct StreamState {
     rx: Option<Receiver<Response>>,
     running: Option<CountGuard>,
     first_token_s: Option<f64>,
     stops: StopTrimmer,
+    count_prompt: Option<PromptCounter>,
 }
 
 impl StreamState {
@@ -268,14 +51,68 @@ pub struct ChatStream {
     wake: Notify,
 }
 
-/// The engine's own words for a prompt longer than the context window.
-const ENGINE_OVERFLOW: &str = "Prompt sequence length is greater than";
+/// One engine response's share of the answer.
+struct EngineDelta {
+    text: String,
+    finish_reason: Option<String>,
+    usage: Option<mistralrs::Usage>,
+    tool_calls: Vec<ToolCallResponse>,
+    logprob: Option<ResponseLogprob>,
+}
 
-fn request_error(message: String) -> PyErr {
-    if message.contains(ENGINE_OVERFLOW) {
-        ContextOverflowError::new_err(message)
-    } else {
-        RequestError::new_err(message)
+/// What the engine sent: a delta (`Ok(None)` for a chunk without choices)
+/// or the error that ends the request.
+fn engine_delta(response: Option<Response>) -> std::result::Result<Option<EngineDelta>, String> {
+    match response {
+        Some(Response::Chunk(chunk)) => {
+            Ok(chunk.choices.into_iter().next().map(|choice| EngineDelta {
+                text: choice.delta.content.unwrap_or_default(),
+                finish_reason: choice.finish_reason,
+                usage: chunk.usage,
+                tool_calls: choice.delta.tool_calls.unwrap_or_default(),
+                logprob: choice.logprobs,
+            }))
+        }
+        Some(Response::CompletionChunk(chunk)) => {
+            Ok(chunk.choices.into_iter().next().map(|choice| EngineDelta {
+                text: choice.text,
+                finish_reason: choice.finish_reason,
+                usage: chunk.usage,
+                tool_calls: Vec::new(),
+                logprob: choice.logprobs,
+            }))
+        }
+        Some(Response::ModelError(message, _))
+        | Some(Response::CompletionModelError(message, _)) => {
+            Err(format!("model error: {message}"))
+        }
+        Some(Response::InternalError(e)) | Some(Response::ValidationError(e)) => Err(e.to_string()),
+        Some(_) => Err("unexpected response kind from the engine".to_string()),
+        None => Err("the engine closed the stream before the answer finished".to_string()),
+    }
+}
+
+/// The engine's own words for a prompt longer than the context window,
+/// followed by the window's length.
+const ENGINE_OVERFLOW: &str = "Prompt sequence length is greater than ";
+
+/// The engine's error as ours: a context overflow (counting the prompt with
+/// `count_prompt`) or a failed request.
+fn request_error(message: String, count_prompt: Option<PromptCounter>) -> Error {
+    let context_length = message.find(ENGINE_OVERFLOW).and_then(|at| {
+        let rest = &message[at + ENGINE_OVERFLOW.len()..];
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        rest[..digits].parse::<usize>().ok()
+    });
+    match context_length {
+        Some(context_length) => Error::ContextOverflow {
+            message,
+            prompt_tokens: count_prompt.map_or(0, |count| count()),
+            context_length,
+        },
+        None => Error::Request(message),
     }
 }
 
@@ -285,6 +122,7 @@ impl ChatStream {
         running: CountGuard,
         sent_at: Instant,
         stops: Vec<String>,
+        count_prompt: Option<PromptCounter>,
     ) -> Self {
         Self {
             state: Mutex::new(StreamState {
@@ -292,6 +130,7 @@ impl ChatStream {
                 running: Some(running),
                 first_token_s: None,
                 stops: StopTrimmer::new(stops),
+                count_prompt,
             }),
             sent_at,
             cancelled: AtomicBool::new(false),
@@ -313,7 +152,9 @@ impl ChatStream {
     }
 
     /// Wait for the next chunk; `Ok(None)` once the answer is complete.
-    pub fn next_chunk(&self) -> PyResult<Option<ChatChunk>> {
+    /// Engine responses that show nothing yet (text held back as a possible
+    /// stop string, empty deltas) are gathered into the next chunk.
+    pub fn next_chunk(&self) -> Result<Option<ChatChunk>> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut text = String::new();
         let mut logprobs = Vec::new();
@@ -325,87 +166,54 @@ impl ChatStream {
                 state.end();
                 return Ok(None);
             };
-            let (delta, engine_finish, engine_usage, tool_calls, logprob) = match response {
-                Some(Response::Chunk(chunk)) => {
-                    let Some(choice) = chunk.choices.into_iter().next() else {
-                        continue;
-                    };
-                    (
-                        choice.delta.content.unwrap_or_default(),
-                        choice.finish_reason,
-                        chunk.usage,
-                        choice.delta.tool_calls.unwrap_or_default(),
-                        choice.logprobs,
-                    )
-                }
-                Some(Response::CompletionChunk(chunk)) => {
-                    let Some(choice) = chunk.choices.into_iter().next() else {
-                        continue;
-                    };
-                    (
-                        choice.text,
-                        choice.finish_reason,
-                        chunk.usage,
-                        Vec::new(),
-                        choice.logprobs,
-                    )
-                }
-                other => {
+            let mut delta = match engine_delta(response) {
+                Ok(Some(delta)) => delta,
+                Ok(None) => continue,
+                Err(message) => {
                     state.end();
-                    return Err(match other {
-                        Some(Response::ModelError(message, _))
-                        | Some(Response::CompletionModelError(message, _)) => {
-                            RequestError::new_err(format!("model error: {message}"))
-                        }
-                        Some(Response::InternalError(e)) | Some(Response::ValidationError(e)) => {
-                            request_error(e.to_string())
-                        }
-                        Some(_) => {
-                            RequestError::new_err("unexpected response kind from the engine")
-                        }
-                        None => RequestError::new_err(
-                            "the engine closed the stream before the answer finished",
-                        ),
-                    });
+                    return Err(request_error(message, state.count_prompt.take()));
                 }
             };
-            logprobs.extend(logprob.map(TokenLogprob::from));
-            let shown = state.stops.push(&delta);
-            text.push_str(&shown);
-            let mut finish_reason = engine_finish;
-            let mut stop_sequence = None;
-            if finish_reason.is_some() {
-                state.end();
-                stop_sequence = state.stops.matched.clone();
-                if stop_sequence.is_some() {
-                    finish_reason = Some("stop".to_string());
-                } else {
-                    text.push_str(&state.stops.flush());
-                }
-            } else if text.is_empty() && tool_calls.is_empty() {
+            logprobs.extend(delta.logprob.take().map(TokenLogprob::from));
+            text.push_str(&state.stops.push(&delta.text));
+            if delta.finish_reason.is_none() && text.is_empty() && delta.tool_calls.is_empty() {
                 continue;
             }
-            let elapsed = self.sent_at.elapsed().as_secs_f64();
-            let first_token_s = *state.first_token_s.get_or_insert(elapsed);
-            let usage = engine_usage.map(|u| Usage {
-                prompt_tokens: u.prompt_tokens,
-                completion_tokens: u.completion_tokens,
-                total_tokens: u.total_tokens,
-                time_to_first_token_s: first_token_s,
-                prompt_time_s: u.total_prompt_time_sec as f64,
-                prompt_tok_per_s: u.avg_prompt_tok_per_sec as f64,
-                decode_tok_per_s: u.avg_compl_tok_per_sec as f64,
-                total_time_s: elapsed,
-                cached_prompt_tokens: u.cached_prompt_tokens,
-            });
-            return Ok(Some(ChatChunk {
-                text,
-                finish_reason,
-                usage,
-                tool_calls: tool_calls.into_iter().map(ToolCall::from).collect(),
-                stop_sequence,
-                logprobs,
-            }));
+            return Ok(Some(self.chunk(&mut state, text, logprobs, delta)));
+        }
+    }
+
+    /// The chunk that shows `text`; the last one (the engine's finish reason
+    /// or a stop string) ends the stream and carries the usage.
+    fn chunk(
+        &self,
+        state: &mut StreamState,
+        mut text: String,
+        logprobs: Vec<TokenLogprob>,
+        delta: EngineDelta,
+    ) -> ChatChunk {
+        let mut finish_reason = delta.finish_reason;
+        let mut stop_sequence = None;
+        if finish_reason.is_some() {
+            state.end();
+            stop_sequence = state.stops.matched.clone();
+            if stop_sequence.is_some() {
+                finish_reason = Some("stop".to_string());
+            } else {
+                text.push_str(&state.stops.flush());
+            }
+        }
+        let elapsed = self.sent_at.elapsed().as_secs_f64();
+        let first_token_s = *state.first_token_s.get_or_insert(elapsed);
+        ChatChunk {
+            text,
+            finish_reason,
+            usage: delta
+                .usage
+                .map(|u| Usage::from_engine(u, first_token_s, elapsed)),
+            tool_calls: delta.tool_calls.into_iter().map(ToolCall::from).collect(),
+            stop_sequence,
+            logprobs,
         }
     }
 }
@@ -418,7 +226,7 @@ impl ChatStream {
 
     /// Next chunk, waiting with the GIL released.
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<ChatChunk>> {
-        py.detach(|| self.next_chunk())
+        Ok(py.detach(|| self.next_chunk())?)
     }
 
     /// Abort the request in the engine; further iteration stops. Returns at
@@ -436,58 +244,5 @@ impl ChatStream {
     fn closed(&self) -> bool {
         self.cancelled.load(Ordering::SeqCst)
             || self.state.try_lock().is_ok_and(|state| state.rx.is_none())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The text shown for `pieces`, and the stop string it ended on.
-    fn shown(stops: &[&str], pieces: &[&str]) -> (String, Option<String>) {
-        let mut trimmer = StopTrimmer::new(stops.iter().map(|s| s.to_string()).collect());
-        let mut out: String = pieces.iter().map(|p| trimmer.push(p)).collect();
-        if trimmer.matched.is_none() {
-            out.push_str(&trimmer.flush());
-        }
-        (out, trimmer.matched)
-    }
-
-    fn stop(s: &str) -> Option<String> {
-        Some(s.to_string())
-    }
-
-    #[test]
-    fn stop_text_is_cut_even_across_chunks() {
-        assert_eq!(
-            shown(&["Rome"], &["The capital is", " Ro", "me."]),
-            ("The capital is ".into(), stop("Rome"))
-        );
-        assert_eq!(
-            shown(&["\n\n"], &["a\n", "\nb"]),
-            ("a".into(), stop("\n\n"))
-        );
-    }
-
-    #[test]
-    fn held_back_text_comes_out_when_it_is_not_a_stop() {
-        assert_eq!(shown(&["Rome"], &["Ro", "ad"]), ("Road".into(), None));
-        assert_eq!(shown(&["Rome"], &["It is Ro"]), ("It is Ro".into(), None));
-    }
-
-    #[test]
-    fn no_stops_passes_everything() {
-        assert_eq!(shown(&[], &["a", "b"]), ("ab".into(), None));
-        assert_eq!(shown(&[""], &["a"]), ("a".into(), None));
-    }
-
-    #[test]
-    fn earliest_stop_wins_and_multibyte_text_is_safe() {
-        assert_eq!(shown(&["b", "a"], &["xab"]), ("x".into(), stop("a")));
-        assert_eq!(
-            shown(&["Rome", "Ro"], &["It is Rome"]),
-            ("It is ".into(), stop("Ro"))
-        );
-        assert_eq!(shown(&["é!"], &["caf", "é", "?"]), ("café?".into(), None));
     }
 }

@@ -6,42 +6,11 @@
 //! values are `{isq: Q4K, device: cuda[0]}`. Unlike mistral.rs, overlapping
 //! ranges are rejected instead of letting a later range silently win.
 
+use crate::errors::{Error, Result};
+use crate::layer_settings::{check_layer_settings, LayerSettings};
 use indexmap::IndexMap;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use serde::Deserialize;
-
-use crate::device::DeviceSpec;
-use crate::errors::ConfigError;
-
-/// ISQ types as mistral.rs spells them (`parse_isq_value`), numeric shorthands aside.
-pub const ISQ_NAMES: &[&str] = &[
-    "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q2K", "Q3K", "Q4K", "Q5K", "Q6K", "Q8K",
-    "HQQ8", "HQQ4", "FP8", "AFQ8", "AFQ6", "AFQ4", "AFQ3", "AFQ2", "F8Q8", "MXFP4",
-];
-
-/// The canonical spelling of an ISQ name (matched case-insensitively).
-pub fn canonical_isq(name: &str) -> Result<&'static str, String> {
-    ISQ_NAMES
-        .iter()
-        .find(|known| known.eq_ignore_ascii_case(name))
-        .copied()
-        .ok_or_else(|| format!("isq '{name}' is not one of {}", ISQ_NAMES.join(", ")))
-}
-
-/// Check a device specifier in mistral.rs's syntax: `cpu`, `cuda[N]`, `metal[N]`.
-fn check_device(device: &str) -> Result<String, String> {
-    DeviceSpec::parse(device).map(|_| device.to_string())
-}
-
-fn check_layer_settings(
-    isq: Option<&str>,
-    device: Option<&str>,
-) -> Result<(Option<String>, Option<String>), String> {
-    let isq = isq.map(canonical_isq).transpose()?.map(str::to_string);
-    let device = device.map(check_device).transpose()?;
-    Ok((isq, device))
-}
 
 /// One layer range `[start, end)` with its ISQ type and device.
 #[pyclass(module = "mistralvllm._core", frozen, eq, get_all)]
@@ -84,13 +53,6 @@ fn py_repr_opt(value: &Option<String>) -> String {
     value
         .as_ref()
         .map_or_else(|| "None".to_string(), |v| format!("'{v}'"))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LayerSettings {
-    isq: Option<String>,
-    device: Option<String>,
 }
 
 /// Per-layer quantization and placement: chain `with_range` calls, or read
@@ -268,63 +230,59 @@ impl Topology {
         end: usize,
         isq: Option<&str>,
         device: Option<&str>,
-    ) -> PyResult<Self> {
+    ) -> Result<Self> {
         self.add_range(start, end, isq, device)
-            .map_err(ConfigError::new_err)
+            .map_err(Error::Config)
     }
 
     /// A new topology where tensors whose name matches `regex` use `isq` on `device`.
     #[pyo3(signature = (regex, isq=None, device=None))]
-    fn with_pattern(&self, regex: &str, isq: Option<&str>, device: Option<&str>) -> PyResult<Self> {
-        self.add_pattern(regex, isq, device)
-            .map_err(ConfigError::new_err)
+    fn with_pattern(&self, regex: &str, isq: Option<&str>, device: Option<&str>) -> Result<Self> {
+        self.add_pattern(regex, isq, device).map_err(Error::Config)
     }
 
     /// Read a topology file in mistral.rs's YAML format.
     #[staticmethod]
-    fn from_file(path: std::path::PathBuf) -> PyResult<Self> {
+    fn from_file(path: std::path::PathBuf) -> Result<Self> {
         let shown = path.display();
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            ConfigError::new_err(format!("{shown}: cannot read topology file: {e}"))
-        })?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error::config(format!("{shown}: cannot read topology file: {e}")))?;
         let entries: IndexMap<String, LayerSettings> = serde_saphyr::from_str(&text).map_err(|e| {
-            ConfigError::new_err(format!(
+            Error::config(format!(
                 "{shown}: not a topology file (expected a mapping of 'START-END' to {{isq, device}}): {e}"
             ))
         })?;
-        Self::from_entries(entries).map_err(|e| ConfigError::new_err(format!("{shown}: {e}")))
+        Self::from_entries(entries).map_err(|e| Error::config(format!("{shown}: {e}")))
     }
 
     /// Build from the same mapping `to_dict` returns.
     #[staticmethod]
-    fn from_dict(mapping: &Bound<'_, PyDict>) -> PyResult<Self> {
+    fn from_dict(mapping: &Bound<'_, PyDict>) -> Result<Self> {
         let mut entries = IndexMap::new();
         for (key, value) in mapping.iter() {
             let selector: String = key.extract().map_err(|_| {
-                ConfigError::new_err(format!("topology key {key}: expected a string like '0-8'"))
+                Error::config(format!("topology key {key}: expected a string like '0-8'"))
             })?;
             let settings: &Bound<'_, PyDict> = value.downcast().map_err(|_| {
-                ConfigError::new_err(format!(
+                Error::config(format!(
                     "topology '{selector}': expected a mapping with 'isq' and/or 'device'"
                 ))
             })?;
-            let field = |name: &str| -> PyResult<Option<String>> {
+            let field = |name: &str| -> Result<Option<String>> {
                 settings
                     .get_item(name)?
                     .filter(|v| !v.is_none())
                     .map(|v| v.extract())
                     .transpose()
                     .map_err(|_| {
-                        ConfigError::new_err(format!(
-                            "topology '{selector}'.{name}: expected a string"
-                        ))
+                        Error::config(format!("topology '{selector}'.{name}: expected a string"))
                     })
             };
             if let Some(unknown) = settings.keys().iter().find(|k| {
                 !k.extract::<String>()
                     .is_ok_and(|k| k == "isq" || k == "device")
             }) {
-                return Err(ConfigError::new_err(format!(
+                return Err(Error::config(format!(
                     "topology '{selector}': unknown key {unknown}; expected 'isq' and/or 'device'"
                 )));
             }
@@ -336,7 +294,7 @@ impl Topology {
                 },
             );
         }
-        Self::from_entries(entries).map_err(ConfigError::new_err)
+        Self::from_entries(entries).map_err(Error::Config)
     }
 
     /// `{"0-8": {"isq": "Q3K", "device": None}, "/regex/": {...}}`, the file format as a dict.
