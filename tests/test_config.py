@@ -25,21 +25,24 @@ BROKEN = [
     ({"sampling": {"stop": "END"}}, "sampling.stop: input should be a valid list"),
     ({"sampling": {"top_k": 2.5}}, "sampling.top_k: input should be a valid integer"),
     ({"model": {"dtype": "f8"}}, "model.dtype: 'f8': input should be 'auto', 'bf16', 'f16' or 'f32'"),
-    ({"model": {"device": "gpu0"}}, "model.device: 'gpu0' is not a device; expected 'auto', 'cpu', 'cuda[N]' or 'metal[N]'"),
+    ({"model": {"device": "gpu0"}}, "model.device: device 'gpu0' is not valid; expected 'cpu', 'cuda[N]' or 'metal[N]', or 'auto'"),
     ({"model": {"isq": "Q5X"}}, "model.isq: 'Q5X' is not one of Q4_0, Q4_1"),
     ({"model": "small"}, "model: input should be a valid dictionary"),
     ({"topology": {"0..8": "Q4K"}}, "topology: input should be a valid list"),
-    ({"topology": [{"layers": "0..8", "isq": "Q5X"}]}, "topology[0].isq: 'Q5X' is not one of Q4_0"),
+    ({"topology": [{"layers": "0-8", "isq": "Q5X"}]}, "topology[0].isq: 'Q5X' is not one of Q4_0"),
     (
-        {"topology": [{"layers": "0..8", "isq": "Q4K"}, {"layers": "8..16", "isq": "Q4K"}, {"layers": "16..24", "isq": "Q5X"}]},
+        {"topology": [{"layers": "0-8", "isq": "Q4K"}, {"layers": "8-16", "isq": "Q4K"}, {"layers": "16-24", "isq": "Q5X"}]},
         "topology[2].isq: 'Q5X' is not one of",
     ),
-    ({"topology": [{"layers": "8..4", "isq": "Q4K"}]}, "topology[0].layers: '8..4': start must be below end"),
-    ({"topology": [{"layers": "first", "isq": "Q4K"}]}, "topology[0].layers: 'first' is not a layer range; expected 'START..END'"),
+    ({"topology": [{"layers": "8-4", "isq": "Q4K"}]}, "topology[0].layers: topology range 8-4: start must be below end"),
+    ({"topology": [{"layers": "first", "isq": "Q4K"}]}, "topology[0].layers: topology key 'first' is not a layer range; expected 'START-END'"),
     ({"topology": [{"isq": "Q4K"}]}, "topology[0].layers: field required"),
-    ({"topology": [{"layers": "0..8", "isq": "Q4K", "dev": "cpu"}]}, "topology[0].dev: unknown key 'dev'; did you mean 'device'?"),
-    ({"topology": [{"layers": "0..8", "isq": "Q4K"}, {"layers": "4..12", "isq": "Q8_0"}]}, "topology[1]: topology range 4-12 overlaps range 0-8"),
-    ({"topology": [{"layers": "0..8", "device": "tpu"}]}, "topology[0].device: 'tpu' is not a device"),
+    ({"topology": [{"layers": "0-8", "isq": "Q4K", "dev": "cpu"}]}, "topology[0].dev: unknown key 'dev'; did you mean 'device'?"),
+    ({"topology": [{"layers": "0-8", "isq": "Q4K"}, {"layers": "4-12", "isq": "Q8_0"}]}, "topology[1]: topology range 4-12 overlaps range 0-8"),
+    (
+        {"topology": [{"layers": "0-8", "device": "tpu"}]},
+        "topology[0].device: device 'tpu' is not valid; expected 'cpu', 'cuda[N]' or 'metal[N]', or 'auto'",
+    ),
     ({"paged_attention": {"mode": "yes"}}, "paged_attention.mode: 'yes': input should be 'auto', 'on' or 'off'"),
     ({"paged_attention": {"block_size": 64}}, "paged_attention.block_size: 64: input should be 8, 16 or 32"),
     ({"paged_attention": {"gpu_mem": 4096, "gpu_mem_usage": 0.9}}, "set at most one of gpu_mem, gpu_mem_usage, context_len"),
@@ -109,7 +112,7 @@ def test_seed_topology_round_trips() -> None:
     expected = Topology().with_range(0, 8, isq="Q3K").with_range(8, 16, isq="Q4K").with_range(16, 24, isq="Q6K").with_range(24, 32, isq="Q8_0")
     assert topology == expected
     dumped = json.loads(config.model_dump_json())
-    assert dumped["topology"][3] == {"layers": "24..32", "isq": "Q8_0", "device": None}
+    assert dumped["topology"][3] == {"layers": "24-32", "isq": "Q8_0", "device": None}
     assert Config.model_validate(dumped).build_topology() == expected
 
 

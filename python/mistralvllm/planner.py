@@ -153,7 +153,7 @@ class Plan:
 
     def config_section(self) -> list[dict[str, str]]:
         """The plan as the config file's ``topology`` list."""
-        return [{"layers": f"{start}..{end}", **({"isq": isq} if isq else {})} for start, end, isq in self.ranges()]
+        return [{"layers": f"{start}-{end}", **({"isq": isq} if isq else {})} for start, end, isq in self.ranges()]
 
     def topology_yaml(self) -> str:
         """The plan as a mistral.rs topology file (``START-END: {isq: ...}``)."""

@@ -3,6 +3,9 @@
 
 use candle_core::DeviceLocation;
 use mistralrs::Device;
+use pyo3::prelude::*;
+
+use crate::errors::Error;
 
 /// A device as mistral.rs writes it: `cpu`, `cuda[N]` or `metal[N]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,4 +53,12 @@ pub fn device_name(device: &Device) -> String {
         DeviceLocation::Cuda { gpu_id } => format!("cuda[{gpu_id}]"),
         DeviceLocation::Metal { gpu_id } => format!("metal[{gpu_id}]"),
     }
+}
+
+/// Check a device written as mistral.rs writes it (`cpu`, `cuda[N]`,
+/// `metal[N]`): the one definition of the syntax, for Python's config too.
+#[pyfunction]
+pub fn check_device(spec: &str) -> PyResult<()> {
+    DeviceSpec::parse(spec).map_err(Error::Config)?;
+    Ok(())
 }

@@ -37,6 +37,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<topology::Topology>()?;
     m.add_class::<topology::TopologyRange>()?;
     m.add_function(wrap_pyfunction!(model_files::inspect_model, m)?)?;
+    m.add_function(wrap_pyfunction!(device::check_device, m)?)?;
     m.add("ISQ_NAMES", layer_settings::ISQ_NAMES.to_vec())?;
     m.add("BUILD_FEATURES", loader::build_features())?;
     m.add("MISTRALRS_VERSION", MISTRALRS_VERSION)?;

@@ -22,14 +22,14 @@ pub struct TopologyRange {
     pub device: Option<String>,
 }
 
+#[pymethods]
 impl TopologyRange {
+    /// The range as a topology file writes it: `"START-END"` (end exclusive).
+    #[getter]
     fn selector(&self) -> String {
         format!("{}-{}", self.start, self.end)
     }
-}
 
-#[pymethods]
-impl TopologyRange {
     fn __repr__(&self) -> String {
         format!(
             "TopologyRange(start={}, end={}, isq={}, device={})",

@@ -4,18 +4,14 @@ or one entry of ``models`` (`ServedModelSection`) each."""
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .._core import ISQ_NAMES, Topology
+from .._core import ISQ_NAMES, Topology, check_device
 from ..cache_options import prefix_cache_bytes
 from ..errors import ConfigError
 from .sections import Section
-
-_DEVICE = re.compile(r"^(auto|cpu|cuda\[\d+\]|metal\[\d+\])$")
-_LAYERS = re.compile(r"^\s*(\d+)\s*(?:\.\.|-)\s*(\d+)\s*$")
 
 
 def _check_isq(value: str | None) -> str | None:
@@ -28,8 +24,12 @@ def _check_isq(value: str | None) -> str | None:
 
 
 def _check_device(value: str | None) -> str | None:
-    if value is not None and not _DEVICE.match(value):
-        raise ValueError(f"{value!r} is not a device; expected 'auto', 'cpu', 'cuda[N]' or 'metal[N]'")
+    """``auto`` (the session picks) or a device in mistral.rs's syntax, checked by the extension."""
+    if value is not None and value != "auto":
+        try:
+            check_device(value)
+        except ConfigError as e:
+            raise ValueError(f"{e}, or 'auto'") from None
     return value
 
 
@@ -50,9 +50,10 @@ class ModelSection(Section):
 
 
 class TopologyRangeSection(Section):
-    """One layer range of the per-layer topology; `layers` is end-exclusive."""
+    """One layer range of the per-layer topology, written as in mistral.rs's
+    topology files (the extension's `Topology` reads it)."""
 
-    layers: str = Field(description="'START..END' (end exclusive), e.g. '0..8'")
+    layers: str = Field(description="'START-END' (end exclusive), e.g. '0-8', or one layer 'N'")
     isq: str | None = None
     device: str | None = None
 
@@ -62,17 +63,17 @@ class TopologyRangeSection(Section):
     @field_validator("layers")
     @classmethod
     def _layers(cls, value: str) -> str:
-        match = _LAYERS.match(value)
-        if match is None:
-            raise ValueError(f"{value!r} is not a layer range; expected 'START..END' (end exclusive), e.g. '0..8'")
-        start, end = int(match[1]), int(match[2])
-        if start >= end:
-            raise ValueError(f"{value!r}: start must be below end (the end is exclusive)")
-        return f"{start}..{end}"
+        try:
+            ranges = Topology.from_dict({value: {}}).ranges
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+        if not ranges:
+            raise ValueError(f"{value!r} is a tensor pattern; the config's topology takes layer ranges ('START-END' or 'N')")
+        return ranges[0].selector
 
     @property
     def bounds(self) -> tuple[int, int]:
-        start, end = self.layers.split("..")
+        start, end = self.layers.split("-")
         return int(start), int(end)
 
 
