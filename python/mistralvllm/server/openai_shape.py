@@ -12,7 +12,6 @@ from pydantic import BaseModel
 
 from .._core import ChatChunk, TokenLogprob, Usage
 from ..collect import StreamedAnswer
-from ..config import Config
 from ..tools import tool_call_body
 from .api_error import APIError
 from .openai_logprobs import CompletionLogprobWriter, chat_logprobs
@@ -49,10 +48,10 @@ def usage_body(usage: Usage | None, completion_tokens: int | None = None) -> Usa
     )
 
 
-def system_fingerprint(config: Config) -> str:
+def system_fingerprint(config_digest: str) -> str:
     """OpenAI's ``system_fingerprint``: names the settings that shape answers
     (`Config.digest`), so a client sees when they change."""
-    return f"fp_{config.digest()}"
+    return f"fp_{config_digest}"
 
 
 class OpenAIStream(ABC):

@@ -104,7 +104,7 @@ class Reply(Generic[W]):
             "id": self.id,
             "created": int(time.time()),
             "model": lease.name,
-            "system_fingerprint": system_fingerprint(state.config),
+            "system_fingerprint": system_fingerprint(state.config_digest),
         }
         self.started = time.monotonic()
         self.headers = {"X-Conversation-Id": turn.conversation.id} if turn else {}

@@ -235,7 +235,7 @@ def begin_stored_turn(state: ServiceState, model: ServedModel, body: ResponseReq
     *preceding, question = messages
     conversation = history_writes(
         lambda: history.new(
-            model=model.model_id, config_digest=state.config.digest(), system_prompt=body.instructions or None, conversation_id=response_id
+            model=model.model_id, config_digest=state.config_digest, system_prompt=body.instructions or None, conversation_id=response_id
         )
     )
     return history_writes(lambda: conversation.begin_turn(question.content, role=question.role, preceding=preceding))

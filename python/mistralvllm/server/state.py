@@ -19,6 +19,9 @@ class ServiceState:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        # The settings that shape answers (`Config.digest`): stored with each
+        # conversation and sent as `system_fingerprint`; computed once.
+        self.config_digest = config.digest()
         self.models = ModelPool(config)
         self.history = open_history(config.history) if config.history.enabled else None
         self.metrics = ServiceMetrics(lambda: [(model.name, model.session) for model in self.models.loaded() if model.session is not None])

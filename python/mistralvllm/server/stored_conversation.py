@@ -43,7 +43,7 @@ def find_conversation(state: ServiceState, conversation_id: str | None, body: Ch
     def find() -> Conversation:
         if not history.exists(conversation_id):
             try:
-                return history.new(model=model.model_id, config_digest=state.config.digest(), system_prompt=system, conversation_id=conversation_id)
+                return history.new(model=model.model_id, config_digest=state.config_digest, system_prompt=system, conversation_id=conversation_id)
             except ConversationExistsError:
                 pass  # another request (or another service sharing the history) made it just now
         conversation = history.resume(conversation_id)
