@@ -16,7 +16,7 @@ FEATURES ?=
 PYTEST_ARGS ?=
 PYTHON_LIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 
-.PHONY: venv lint patched-crates build browser postgres chat serve bench bench-choices bench-service bench-uqff bench-kv bench-prefix bench-wheel bench-fidelity test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda wheel-cuda clean
+.PHONY: venv lint patched-crates build browser postgres chat serve bench bench-choices bench-service bench-uqff bench-kv bench-prefix bench-wheel bench-fidelity test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda check-flash-attn wheel-cuda clean
 
 venv: $(VENV)/.deps
 
@@ -181,6 +181,11 @@ $(CUDA_HOME_DIR)/.ready: requirements/cuda-build.txt scripts/cuda-home.sh
 # (flash-attn's only with CUDA_CHECK_FEATURES=cuda,cudnn,flash-attn).
 check-cuda: venv cuda-toolkit patched-crates
 	$(CUDA_ENV) PYO3_PYTHON=$(abspath $(PY)) cargo check --profile dist --manifest-path rust/Cargo.toml --features $(CUDA_CHECK_FEATURES)
+
+# One flash-attn kernel file and its API file compiled as its build script
+# would, with the wheel's CUTLASS: minutes where the wheel takes far longer.
+check-flash-attn: cuda-toolkit patched-crates
+	$(CUDA_ENV) scripts/check-flash-attn-kernel.sh
 
 # The wheel to carry to a GPU machine, under dist/.
 wheel-cuda: venv cuda-toolkit patched-crates
