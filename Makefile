@@ -16,7 +16,7 @@ FEATURES ?=
 PYTEST_ARGS ?=
 PYTHON_LIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 
-.PHONY: venv lint patched-crates build browser postgres chat serve bench bench-choices bench-service bench-uqff bench-kv bench-prefix bench-wheel bench-fidelity test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda wheel-cuda clean
+.PHONY: venv lint patched-crates build browser postgres chat serve bench bench-choices bench-service bench-uqff bench-kv bench-prefix bench-wheel bench-fidelity test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda check-flash-attn wheel-cuda clean
 
 venv: $(VENV)/.deps
 
@@ -148,30 +148,44 @@ bench-wheel: build wheel
 
 # The CUDA build: CUDA 13.0 toolkit from PyPI (requirements/cuda-build.txt)
 # assembled into CUDA_HOME by scripts/cuda-home.sh; its own target dir so the
-# CPU build stays warm. flash-attn is not in the default feature set: its build
-# script clones CUTLASS from GitHub (see README, "CUDA build").
+# CPU build stays warm. flash-attn's kernels take CUTLASS from the
+# nvidia-cutlass wheel in the same venv (CUTLASS_DIR, our candle-flash-attn
+# patch), not from GitHub.
 CUDA_VENV ?= $(CACHE_DIR)/cuda-venv
 CUDA_HOME_DIR ?= $(CACHE_DIR)/cuda-home
-CUDA_FEATURES ?= cuda,cudnn
+CUDA_FEATURES ?= cuda,cudnn,flash-attn
+# check-cuda leaves flash-attn out unless told: cargo check runs build scripts,
+# so it would compile flash-attn's 37 CUTLASS kernel files (candle: "the cuda
+# build time is very long"), for a crate we change only in its build script.
+CUDA_CHECK_FEATURES ?= cuda,cudnn
 CUDA_COMPUTE_CAP ?= 90
 CUDA_TARGET_DIR ?= $(CACHE_DIR)/target-cuda
+# The wheel's CUTLASS source tree (cutlass_library/source), unless CUTLASS_DIR
+# names another; find_spec locates the package without importing it.
+CUTLASS_DIR ?= $(shell $(CUDA_VENV)/bin/python -c 'import importlib.util; print(importlib.util.find_spec("cutlass_library").submodule_search_locations[0])')/source
 # The wheel finds libcudart/cublas/curand/nvrtc/cudnn next to itself in
 # site-packages (pip install mistralvllm[cuda]), else where the system keeps them.
 CUDA_RPATH := -C link-arg=-Wl,-rpath,$$ORIGIN/../nvidia/cu13/lib:$$ORIGIN/../nvidia/cudnn/lib
 CUDA_ENV = CUDA_HOME=$(CUDA_HOME_DIR) CUDA_PATH=$(CUDA_HOME_DIR) PATH="$(CUDA_HOME_DIR)/bin:$(abspath $(VENV))/bin:$$PATH" \
-  CUDA_COMPUTE_CAP=$(CUDA_COMPUTE_CAP) CARGO_TARGET_DIR=$(CUDA_TARGET_DIR)
+  CUDA_COMPUTE_CAP=$(CUDA_COMPUTE_CAP) CARGO_TARGET_DIR=$(CUDA_TARGET_DIR) CUTLASS_DIR=$(CUTLASS_DIR)
 
 cuda-toolkit: $(CUDA_HOME_DIR)/.ready
 
 $(CUDA_HOME_DIR)/.ready: requirements/cuda-build.txt scripts/cuda-home.sh
 	test -x $(CUDA_VENV)/bin/python || $(PYTHON) -m venv $(CUDA_VENV)
-	$(CUDA_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/cuda-build.txt
+	$(CUDA_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -r requirements/cuda-build.txt
 	scripts/cuda-home.sh $(CUDA_VENV) $(CUDA_HOME_DIR)
 	touch $@
 
-# Compiles every CUDA kernel and type-checks the crate with the CUDA features.
+# Compiles every CUDA kernel and type-checks the crate with the CUDA features
+# (flash-attn's only with CUDA_CHECK_FEATURES=cuda,cudnn,flash-attn).
 check-cuda: venv cuda-toolkit patched-crates
-	$(CUDA_ENV) PYO3_PYTHON=$(abspath $(PY)) cargo check --profile dist --manifest-path rust/Cargo.toml --features $(CUDA_FEATURES)
+	$(CUDA_ENV) PYO3_PYTHON=$(abspath $(PY)) cargo check --profile dist --manifest-path rust/Cargo.toml --features $(CUDA_CHECK_FEATURES)
+
+# One flash-attn kernel file and its API file compiled as its build script
+# would, with the wheel's CUTLASS: minutes where the wheel takes far longer.
+check-flash-attn: cuda-toolkit patched-crates
+	$(CUDA_ENV) scripts/check-flash-attn-kernel.sh
 
 # The wheel to carry to a GPU machine, under dist/.
 wheel-cuda: venv cuda-toolkit patched-crates
