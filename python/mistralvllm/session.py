@@ -22,6 +22,7 @@ from . import _core
 from . import tools as tool_calling
 from ._core import ChatChunk, Topology
 from .adapters import lora_adapter_id
+from .allocator import keep_large_blocks_out_of_the_heap
 from .cache_options import KvMem, parse_kv_mem, prefix_cache_bytes, prefix_cache_count
 from .collect import ChatResult, collect
 from .context_window import context_overflow
@@ -83,6 +84,7 @@ class Session:
     ) -> None:
         # Everything comes from local files; never let the engine reach a hub.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        keep_large_blocks_out_of_the_heap()
         try:
             path = default_model_path() if model is None else Path(model).expanduser()
         except RuntimeError:
