@@ -16,7 +16,7 @@ FEATURES ?=
 PYTEST_ARGS ?=
 PYTHON_LIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 
-.PHONY: venv lint patched-crates build browser postgres chat serve bench bench-choices bench-service bench-uqff bench-kv bench-prefix bench-wheel bench-fidelity test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda check-flash-attn wheel-cuda clean
+.PHONY: venv lint patched-crates build browser postgres chat serve bench bench-choices bench-service bench-uqff bench-kv bench-prefix bench-memory bench-wheel bench-fidelity test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda check-flash-attn wheel-cuda clean
 
 venv: $(VENV)/.deps
 
@@ -130,6 +130,11 @@ bench-kv: build
 
 bench-prefix: build
 	$(PY) benches/prefix_cache.py
+
+# RSS by stage of the engines.py run for one Session (issue 16), without
+# RUST_BACKTRACE as engines.py runs every engine.
+bench-memory: build
+	env -u RUST_BACKTRACE $(PY) benches/memory.py
 
 # A portable wheel (no native CPU flags) under dist/: candle's quantized
 # kernels pick AVX2 at run time (patches/candle-core-0.10.2/0003).
