@@ -95,3 +95,17 @@ def test_text_completion_continues_a_raw_prompt(session: Session) -> None:
     assert result.usage.prompt_tokens == len(session._engine.tokenize(prompt="The capital of Italy is"))
     streamed = "".join(c.text for c in session.stream_completion("The capital of Italy is", max_tokens=5))
     assert streamed == result.text
+
+
+def test_an_answer_cut_inside_a_character_still_finishes(session: Session) -> None:
+    # "★" is three byte tokens; an answer ending after the first (max_tokens)
+    # or second lost its last chunk, and the stream closed without finishing
+    # (patches/mistralrs-core-0.8.1/0021).
+    star = session.tokenize(prompt="★", add_special_tokens=False)
+    assert len(star) == 3
+    for cut in (1, 2):
+        forced = {token: 100.0 for token in star[:cut]}
+        result = session.chat(ITALY, max_tokens=cut, logit_bias=forced)
+        assert result.finish_reason == "length"
+        assert result.text.endswith("\ufffd")
+        assert result.usage.completion_tokens == cut
