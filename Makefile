@@ -16,7 +16,7 @@ FEATURES ?=
 PYTEST_ARGS ?=
 PYTHON_LIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 
-.PHONY: venv lint patched-crates build browser postgres chat serve bench bench-choices bench-service bench-uqff bench-kv bench-prefix bench-memory bench-wheel bench-fidelity test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda check-flash-attn wheel-cuda clean
+.PHONY: venv lint patched-crates build browser postgres chat serve bench bench-choices bench-service bench-uqff bench-kv bench-prefix bench-memory bench-wheel bench-fidelity bench-gguf-types test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda check-flash-attn wheel-cuda clean
 
 venv: $(VENV)/.deps
 
@@ -115,6 +115,12 @@ bench: build $(BENCH_VENV)/.deps
 # numpy forward pass of the same GGUF: KL divergence and top-1 agreement.
 bench-fidelity: build $(BENCH_VENV)/.deps
 	MISTRALVLLM_BENCH_VENV=$(BENCH_VENV) $(PY) benches/fidelity.py
+
+# Decode and prompt tok/s per GGUF type (Q4_0 ... Q6_K) against llama.cpp on
+# the same files: the bundled model through F16 and llama.cpp's own quantizer,
+# made once under $(CACHE_DIR)/models/gguf-types.
+bench-gguf-types: build $(BENCH_VENV)/.deps
+	MISTRALVLLM_BENCH_VENV=$(BENCH_VENV) $(PY) benches/gguf_types.py
 
 bench-service: build
 	$(PY) benches/service_vs_session.py
