@@ -12,12 +12,13 @@ MAX_TOKENS each. Results go to benches/results/<date>-<host>-choices.json.
 from __future__ import annotations
 
 import json
-import platform
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
+
+import machine
 
 from mistralvllm import Session
 
@@ -53,7 +54,7 @@ def main() -> None:
         separate = [separate_requests(session, 200 + r) for r in range(REPETITIONS)]
     report = {
         "date": date.today().isoformat(),
-        "host": platform.node(),
+        "host": machine.host(),
         "model": "SmolLM2-135M-Instruct Q4_1 (GGUF)",
         "choices": CHOICES,
         "max_tokens": MAX_TOKENS,
@@ -62,7 +63,7 @@ def main() -> None:
         "separate_requests_tok_s": statistics.median(separate),
         "ratio": statistics.median(n_request) / statistics.median(separate),
     }
-    out = REPO / "benches" / "results" / f"{report['date']}-{platform.node()}-choices.json"
+    out = REPO / "benches" / "results" / f"{report['date']}-{report['host']}-choices.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(
         f"n={CHOICES} in one request: {report['n_request_tok_s']:.1f} tok/s; "

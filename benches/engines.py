@@ -34,6 +34,8 @@ from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
 
+import machine
+
 REPO = Path(__file__).resolve().parent.parent
 # Written by `cargo bench --bench direct` (rust/benches/direct.rs) earlier in `make bench`.
 DIRECT_RESULT = os.environ.get("MISTRALVLLM_DIRECT_RESULT")
@@ -336,7 +338,7 @@ def main() -> None:
             }
     report = {
         "date": date.today().isoformat(),
-        "host": platform.node(),
+        "host": machine.host(),
         "cpu": platform.processor() or platform.machine(),
         "threads": THREADS,
         "model": "SmolLM2-135M-Instruct Q4_1 (GGUF)",

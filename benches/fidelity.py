@@ -32,7 +32,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
+import machine
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
@@ -235,7 +235,7 @@ def main() -> None:
             rows.append(row)
     report = {
         "date": date.today().isoformat(),
-        "host": platform.node(),
+        "host": machine.host(),
         "model": "SmolLM2-135M-Instruct Q4_1 (GGUF)",
         "text": TEXT,
         "tokens": len(tokens),

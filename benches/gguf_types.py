@@ -34,6 +34,7 @@ from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
+import machine
 from engines import DECODE_TOKENS, ENGINES, PEER_PYTHON, REPETITIONS, SHORT, THREADS, long_prompt, timed
 
 REPO = Path(__file__).resolve().parent.parent
@@ -185,7 +186,7 @@ def main() -> None:
     rows = [measure_type(name, path, prompt_tokens) for name, path in files.items()]
     report = {
         "date": date.today().isoformat(),
-        "host": platform.node(),
+        "host": machine.host(),
         "cpu": platform.processor() or platform.machine(),
         "threads": THREADS,
         "model": "SmolLM2-135M-Instruct, dequantized to F16 and quantized by llama.cpp (llama_model_quantize)",

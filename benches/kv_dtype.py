@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 from datetime import date
 from pathlib import Path
+
+import machine
 
 from mistralvllm import Session
 
@@ -64,7 +65,7 @@ def main() -> None:
         )
     report = {
         "date": date.today().isoformat(),
-        "host": platform.node(),
+        "host": machine.host(),
         "cpu_count": os.cpu_count(),
         "max_tokens": MAX_TOKENS,
         "prompts": PROMPTS,

@@ -27,7 +27,6 @@ import ctypes
 import importlib
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine
 from engines import CONCURRENCY, CONCURRENT_TOKENS, DECODE_TOKENS, SHORT, _session_stream, concurrent, long_prompt, timed
 
 if TYPE_CHECKING:
@@ -144,7 +144,7 @@ def main() -> None:
 
     report = {
         "date": date.today().isoformat(),
-        "host": platform.node(),
+        "host": machine.host(),
         "model": str(model),
         "prefix_cache": args.prefix_cache,
         "max_num_seqs": args.max_num_seqs,

@@ -11,11 +11,12 @@ REPETITIONS sessions. Results go to benches/results/<date>-<host>-prefix-cache.j
 from __future__ import annotations
 
 import json
-import platform
 import statistics
 import time
 from datetime import date
 from pathlib import Path
+
+import machine
 
 from mistralvllm import Session
 
@@ -53,7 +54,7 @@ def measure(prefix_cache: int) -> dict[str, float]:
 def main() -> None:
     report = {
         "date": date.today().isoformat(),
-        "host": platform.node(),
+        "host": machine.host(),
         "repetitions": REPETITIONS,
         "prefix_cache_on": measure(16),
         "prefix_cache_off": measure(0),

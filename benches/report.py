@@ -98,15 +98,15 @@ def table(report: dict, results: Path, png: Path) -> str:
             f"Binding overhead (best runs): mistral.rs driven from Rust (`rust/benches/direct.rs`, same loader and request) decodes "
             f"{binding['direct_decode_tok_s']:.1f} tok/s, through `Session` from Python {binding['session_decode_tok_s']:.1f}: "
             f"{binding['overhead_ms_per_token']:.3f} ms per token, {100 * binding['overhead_fraction_of_token_time']:.1f}% of a token's time — "
-            f"within this machine's run-to-run spread of a few %. What the binding and Python cost is measured directly as the CPU "
-            f"time of the thread that reads the stream: {binding['caller_cpu_ms_per_token']:.3f} ms per token, "
+            f"two runs minutes apart, so the difference carries this machine's run-to-run spread (10-20% on a VM). What the binding "
+            f"and Python cost is measured directly as the CPU time of the thread that reads the stream: {binding['caller_cpu_ms_per_token']:.3f} ms per token, "
             f"{100 * binding['caller_cpu_fraction_of_token_time']:.2f}% of a token's time.",
         ]
     return "\n".join(lines)
 
 
 def main() -> None:
-    results = Path(sys.argv[1]) if len(sys.argv) > 1 else max(RESULTS.glob("*-engines.json"), key=lambda p: p.stat().st_mtime)
+    results = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else max(RESULTS.glob("*-engines.json"), key=lambda p: p.stat().st_mtime)
     report = json.loads(results.read_text())
     png = results.with_suffix(".png")
     plot(report, png)

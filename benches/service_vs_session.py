@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -20,6 +19,7 @@ from datetime import date
 from pathlib import Path
 
 import httpx
+import machine
 import openai
 
 from mistralvllm import Session
@@ -109,7 +109,7 @@ def main() -> None:
     http = http_figures()
     report = {
         "date": date.today().isoformat(),
-        "host": platform.node(),
+        "host": machine.host(),
         "cpu_count": os.cpu_count(),
         "model": "SmolLM2-135M-Instruct Q4_1 (GGUF)",
         "max_tokens": MAX_TOKENS,

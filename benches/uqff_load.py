@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 from datetime import date
 from pathlib import Path
+
+import machine
 
 from mistralvllm import default_model_path
 from mistralvllm.convert import gguf_to_plain
@@ -62,7 +63,7 @@ def main() -> None:
         plain_s, _ = median_load(PLAIN)
     report = {
         "date": date.today().isoformat(),
-        "host": platform.node(),
+        "host": machine.host(),
         "cpu_count": os.cpu_count(),
         "model": "SmolLM2-135M-Instruct, f32 safetensors (dequantized from the bundled GGUF)",
         "topology": TOPOLOGY.read_text(),

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine
 from engines import DECODE_TOKENS, FIDELITY_PROMPTS, FIDELITY_TOKENS, SHORT, _session_stream, default_model, long_prompt, timed
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,14 +54,6 @@ def measure(model: str) -> dict[str, object]:
     }
 
 
-def cpu_flags() -> list[str]:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            return sorted(flags & {"avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl"})
-    return []
-
-
 def run(python: str, model: str) -> dict[str, object]:
     result = subprocess.run([python, __file__, "--measure", model], capture_output=True, text=True, timeout=1800)
     if result.returncode != 0:
@@ -83,8 +75,8 @@ def main() -> None:
     wheel = run(str(WHEEL_PYTHON), model)
     report = {
         "date": date.today().isoformat(),
-        "host": platform.node(),
-        "cpu_flags": cpu_flags(),
+        "host": machine.host(),
+        "cpu_flags": machine.cpu_flags(),
         "threads": os.cpu_count(),
         "model": "SmolLM2-135M-Instruct Q4_1 (GGUF)",
         "repetitions": REPETITIONS,
@@ -96,7 +88,7 @@ def main() -> None:
         },
         "same_greedy_texts": sum(a == b for a, b in zip(native["greedy_texts"], wheel["greedy_texts"], strict=True)),
     }
-    out = REPO / "benches" / "results" / f"{report['date']}-{platform.node()}-wheel.json"
+    out = REPO / "benches" / "results" / f"{report['date']}-{report['host']}-wheel.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(
         f"CPU {' '.join(report['cpu_flags'])}\n"
