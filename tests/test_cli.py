@@ -124,14 +124,18 @@ def test_interactive_chat_in_a_terminal(cli_env: dict[str, str]) -> None:
         child.expect(f"resumed {first_id} \\(3 turns\\)")
         child.expect(">>>")
         child.sendline('"""')
-        child.sendline("What is the opposite")
-        child.sendline('of hot?"""')
-        child.expect("cold")
+        # A question the history before it does not sway (after three turns
+        # about Rome, a dragon and water, "the opposite of hot" drew "The
+        # chemical symbol for hot is H." once the engine's softmax changed by
+        # an ulp): the answer shows that the model read both lines as one.
+        child.sendline("What is the capital")
+        child.sendline('of France?"""')
+        child.expect("Paris")
         child.expect(">>>")
         child.sendintr()  # Ctrl-C at the prompt keeps the conversation
         child.expect(">>>")
         child.sendline("/export")
-        child.expect("of hot\\?")
+        child.expect("of France\\?")
         child.expect(">>>")
         child.sendeof()  # Ctrl-D leaves
         child.expect(pexpect.EOF)
@@ -141,7 +145,7 @@ def test_interactive_chat_in_a_terminal(cli_env: dict[str, str]) -> None:
     messages = SQLiteHistory(cli_env["MISTRALVLLM_HISTORY__PATH"]).messages(first_id)
     assert [m.role for m in messages] == ["user", "assistant"] * 4
     assert [m.interrupted for m in messages if m.role == "assistant"] == [False, True, False, False]
-    assert messages[6].content == "What is the opposite\nof hot?"
+    assert messages[6].content == "What is the capital\nof France?"
     assert "Rome" in messages[1].content and "H2O" in messages[5].content
 
 

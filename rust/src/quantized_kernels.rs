@@ -73,13 +73,20 @@ fn dispatched_vec_dots_match_the_scalar_code() {
 }
 
 /// The tiled `matmul` gives each output what one `vec_dot` of its row and
-/// column gives, for one row (decode), a few (a batch) and many (a prompt),
+/// column gives, for one row (decode), a few (a batch) and many (a prompt,
+/// rows four at a time through `vec_dot_rows4` and a short last group),
 /// with column counts that do not fill the last tile.
 #[test]
 fn quantized_matmul_equals_one_vec_dot_per_output() {
-    let k = 64;
-    let blocks = k / BlockQ4_1::BLCK_SIZE;
-    for (m, n) in [(1, 40), (3, 17), (8, 64), (37, 100)] {
+    for (k, m, n) in [
+        (64, 1, 40),
+        (64, 3, 17),
+        (64, 8, 64),
+        (64, 37, 100),
+        (576, 4, 16),
+        (576, 13, 33),
+    ] {
+        let blocks = k / BlockQ4_1::BLCK_SIZE;
         let lhs = random_floats(m * k, m as u64);
         let rhs: Vec<BlockQ4_1> = quantize(&random_floats(n * k, 1000 + n as u64));
         let mut dst = vec![0f32; m * n];
@@ -92,7 +99,7 @@ fn quantized_matmul_equals_one_vec_dot_per_output() {
                 assert_eq!(
                     dst[row * n + col],
                     expected,
-                    "m={m} n={n} at ({row}, {col})"
+                    "k={k} m={m} n={n} at ({row}, {col})"
                 );
             }
         }
