@@ -99,7 +99,8 @@ def table(report: dict, results: Path, png: Path) -> str:
             f"{binding['direct_decode_tok_s']:.1f} tok/s, through `Session` from Python {binding['session_decode_tok_s']:.1f}: "
             f"{binding['overhead_ms_per_token']:.3f} ms per token, {100 * binding['overhead_fraction_of_token_time']:.1f}% of a token's time — "
             f"two runs minutes apart, so the difference carries this machine's run-to-run spread (10-20% on a VM). What the binding "
-            f"and Python cost is measured directly as the CPU time of the thread that reads the stream: {binding['caller_cpu_ms_per_token']:.3f} ms per token, "
+            f"and Python cost is measured directly as the CPU time of the thread that reads the stream: "
+            f"{binding['caller_cpu_ms_per_token']:.3f} ms per token, "
             f"{100 * binding['caller_cpu_fraction_of_token_time']:.2f}% of a token's time.",
         ]
     return "\n".join(lines)
