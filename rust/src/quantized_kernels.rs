@@ -4,7 +4,7 @@
 
 use candle_core::quantized::k_quants::{
     matmul, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1,
-    BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlType,
+    BlockQ6K, BlockQ8K, BlockQ8_0, GgmlType,
 };
 
 /// A fixed pseudo-random sequence in [-1, 1) (no dependency for a test).
@@ -72,36 +72,54 @@ fn dispatched_vec_dots_match_the_scalar_code() {
     check_vec_dot::<BlockQ8K>();
 }
 
-/// The tiled `matmul` gives each output what one `vec_dot` of its row and
-/// column gives, for one row (decode), a few (a batch) and many (a prompt,
-/// rows four at a time through `vec_dot_rows4` and a short last group),
-/// with column counts that do not fill the last tile.
-#[test]
-fn quantized_matmul_equals_one_vec_dot_per_output() {
+/// The quantized `matmul` gives an output the same value whether its row
+/// comes alone (decode) or with others (a batch, a prompt: four rows at a
+/// time and a short last group), close to the scalar dot product, with
+/// column counts that do not fill the last tile or group of four.
+fn check_matmul<T: GgmlType>() {
     for (k, m, n) in [
         (64, 1, 40),
         (64, 3, 17),
         (64, 8, 64),
-        (64, 37, 100),
+        (64, 37, 102),
         (576, 4, 16),
         (576, 13, 33),
     ] {
-        let blocks = k / BlockQ4_1::BLCK_SIZE;
+        let blocks = k / T::BLCK_SIZE;
         let lhs = random_floats(m * k, m as u64);
-        let rhs: Vec<BlockQ4_1> = quantize(&random_floats(n * k, 1000 + n as u64));
+        let rhs: Vec<T> = quantize(&random_floats(n * k, 1000 + n as u64));
         let mut dst = vec![0f32; m * n];
         matmul((m, k, n), &lhs, &rhs, &mut dst).unwrap();
         for row in 0..m {
-            let lhs_row: Vec<BlockQ8_1> = quantize(&lhs[row * k..(row + 1) * k]);
+            let mut alone = vec![0f32; n];
+            matmul((1, k, n), &lhs[row * k..(row + 1) * k], &rhs, &mut alone).unwrap();
+            let lhs_row: Vec<T::VecDotType> = quantize(&lhs[row * k..(row + 1) * k]);
             for col in 0..n {
-                let expected =
-                    BlockQ4_1::vec_dot(k, &rhs[col * blocks..(col + 1) * blocks], &lhs_row);
+                let value = dst[row * n + col];
                 assert_eq!(
-                    dst[row * n + col],
-                    expected,
-                    "k={k} m={m} n={n} at ({row}, {col})"
+                    value.to_bits(),
+                    alone[col].to_bits(),
+                    "k={k} m={m} n={n} at ({row}, {col}): {value} in the batch, {} alone",
+                    alone[col]
+                );
+                let scalar = T::vec_dot_unopt(k, &rhs[col * blocks..(col + 1) * blocks], &lhs_row);
+                assert!(
+                    (value - scalar).abs() <= 1e-4 * (1.0 + scalar.abs()),
+                    "k={k} m={m} n={n} at ({row}, {col}): {value} against {scalar}"
                 );
             }
         }
     }
+}
+
+/// Q4_1's four-column kernel (patches/candle-core-0.10.2/0005).
+#[test]
+fn q4_1_matmul_gives_a_row_the_same_alone_and_in_a_batch() {
+    check_matmul::<BlockQ4_1>();
+}
+
+/// A type without such a kernel takes one `vec_dot` per output.
+#[test]
+fn default_matmul_gives_a_row_the_same_alone_and_in_a_batch() {
+    check_matmul::<BlockQ8_0>();
 }
