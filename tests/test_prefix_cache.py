@@ -79,6 +79,22 @@ def test_an_identical_prompt_hits_the_prefix_cache(default_model: Path) -> None:
     print(f"\nthe same {first.usage.prompt_tokens}-token prompt: {first.usage.prompt_time_s:.3f} s, then {second.usage.prompt_time_s:.3f} s")
 
 
+def test_a_prompt_from_the_cache_answers_as_one_read_in_full(default_model: Path) -> None:
+    """A prompt whose last token is read on top of the cache gets the same
+    attention as when it is read in full (patches/mistralrs-core-0.8.1/0023):
+    the greedy answers of this prompt parted at the ninth word when decoding
+    had a kernel of its own."""
+    messages = [{"role": "system", "content": "Your name is Zorblax."}, {"role": "user", "content": "What is your name?"}]
+    with Session(default_model, prefix_cache=0) as session:
+        read_in_full = session.chat(messages, max_tokens=30).text
+    with Session(default_model, prefix_cache=4) as session:
+        first = session.chat(messages, max_tokens=30).text
+        from_the_cache = session.chat(messages, max_tokens=30).text
+        assert counters(session)["prefix_cache_hits"] == 1
+    assert first == read_in_full
+    assert from_the_cache == read_in_full
+
+
 def test_usage_counts_the_cached_prompt_tokens(default_model: Path) -> None:
     """Usage names the prompt tokens the prefix cache supplied, for chats and
     text completions (patches/mistralrs-core-0.8.1/0016)."""
