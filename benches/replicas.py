@@ -28,6 +28,7 @@ from pathlib import Path
 
 import machine
 import openai
+from service_vs_session import MAX_TOKENS, PROMPTS
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
@@ -35,13 +36,6 @@ sys.path.insert(0, str(REPO / "tests"))
 from postgres_server import start_postgres  # noqa: E402
 from service import API_KEY, MODEL, Server, start_server, stored_turns  # noqa: E402
 
-PROMPTS = [
-    "Write a short story about a lighthouse keeper.",
-    "Explain how a bicycle works.",
-    "Describe the water cycle.",
-    "Write a poem about autumn leaves.",
-]
-MAX_TOKENS = 64
 REPETITIONS = 3
 CONCURRENCY = (1, 8, 16)
 CORES = os.cpu_count() or 1
