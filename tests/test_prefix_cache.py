@@ -40,9 +40,10 @@ def settled_stats(session: Session) -> dict[str, int | None]:
 
 def bytes_per_token(session: Session) -> int:
     """KV bytes one token holds: keys and values of every layer (SmolLM2-135M:
-    30 layers, 3 KV heads of 64, in the model's activation dtype)."""
-    size = {"f32": 4, "bf16": 2, "f16": 2}[session.info()["dtype"]]
-    return 30 * 2 * 3 * 64 * size
+    30 layers, 3 KV heads of 64), in f16 on the CPU whatever the activations'
+    dtype (patches/mistralrs-core-0.8.1/0024: f32 held 4 bytes an element)."""
+    assert session.info()["device"] == "cpu"
+    return 30 * 2 * 3 * 64 * 2
 
 
 SYSTEM = " ".join(
@@ -170,10 +171,10 @@ def test_a_kept_prefix_holds_only_its_tokens(default_model: Path) -> None:
     )
 
 
-@pytest.mark.parametrize(("limit_mib", "hits"), [(48, 0), (80, 1)])
+@pytest.mark.parametrize(("limit_mib", "hits"), [(24, 0), (40, 1)])
 def test_the_byte_limit_evicts_the_oldest(default_model: Path, limit_mib: int, hits: int) -> None:
-    """Two long prompts (~700 tokens, ~30 MiB of KV data each): 48 MiB keeps
-    only the newest, so the first one's prefix is gone; 80 MiB keeps both."""
+    """Two long prompts (~700 tokens, ~15 MiB of KV data each): 24 MiB keeps
+    only the newest, so the first one's prefix is gone; 40 MiB keeps both."""
     other = SYSTEM.replace("Rule", "Law")
     with Session(default_model, prefix_cache=16, prefix_cache_mem=limit_mib) as session:
         session.chat([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hi"}], max_tokens=4)
@@ -182,7 +183,7 @@ def test_the_byte_limit_evicts_the_oldest(default_model: Path, limit_mib: int, h
         session.chat([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hello"}], max_tokens=4)
         assert counters(session) == {"sequences": 3, "prefix_cache_hits": hits}
         assert session.info()["prefix_cache_bytes_limit"] == limit_mib * 2**20
-    assert 20 * 2**20 < held <= limit_mib * 2**20
+    assert 10 * 2**20 < held <= limit_mib * 2**20
 
 
 def test_hits_on_kept_sequences_of_different_lengths_decode_together(default_model: Path) -> None:
