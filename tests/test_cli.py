@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -90,7 +91,15 @@ def test_config_check_schema_models_info(cli_env: dict[str, str], tmp_path: Path
 
 def test_interactive_chat_in_a_terminal(cli_env: dict[str, str]) -> None:
     child = pexpect.spawn(
-        sys.executable, ["-m", "mistralvllm", "chat", "--config", CONFIG], env=cli_env, encoding="utf-8", timeout=120, dimensions=(50, 200)
+        sys.executable,
+        ["-m", "mistralvllm", "chat", "--config", CONFIG],
+        env=cli_env,
+        encoding="utf-8",
+        timeout=120,
+        dimensions=(50, 200),
+        # A terminal's Ctrl-C, also when the suite runs as a background job
+        # (which starts with SIGINT ignored, and Python then keeps it so).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         child.expect("conversation ([0-9a-f]{17})")
