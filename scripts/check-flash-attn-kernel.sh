@@ -37,7 +37,7 @@ for source in "kernels/$kernel.cu" kernels/flash_api.cu; do
     --default-stream per-thread \
     -std=c++17 -O3 -U__CUDA_NO_HALF_OPERATORS__ -U__CUDA_NO_HALF_CONVERSIONS__ \
     -U__CUDA_NO_HALF2_OPERATORS__ -U__CUDA_NO_BFLOAT16_CONVERSIONS__ \
-    --expt-relaxed-constexpr --expt-extended-lambda --use_fast_math --verbose -Xcompiler -fPIC \
+    --expt-relaxed-constexpr --expt-extended-lambda --use_fast_math --verbose -DFLASHATTENTION_DISABLE_DROPOUT -Xcompiler -fPIC \
     "-I$cutlass/include" "-I$cutlass/tools/util/include" \
     -Xcompiler -fPIC "${threads[@]}" "$source")
   echo "$source: compiled in $((SECONDS - start)) s for sm_$arch"
