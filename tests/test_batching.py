@@ -4,6 +4,10 @@ attention that made them leak into each other)."""
 
 from __future__ import annotations
 
+import json
+import math
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -103,3 +107,44 @@ def test_different_lengths_decode_in_one_step(batch_session: Session) -> None:
     finally:
         for stream in streams:
             stream.close()
+
+
+# In a process of its own (VmHWM, the peak RSS, is per process): 16 chats at
+# once, twice, prefix cache off, and how far RSS rises in the second round
+# above where it was before it.
+PEAK_PROBE = """
+import json, sys
+from concurrent.futures import ThreadPoolExecutor
+from mistralvllm import Session
+
+def status(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
+
+messages = [[{"role": "user", "content": f"Write a short poem about the number {i}."}] for i in range(16)]
+with Session(sys.argv[1], prefix_cache=0, max_num_seqs=16) as session, ThreadPoolExecutor(max_workers=16) as pool:
+    # A first round grows the threads' heaps; the second shows what the KV costs.
+    list(pool.map(lambda m: session.chat(m, max_tokens=64), messages))
+    before = status("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # VmHWM from here on
+    tokens = list(pool.map(lambda m: session.chat(m, max_tokens=64).usage.completion_tokens, messages))
+    longest = max(session.count_tokens(m) + n for m, n in zip(messages, tokens))
+    print(json.dumps({"rise": status("VmHWM") - before, "longest": longest}))
+"""
+# The default model's KV cache (f16 on the CPU): 30 layers x (K + V) x 3 KV
+# heads x 64 dims x 2 bytes per token.
+KV_BYTES_PER_TOKEN = 30 * 2 * 3 * 64 * 2
+# The cache grows in blocks of this many tokens (patches/mistralrs-core-0.8.1/0019).
+KV_BLOCK_TOKENS = 64
+
+
+def test_sixteen_chats_hold_their_kv_cache_once(default_model: Path) -> None:
+    """The batch's KV cache is the only copy while a step runs: neither the
+    sequences' own rows nor their prompts' preallocated caches are kept
+    beside it (patches/mistralrs-core-0.8.1/0026). Before that, RSS rose by
+    more than twice the batch's KV; now by that KV plus the rest of a step."""
+    result = subprocess.run([sys.executable, "-c", PEAK_PROBE, str(default_model)], capture_output=True, text=True, check=True)
+    probe = json.loads(result.stdout)
+    batch_kv = 16 * math.ceil(probe["longest"] / KV_BLOCK_TOKENS) * KV_BLOCK_TOKENS * KV_BYTES_PER_TOKEN
+    assert probe["rise"] < 1.5 * batch_kv, (probe["rise"] / 2**20, batch_kv / 2**20)
