@@ -73,8 +73,8 @@ fn dispatched_vec_dots_match_the_scalar_code() {
 }
 
 /// The quantized `matmul` gives an output the same value whether its row
-/// comes alone (decode) or with others (a batch, a prompt: four rows at a
-/// time and a short last group), close to the scalar dot product, with
+/// comes alone (decode) or with others (a batch, a prompt: eight or four
+/// rows at a time and a short last group), close to the scalar dot product, with
 /// column counts that do not fill the last tile or group of four.
 fn check_matmul<T: GgmlType>() {
     for (k, m, n) in [
@@ -112,7 +112,8 @@ fn check_matmul<T: GgmlType>() {
     }
 }
 
-/// Q4_1's four-column kernel (patches/candle-core-0.10.2/0005).
+/// Q4_1's four-column kernel (patches/candle-core-0.10.2/0005, 0008: eight
+/// rows at a time).
 #[test]
 fn q4_1_matmul_gives_a_row_the_same_alone_and_in_a_batch() {
     check_matmul::<BlockQ4_1>();
