@@ -14,7 +14,9 @@ and per-request latency at 1, 2, 4, 8 and 16 concurrent chats (engines that
 cannot take requests from several threads are serialized behind a lock, and
 say so), peak RSS, decode tok/s as a fraction of this machine's memory
 bandwidth roofline, greedy fidelity against llama.cpp (first 20 tokens of 5
-prompts), and for us also the plain model with the seed's topology.
+prompts), and for us also the GGUF with the prefix cache off (peak RSS like
+for like with llama-cpp-python, which keeps no KV across requests) and the
+plain model with the seed's topology.
 Results go to benches/results/<date>-<host>-engines.json; benches/report.py
 turns them into the plot and the README table.
 """
@@ -89,6 +91,13 @@ def load_ours(model: str) -> StreamFn:
     return _session_stream(Session(model))
 
 
+def load_ours_without_prefix_cache(model: str) -> StreamFn:
+    """Our engine as llama-cpp-python keeps its memory: no KV kept across requests."""
+    from mistralvllm import Session
+
+    return _session_stream(Session(model, prefix_cache=0))
+
+
 def load_ours_plain_topology(_: str) -> StreamFn:
     from mistralvllm import Session, Topology
 
@@ -138,6 +147,7 @@ def load_mistralrs(model: str) -> StreamFn:
 
 ENGINES = {
     "mistralvllm": load_ours,
+    "mistralvllm-no-prefix-cache": load_ours_without_prefix_cache,
     "mistralvllm-plain-topology": load_ours_plain_topology,
     "mistralrs": load_mistralrs,
     "llama-cpp-python": load_llamacpp,
@@ -303,6 +313,7 @@ def main() -> None:
             row["decode_fraction_of_roofline"] = row["decode_tok_s"]["median"] / roofline_tok_s
         rows.append(row)
     ours = next((r for r in rows if r["engine"] == "mistralvllm"), None)
+    ours_without_cache = next((r for r in rows if r["engine"] == "mistralvllm-no-prefix-cache"), None)
     reference = next((r for r in rows if r["engine"] == "llama-cpp-python"), None)
     for row in rows:
         if reference is not None:
@@ -336,6 +347,9 @@ def main() -> None:
                 "aggregate_8": at_clients(ours, 8)["aggregate_tok_s"] / at_clients(row, 8)["aggregate_tok_s"],
                 "peak_rss": ours["peak_rss_mib"] / row["peak_rss_mib"],
             }
+            if ours_without_cache is not None:
+                # Like for like with an engine that keeps no KV across requests.
+                ratios[row["engine"]]["peak_rss_prefix_cache_off"] = ours_without_cache["peak_rss_mib"] / row["peak_rss_mib"]
     report = {
         "date": date.today().isoformat(),
         "host": machine.host(),

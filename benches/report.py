@@ -22,6 +22,7 @@ README = REPO / "README.md"
 START, END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
 NAMES = {
     "mistralvllm": "mistralvllm (GGUF)",
+    "mistralvllm-no-prefix-cache": "mistralvllm (GGUF, prefix cache off)",
     "mistralvllm-plain-topology": "mistralvllm (plain + seed topology)",
     "mistralrs": "PyPI mistralrs",
     "llama-cpp-python": "llama-cpp-python",
