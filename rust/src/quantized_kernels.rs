@@ -4,8 +4,9 @@
 
 use candle_core::quantized::k_quants::{
     matmul, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1,
-    BlockQ6K, BlockQ8K, BlockQ8_0, GgmlType,
+    BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlType,
 };
+use half::f16;
 
 /// A fixed pseudo-random sequence in [-1, 1) (no dependency for a test).
 fn random_floats(len: usize, seed: u64) -> Vec<f32> {
@@ -130,4 +131,45 @@ fn q8_0_matmul_gives_a_row_the_same_alone_and_in_a_batch() {
 #[test]
 fn default_matmul_gives_a_row_the_same_alone_and_in_a_batch() {
     check_matmul::<BlockQ5_0>();
+}
+
+/// Q8_0's and Q8_1's quantization of activations (patches/candle-core-0.10.2/0009:
+/// AVX2, chosen at run time) writes the scalar code's bytes: the scale amax /
+/// 127 as f16, each value times its inverse rounded half away from zero, and
+/// Q8_1's sum times the scale; a block of exact halves and one of zeros too.
+#[test]
+fn q8_quantization_of_activations_matches_the_scalar_code() {
+    let mut values = random_floats(32 * 64, 7);
+    // Largest magnitude 127, so the scale is 1: the others are exact halves.
+    for (i, value) in values[..32].iter_mut().enumerate() {
+        *value = if i == 0 {
+            127.0
+        } else {
+            i as f32 * 7.0 - 110.5
+        };
+    }
+    values[32..64].fill(0.0);
+    let q8_0: Vec<BlockQ8_0> = quantize(&values);
+    let q8_1: Vec<BlockQ8_1> = quantize(&values);
+    for (block, xs) in values.chunks_exact(32).enumerate() {
+        let d = xs.iter().fold(0f32, |max, x| max.max(x.abs())) / 127.0;
+        let inverse = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let qs: Vec<i8> = xs.iter().map(|x| (x * inverse).round() as i8).collect();
+        let scale = f16::from_f32(d);
+        let sum = f16::from_f32(qs.iter().map(|&q| i32::from(q)).sum::<i32>() as f32) * scale;
+        let quants: Vec<u8> = qs.iter().map(|&q| q as u8).collect();
+        assert_eq!(
+            bytes(&q8_0[block]),
+            [&scale.to_le_bytes()[..], &quants].concat(),
+            "Q8_0 block {block}"
+        );
+        let q8_1_bytes = [&scale.to_le_bytes()[..], &sum.to_le_bytes(), &quants].concat();
+        assert_eq!(bytes(&q8_1[block]), q8_1_bytes, "Q8_1 block {block}");
+    }
+}
+
+/// A block's bytes.
+fn bytes<T>(block: &T) -> &[u8] {
+    // SAFETY: the block types are repr(C) f16s and bytes, without padding.
+    unsafe { std::slice::from_raw_parts(block as *const T as *const u8, std::mem::size_of::<T>()) }
 }
