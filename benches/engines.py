@@ -24,6 +24,7 @@ turns them into the plot and the README table.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -35,6 +36,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import machine
 
@@ -85,17 +87,10 @@ def default_model() -> str:
     return str(Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
-def load_ours(model: str) -> StreamFn:
+def load_ours(model: str, **session_options: Any) -> StreamFn:
     from mistralvllm import Session
 
-    return _session_stream(Session(model))
-
-
-def load_ours_without_prefix_cache(model: str) -> StreamFn:
-    """Our engine as llama-cpp-python keeps its memory: no KV kept across requests."""
-    from mistralvllm import Session
-
-    return _session_stream(Session(model, prefix_cache=0))
+    return _session_stream(Session(model, **session_options))
 
 
 def load_ours_plain_topology(_: str) -> StreamFn:
@@ -147,7 +142,8 @@ def load_mistralrs(model: str) -> StreamFn:
 
 ENGINES = {
     "mistralvllm": load_ours,
-    "mistralvllm-no-prefix-cache": load_ours_without_prefix_cache,
+    # As llama-cpp-python keeps its memory: no KV kept across requests.
+    "mistralvllm-no-prefix-cache": functools.partial(load_ours, prefix_cache=0),
     "mistralvllm-plain-topology": load_ours_plain_topology,
     "mistralrs": load_mistralrs,
     "llama-cpp-python": load_llamacpp,
