@@ -16,7 +16,7 @@ FEATURES ?=
 PYTEST_ARGS ?=
 PYTHON_LIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 
-.PHONY: venv lint patched-crates build browser postgres chat serve bench bench-choices bench-service bench-uqff bench-kv bench-prefix bench-replicas bench-memory bench-wheel bench-fidelity bench-gguf-types test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda check-flash-attn wheel-cuda clean
+.PHONY: venv lint patched-crates build browser postgres chat serve bench bench-batched bench-choices bench-service bench-uqff bench-kv bench-prefix bench-replicas bench-memory bench-wheel bench-fidelity bench-gguf-types test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda check-flash-attn wheel-cuda clean
 
 venv: $(VENV)/.deps
 
@@ -110,6 +110,11 @@ bench: build $(BENCH_VENV)/.deps
 	  "$$($(PY) -c 'import mistralvllm; print(mistralvllm.default_model_path())')" 128 5 > $(CACHE_DIR)/direct-bench.json
 	MISTRALVLLM_BENCH_VENV=$(BENCH_VENV) MISTRALVLLM_DIRECT_RESULT=$(CACHE_DIR)/direct-bench.json $(PY) benches/engines.py
 	$(BENCH_VENV)/bin/python benches/report.py
+
+# 1 and 8 chats decoded together: ours (one Session, a thread per chat)
+# against llama.cpp's own batching through llama-cpp-python's C API.
+bench-batched: build $(BENCH_VENV)/.deps
+	MISTRALVLLM_BENCH_VENV=$(BENCH_VENV) $(PY) benches/batched.py
 
 # Each engine's next-token distributions over a fixed text against a float64
 # numpy forward pass of the same GGUF: KL divergence and top-1 agreement.

@@ -4,7 +4,10 @@ The wheel is built without `-C target-cpu=native`, so it runs on any
 x86-64 CPU; candle's quantized kernels pick their AVX2 code at run time
 (patches/candle-core-0.10.2/0003). This measures what that costs on this
 machine: decode tok/s and prompt tok/s, each engine in its own process, and
-whether the greedy texts are the same.
+whether the greedy texts are the same. This VM's speed drifts by tens of
+percent within minutes, so the two engines take turns: ROUNDS rounds of one
+process each, the order swapped every round, and each ratio is the median of
+the rounds' ratios (a round's two processes run seconds apart).
 
     make bench-wheel   # builds the wheel, installs it into ~/.cache/mistralvllm/wheel-venv
 
@@ -28,7 +31,8 @@ from engines import DECODE_TOKENS, FIDELITY_PROMPTS, FIDELITY_TOKENS, SHORT, _se
 
 REPO = Path(__file__).resolve().parent.parent
 WHEEL_PYTHON = Path(os.environ.get("MISTRALVLLM_WHEEL_VENV", Path.home() / ".cache" / "mistralvllm" / "wheel-venv")) / "bin" / "python"
-REPETITIONS = 5
+REPETITIONS = 3
+ROUNDS = 4
 
 
 def measure(model: str) -> dict[str, object]:
@@ -71,8 +75,21 @@ def main() -> None:
     if not WHEEL_PYTHON.exists():
         raise SystemExit(f"{WHEEL_PYTHON}: no wheel venv; run `make bench-wheel`")
     model = default_model()
-    native = run(sys.executable, model)
-    wheel = run(str(WHEEL_PYTHON), model)
+    pythons = {"native": sys.executable, "wheel": str(WHEEL_PYTHON)}
+    rounds = []
+    for number in range(ROUNDS):
+        order = ("native", "wheel") if number % 2 == 0 else ("wheel", "native")
+        rounds.append({name: run(pythons[name], model) for name in order})
+    native, wheel = (
+        {
+            "decode_tok_s": statistics.median(r[name]["decode_tok_s"] for r in rounds),
+            "prompt_tok_s": statistics.median(r[name]["prompt_tok_s"] for r in rounds),
+            "package": rounds[0][name]["package"],
+            "greedy_texts": rounds[0][name]["greedy_texts"],
+        }
+        for name in ("native", "wheel")
+    )
+    all_texts = [r[name]["greedy_texts"] for r in rounds for name in r]
     report = {
         "date": date.today().isoformat(),
         "host": machine.host(),
@@ -80,13 +97,14 @@ def main() -> None:
         "threads": os.cpu_count(),
         "model": "SmolLM2-135M-Instruct Q4_1 (GGUF)",
         "repetitions": REPETITIONS,
+        "rounds": [{name: {k: r[name][k] for k in ("decode_tok_s", "prompt_tok_s")} for name in r} for r in rounds],
         "native": native,
         "wheel": wheel,
         "ratios": {
-            "decode": wheel["decode_tok_s"] / native["decode_tok_s"],
-            "prompt": wheel["prompt_tok_s"] / native["prompt_tok_s"],
+            figure: statistics.median(r["wheel"][f"{figure}_tok_s"] / r["native"][f"{figure}_tok_s"] for r in rounds)
+            for figure in ("decode", "prompt")
         },
-        "same_greedy_texts": sum(a == b for a, b in zip(native["greedy_texts"], wheel["greedy_texts"], strict=True)),
+        "same_greedy_texts": sum(len({texts[index] for texts in all_texts}) == 1 for index in range(len(FIDELITY_PROMPTS))),
     }
     out = REPO / "benches" / "results" / f"{report['date']}-{report['host']}-wheel.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
@@ -94,7 +112,7 @@ def main() -> None:
         f"CPU {' '.join(report['cpu_flags'])}\n"
         f"native: decode {native['decode_tok_s']:.1f} tok/s, prompt {native['prompt_tok_s']:.1f} tok/s\n"
         f"wheel:  decode {wheel['decode_tok_s']:.1f} tok/s ({report['ratios']['decode']:.2f}x), "
-        f"prompt {wheel['prompt_tok_s']:.1f} tok/s ({report['ratios']['prompt']:.2f}x)\n"
+        f"prompt {wheel['prompt_tok_s']:.1f} tok/s ({report['ratios']['prompt']:.2f}x), median of {ROUNDS} rounds' ratios\n"
         f"same greedy texts: {report['same_greedy_texts']}/{len(FIDELITY_PROMPTS)}\n{out}"
     )
 
