@@ -76,7 +76,8 @@ fn dispatched_vec_dots_match_the_scalar_code() {
 /// The quantized `matmul` gives an output the same value whether its row
 /// comes alone (decode) or with others (a batch, a prompt: eight or four
 /// rows at a time and a short last group), close to the scalar dot product, with
-/// column counts that do not fill the last tile or group of four.
+/// column counts that do not fill the last tile or group of four (the shapes
+/// whose k the type's block divides).
 fn check_matmul<T: GgmlType>() {
     for (k, m, n) in [
         (64, 1, 40),
@@ -85,7 +86,11 @@ fn check_matmul<T: GgmlType>() {
         (64, 37, 102),
         (576, 4, 16),
         (576, 13, 33),
-    ] {
+        (512, 9, 36),
+    ]
+    .into_iter()
+    .filter(|(k, _, _)| k % T::BLCK_SIZE == 0)
+    {
         let blocks = k / T::BLCK_SIZE;
         let lhs = random_floats(m * k, m as u64);
         let rhs: Vec<T> = quantize(&random_floats(n * k, 1000 + n as u64));
@@ -127,10 +132,28 @@ fn q8_0_matmul_gives_a_row_the_same_alone_and_in_a_batch() {
     check_matmul::<BlockQ8_0>();
 }
 
-/// A type without such a kernel takes one `vec_dot` per output.
+/// Q4_0's, Q5_0's and Q5_1's four-column kernels
+/// (patches/candle-core-0.10.2/0010: laid out as Q4_1's).
+#[test]
+fn q4_0_matmul_gives_a_row_the_same_alone_and_in_a_batch() {
+    check_matmul::<BlockQ4_0>();
+}
+
+#[test]
+fn q5_0_matmul_gives_a_row_the_same_alone_and_in_a_batch() {
+    check_matmul::<BlockQ5_0>();
+}
+
+#[test]
+fn q5_1_matmul_gives_a_row_the_same_alone_and_in_a_batch() {
+    check_matmul::<BlockQ5_1>();
+}
+
+/// A type without such a kernel (the K types) takes one `vec_dot` per
+/// output.
 #[test]
 fn default_matmul_gives_a_row_the_same_alone_and_in_a_batch() {
-    check_matmul::<BlockQ5_0>();
+    check_matmul::<BlockQ4K>();
 }
 
 /// Q8_0's and Q8_1's quantization of activations (patches/candle-core-0.10.2/0009:
