@@ -9,7 +9,7 @@ gives on the same machine, model and threads.
 
 For each engine and each number of chats (1 and 8): the chats' prompts
 ("Write a short poem about <topic>." in the model's chat template), then
-CHAT_TOKENS greedy tokens each; aggregate tok/s = all new tokens over the
+CONCURRENT_TOKENS greedy tokens each; aggregate tok/s = all new tokens over the
 wall time from the first request to the last token, prefill included.
 - ours: one thread per chat, each streaming from one Session, as a server
   would (detokenizing and streaming included);
@@ -32,19 +32,17 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
+import engines
 import machine
-from engines import PEER_PYTHON, THREADS, default_model
+from engines import CONCURRENT_TOKENS, PEER_PYTHON, THREADS, TOPICS, concurrent, default_model
 
 REPO = Path(__file__).resolve().parent.parent
-TOPICS = ("the sea", "a mountain", "autumn", "a city at night", "a cat", "the moon", "a river", "winter")
 CHATS = (1, 8)
-CHAT_TOKENS = 64
 REPETITIONS = 3
 ROUNDS = 4
 
@@ -54,28 +52,10 @@ def question(index: int) -> str:
 
 
 def load_ours(model: str) -> Callable[[int], float]:
-    """Aggregate tok/s of a number of concurrent streams from one Session."""
-    from mistralvllm import Session
-
-    session = Session(model)
-
-    def aggregate(chats: int) -> float:
-        counts = [0] * chats
-
-        def chat(index: int) -> None:
-            messages = [{"role": "user", "content": question(index)}]
-            for _ in session.stream(messages, max_tokens=CHAT_TOKENS, temperature=0.0):
-                counts[index] += 1
-
-        started = time.perf_counter()
-        threads = [threading.Thread(target=chat, args=(index,)) for index in range(chats)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        return sum(counts) / (time.perf_counter() - started)
-
-    return aggregate
+    """Aggregate tok/s of a number of concurrent streams from one Session
+    (`make bench`'s concurrent chats, not serialized)."""
+    stream = engines.load_ours(model)
+    return lambda chats: concurrent(stream, chats, serialized=False)["aggregate_tok_s"]
 
 
 def load_llamacpp(model: str) -> Callable[[int], float]:
@@ -122,11 +102,11 @@ def load_llamacpp(model: str) -> Callable[[int], float]:
             decode(entries)
             tokens = [argmax(i) for i, entry in enumerate(entries) if entry[3]]
             positions = [len(prompt) for prompt in prompts]
-            for _ in range(CHAT_TOKENS - 1):
+            for _ in range(CONCURRENT_TOKENS - 1):
                 decode([(tokens[s], positions[s], s, True) for s in range(chats)])
                 tokens = [argmax(s) for s in range(chats)]
                 positions = [p + 1 for p in positions]
-            return chats * CHAT_TOKENS / (time.perf_counter() - started)
+            return chats * CONCURRENT_TOKENS / (time.perf_counter() - started)
         finally:
             c.llama_batch_free(batch)
             c.llama_free(context)
@@ -181,7 +161,7 @@ def main() -> None:
         "cpu_flags": machine.cpu_flags(),
         "threads": THREADS,
         "model": "SmolLM2-135M-Instruct Q4_1 (GGUF)",
-        "chat_tokens": CHAT_TOKENS,
+        "chat_tokens": CONCURRENT_TOKENS,
         "repetitions": REPETITIONS,
         "engines": engines,
     }
