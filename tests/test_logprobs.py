@@ -53,6 +53,23 @@ def test_logit_bias_bans_and_forces_a_token(session: Session) -> None:
     assert forced.text == session.detokenize([forced_id] * 3).lstrip()  # a chat answer starts unspaced
 
 
+def test_every_token_has_its_logprob_also_inside_a_character(session: Session) -> None:
+    # "★" is three byte tokens. A token that ends inside a character shows no
+    # text until the character is complete, and its log-probability was lost
+    # with it: 4 tokens, 1 entry (patches/mistralrs-core-0.8.1/0030).
+    star = session.tokenize(prompt="★", add_special_tokens=False)
+    forced = {token: 100.0 for token in star}
+    chat = session.chat(QUESTION, max_tokens=4, logprobs=True, logit_bias=forced)
+    completion = session.complete("A star:", max_tokens=4, logprobs=True, logit_bias=forced)
+    for result in (chat, completion):
+        assert result.usage.completion_tokens == 4
+        assert len(result.logprobs) == 4
+        assert [position.token for position in result.logprobs] == ["\ufffd"] * 4  # single bytes of "★"
+    stream = session.stream(QUESTION, max_tokens=4, logprobs=True, logit_bias=forced)
+    streamed = [entry for chunk in stream for entry in chunk.logprobs]
+    assert [entry.logprob for entry in streamed] == pytest.approx([entry.logprob for entry in chat.logprobs])
+
+
 def test_n_answers_come_from_one_request(session: Session) -> None:
     result = session.chat(QUESTION, n=3, max_tokens=8, temperature=1.0, seed=7)
     assert len(result.choices) == 3 and result.choices[0] is result

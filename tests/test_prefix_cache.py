@@ -96,6 +96,18 @@ def test_a_prompt_from_the_cache_answers_as_one_read_in_full(default_model: Path
     assert from_the_cache == read_in_full
 
 
+def test_a_seeded_answer_is_the_same_with_its_prompt_from_the_cache(default_model: Path) -> None:
+    """The first token after a prompt from the prefix cache was sampled with
+    only the prompt's uncached part as its context: the seeded draw (keyed by
+    the position) and the penalties saw a shorter text, and the answer parted
+    from the one read in full at its first token (patches/mistralrs-core-0.8.1/0031)."""
+    messages = [{"role": "user", "content": "Name three colours."}]
+    with Session(default_model, prefix_cache=4) as session:
+        first, again = (session.chat(messages, max_tokens=12, temperature=1.0, seed=5, frequency_penalty=0.5) for _ in range(2))
+    assert first.usage.cached_prompt_tokens == 0 and again.usage.cached_prompt_tokens > 0
+    assert again.text == first.text
+
+
 def test_usage_counts_the_cached_prompt_tokens(default_model: Path) -> None:
     """Usage names the prompt tokens the prefix cache supplied, for chats and
     text completions (patches/mistralrs-core-0.8.1/0016)."""
