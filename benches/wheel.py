@@ -7,7 +7,9 @@ machine: decode tok/s and prompt tok/s, each engine in its own process, and
 whether the greedy texts are the same. This VM's speed drifts by tens of
 percent within minutes, so the two engines take turns: ROUNDS rounds of one
 process each, the order swapped every round, and each ratio is the median of
-the rounds' ratios (a round's two processes run seconds apart).
+the rounds' ratios (a round's two processes run seconds apart). First, the wheel
+runs once under qemu's user-mode emulation of a CPU without AVX (Nehalem):
+it must still answer there, on candle's scalar code, only slower.
 
     make bench-wheel   # builds the wheel, installs it into ~/.cache/mistralvllm/wheel-venv
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -33,6 +36,8 @@ REPO = Path(__file__).resolve().parent.parent
 WHEEL_PYTHON = Path(os.environ.get("MISTRALVLLM_WHEEL_VENV", Path.home() / ".cache" / "mistralvllm" / "wheel-venv")) / "bin" / "python"
 REPETITIONS = 3
 ROUNDS = 4
+# An x86-64 CPU with SSE4.2 and no AVX, emulated by qemu-x86_64 (Debian's qemu-user).
+CPU_WITHOUT_AVX2 = "Nehalem"
 
 
 def measure(model: str) -> dict[str, object]:
@@ -58,8 +63,18 @@ def measure(model: str) -> dict[str, object]:
     }
 
 
-def run(python: str, model: str) -> dict[str, object]:
-    result = subprocess.run([python, __file__, "--measure", model], capture_output=True, text=True, timeout=1800)
+def measure_one_answer(model: str) -> dict[str, object]:
+    """The first fidelity prompt's greedy answer and its decode speed (the
+    emulated CPU is too slow for the whole measurement)."""
+    from mistralvllm import Session
+
+    with Session(model) as session:
+        first, last, pieces, text = timed(_session_stream(session), [{"role": "user", "content": FIDELITY_PROMPTS[0]}], FIDELITY_TOKENS)
+    return {"decode_tok_s": (pieces - 1) / (last - first), "greedy_text": text}
+
+
+def run(python: str, model: str, *launcher: str, mode: str = "--measure") -> dict[str, object]:
+    result = subprocess.run([*launcher, python, __file__, mode, model], capture_output=True, text=True, timeout=1800)
     if result.returncode != 0:
         raise SystemExit(f"{python}: failed\n{result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -68,13 +83,21 @@ def run(python: str, model: str) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--measure", metavar="MODEL", help="measure the mistralvllm this interpreter imports and print JSON")
+    parser.add_argument("--one-answer", metavar="MODEL", help="one greedy answer and its decode speed, as JSON")
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(args.measure)))
         return
+    if args.one_answer:
+        print(json.dumps(measure_one_answer(args.one_answer)))
+        return
     if not WHEEL_PYTHON.exists():
         raise SystemExit(f"{WHEEL_PYTHON}: no wheel venv; run `make bench-wheel`")
     model = default_model()
+    qemu = shutil.which("qemu-x86_64")
+    if qemu is None:
+        raise SystemExit("qemu-x86_64 not found (Debian's qemu-user; `make bench-wheel` installs it)")
+    emulated = run(str(WHEEL_PYTHON), model, qemu, "-cpu", CPU_WITHOUT_AVX2, mode="--one-answer")
     pythons = {"native": sys.executable, "wheel": str(WHEEL_PYTHON)}
     rounds = []
     for number in range(ROUNDS):
@@ -105,6 +128,11 @@ def main() -> None:
             for figure in ("decode", "prompt")
         },
         "same_greedy_texts": sum(len({texts[index] for texts in all_texts}) == 1 for index in range(len(FIDELITY_PROMPTS))),
+        "without_avx2": {
+            "cpu": f"{CPU_WITHOUT_AVX2} (qemu-x86_64 user-mode emulation)",
+            "decode_tok_s": emulated["decode_tok_s"],
+            "same_greedy_text_as_native": emulated["greedy_text"] == native["greedy_texts"][0],
+        },
     }
     out = REPO / "benches" / "results" / f"{report['date']}-{report['host']}-wheel.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
@@ -113,7 +141,9 @@ def main() -> None:
         f"native: decode {native['decode_tok_s']:.1f} tok/s, prompt {native['prompt_tok_s']:.1f} tok/s\n"
         f"wheel:  decode {wheel['decode_tok_s']:.1f} tok/s ({report['ratios']['decode']:.2f}x), "
         f"prompt {wheel['prompt_tok_s']:.1f} tok/s ({report['ratios']['prompt']:.2f}x), median of {ROUNDS} rounds' ratios\n"
-        f"same greedy texts: {report['same_greedy_texts']}/{len(FIDELITY_PROMPTS)}\n{out}"
+        f"same greedy texts: {report['same_greedy_texts']}/{len(FIDELITY_PROMPTS)}\n"
+        f"wheel on an emulated {CPU_WITHOUT_AVX2} (no AVX): decode {emulated['decode_tok_s']:.2f} tok/s, "
+        f"same greedy text as native: {report['without_avx2']['same_greedy_text_as_native']}\n{out}"
     )
 
 
