@@ -39,16 +39,12 @@ from pathlib import Path
 
 import engines
 import machine
-from engines import CONCURRENT_TOKENS, PEER_PYTHON, THREADS, TOPICS, concurrent, default_model
+from engines import CONCURRENT_TOKENS, PEER_PYTHON, THREADS, concurrent, default_model, poem_question
 
 REPO = Path(__file__).resolve().parent.parent
 CHATS = (1, 8)
 REPETITIONS = 3
 ROUNDS = 4
-
-
-def question(index: int) -> str:
-    return f"Write a short poem about {TOPICS[index % len(TOPICS)]}."
 
 
 def load_ours(model: str) -> Callable[[int], float]:
@@ -73,7 +69,7 @@ def load_llamacpp(model: str) -> Callable[[int], float]:
         bos_token=llm.detokenize([llm.token_bos()]).decode(),
     )
     params = llm.context_params
-    params.n_ctx, params.n_batch, params.n_ubatch, params.n_seq_max = 512 * len(TOPICS), 512, 512, len(TOPICS)
+    params.n_ctx, params.n_batch, params.n_ubatch, params.n_seq_max = 512 * max(CHATS), 512, 512, max(CHATS)
     n_vocab = llm.n_vocab()
 
     def aggregate(chats: int) -> float:
@@ -95,7 +91,7 @@ def load_llamacpp(model: str) -> Callable[[int], float]:
         try:
             started = time.perf_counter()
             prompts = [
-                llm.tokenize(template(messages=[{"role": "user", "content": question(index)}]).prompt.encode(), add_bos=False, special=True)
+                llm.tokenize(template(messages=[{"role": "user", "content": poem_question(index)}]).prompt.encode(), add_bos=False, special=True)
                 for index in range(chats)
             ]
             entries = [(t, p, s, p == len(prompt) - 1) for s, prompt in enumerate(prompts) for p, t in enumerate(prompt)]

@@ -175,6 +175,11 @@ def timed(stream: StreamFn, messages: list[dict[str, str]], max_tokens: int, cpu
     return first - started, last - started, pieces, "".join(parts)
 
 
+def poem_question(index: int) -> str:
+    """The concurrent chats' question number ``index`` (one topic each)."""
+    return f"Write a short poem about {TOPICS[index % len(TOPICS)]}."
+
+
 def concurrent(stream: StreamFn, clients: int, serialized: bool) -> dict[str, float]:
     """``clients`` chats at once, each CONCURRENT_TOKENS long: aggregate tok/s and
     latencies (each chat's, from the moment all were asked). An engine that cannot
@@ -185,7 +190,7 @@ def concurrent(stream: StreamFn, clients: int, serialized: bool) -> dict[str, fl
     started = time.perf_counter()
 
     def one(index: int) -> None:
-        messages = [{"role": "user", "content": f"Write a short poem about {TOPICS[index % len(TOPICS)]}."}]
+        messages = [{"role": "user", "content": poem_question(index)}]
         _, _, pieces[index], _ = timed(stream, messages, CONCURRENT_TOKENS)
         latencies[index] = time.perf_counter() - started
 

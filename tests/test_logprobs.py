@@ -56,7 +56,7 @@ def test_logit_bias_bans_and_forces_a_token(session: Session) -> None:
 def test_every_token_has_its_logprob_also_inside_a_character(session: Session) -> None:
     # "★" is three byte tokens. A token that ends inside a character shows no
     # text until the character is complete, and its log-probability was lost
-    # with it: 4 tokens, 1 entry (patches/mistralrs-core-0.8.1/0030).
+    # with it: 4 tokens, 2 entries (patches/mistralrs-core-0.8.1/0030).
     star = session.tokenize(prompt="★", add_special_tokens=False)
     forced = {token: 100.0 for token in star}
     chat = session.chat(QUESTION, max_tokens=4, logprobs=True, logit_bias=forced)
