@@ -32,6 +32,7 @@ patched-crates:
 	$(PYTHON) scripts/patch_crates.py
 
 build: venv patched-crates
+	rm -rf python/mistralvllm/cpu
 	RUSTFLAGS="$(NATIVE_RUSTFLAGS)" VIRTUAL_ENV=$(abspath $(VENV)) PATH="$(abspath $(VENV))/bin:$$PATH" \
 	  maturin develop --release --quiet $(if $(FEATURES),--features $(FEATURES))
 
@@ -152,10 +153,13 @@ bench-memory: build
 	env -u RUST_BACKTRACE $(PY) benches/memory.py
 
 # A portable wheel (no native CPU flags) under dist/: candle's quantized
-# kernels pick AVX2 at run time (patches/candle-core-0.10.2/0003).
+# kernels pick AVX2 at run time (patches/candle-core-0.10.2/0003), and a
+# second build for x86-64-v4 (AVX-512) rides along, loaded on import where
+# the CPU has it (scripts/wheel_cpu_builds.py; its own target dir).
 wheel: venv patched-crates
 	rm -f dist/mistralvllm-*.whl
-	PATH="$(abspath $(VENV))/bin:$$PATH" maturin build --profile dist --out dist $(if $(FEATURES),--features $(FEATURES))
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) scripts/wheel_cpu_builds.py $(if $(FEATURES),--features $(FEATURES)) -- \
+	  maturin build --profile dist --out dist $(if $(FEATURES),--features $(FEATURES))
 
 # The wheel installed on its own against the native build: speed and greedy texts.
 WHEEL_VENV ?= $(CACHE_DIR)/wheel-venv

@@ -2,14 +2,19 @@
 
 The wheel is built without `-C target-cpu=native`, so it runs on any
 x86-64 CPU; candle's quantized kernels pick their AVX2 code at run time
-(patches/candle-core-0.10.2/0003). This measures what that costs on this
-machine: decode tok/s and prompt tok/s, each engine in its own process, and
-whether the greedy texts are the same. This VM's speed drifts by tens of
-percent within minutes, so the two engines take turns: ROUNDS rounds of one
-process each, the order swapped every round, and each ratio is the median of
-the rounds' ratios (a round's two processes run seconds apart). First, the wheel
+(patches/candle-core-0.10.2/0003). It also carries a build for x86-64-v4,
+which the package loads where the CPU has AVX-512 (mistralvllm/cpu_builds.py).
+This measures what the wheel costs on this machine: decode tok/s and prompt
+tok/s, each engine in its own process, and whether the greedy texts are the
+same; "wheel" is the build the wheel loads here, "wheel-base" its portable
+build (MISTRALVLLM_CPU_BUILD=base). This VM's speed drifts by tens of
+percent within minutes, so the engines take turns: ROUNDS rounds of one
+process each, the order rotated every round, and each ratio is the median of
+the rounds' ratios (a round's processes run seconds apart). First, the wheel
 runs once under qemu's user-mode emulation of a CPU without AVX (Nehalem):
-it must still answer there, on candle's scalar code, only slower.
+it must still answer there, on candle's scalar code, only slower. qemu-user
+shows the host's /proc/cpuinfo, so that run names the build such a CPU
+chooses (base).
 
     make bench-wheel   # builds the wheel, installs it into ~/.cache/mistralvllm/wheel-venv
 
@@ -57,6 +62,7 @@ def measure(model: str) -> dict[str, object]:
         texts = [timed(stream, [{"role": "user", "content": p}], FIDELITY_TOKENS)[3] for p in FIDELITY_PROMPTS]
     return {
         "package": str(Path(mistralvllm.__file__).parent),
+        "cpu_build": mistralvllm.CPU_BUILD,
         "decode_tok_s": statistics.median(decode),
         "prompt_tok_s": statistics.median(prompt),
         "greedy_texts": texts,
@@ -73,8 +79,13 @@ def measure_one_answer(model: str) -> dict[str, object]:
     return {"decode_tok_s": (pieces - 1) / (last - first), "greedy_text": text}
 
 
-def run(python: str, model: str, *launcher: str, mode: str = "--measure") -> dict[str, object]:
-    result = subprocess.run([*launcher, python, __file__, mode, model], capture_output=True, text=True, timeout=1800)
+# Each contender: its interpreter's venv and the CPU build it is told to load.
+CONTENDERS = {"native": (None, "auto"), "wheel": (WHEEL_PYTHON, "auto"), "wheel-base": (WHEEL_PYTHON, "base")}
+
+
+def run(python: str, model: str, *launcher: str, mode: str = "--measure", cpu_build: str = "auto") -> dict[str, object]:
+    env = os.environ | {"MISTRALVLLM_CPU_BUILD": cpu_build}
+    result = subprocess.run([*launcher, python, __file__, mode, model], capture_output=True, text=True, timeout=1800, env=env)
     if result.returncode != 0:
         raise SystemExit(f"{python}: failed\n{result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -97,20 +108,21 @@ def main() -> None:
     qemu = shutil.which("qemu-x86_64")
     if qemu is None:
         raise SystemExit("qemu-x86_64 not found (Debian's qemu-user; `make bench-wheel` installs it)")
-    emulated = run(str(WHEEL_PYTHON), model, qemu, "-cpu", CPU_WITHOUT_AVX2, mode="--one-answer")
-    pythons = {"native": sys.executable, "wheel": str(WHEEL_PYTHON)}
+    emulated = run(str(WHEEL_PYTHON), model, qemu, "-cpu", CPU_WITHOUT_AVX2, mode="--one-answer", cpu_build="base")
+    names = list(CONTENDERS)
     rounds = []
     for number in range(ROUNDS):
-        order = ("native", "wheel") if number % 2 == 0 else ("wheel", "native")
-        rounds.append({name: run(pythons[name], model) for name in order})
-    native, wheel = (
+        order = names[number % len(names) :] + names[: number % len(names)]
+        rounds.append({name: run(str(CONTENDERS[name][0] or sys.executable), model, cpu_build=CONTENDERS[name][1]) for name in order})
+    native, wheel, wheel_base = (
         {
             "decode_tok_s": statistics.median(r[name]["decode_tok_s"] for r in rounds),
             "prompt_tok_s": statistics.median(r[name]["prompt_tok_s"] for r in rounds),
             "package": rounds[0][name]["package"],
+            "cpu_build": rounds[0][name]["cpu_build"],
             "greedy_texts": rounds[0][name]["greedy_texts"],
         }
-        for name in ("native", "wheel")
+        for name in names
     )
     all_texts = [r[name]["greedy_texts"] for r in rounds for name in r]
     report = {
@@ -123,8 +135,13 @@ def main() -> None:
         "rounds": [{name: {k: r[name][k] for k in ("decode_tok_s", "prompt_tok_s")} for name in r} for r in rounds],
         "native": native,
         "wheel": wheel,
+        "wheel_base": wheel_base,
         "ratios": {
             figure: statistics.median(r["wheel"][f"{figure}_tok_s"] / r["native"][f"{figure}_tok_s"] for r in rounds)
+            for figure in ("decode", "prompt")
+        },
+        "base_ratios": {
+            figure: statistics.median(r["wheel-base"][f"{figure}_tok_s"] / r["native"][f"{figure}_tok_s"] for r in rounds)
             for figure in ("decode", "prompt")
         },
         "same_greedy_texts": sum(len({texts[index] for texts in all_texts}) == 1 for index in range(len(FIDELITY_PROMPTS))),
@@ -139,8 +156,10 @@ def main() -> None:
     print(
         f"CPU {' '.join(report['cpu_flags'])}\n"
         f"native: decode {native['decode_tok_s']:.1f} tok/s, prompt {native['prompt_tok_s']:.1f} tok/s\n"
-        f"wheel:  decode {wheel['decode_tok_s']:.1f} tok/s ({report['ratios']['decode']:.2f}x), "
+        f"wheel ({wheel['cpu_build']} build):  decode {wheel['decode_tok_s']:.1f} tok/s ({report['ratios']['decode']:.2f}x), "
         f"prompt {wheel['prompt_tok_s']:.1f} tok/s ({report['ratios']['prompt']:.2f}x), median of {ROUNDS} rounds' ratios\n"
+        f"wheel (base build): decode {wheel_base['decode_tok_s']:.1f} tok/s ({report['base_ratios']['decode']:.2f}x), "
+        f"prompt {wheel_base['prompt_tok_s']:.1f} tok/s ({report['base_ratios']['prompt']:.2f}x)\n"
         f"same greedy texts: {report['same_greedy_texts']}/{len(FIDELITY_PROMPTS)}\n"
         f"wheel on an emulated {CPU_WITHOUT_AVX2} (no AVX): decode {emulated['decode_tok_s']:.2f} tok/s, "
         f"same greedy text as native: {report['without_avx2']['same_greedy_text_as_native']}\n{out}"

@@ -86,7 +86,7 @@ def test_config_check_schema_models_info(cli_env: dict[str, str], tmp_path: Path
     models = run(cli_env, "models").stdout
     assert "SmolLM2-135M-Instruct.Q4_1.gguf" in models and "llama" in models and "30" in models
     info = run(cli_env, "info").stdout
-    assert "mistral.rs 0.8.1" in info and "build features: cpu" in info and "CUDA devices: " in info
+    assert "mistral.rs 0.8.1" in info and "build features: cpu" in info and "CPU build: base" in info and "CUDA devices: " in info
 
 
 def test_interactive_chat_in_a_terminal(cli_env: dict[str, str]) -> None:

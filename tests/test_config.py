@@ -124,6 +124,8 @@ def test_precedence_defaults_file_environment_flags(tmp_path: Path) -> None:
     environ = {"MISTRALVLLM_SAMPLING__TEMPERATURE": "0.7", "MISTRALVLLM_SERVER__API_KEY": "secret"}
     from_env = load_config(path, environ=environ)
     assert (from_env.sampling.temperature, from_env.sampling.top_p, from_env.server.api_key) == (0.7, 0.9, "secret")
+    # Chooses the extension build at import (cpu_builds), not a config field.
+    assert load_config(path, environ={**environ, "MISTRALVLLM_CPU_BUILD": "base"}) == from_env
     flagged = load_config(path, environ=environ, overrides={"sampling": {"temperature": 0.1}})
     assert flagged.sampling.temperature == 0.1
     assert flagged.server.port == 9000

@@ -2,7 +2,11 @@
 attention, per-layer in-situ quantization (a Topology), continuous batching
 and streaming."""
 
+from . import cpu_builds
+
 try:
+    # The extension build for this CPU (cpu_builds): "base", or a level such as "x86-64-v4".
+    CPU_BUILD = cpu_builds.load(__name__)
     from ._core import BUILD_FEATURES, ISQ_NAMES, MISTRALRS_VERSION, ChatChunk, ToolCall, Topology, TopologyRange, Usage
 except ImportError as e:  # a CUDA build whose runtime libraries are not installed
     if "libcuda.so" in str(e):
@@ -26,6 +30,7 @@ __version__ = version("mistralvllm")
 
 __all__ = [
     "BUILD_FEATURES",
+    "CPU_BUILD",
     "ISQ_NAMES",
     "MISTRALRS_VERSION",
     "ChatChunk",

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from . import __version__
+from . import CPU_BUILD, __version__
 from ._core import BUILD_FEATURES, MISTRALRS_VERSION, inspect_model
 from .chat_ui import ChatApp, start_conversation
 from .command_options import config_option, reports_errors
@@ -211,6 +211,7 @@ def info() -> None:
     click.echo(f"mistralvllm {__version__}")
     click.echo(f"mistral.rs {MISTRALRS_VERSION}")
     click.echo(f"build features: {', '.join(['cpu', *BUILD_FEATURES])}")
+    click.echo(f"CPU build: {CPU_BUILD}")
     click.echo(f"python {platform.python_version()} on {platform.system()} {platform.machine()}")
     click.echo(f"CUDA devices: {cuda_devices()}")
 

@@ -13,6 +13,7 @@ from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
+from ..cpu_builds import CPU_BUILD_VARIABLE
 from ..errors import ConfigError
 from .settings import Config
 
@@ -27,7 +28,7 @@ def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[Loc
     overrides: dict[str, Any] = {}
     origins: dict[Loc, str] = {}
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}CONFIG":
+        if not name.startswith(ENV_PREFIX) or name in (f"{ENV_PREFIX}CONFIG", CPU_BUILD_VARIABLE):
             continue
         path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
         try:
