@@ -125,7 +125,7 @@ class EngineSection(Section):
     )
     prefix_cache_mem: int | str | None = Field(
         None,
-        description="KV data the prefix cache may hold: MiB as an int, or '512MiB'/'1GiB'; null: 256 MiB (~45 KiB per token with the default model)",
+        description="KV data the prefix cache may hold: MiB as an int, or '512MiB'/'1GiB'; null: 256 MiB (~22.5 KiB a token with the default model)",
     )
 
     @field_validator("prefix_cache_mem")
