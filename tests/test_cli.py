@@ -82,6 +82,9 @@ def test_config_check_schema_models_info(cli_env: dict[str, str], tmp_path: Path
     checked = run(cli_env, "config", "check", str(broken))
     assert checked.returncode == 1
     assert "sampling.tempurature: unknown key 'tempurature'; did you mean 'temperature'?" in checked.stderr
+    from_variable = run(cli_env | {"MISTRALVLLM_CONFIG": str(broken)}, "chat", stdin=ITALY + "\n")
+    assert from_variable.returncode == 1
+    assert f"{broken}: sampling.tempurature: unknown key" in from_variable.stderr
     assert json.loads(run(cli_env, "config", "schema").stdout)["title"] == "Config"
     models = run(cli_env, "models").stdout
     assert "SmolLM2-135M-Instruct.Q4_1.gguf" in models and "llama" in models and "30" in models

@@ -17,7 +17,12 @@ from .errors import MistralVllmError
 P = ParamSpec("P")
 R = TypeVar("R")
 config_option = click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="Config file (JSON); see `mistralvllm config schema`."
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="MISTRALVLLM_CONFIG",
+    show_envvar=True,
+    help="Config file (JSON); see `mistralvllm config schema`.",
 )
 
 
