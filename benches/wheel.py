@@ -7,7 +7,7 @@ which the package loads where the CPU has AVX-512 (mistralvllm/cpu_builds.py).
 This measures what the wheel costs on this machine: decode tok/s and prompt
 tok/s, each engine in its own process, and whether the greedy texts are the
 same; "wheel" is the build the wheel loads here, "wheel-base" its portable
-build (MISTRALVLLM_CPU_BUILD=base). This VM's speed drifts by tens of
+build, loaded by name (MISTRALVLLM_CPU_BUILD=base). This VM's speed drifts by tens of
 percent within minutes, so the engines take turns: ROUNDS rounds of one
 process each, the order rotated every round, and each ratio is the median of
 the rounds' ratios (a round's processes run seconds apart). First, the wheel
@@ -40,6 +40,7 @@ from engines import DECODE_TOKENS, FIDELITY_PROMPTS, FIDELITY_TOKENS, SHORT, _se
 REPO = Path(__file__).resolve().parent.parent
 WHEEL_PYTHON = Path(os.environ.get("MISTRALVLLM_WHEEL_VENV", Path.home() / ".cache" / "mistralvllm" / "wheel-venv")) / "bin" / "python"
 REPETITIONS = 3
+FIGURES = ("decode", "prompt")
 ROUNDS = 4
 # An x86-64 CPU with SSE4.2 and no AVX, emulated by qemu-x86_64 (Debian's qemu-user).
 CPU_WITHOUT_AVX2 = "Nehalem"
@@ -80,7 +81,11 @@ def measure_one_answer(model: str) -> dict[str, object]:
 
 
 # Each contender: its interpreter's venv and the CPU build it is told to load.
-CONTENDERS = {"native": (None, "auto"), "wheel": (WHEEL_PYTHON, "auto"), "wheel-base": (WHEEL_PYTHON, "base")}
+CONTENDERS = {
+    "native": (None, "auto"),
+    "wheel": (WHEEL_PYTHON, "auto"),
+    "wheel-base": (WHEEL_PYTHON, "base"),
+}
 
 
 def run(python: str, model: str, *launcher: str, mode: str = "--measure", cpu_build: str = "auto") -> dict[str, object]:
@@ -114,8 +119,8 @@ def main() -> None:
     for number in range(ROUNDS):
         order = names[number % len(names) :] + names[: number % len(names)]
         rounds.append({name: run(str(CONTENDERS[name][0] or sys.executable), model, cpu_build=CONTENDERS[name][1]) for name in order})
-    native, wheel, wheel_base = (
-        {
+    results = {
+        name: {
             "decode_tok_s": statistics.median(r[name]["decode_tok_s"] for r in rounds),
             "prompt_tok_s": statistics.median(r[name]["prompt_tok_s"] for r in rounds),
             "package": rounds[0][name]["package"],
@@ -123,7 +128,12 @@ def main() -> None:
             "greedy_texts": rounds[0][name]["greedy_texts"],
         }
         for name in names
-    )
+    }
+    native = results["native"]
+    ratios = {
+        name: {figure: statistics.median(r[name][f"{figure}_tok_s"] / r["native"][f"{figure}_tok_s"] for r in rounds) for figure in FIGURES}
+        for name in names[1:]
+    }
     all_texts = [r[name]["greedy_texts"] for r in rounds for name in r]
     report = {
         "date": date.today().isoformat(),
@@ -133,17 +143,9 @@ def main() -> None:
         "model": "SmolLM2-135M-Instruct Q4_1 (GGUF)",
         "repetitions": REPETITIONS,
         "rounds": [{name: {k: r[name][k] for k in ("decode_tok_s", "prompt_tok_s")} for name in r} for r in rounds],
-        "native": native,
-        "wheel": wheel,
-        "wheel_base": wheel_base,
-        "ratios": {
-            figure: statistics.median(r["wheel"][f"{figure}_tok_s"] / r["native"][f"{figure}_tok_s"] for r in rounds)
-            for figure in ("decode", "prompt")
-        },
-        "base_ratios": {
-            figure: statistics.median(r["wheel-base"][f"{figure}_tok_s"] / r["native"][f"{figure}_tok_s"] for r in rounds)
-            for figure in ("decode", "prompt")
-        },
+        **results,
+        "ratios": ratios["wheel"],
+        "ratios_by_build": {results[name]["cpu_build"]: ratios[name] for name in names[2:]},
         "same_greedy_texts": sum(len({texts[index] for texts in all_texts}) == 1 for index in range(len(FIDELITY_PROMPTS))),
         "without_avx2": {
             "cpu": f"{CPU_WITHOUT_AVX2} (qemu-x86_64 user-mode emulation)",
@@ -153,13 +155,16 @@ def main() -> None:
     }
     out = REPO / "benches" / "results" / f"{report['date']}-{report['host']}-wheel.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
+    lines = [
+        f"{name} ({results[name]['cpu_build']} build): decode {results[name]['decode_tok_s']:.1f} tok/s ({ratios[name]['decode']:.2f}x), "
+        f"prompt {results[name]['prompt_tok_s']:.1f} tok/s ({ratios[name]['prompt']:.2f}x)"
+        for name in names[1:]
+    ]
     print(
         f"CPU {' '.join(report['cpu_flags'])}\n"
         f"native: decode {native['decode_tok_s']:.1f} tok/s, prompt {native['prompt_tok_s']:.1f} tok/s\n"
-        f"wheel ({wheel['cpu_build']} build):  decode {wheel['decode_tok_s']:.1f} tok/s ({report['ratios']['decode']:.2f}x), "
-        f"prompt {wheel['prompt_tok_s']:.1f} tok/s ({report['ratios']['prompt']:.2f}x), median of {ROUNDS} rounds' ratios\n"
-        f"wheel (base build): decode {wheel_base['decode_tok_s']:.1f} tok/s ({report['base_ratios']['decode']:.2f}x), "
-        f"prompt {wheel_base['prompt_tok_s']:.1f} tok/s ({report['base_ratios']['prompt']:.2f}x)\n"
+        + "\n".join(lines)
+        + f"\n(ratios: medians of {ROUNDS} rounds' ratios to native)\n"
         f"same greedy texts: {report['same_greedy_texts']}/{len(FIDELITY_PROMPTS)}\n"
         f"wheel on an emulated {CPU_WITHOUT_AVX2} (no AVX): decode {emulated['decode_tok_s']:.2f} tok/s, "
         f"same greedy text as native: {report['without_avx2']['same_greedy_text_as_native']}\n{out}"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import mistralvllm
-from mistralvllm.cpu_builds import LEVEL_FLAGS, choose_build, cpu_flags
+from mistralvllm.cpu_builds import LEVEL_FLAGS, choose_build, cpu_flags, shipped_builds
 
 ROOT = Path(__file__).resolve().parent.parent
 V4 = LEVEL_FLAGS["x86-64-v4"]
@@ -27,6 +27,15 @@ def test_auto_takes_the_newest_level_the_cpu_runs() -> None:
     assert choose_build("auto", ["x86-64-v4"], AVX2_ONLY) is None
     assert choose_build("auto", [], V4) is None
     assert choose_build("base", ["x86-64-v4"], V4) is None
+
+
+def test_the_builds_shipped_are_the_known_levels_with_their_file(tmp_path: Path) -> None:
+    for level in ("x86-64-v4", "x86-64-v9"):
+        (tmp_path / level).mkdir()
+        (tmp_path / level / "_core.abi3.so").write_bytes(b"")
+    (tmp_path / "x86-64-v3").mkdir()
+    assert shipped_builds(tmp_path) == ["x86-64-v4"]
+    assert shipped_builds(tmp_path / "absent") == []
 
 
 def test_a_build_asked_for_by_name_must_exist_and_suit_the_cpu() -> None:

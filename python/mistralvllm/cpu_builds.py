@@ -4,10 +4,11 @@ A wheel from ``make wheel`` carries two builds of ``_core``: the portable one
 (any x86-64; its quantized kernels pick AVX2/VNNI at run time) beside this
 file, and one compiled for x86-64-v4 (AVX-512) under ``cpu/x86-64-v4/``. The
 portable build's code around the kernels (element-wise ops, norms, softmax,
-copies) is SSE2, which costs ~10% on an AVX-512 CPU. So on import the package
-loads the newest build this CPU runs, in place of the portable one. A build
-from source (``make build``, ``pip install .``) has only the one beside this
-file.
+copies) is SSE2, which costs ~10% on an AVX-512 CPU; a build for x86-64-v3
+(AVX2) read the same as the portable one there, so the wheel has none. On
+import the package loads the newest build this CPU runs, in place of the
+portable one. A build from source (``make build``,
+``pip install .``) has only the one beside this file.
 
 ``MISTRALVLLM_CPU_BUILD`` chooses by hand: ``auto`` (the default), ``base``
 (the build beside this file), or a level such as ``x86-64-v4``.
@@ -30,6 +31,7 @@ EXTENSION_FILE = "_core.abi3.so"
 # is sse3, cx16 is cmpxchg16b).
 X86_64_V2_FLAGS = frozenset({"sse", "sse2", "fxsr", "pni", "ssse3", "sse4_1", "sse4_2", "popcnt", "cx16"})
 X86_64_V3_FLAGS = X86_64_V2_FLAGS | {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"}
+# Oldest level first.
 LEVEL_FLAGS: dict[str, frozenset[str]] = {
     "x86-64-v4": X86_64_V3_FLAGS | {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"},
 }
