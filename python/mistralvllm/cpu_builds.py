@@ -7,8 +7,8 @@ portable build's code around the kernels (element-wise ops, norms, softmax,
 copies) is SSE2, which costs ~10% on an AVX-512 CPU; a build for x86-64-v3
 (AVX2) read the same as the portable one there, so the wheel has none. On
 import the package loads the newest build this CPU runs, in place of the
-portable one. A build from source (``make build``,
-``pip install .``) has only the one beside this file.
+portable one. A build from source (``make build``, ``pip install .``) has
+only the one beside this file.
 
 ``MISTRALVLLM_CPU_BUILD`` chooses by hand: ``auto`` (the default), ``base``
 (the build beside this file), or a level such as ``x86-64-v4``.
