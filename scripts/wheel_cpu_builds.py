@@ -12,7 +12,8 @@ the package loads the newest build the CPU runs
 (python/mistralvllm/cpu_builds.py).
 
 Each level has its own target dir (``$CARGO_TARGET_DIR-<level>``), so the
-portable build stays warm.
+portable build stays warm. On another architecture (aarch64) the command runs
+without extra builds.
 
 Usage: python scripts/wheel_cpu_builds.py [--features F] -- COMMAND...
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -54,7 +56,8 @@ def main() -> int:
     parser.add_argument("--features", default="", help="cargo features of the wheel's build, comma-separated")
     parser.add_argument("command", nargs="+", help="the command to run with the builds staged (after --)")
     args = parser.parse_args()
-    libraries = {level: build_level(level, args.features) for level in LEVELS}
+    levels = LEVELS if platform.machine() in ("x86_64", "AMD64") else ()
+    libraries = {level: build_level(level, args.features) for level in levels}
     shutil.rmtree(STAGE_DIR, ignore_errors=True)
     try:
         for level, library in libraries.items():

@@ -117,6 +117,7 @@ def test_make_wheel_stages_the_builds_for_its_command_only(tmp_path: Path, monke
     library.write_bytes(b"a build for x86-64-v4")
     built: list[tuple[str, str]] = []
     monkeypatch.setattr(wheel_cpu_builds, "build_level", lambda level, features: built.append((level, features)) or library)
+    monkeypatch.setattr(wheel_cpu_builds.platform, "machine", lambda: "x86_64")
     stage = tmp_path / "package" / "cpu"
     monkeypatch.setattr(wheel_cpu_builds, "STAGE_DIR", stage)
     seen = tmp_path / "seen"
@@ -127,3 +128,8 @@ def test_make_wheel_stages_the_builds_for_its_command_only(tmp_path: Path, monke
     assert built == [("x86-64-v4", "cuda")]
     assert seen.read_bytes() == b"a build for x86-64-v4"
     assert not stage.exists()
+    # Elsewhere than on x86-64 the command runs alone.
+    monkeypatch.setattr(wheel_cpu_builds.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(sys, "argv", ["wheel_cpu_builds.py", "--", sys.executable, "-c", "raise SystemExit(0)"])
+    assert wheel_cpu_builds.main() == 0
+    assert built == [("x86-64-v4", "cuda")]
