@@ -47,10 +47,18 @@ class Server:
             self.process.wait(timeout=30)
 
 
-def start_server(tmp: Path, *, history: Path | str | None = None, extra_env: dict[str, str] | None = None, config: Path | None = None) -> Server:
-    """Start the service with ``config`` (the default config) on a free
-    loopback port and wait until its first model is loaded. ``history``: a
-    SQLite file (by default one in ``tmp``) or a PostgreSQL URL."""
+def start_server(
+    tmp: Path,
+    *,
+    history: Path | str | None = None,
+    extra_env: dict[str, str] | None = None,
+    config: Path | None = None,
+    models: tuple[str, ...] = (),
+) -> Server:
+    """Start the service with ``config`` (the default config) and ``models``
+    (`serve`'s arguments and options) on a free loopback port and wait until
+    its first model is loaded. ``history``: a SQLite file (by default one in
+    ``tmp``) or a PostgreSQL URL."""
     port = free_port()
     history = history or tmp / "history.sqlite3"
     where = (
@@ -69,7 +77,7 @@ def start_server(tmp: Path, *, history: Path | str | None = None, extra_env: dic
     log = tmp / f"server-{port}.log"
     with open(log, "w") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mistralvllm", "serve", "--config", str(config or REPO / "config" / "config.json"), "--port", str(port)],
+            [sys.executable, "-m", "mistralvllm", "serve", "--config", str(config or REPO / "config" / "config.json"), "--port", str(port), *models],
             env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,

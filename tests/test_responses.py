@@ -253,7 +253,7 @@ BAD_INPUTS: list[tuple[dict[str, Any], str, str]] = [
     ({"text": {"format": {"type": "yaml"}}}, "text.format", "json_schema"),
     ({"text": {"format": {"type": "json_schema", "name": "x"}}}, "text.format.json_schema.schema", "Field required"),
     ({"metadata": {"key": "x" * 600}}, "metadata", "at most 512"),
-    ({"extra_body": {"reasoning": {"effort": "high"}}}, "reasoning", "Extra inputs are not permitted"),
+    ({"text": {"frobnicate": 1}}, "text.frobnicate", "Extra inputs are not permitted"),
 ]
 
 

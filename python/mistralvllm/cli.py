@@ -24,7 +24,7 @@ from .errors import MistralVllmError, ModelLoadError
 from .history import open_history
 from .history_commands import history
 from .model_commands import models, plan, quantize
-from .models import default_model_path, served_model_name
+from .models import default_model_path, resolve_model
 from .session import Session
 from .tools import load_python_tool
 
@@ -35,20 +35,37 @@ def main() -> None:
     """Chat with local models on the mistral.rs engine."""
 
 
+def located_model(config: Config, model: str | None) -> ServedModelSection:
+    """The model ``model`` names (`Config.model_entry`; the config's first
+    without it), its name resolved to the file it names (downloaded first
+    where it must be)."""
+    entry = config.served_models()[0] if model is None else config.model_entry(model)
+    try:
+        path = resolve_model(entry.path)
+    except ModelLoadError as e:
+        if model is None or config.find_model(model) is not None:
+            raise
+        names = ", ".join(name for each in config.served_models() for name in each.names)
+        raise ModelLoadError(f"{e}, nor a configured model name (configured: {names})") from None
+    return entry if entry.path in (None, str(path)) else entry.model_copy(update={"path": str(path)})
+
+
 def chosen_model(config: Config, model: str | None, lora_dirs: tuple[str, ...]) -> ServedModelSection:
-    """The model ``chat --model`` picks: a configured model's name or alias,
-    else a model file or directory (with the first model's options); the
-    config's first model without it. ``lora_dirs`` replace its adapters."""
-    entry = config.served_models()[0]
-    if model is not None:
-        found = config.find_model(model)
-        if found is None and not Path(model).expanduser().exists():
-            names = ", ".join(name for each in config.served_models() for name in each.names)
-            raise ModelLoadError(f"{model}: no such model file or directory, nor a configured model name (configured: {names})")
-        entry = found or entry.model_copy(update={"path": str(Path(model).expanduser()), "name": served_model_name(model)})
+    """The model ``chat --model`` picks (`located_model`). ``lora_dirs`` replace its adapters."""
+    entry = located_model(config, model)
     if lora_dirs:
         entry = entry.model_copy(update={"lora": [str(Path(d).expanduser().resolve()) for d in lora_dirs]})
     return entry
+
+
+def served_config(config: Config, models: tuple[str, ...]) -> Config:
+    """``config`` serving ``models`` (its own where none are given), each
+    located (`located_model`) and checked, so that a missing model is an
+    error at start, not a service stuck at 503."""
+    entries = [located_model(config, model) for model in models] if models else [located_model(config, e.name) for e in config.served_models()]
+    for entry in entries:
+        inspect_model(entry.path or default_model_path())
+    return config if entries == config.served_models() else config.with_models(entries)
 
 
 def load_session(model: ServedModelSection, console: Console, *, quiet: bool) -> Session:
@@ -77,7 +94,11 @@ def answer_constraint(regex: str | None, grammar_file: Path | None) -> dict[str,
 
 @main.command()
 @config_option
-@click.option("--model", help="A model the config names (models[].name or an alias), or a .gguf file or Hugging Face model directory.")
+@click.option(
+    "--model",
+    help="A model the config names (models[].name or an alias), a .gguf file or model directory, "
+    "an Ollama name (qwen2.5:0.5b) or a Hugging Face repo id (org/name, org/name:Q4_K_M).",
+)
 @click.option("--resume", "resume_id", help="Continue a stored conversation (id or id prefix).")
 @click.option("--system", "system_prompt", help="System prompt for a new conversation.")
 @click.option("--json", "as_json", is_flag=True, help="Pipe mode: print the answer as JSON.")
@@ -147,11 +168,20 @@ def chat(
 
 @main.command()
 @config_option
+@click.argument("model_args", metavar="[MODEL]...", nargs=-1)
+@click.option(
+    "--model",
+    "model_options",
+    multiple=True,
+    help="A model to serve (repeatable), as chat's --model takes it; with the config's options. Default: the config's models.",
+)
 @click.option("--host", help="Address to bind (default: the config's server.host, 127.0.0.1).")
 @click.option("--port", type=int, help="Port (default: the config's server.port, 8000).")
 @reports_errors
-def serve(config_path: Path | None, host: str | None, port: int | None) -> None:
-    """Serve the OpenAI-compatible API and the web chat page."""
+def serve(config_path: Path | None, model_args: tuple[str, ...], model_options: tuple[str, ...], host: str | None, port: int | None) -> None:
+    """Serve the OpenAI-compatible API and the web chat page, for each MODEL:
+    a configured model's name, a .gguf file or model directory, an Ollama
+    name (qwen2.5:0.5b) or a Hugging Face repo id (org/name, org/name:Q4_K_M)."""
     import logging
 
     import uvicorn
@@ -160,10 +190,7 @@ def serve(config_path: Path | None, host: str | None, port: int | None) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     server = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-    config = load_config(config_path, overrides={"server": server} if server else None)
-    # A missing or unreadable model is an error at start, not a service stuck at 503.
-    for entry in config.served_models():
-        inspect_model(entry.path or default_model_path())
+    config = served_config(load_config(config_path, overrides={"server": server} if server else None), (*model_args, *model_options))
     if config.server.host not in ("127.0.0.1", "localhost", "::1") and config.server.api_key is None:
         Console(stderr=True).print(
             f"WARNING: listening on {config.server.host} without an API key: anyone who can reach this port can use the model "

@@ -1,8 +1,10 @@
 """The commands about model files: `plan` a per-layer topology for a memory
-budget, `quantize` a model to UQFF once, and list the config's `models`."""
+budget, `quantize` a model to UQFF once, and list the `models` there are (the
+config's, Ollama's and the Hugging Face cache's)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -15,11 +17,12 @@ from rich.text import Text
 
 from ._core import Topology, inspect_model
 from .command_options import config_option, reports_errors
-from .config import load_config
+from .config import ServedModelSection, load_config
 from .errors import MistralVllmError
-from .models import default_model_path
+from .models import default_model_path, resolve_model
 from .planner import DTYPE_BYTES, ModelInventory, Plan, PlanCheck, Quality, check_plan, parse_memory, plan_topology
 from .session import Session
+from .stores import StoredModel, huggingface, ollama
 
 MIB = 2**20
 
@@ -143,19 +146,51 @@ def quantize(model_dir: Path, isq: str | None, topology_file: Path | None, out: 
 
 @click.command()
 @config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the lists as JSON.")
 @reports_errors
-def models(config_path: Path | None) -> None:
-    """The config's models (the first loads at start-up): name, aliases, path, format, architecture, layers, size."""
+def models(config_path: Path | None, as_json: bool) -> None:
+    """The config's models (the first loads at start-up), then the models
+    Ollama has pulled and those in the Hugging Face cache, by the names that
+    `chat --model` and `serve` take. Nothing is downloaded."""
     config = load_config(config_path)
-    table = Table("name", "aliases", "path", "format", "architecture", "layers", "size")
-    for entry in config.served_models():
-        path = entry.path or str(default_model_path())
-        named = (entry.name, ", ".join(entry.aliases))
-        try:
-            found = inspect_model(path)
-        except MistralVllmError as e:
-            table.add_row(*map(Text, (*named, path, "-", str(e), "-", "-")))
-            continue
-        facts = (found["path"], found["format"], found["architecture"], str(found["num_layers"]), f"{found['size_bytes'] / MIB:.0f} MiB")
-        table.add_row(*map(Text, (*named, *facts)))
-    Console().print(table)
+    configured = [_configured_model(entry) for entry in config.served_models()]
+    stores = {
+        f"pulled by Ollama ({_places(ollama.store_dirs())})": ollama.list_models(),
+        f"Hugging Face cache ({huggingface.cache_dir()})": huggingface.list_models(),
+    }
+    if as_json:
+        found = [[dataclasses.asdict(model) | {"path": str(model.path)} for model in listed] for listed in stores.values()]
+        click.echo(json.dumps({"configured": configured, "ollama": found[0], "huggingface": found[1]}, indent=2))
+        return
+    console = Console()
+    table = Table("name", "aliases", "path", "format", "architecture", "layers", "size", title="configured")
+    for model in configured:
+        size = "-" if model["size_bytes"] is None else f"{model['size_bytes'] / MIB:.0f} MiB"
+        facts = (model["format"] or "-", model["architecture"] or model["error"], str(model["num_layers"] or "-"), size)
+        table.add_row(*map(Text, (model["name"], ", ".join(model["aliases"]), model["path"], *facts)))
+    console.print(table)
+    for title, listed in stores.items():
+        console.print(_stored_models(title, listed) if listed else Text(f"{title}: none"))
+
+
+def _stored_models(title: str, listed: list[StoredModel]) -> Table:
+    table = Table("name", "path", "size", title=title)
+    for model in listed:
+        table.add_row(Text(model.name), Text(str(model.path)), f"{model.size_bytes / MIB:.0f} MiB")
+    return table
+
+
+def _places(paths: list[Path]) -> str:
+    return ", ".join(map(str, paths)) or "no store found; OLLAMA_MODELS names one"
+
+
+def _configured_model(entry: ServedModelSection) -> dict[str, Any]:
+    """What the files of a configured model say, or why they could not be read."""
+    listed: dict[str, Any] = {"name": entry.name, "aliases": entry.aliases, "path": entry.path or str(default_model_path())}
+    listed.update({"format": None, "architecture": None, "num_layers": None, "size_bytes": None, "error": None})
+    try:
+        found = inspect_model(resolve_model(entry.path, download=False))
+    except MistralVllmError as e:
+        return {**listed, "error": str(e)}
+    facts = {key: found[key] for key in ("format", "architecture", "num_layers", "size_bytes")}
+    return {**listed, "path": found["path"], **facts}

@@ -26,8 +26,8 @@ from .allocator import keep_large_blocks_out_of_the_heap
 from .cache_options import KvMem, parse_kv_mem, prefix_cache_bytes, prefix_cache_count
 from .collect import ChatResult, collect
 from .context_window import context_overflow
-from .errors import ConfigError, ModelLoadError, RequestError
-from .models import default_model_path
+from .errors import ConfigError, RequestError
+from .models import resolve_model
 from .sampling import check_sampling, choice_options
 from .session_info import EngineStats, ModelInfo, SequenceCounts, SessionInfo
 from .tensor_parallel import Backend, apply_tensor_parallel
@@ -82,13 +82,8 @@ class Session:
         tensor_parallel: Backend = "auto",
         ring_config: str | os.PathLike[str] | None = None,
     ) -> None:
-        # Everything comes from local files; never let the engine reach a hub.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         keep_large_blocks_out_of_the_heap()
-        try:
-            path = default_model_path() if model is None else Path(model).expanduser()
-        except RuntimeError:
-            raise ModelLoadError(f"{model}: starts with ~ but names no known user") from None
+        path = resolve_model(model)
         apply_tensor_parallel(tensor_parallel, ring_config)
         prefix_cache = prefix_cache_count(prefix_cache)
         prefix_cache_limit = prefix_cache_bytes(prefix_cache_mem)

@@ -29,6 +29,7 @@ MESSAGES = "/v1/messages"  # Anthropic's
 RESPONSES = "/v1/responses"
 OLLAMA_CHAT, OLLAMA_GENERATE = "/api/chat", "/api/generate"
 OK_MESSAGES = [{"role": "user", "content": "Hi"}]
+MESSAGE_WITH_UNKNOWN_FIELD = [{"role": "user", "content": "Hi", "frobnicate": 1}]
 
 
 def chat_body(**fields: object) -> dict[str, object]:
@@ -72,7 +73,8 @@ HTTP_CASES: list[tuple[str, str, bytes | dict[str, object], int, str]] = [
     ("invalid role", CHAT, chat_body(messages=[{"role": "wizard", "content": "hi"}]), 400, "role"),
     ("message without content", CHAT, chat_body(messages=[{"role": "user"}]), 400, "content"),
     ("content is a number", CHAT, chat_body(messages=[{"role": "user", "content": 42}]), 400, "content"),
-    ("unknown field", CHAT, chat_body(frobnicate=True), 400, "frobnicate"),
+    # Unknown top-level fields are ignored (tests/test_client_conventions.py); a part's are refused.
+    ("unknown field in a message", CHAT, chat_body(messages=MESSAGE_WITH_UNKNOWN_FIELD), 400, "messages.0.frobnicate"),
     ("temperature is text", CHAT, chat_body(temperature="hot"), 400, "temperature"),
     ("negative temperature", CHAT, chat_body(temperature=-1), 400, "temperature"),
     ("top_p above 1", CHAT, chat_body(top_p=1.5), 400, "top_p"),
@@ -152,7 +154,7 @@ HTTP_CASES: list[tuple[str, str, bytes | dict[str, object], int, str]] = [
     ("anthropic: top_k zero", MESSAGES, chat_body(top_k=0), 400, "top_k"),
     ("anthropic: stop_sequences is a string", MESSAGES, chat_body(stop_sequences="END"), 400, "stop_sequences"),
     ("anthropic: stream is text", MESSAGES, chat_body(stream="yes"), 400, "stream"),
-    ("anthropic: unknown field", MESSAGES, chat_body(frobnicate=True), 400, "frobnicate"),
+    ("anthropic: unknown field in a message", MESSAGES, chat_body(messages=MESSAGE_WITH_UNKNOWN_FIELD), 400, "messages.0.frobnicate"),
     ("anthropic: tool name with a space", MESSAGES, chat_body(tools=[{"name": "f g", "input_schema": {}}]), 400, "tools.0.name"),
     ("anthropic: server tool", MESSAGES, chat_body(tools=[{"type": "web_search_20250305", "name": "web_search"}]), 400, "tools.0.type"),
     (
@@ -193,7 +195,7 @@ HTTP_CASES: list[tuple[str, str, bytes | dict[str, object], int, str]] = [
     ("ollama messages is a string", OLLAMA_CHAT, ollama_body(messages="hello"), 400, "messages"),
     ("ollama invalid role", OLLAMA_CHAT, ollama_body(messages=[{"role": "wizard", "content": "hi"}]), 400, "role"),
     ("ollama content is a number", OLLAMA_CHAT, ollama_body(messages=[{"role": "user", "content": 42}]), 400, "messages.0.content"),
-    ("ollama unknown field", OLLAMA_CHAT, ollama_body(frobnicate=True), 400, "frobnicate"),
+    ("ollama unknown field in a message", OLLAMA_CHAT, ollama_body(messages=MESSAGE_WITH_UNKNOWN_FIELD), 400, "messages.0.frobnicate"),
     ("ollama stream is text", OLLAMA_CHAT, ollama_body(stream="yes"), 400, "stream"),
     ("ollama temperature is text", OLLAMA_CHAT, ollama_body(options={"temperature": "hot"}), 400, "options.temperature"),
     ("ollama negative num_predict", OLLAMA_CHAT, ollama_body(options={"num_predict": -5}), 400, "options.num_predict"),

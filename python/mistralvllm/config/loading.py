@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..cpu_builds import CPU_BUILD_VARIABLE
 from ..errors import ConfigError
+from ..models import is_model_name
 from .settings import Config
 
 ENV_PREFIX = "MISTRALVLLM_"
@@ -140,16 +141,23 @@ def _relative_to(base: Path, value: str, config_file: Path, field: str) -> str:
     return str(path if path.is_absolute() else base / path)
 
 
+def _model_relative_to(base: Path, value: str, config_file: Path, field: str) -> str:
+    """A model path relative to the config file, or a model name as it is
+    (an Ollama name or a Hugging Face repo id, where no such path exists)."""
+    path = _relative_to(base, value, config_file, field)
+    return value if not Path(path).exists() and is_model_name(value) else path
+
+
 def _resolve_relative_paths(data: dict[str, Any], config_file: Path) -> dict[str, Any]:
     """Model, adapter and history paths written in a file are relative to the file."""
     base = config_file.resolve().parent
     model = data.get("model")
     if isinstance(model, dict) and isinstance(model.get("lora"), list):
         model["lora"] = [_relative_to(base, entry, config_file, "model.lora") if isinstance(entry, str) else entry for entry in model["lora"]]
-    for section in ("model", "history"):
+    for section, relative in (("model", _model_relative_to), ("history", _relative_to)):
         value = data.get(section)
         if isinstance(value, dict) and isinstance(value.get("path"), str):
-            data[section] = {**value, "path": _relative_to(base, value["path"], config_file, f"{section}.path")}
+            data[section] = {**value, "path": relative(base, value["path"], config_file, f"{section}.path")}
     entries = data.get("models")
     if isinstance(entries, list):
         for index, entry in enumerate(entries):
@@ -157,7 +165,7 @@ def _resolve_relative_paths(data: dict[str, Any], config_file: Path) -> dict[str
                 continue
             field = f"models[{index}]"
             if isinstance(entry.get("path"), str):
-                entry["path"] = _relative_to(base, entry["path"], config_file, f"{field}.path")
+                entry["path"] = _model_relative_to(base, entry["path"], config_file, f"{field}.path")
             if isinstance(entry.get("lora"), list):
                 entry["lora"] = [_relative_to(base, item, config_file, f"{field}.lora") if isinstance(item, str) else item for item in entry["lora"]]
     return data

@@ -36,7 +36,11 @@ def _check_device(value: str | None) -> str | None:
 class ModelSection(Section):
     """Which model to load and how."""
 
-    path: str | None = Field(None, description="A .gguf file or a Hugging Face model directory; null: the bundled default model")
+    path: str | None = Field(
+        None,
+        description="A .gguf file or a Hugging Face model directory, or a model's name: an Ollama name (qwen2.5:0.5b) "
+        "or a Hugging Face repo id (org/name, org/name:Q4_K_M); null: the bundled default model",
+    )
     dtype: Literal["auto", "bf16", "f16", "f32"] = "auto"
     device: str = Field("auto", description="auto, cpu, cuda[N] or metal[N]")
     isq: str | None = Field(None, description="In-situ quantization of the whole (plain) model, e.g. Q4K")

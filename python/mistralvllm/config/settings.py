@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field, model_validator
 
 from .._core import Topology
-from ..models import DEFAULT_MODEL_FILE, served_model_name
+from ..errors import ConfigError
+from ..models import DEFAULT_MODEL_FILE, is_model_name, served_model_name
 from .model_sections import EngineSection, ModelSection, PagedAttentionSection, ServedModelSection, TopologyRangeSection, build_topology
 from .sections import HistorySection, SamplingSection, Section, ServerSection
 
@@ -60,6 +63,29 @@ class Config(Section):
     def find_model(self, name: str) -> ServedModelSection | None:
         """The configured model that ``name`` names (its name or an alias)."""
         return next((entry for entry in self.served_models() if name in entry.names), None)
+
+    def model_entry(self, model: str) -> ServedModelSection:
+        """The model that ``model`` names: a configured model's name or alias;
+        else a model file, directory or name (see `mistralvllm.models`),
+        served under that name with the first configured model's options."""
+        found = self.find_model(model)
+        if found is not None:
+            return found
+        try:
+            path = model if is_model_name(model) else str(Path(model).expanduser())
+        except RuntimeError:
+            raise ConfigError(f"{model}: starts with ~ but names no known user") from None
+        return self.served_models()[0].model_copy(update={"path": path, "name": served_model_name(model), "aliases": []})
+
+    def with_models(self, models: Sequence[ServedModelSection]) -> Config:
+        """This config serving ``models`` (each name once) instead of its own."""
+        seen: dict[str, int] = {}
+        for index, entry in enumerate(models):
+            for name in entry.names:
+                if name in seen:
+                    raise ConfigError(f"models: {name!r} is given twice (model {seen[name] + 1} and model {index + 1}); name each model once")
+                seen[name] = index
+        return self.model_copy(update={"models": list(models)})
 
     def build_topology(self) -> Topology | None:
         """The first model's `topology` as a `Topology` (None when empty)."""

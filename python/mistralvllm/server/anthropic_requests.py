@@ -17,7 +17,7 @@ from pydantic import BeforeValidator, Field, StrictBool, model_validator
 from pydantic_core import PydanticCustomError
 
 from ..sampling_bounds import AnthropicTemperature, MaxTokens, TopK, TopP
-from .openai_requests import ChatCompletionRequest, ChatMessage, FunctionCall, Strict, ToolCallMessage
+from .openai_requests import ChatCompletionRequest, ChatMessage, FunctionCall, RequestBody, Strict, ToolCallMessage
 
 # Block types Anthropic's API has for media; this service's model reads text only.
 MEDIA_BLOCKS = ("image", "document")
@@ -165,7 +165,7 @@ class Metadata(Strict):
     user_id: str | None = Field(None, max_length=256)
 
 
-class CountTokensRequest(Strict):
+class CountTokensRequest(RequestBody):
     """`POST /v1/messages/count_tokens`: the prompt part of a request."""
 
     model: str

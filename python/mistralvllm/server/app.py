@@ -15,7 +15,7 @@ from .. import __version__
 from ..config import Config
 from .anthropic_responses import error_body as anthropic_error
 from .exception_handlers import add_error_shape, add_exception_handlers
-from .middleware import BodyLimit, count_requests
+from .middleware import BodyLimit, JsonBodies, count_requests
 from .ollama_serving import error_body as ollama_error
 from .routes import chat, completions, conversations, messages, ollama, responses, system, tokens
 from .state import ServiceState
@@ -34,6 +34,7 @@ def create_app(config: Config) -> FastAPI:
     app = FastAPI(title="mistralvllm", version=__version__, lifespan=lifespan)
     app.state.service = state
     app.add_middleware(BodyLimit, limit=config.server.max_request_bytes)
+    app.add_middleware(JsonBodies)
     app.middleware("http")(count_requests)
     add_exception_handlers(app)
     add_error_shape(app, messages.PREFIX, anthropic_error)

@@ -1,5 +1,6 @@
-"""What every request passes through before a route: the body-size limit,
-and the request counter (with a log line for requests no route logged)."""
+"""What every request passes through before a route: bodies read as JSON
+whatever their content type, the body-size limit, and the request counter
+(with a log line for requests no route logged)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,36 @@ from .api_error import APIError
 from .exception_handlers import error_response
 
 log = logging.getLogger("mistralvllm.server")
+
+
+# The content types FastAPI reads as JSON (its own test: application/json or
+# application/*+json).
+JSON_CONTENT_TYPE = b"application/json"
+
+
+def _is_json(content_type: bytes) -> bool:
+    media_type = content_type.split(b";", 1)[0].strip().lower()
+    return media_type == JSON_CONTENT_TYPE or (media_type.startswith(b"application/") and media_type.endswith(b"+json"))
+
+
+class JsonBodies:
+    """Read every request body as JSON, as Ollama and llama-server do:
+    ``curl -d`` sends ``application/x-www-form-urlencoded`` and some clients
+    send ``text/plain`` or nothing, and FastAPI would hand such a body to the
+    route as bytes (a 400 that says "Input should be a valid dictionary").
+    Every route here takes JSON, so any other content type is taken for it; a
+    body that is not JSON stays a 400 ("JSON decode error")."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
+            headers = [(name, value) for name, value in scope["headers"] if name != b"content-type"]
+            content_type = next((value for name, value in scope["headers"] if name == b"content-type"), b"")
+            if not _is_json(content_type):
+                scope = {**scope, "headers": [*headers, (b"content-type", JSON_CONTENT_TYPE)]}
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:

@@ -22,7 +22,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, V
 
 from ..config import keep_alive_seconds
 from ..sampling_bounds import MAX_STOP_SEQUENCES, MinP, OllamaSeed, Penalty, RepetitionPenalty, Temperature, TopK, TopP
-from .openai_requests import ChatCompletionRequest, ChatMessage, CompletionRequest, FunctionCall, ResponseFormat, Strict, ToolCallMessage
+from .openai_requests import ChatCompletionRequest, ChatMessage, CompletionRequest, FunctionCall, RequestBody, ResponseFormat, Strict, ToolCallMessage
 
 # num_predict: no limit (-1), or fill the context (-2): the same here.
 NO_LIMIT = (-1, -2)
@@ -89,7 +89,7 @@ class Options(BaseModel):
         return {name: value for name, value in options.items() if value is not None}
 
 
-class GenerationRequest(Strict):
+class GenerationRequest(RequestBody):
     """What `/api/chat` and `/api/generate` share."""
 
     model: str = Field(min_length=1, description="The served model's name (as /api/tags lists it), with or without ':latest'")
@@ -226,7 +226,7 @@ class GenerateRequest(GenerationRequest):
         return CompletionRequest(model=model, prompt=self.prompt, stream=self.stream, **self.options.sampling())
 
 
-class ShowRequest(Strict):
+class ShowRequest(RequestBody):
     """`POST /api/show`; ``name`` is Ollama's older name for ``model``."""
 
     model: str | None = Field(None, min_length=1)
@@ -244,7 +244,7 @@ class ShowRequest(Strict):
         return self.model or self.name or ""
 
 
-class EmbedRequest(Strict):
+class EmbedRequest(RequestBody):
     """`POST /api/embed` (answered 501: a chat model does not embed here)."""
 
     model: str = Field(min_length=1)
@@ -255,7 +255,7 @@ class EmbedRequest(Strict):
     keep_alive: float | str | None = None
 
 
-class EmbeddingsRequest(Strict):
+class EmbeddingsRequest(RequestBody):
     """`POST /api/embeddings`, Ollama's older embedding route (answered 501 too)."""
 
     model: str = Field(min_length=1)

@@ -3,9 +3,10 @@ conversation routes), validated before a route sees them."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, StrictBool, field_validator, model_validator
 
 from ..sampling_bounds import (
     MAX_LOGIT_BIAS,
@@ -31,6 +32,31 @@ class Strict(BaseModel):
     every API's request models build on it."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+log = logging.getLogger("mistralvllm.server")
+
+
+class RequestBody(Strict):
+    """A whole request body. Client libraries add top-level fields of their own
+    or of newer API versions, so, as vLLM does, fields it does not know are
+    ignored and logged (once for each body type and set of fields); its parts
+    still refuse theirs, and a known field of the wrong type or range is a 400."""
+
+    model_config = ConfigDict(extra="ignore")
+    _ignored_fields_logged: ClassVar[set[tuple[str, frozenset[str]]]] = set()
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _log_ignored_fields(cls, data: Any, handler: ModelWrapValidatorHandler[RequestBody]) -> RequestBody:
+        body = handler(data)
+        if isinstance(data, dict):
+            known = {name for field_name, field in cls.model_fields.items() for name in (field_name, field.alias) if name}
+            ignored = frozenset(str(key) for key in data if key not in known)
+            if ignored and (cls.__name__, ignored) not in RequestBody._ignored_fields_logged:
+                RequestBody._ignored_fields_logged.add((cls.__name__, ignored))
+                log.warning("%s: ignored the request fields this service does not know: %s", cls.__name__, ", ".join(sorted(ignored)))
+        return body
 
 
 class TextPart(Strict):
@@ -86,21 +112,30 @@ def format_schema(kind: str, schema: dict[str, Any] | None) -> dict[str, Any] | 
 
 
 class ResponseFormat(Strict):
+    """OpenAI's ``response_format``, and llama-server's form of a schema,
+    ``{"type": "json_object", "schema": {...}}``, which structured-output
+    libraries send too."""
+
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
 
     @model_validator(mode="after")
     def _schema_given(self) -> ResponseFormat:
         if self.type == "json_schema" and self.json_schema is None:
             raise ValueError("json_schema is required when type is 'json_schema'")
+        if self.schema_ is not None and self.type != "json_object":
+            raise ValueError(f"schema goes with type 'json_object' (llama-server's form), not {self.type!r}; for json_schema give json_schema.schema")
         return self
 
     def answer_schema(self) -> dict[str, Any] | None:
         """The JSON schema the answer must follow, if any."""
+        if self.schema_ is not None:
+            return self.schema_
         return format_schema(self.type, self.json_schema.schema_ if self.json_schema else None)
 
 
-class SamplingRequest(Strict):
+class SamplingRequest(RequestBody):
     """Fields shared by chat and text completions."""
 
     prompt_param: ClassVar[str] = "messages"
@@ -257,7 +292,7 @@ class CompletionRequest(SamplingRequest):
         return {} if self.logprobs is None else {"logprobs": True, "top_logprobs": self.logprobs}
 
 
-class TokenizeRequest(Strict):
+class TokenizeRequest(RequestBody):
     """`POST /tokenize` (vLLM's): a raw ``prompt`` or chat ``messages``."""
 
     model: str | None = None
@@ -274,14 +309,14 @@ class TokenizeRequest(Strict):
         return self
 
 
-class DetokenizeRequest(Strict):
+class DetokenizeRequest(RequestBody):
     """`POST /detokenize` (vLLM's)."""
 
     model: str | None = None
     tokens: list[int]
 
 
-class RenameRequest(BaseModel):
+class RenameRequest(RequestBody):
     """`PATCH /v1/conversations/{id}`: a new title."""
 
     title: str = Field(max_length=200)

@@ -15,7 +15,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BeforeValidator, Discriminator, Field, StrictBool, Tag, ValidationInfo, field_validator, model_validator
 
 from ..sampling_bounds import MaxTokens, Temperature, TopP
-from .openai_requests import Strict, format_schema
+from .openai_requests import RequestBody, Strict, format_schema
 
 # OpenAI's limits on metadata: 16 pairs, keys up to 64 characters, values up to 512.
 METADATA_PAIRS, METADATA_KEY_LENGTH, METADATA_VALUE_LENGTH = 16, 64, 512
@@ -163,7 +163,7 @@ class TextConfig(Strict):
         return format_schema(self.format.type, self.format.schema_ if isinstance(self.format, JsonSchemaFormat) else None)
 
 
-class ResponseRequest(Strict):
+class ResponseRequest(RequestBody):
     """`POST /v1/responses`."""
 
     prompt_param: ClassVar[str] = "input"
