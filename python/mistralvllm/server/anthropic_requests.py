@@ -161,6 +161,20 @@ class ToolChoiceNone(Strict):
 ToolChoice = Annotated[ToolChoiceAuto | ToolChoiceAny | ToolChoiceTool | ToolChoiceNone, Field(discriminator="type")]
 
 
+class Thinking(Strict):
+    """Extended thinking: refused unless disabled, as this service's models
+    answer without thinking first (Anthropic refuses it for such models too)."""
+
+    type: Literal["enabled", "disabled", "adaptive"]
+    budget_tokens: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _disabled(self) -> Thinking:
+        if self.type != "disabled":
+            raise ValueError("this model does not think before it answers; leave thinking out or set its type to 'disabled'")
+        return self
+
+
 class Metadata(Strict):
     user_id: str | None = Field(None, max_length=256)
 
@@ -174,6 +188,7 @@ class CountTokensRequest(RequestBody):
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None
     cache_control: CacheControl | None = None
+    thinking: Thinking | None = None
 
     @model_validator(mode="after")
     def _prompt_is_answerable(self) -> CountTokensRequest:
