@@ -18,7 +18,7 @@ prompts), and for us also the GGUF with the prefix cache off (peak RSS like
 for like with llama-cpp-python, which keeps no KV across requests) and the
 plain model with the seed's topology.
 Results go to benches/results/<date>-<host>-engines.json; benches/report.py
-turns them into the plot and the README table.
+turns them into the plot, the README's short table and the full one in docs/benchmarks.md.
 """
 
 from __future__ import annotations

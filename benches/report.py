@@ -1,25 +1,28 @@
-"""Turn the newest benches/results/*-engines.json into a plot and the README's
-speed table (between the bench-table markers). Run by `make bench` with the
-peers' venv, which has matplotlib.
+"""Turn the newest benches/results/*-engines.json into a plot and two speed
+tables: a short one in the README (between the bench-table markers) and the
+full one, with latencies, ratios and the binding overhead, in
+docs/benchmarks.md (between the bench-full-table markers). Run by
+`make bench` with the peers' venv, which has matplotlib.
 
-    python benches/report.py [RESULTS.json]
+    python benches/report.py [--no-plot] [RESULTS.json]
+
+The newest results file is the one with the latest date in its name
+(<date>-<host>-engines.json); on the same date, the one written last.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
+import os
 from pathlib import Path
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benches" / "results"
 README = REPO / "README.md"
+BENCHMARKS = REPO / "docs" / "benchmarks.md"
 START, END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
+FULL_START, FULL_END = "<!-- bench-full-table:start -->", "<!-- bench-full-table:end -->"
 NAMES = {
     "mistralvllm": "mistralvllm (GGUF)",
     "mistralvllm-no-prefix-cache": "mistralvllm (GGUF, prefix cache off)",
@@ -30,6 +33,11 @@ NAMES = {
 
 
 def plot(report: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     figure, axes = plt.subplots(figsize=(7, 4.2))
     for row in report["engines"]:
         clients = [c["clients"] for c in row["concurrency"]]
@@ -49,10 +57,35 @@ def plot(report: dict, out: Path) -> None:
     figure.savefig(out, dpi=110)
 
 
-def table(report: dict, results: Path, png: Path) -> str:
+def link(path: Path, page: Path) -> str:
+    """A relative Markdown link to `path` from the page `page`."""
+    return f"[`{path.name}`]({os.path.relpath(path, page.parent)})"
+
+
+def short_table(report: dict, results: Path, page: Path) -> str:
+    """The README's table: one line per engine, the figures a user compares."""
     lines = [
-        f"Measured {report['date']} on `{report['host']}` ({report['threads']} threads), `{results.relative_to(REPO)}`; "
-        f"plot: `{png.relative_to(REPO)}`. Medians of {report['repetitions']}; "
+        f"Measured {report['date']} on `{report['host']}` ({report['threads']} threads, the default model), {link(results, page)}; "
+        f"medians of {report['repetitions']}. Full table, latencies and how it is measured: "
+        f"[docs/benchmarks.md]({os.path.relpath(BENCHMARKS, page.parent)}).",
+        "",
+        "| engine | decode tok/s | prompt tok/s | 8 chats at once, tok/s | peak RSS |",
+        "|---|---|---|---|---|",
+    ]
+    for row in report["engines"]:
+        eight = next(c for c in row["concurrency"] if c["clients"] == 8)
+        serialized = " (serialized)" if row["serialized"] else ""
+        lines.append(
+            f"| {NAMES.get(row['engine'], row['engine'])} | {row['decode_tok_s']['median']:.1f} | {row['prompt_tok_s_median']:.0f} "
+            f"| {eight['aggregate_tok_s']:.1f}{serialized} | {row['peak_rss_mib']:.0f} MiB |"
+        )
+    return "\n".join(lines)
+
+
+def table(report: dict, results: Path, png: Path, page: Path) -> str:
+    lines = [
+        f"Measured {report['date']} on `{report['host']}` ({report['threads']} threads), {link(results, page)}; "
+        f"plot: {link(png, page)}. Medians of {report['repetitions']}; "
         f"decode = {report['decode_tokens']} new tokens; prompt = {report['long_prompt_tokens']} tokens; "
         f"roofline = {report['memory_bandwidth_gib_s']:.1f} GiB/s copy bandwidth / {report['bytes_per_token'] / 2**20:.0f} MiB of weights "
         f"= {report['roofline_decode_tok_s']:.0f} tok/s; fidelity = prompts of {len(report['fidelity_prompts'])} whose first "
@@ -107,18 +140,35 @@ def table(report: dict, results: Path, png: Path) -> str:
     return "\n".join(lines)
 
 
+def newest_results() -> Path:
+    """The engines results with the latest date in their name; on one date, the last written.
+    Only the names engines.py writes (<date>-<host>-engines.json) are candidates."""
+    return max(RESULTS.glob("*-engines.json"), key=lambda p: (p.name[:10], p.stat().st_mtime))
+
+
+def write_between(page: Path, start: str, end: str, body: str) -> None:
+    text = page.read_text()
+    if start not in text or end not in text:
+        raise SystemExit(f"{page}: the markers {start} / {end} are missing")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    page.write_text(f"{head}{start}\n{body}\n{end}{tail}")
+
+
 def main() -> None:
-    results = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else max(RESULTS.glob("*-engines.json"), key=lambda p: p.stat().st_mtime)
+    parser = argparse.ArgumentParser(description="The speed tables (README, docs/benchmarks.md) and plot from an engines results file.")
+    parser.add_argument("results", nargs="?", type=Path, help="an engines results file (default: the newest)")
+    parser.add_argument("--no-plot", action="store_true", help="write the tables only, leaving the plot as it is")
+    args = parser.parse_args()
+    results = args.results.resolve() if args.results else newest_results()
     report = json.loads(results.read_text())
     png = results.with_suffix(".png")
-    plot(report, png)
-    text = README.read_text()
-    if START not in text or END not in text:
-        raise SystemExit(f"{README}: the markers {START} / {END} are missing")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    README.write_text(f"{head}{START}\n{table(report, results, png)}\n{END}{tail}")
-    print(f"wrote {png} and the table in {README}")
+    if not args.no_plot:
+        plot(report, png)
+        print(f"wrote {png}")
+    write_between(README, START, END, short_table(report, results, README))
+    write_between(BENCHMARKS, FULL_START, FULL_END, table(report, results, png, BENCHMARKS))
+    print(f"wrote the short table in {README} and the full one in {BENCHMARKS}")
 
 
 if __name__ == "__main__":
