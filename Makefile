@@ -164,7 +164,7 @@ bench-memory: build
 	env -u RUST_BACKTRACE $(PY) benches/memory.py
 
 # A portable wheel (no native CPU flags) under dist/: candle's quantized
-# kernels pick AVX2 at run time (patches/candle-core-0.10.2/0003), and a
+# kernels pick AVX2 at run time (patches/candle-core-0.10.2/0001-avx2-kernels-chosen-at-run-time), and a
 # second build for x86-64-v4 (AVX-512) rides along, loaded on import where
 # the CPU has it (scripts/wheel_cpu_builds.py; its own target dir).
 wheel: venv patched-crates

@@ -59,9 +59,11 @@ def test_the_patched_sources_are_built_from_the_published_crate(root: Path) -> N
     [prepared] = patch_crates.prepare(root, quiet=True)
     assert prepared == root / "patched" / CRATE
     attention = (prepared / "src/attention/backends/cpu.rs").read_text()
-    # Our patches, in order: the last one to touch the CPU attention (0023)
-    # removed the single-query kernel that the first one (0001) had fixed.
+    # Our patches, in order: the first (0001-cpu-attention-kernel) puts one
+    # kernel in place of the single-query one, the last (0013-cpu-silu-...)
+    # uses that kernel's e^x.
     assert "fn softmax_and_weighted_values" in attention and "fn flash_attn_cpu_single_q" not in attention
+    assert "crate::attention::exp_of_non_positive" in (prepared / "src/ops.rs").read_text()
     assert (prepared / "Cargo.toml").is_file()
     stamp = prepared / patch_crates.STAMP
     before = stamp.stat().st_mtime_ns, (prepared / "src/lib.rs").stat().st_mtime_ns
@@ -77,6 +79,7 @@ def test_the_repository_patches_are_what_cargo_builds() -> None:
         for patch in patch_dir.glob("*.patch"):
             header = patch.read_text().split("\n--- a/", 1)[0]
             assert "What was wrong:" in header and "How it showed:" in header and "Proof:" in header, patch.name
+            assert "\nForwarded: " in header and "\nLast-Update: " in header, patch.name
 
 
 def test_a_patch_that_does_not_apply_names_itself_and_the_crate(root: Path) -> None:

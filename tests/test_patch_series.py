@@ -155,7 +155,7 @@ def test_commits_not_yet_exported_are_never_overwritten(demo: Path) -> None:
     patch_series.edit(demo, ["demo"])
     repo = demo / "patched-edit" / "demo"
     _edit_demo(repo)
-    with pytest.raises(PatchError, match="has commits that differ from .*make patches-export"):
+    with pytest.raises(PatchError, match=r"has commits that differ from .*make patches-export"):
         patch_series.edit(demo, ["demo"])
     (repo / "README").write_text("uncommitted")
     with pytest.raises(PatchError, match="has changes not committed"):
