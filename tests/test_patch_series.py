@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import types
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _load(name: str):  # type: ignore[no-untyped-def]
+def _load(name: str) -> types.ModuleType:
     """The script as a module, shared with tests/test_patch_crates.py."""
     if name in sys.modules:
         return sys.modules[name]
