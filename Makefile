@@ -16,7 +16,7 @@ FEATURES ?=
 PYTEST_ARGS ?=
 PYTHON_LIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 
-.PHONY: venv lint patched-crates build browser postgres chat serve bench bench-batched bench-choices bench-service bench-uqff bench-kv bench-prefix bench-replicas bench-memory bench-wheel bench-fidelity bench-gguf-types test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda check-flash-attn wheel-cuda clean
+.PHONY: venv lint patched-crates patches-edit patches-export build browser postgres chat serve bench bench-batched bench-choices bench-service bench-uqff bench-kv bench-prefix bench-replicas bench-memory bench-wheel bench-fidelity bench-gguf-types test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda check-flash-attn wheel-cuda clean
 
 venv: $(VENV)/.deps
 
@@ -30,6 +30,17 @@ $(VENV)/.deps: requirements/dev.txt requirements/model.txt
 # crates.io sources in patched/ before any cargo call (Cargo.toml's [patch]).
 patched-crates:
 	$(PYTHON) scripts/patch_crates.py
+
+# The patch series as git repositories, one per crate (patched-edit/<crate>/:
+# the published source, then a commit per patch), and back to patches/.
+# Change patches there with git, never by hand: patches/README.md.
+# CRATES=mistralrs-core limits either to the crates named.
+CRATES ?=
+patches-edit:
+	$(PYTHON) scripts/patch_series.py edit $(CRATES)
+
+patches-export:
+	$(PYTHON) scripts/patch_series.py export $(CRATES)
 
 build: venv patched-crates
 	rm -rf python/mistralvllm/cpu
@@ -153,7 +164,7 @@ bench-memory: build
 	env -u RUST_BACKTRACE $(PY) benches/memory.py
 
 # A portable wheel (no native CPU flags) under dist/: candle's quantized
-# kernels pick AVX2 at run time (patches/candle-core-0.10.2/0003), and a
+# kernels pick AVX2 at run time (patches/candle-core-0.10.2/0001-avx2-kernels-chosen-at-run-time), and a
 # second build for x86-64-v4 (AVX-512) rides along, loaded on import where
 # the CPU has it (scripts/wheel_cpu_builds.py; its own target dir).
 wheel: venv patched-crates

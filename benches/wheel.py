@@ -2,8 +2,9 @@
 
 The wheel is built without `-C target-cpu=native`, so it runs on any
 x86-64 CPU; candle's quantized kernels pick their AVX2 code at run time
-(patches/candle-core-0.10.2/0003). It also carries a build for x86-64-v4,
-which the package loads where the CPU has AVX-512 (mistralvllm/cpu_builds.py).
+(patches/candle-core-0.10.2/0001-avx2-kernels-chosen-at-run-time). It also
+carries a build for x86-64-v4, which the package loads where the CPU has
+AVX-512 (mistralvllm/cpu_builds.py).
 This measures what the wheel costs on this machine: decode tok/s and prompt
 tok/s, each engine in its own process, and whether the greedy texts are the
 same; "wheel" is the build the wheel loads here, "wheel-base" its portable

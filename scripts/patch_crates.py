@@ -92,6 +92,11 @@ def _crate_bytes(name: str, version: str, expected: str, download_dir: Path) -> 
     return data
 
 
+def _download_dir() -> Path:
+    """Where crates fetched from crates.io are kept (Cargo's cache is only read)."""
+    return Path(os.environ.get("MISTRALVLLM_CACHE_DIR", Path.home() / ".cache" / "mistralvllm")) / "crates"
+
+
 def _unpack(data: bytes, name: str, version: str, into: Path) -> Path:
     prefix = f"{name}-{version}"
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
@@ -127,7 +132,7 @@ def prepare(root: Path, *, quiet: bool = False) -> list[Path]:
     """Prepare ``patched/<crate>-<version>`` for every directory of ``patches/``."""
     patches_root, out_root = root / "patches", root / "patched"
     lock_file = root / "Cargo.lock"
-    download_dir = Path(os.environ.get("MISTRALVLLM_CACHE_DIR", Path.home() / ".cache" / "mistralvllm")) / "crates"
+    download_dir = _download_dir()
     prepared = []
     for patch_dir in sorted(p for p in patches_root.iterdir() if p.is_dir()):
         match = CRATE_DIR.match(patch_dir.name)

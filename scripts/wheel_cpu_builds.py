@@ -2,7 +2,7 @@
 command (maturin's wheel build) with those builds in the package.
 
 The portable build runs on any x86-64 CPU: candle's quantized kernels choose
-AVX2/VNNI at run time (patches/candle-core-0.10.2/0003, 0011), but all the
+AVX2/VNNI at run time (patches/candle-core-0.10.2/0001, 0002), but all the
 code around them is SSE2. On an AVX-512 CPU that costs ~10% against a build
 for the CPU. So the wheel also carries a build for x86-64-v4 (AVX-512), staged at
 ``python/mistralvllm/cpu/<level>/_core.abi3.so`` for the command

@@ -1,6 +1,6 @@
 """Continuous batching on CPU: sequences decoded in one step keep their own
-answers (patches/mistralrs-core-0.8.1/0001 fixed the batched decode
-attention that made them leak into each other)."""
+answers (patches/mistralrs-core-0.8.1/0001-cpu-attention-kernel fixed the
+batched decode attention that made them leak into each other)."""
 
 from __future__ import annotations
 
@@ -138,14 +138,14 @@ with Session(sys.argv[1], prefix_cache=0, max_num_seqs=16) as session, ThreadPoo
 # The default model's KV cache (f16 on the CPU): 30 layers x (K + V) x 3 KV
 # heads x 64 dims x 2 bytes per token.
 KV_BYTES_PER_TOKEN = 30 * 2 * 3 * 64 * 2
-# The cache grows in blocks of this many tokens (patches/mistralrs-core-0.8.1/0019).
+# The cache grows in blocks of this many tokens (patches/mistralrs-core-0.8.1/0012-kv-cache-memory-on-cpu).
 KV_BLOCK_TOKENS = 64
 
 
 def test_sixteen_chats_hold_their_kv_cache_once(default_model: Path) -> None:
     """The batch's KV cache is the only copy while a step runs: neither the
     sequences' own rows nor their prompts' preallocated caches are kept
-    beside it (patches/mistralrs-core-0.8.1/0026). Before that, RSS rose by
+    beside it (patches/mistralrs-core-0.8.1/0012-kv-cache-memory-on-cpu). Before that, RSS rose by
     more than twice the batch's KV; now by that KV plus the rest of a step.
 
     The bound, 2.2x the batch's KV, is below what holding it twice must cost

@@ -100,7 +100,7 @@ def test_text_completion_continues_a_raw_prompt(session: Session) -> None:
 def test_an_answer_cut_inside_a_character_still_finishes(session: Session) -> None:
     # "★" is three byte tokens; an answer ending after the first (max_tokens)
     # or second lost its last chunk, and the stream closed without finishing
-    # (patches/mistralrs-core-0.8.1/0021).
+    # (patches/mistralrs-core-0.8.1/0010-streaming-and-usage).
     star = session.tokenize(prompt="★", add_special_tokens=False)
     assert len(star) == 3
     for cut in (1, 2):

@@ -28,7 +28,7 @@ def test_concurrent_answers_match_sequential_ones(session: Session) -> None:
 def test_equal_length_prompts_do_not_leak_into_each_other(session: Session) -> None:
     """Regression: mistral.rs 0.8.1 decoded a CPU batch of equal-length
     sequences with one sequence's attention for all (fixed by
-    patches/mistralrs-core-0.8.1/0001; more in test_batching.py)."""
+    patches/mistralrs-core-0.8.1/0001-cpu-attention-kernel; more in test_batching.py)."""
     france = [{"role": "user", "content": "What is the capital city of France?"}]
     assert session.count_tokens(france) == session.count_tokens(WATER)
     alone = [session.chat(m, max_tokens=20).text for m in (WATER, france)]

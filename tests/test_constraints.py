@@ -27,7 +27,7 @@ def test_regex_constrains_the_answer(session: Session, question: str, pattern: s
 
 
 def test_a_satisfied_constraint_ends_the_answer(session: Session) -> None:
-    """Regression (patches/mistralrs-core-0.8.1/0003): once the constraint was
+    """Regression (patches/mistralrs-core-0.8.1/0003-constrained-decoding): once the constraint was
     complete the engine kept sampling the constraint's end token, which is
     not the model's, until max_tokens or the end of the context window."""
     schema = {"type": "object", "properties": {"name": {"type": "string"}, "country": {"type": "string"}}, "required": ["name", "country"]}

@@ -1,5 +1,5 @@
 """Log-probabilities, logit bias, several answers (n) and tokenize/detokenize
-through the Python API (patches/mistralrs-core-0.8.1/0012, 0013)."""
+through the Python API (patches/mistralrs-core-0.8.1/0009-sampling-log-probabilities-logit-bias-context)."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def test_logit_bias_bans_and_forces_a_token(session: Session) -> None:
 def test_every_token_has_its_logprob_also_inside_a_character(session: Session) -> None:
     # "★" is three byte tokens. A token that ends inside a character shows no
     # text until the character is complete, and its log-probability was lost
-    # with it: 4 tokens, 2 entries (patches/mistralrs-core-0.8.1/0030).
+    # with it: 4 tokens, 2 entries (patches/mistralrs-core-0.8.1/0010-streaming-and-usage).
     star = session.tokenize(prompt="★", add_special_tokens=False)
     forced = {token: 100.0 for token in star}
     chat = session.chat(QUESTION, max_tokens=4, logprobs=True, logit_bias=forced)

@@ -59,9 +59,11 @@ def test_the_patched_sources_are_built_from_the_published_crate(root: Path) -> N
     [prepared] = patch_crates.prepare(root, quiet=True)
     assert prepared == root / "patched" / CRATE
     attention = (prepared / "src/attention/backends/cpu.rs").read_text()
-    # Our patches, in order: the last one to touch the CPU attention (0023)
-    # removed the single-query kernel that the first one (0001) had fixed.
+    # Our patches, in order: the first (0001-cpu-attention-kernel) puts one
+    # kernel in place of the single-query one, the last (0013-cpu-silu-...)
+    # uses that kernel's e^x.
     assert "fn softmax_and_weighted_values" in attention and "fn flash_attn_cpu_single_q" not in attention
+    assert "crate::attention::exp_of_non_positive" in (prepared / "src/ops.rs").read_text()
     assert (prepared / "Cargo.toml").is_file()
     stamp = prepared / patch_crates.STAMP
     before = stamp.stat().st_mtime_ns, (prepared / "src/lib.rs").stat().st_mtime_ns
@@ -72,11 +74,12 @@ def test_the_patched_sources_are_built_from_the_published_crate(root: Path) -> N
 def test_the_repository_patches_are_what_cargo_builds() -> None:
     """Cargo.toml points at the step's output for every patched crate."""
     cargo_toml = (REPO / "Cargo.toml").read_text()
-    for patch_dir in (REPO / "patches").iterdir():
+    for patch_dir in (p for p in (REPO / "patches").iterdir() if p.is_dir()):
         assert f'path = "patched/{patch_dir.name}"' in cargo_toml
         for patch in patch_dir.glob("*.patch"):
             header = patch.read_text().split("\n--- a/", 1)[0]
             assert "What was wrong:" in header and "How it showed:" in header and "Proof:" in header, patch.name
+            assert "\nForwarded: " in header and "\nLast-Update: " in header, patch.name
 
 
 def test_a_patch_that_does_not_apply_names_itself_and_the_crate(root: Path) -> None:

@@ -41,7 +41,7 @@ def settled_stats(session: Session) -> dict[str, int | None]:
 def bytes_per_token(session: Session) -> int:
     """KV bytes one token holds: keys and values of every layer (SmolLM2-135M:
     30 layers, 3 KV heads of 64), in f16 on the CPU whatever the activations'
-    dtype (patches/mistralrs-core-0.8.1/0024: f32 held 4 bytes an element)."""
+    dtype (patches/mistralrs-core-0.8.1/0012-kv-cache-memory-on-cpu: f32 held 4 bytes an element)."""
     assert session.info()["device"] == "cpu"
     return 30 * 2 * 3 * 64 * 2
 
@@ -70,7 +70,7 @@ def test_repeated_system_prompt_hits_the_prefix_cache(default_model: Path) -> No
 
 def test_an_identical_prompt_hits_the_prefix_cache(default_model: Path) -> None:
     """The same prompt asked again reuses all of it but its last token
-    (patches/mistralrs-core-0.8.1/0009); the engine gave up on it before."""
+    (patches/mistralrs-core-0.8.1/0002-prefix-cache-eviction-memory-identical-prompts); the engine gave up on it before."""
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is the capital of France?"}]
     with Session(default_model, prefix_cache=4) as session:
         first = session.chat(messages, max_tokens=8)
@@ -82,7 +82,7 @@ def test_an_identical_prompt_hits_the_prefix_cache(default_model: Path) -> None:
 
 def test_a_prompt_from_the_cache_answers_as_one_read_in_full(default_model: Path) -> None:
     """A prompt whose last token is read on top of the cache gets the same
-    attention as when it is read in full (patches/mistralrs-core-0.8.1/0023):
+    attention as when it is read in full (patches/mistralrs-core-0.8.1/0001-cpu-attention-kernel):
     the greedy answers of this prompt parted at the ninth word when decoding
     had a kernel of its own."""
     messages = [{"role": "system", "content": "Your name is Zorblax."}, {"role": "user", "content": "What is your name?"}]
@@ -100,7 +100,7 @@ def test_a_seeded_answer_is_the_same_with_its_prompt_from_the_cache(default_mode
     """The first token after a prompt from the prefix cache was sampled with
     only the prompt's uncached part as its context: the seeded draw (keyed by
     the position) and the penalties saw a shorter text, and the answer parted
-    from the one read in full at its first token (patches/mistralrs-core-0.8.1/0031)."""
+    from the one read in full at its first token (patches/mistralrs-core-0.8.1/0009-sampling-log-probabilities-logit-bias-context)."""
     messages = [{"role": "user", "content": "Name three colours."}]
     with Session(default_model, prefix_cache=4) as session:
         first, again = (session.chat(messages, max_tokens=12, temperature=1.0, seed=5, frequency_penalty=0.5) for _ in range(2))
@@ -110,7 +110,7 @@ def test_a_seeded_answer_is_the_same_with_its_prompt_from_the_cache(default_mode
 
 def test_usage_counts_the_cached_prompt_tokens(default_model: Path) -> None:
     """Usage names the prompt tokens the prefix cache supplied, for chats and
-    text completions (patches/mistralrs-core-0.8.1/0016)."""
+    text completions (patches/mistralrs-core-0.8.1/0010-streaming-and-usage)."""
     system = {"role": "system", "content": SYSTEM}
     with Session(default_model, prefix_cache=4) as session:
         first = session.chat([system, {"role": "user", "content": "What is the capital of France?"}], max_tokens=4).usage
@@ -128,7 +128,7 @@ def test_usage_counts_the_cached_prompt_tokens(default_model: Path) -> None:
 
 @pytest.mark.parametrize(("kept", "hits"), [(1, 0), (2, 1)])
 def test_the_oldest_prefix_is_evicted_beyond_the_count(default_model: Path, kept: int, hits: int) -> None:
-    """On CPU the engine never evicted (patches/mistralrs-core-0.8.1/0002):
+    """On CPU the engine never evicted (patches/mistralrs-core-0.8.1/0002-prefix-cache-eviction-memory-identical-prompts):
     with room for one cache, a prompt in between (sharing no token with the
     system prompt) must push the system prompt's cache out."""
     with Session(default_model, prefix_cache=kept) as session:
@@ -147,7 +147,7 @@ STORIES_IN_TURN = [
 
 
 def test_prefix_hits_in_turn_answer_as_alone(default_model: Path) -> None:
-    """Regression (patches/mistralrs-core-0.8.1/0004): when one of two
+    """Regression (patches/mistralrs-core-0.8.1/0004-continuous-batching-on-cpu): when one of two
     sequences decoding in turn finished, the scheduler made the other read
     its whole context again as a prompt, onto the KV cache its prefix hit
     had kept ("owned by a baker was called" for "owned by a kind-hearted baker")."""
@@ -163,7 +163,7 @@ def test_prefix_hits_in_turn_answer_as_alone(default_model: Path) -> None:
 
 def test_a_kept_prefix_holds_only_its_tokens(default_model: Path) -> None:
     """Each kept sequence held its whole KV buffer, sized for 512 tokens and
-    more, or a view of its whole batch's (patches/mistralrs-core-0.8.1/0005)."""
+    more, or a view of its whole batch's (patches/mistralrs-core-0.8.1/0002-prefix-cache-eviction-memory-identical-prompts)."""
     with Session(default_model, prefix_cache=16) as session:
         before = settled_stats(session)  # the engine's warm-up at load keeps its own
         short = session.complete("The sky is", max_tokens=4)
@@ -201,7 +201,7 @@ def test_the_byte_limit_evicts_the_oldest(default_model: Path, limit_mib: int, h
 def test_hits_on_kept_sequences_of_different_lengths_decode_together(default_model: Path) -> None:
     """A kept cache holds only its tokens; on a hit it must get back the room
     a fresh cache of its length has, or two hits on kept sequences of
-    different lengths cannot share a batch (patches/mistralrs-core-0.8.1/0005):
+    different lengths cannot share a batch (patches/mistralrs-core-0.8.1/0002-prefix-cache-eviction-memory-identical-prompts):
     each prompt below reuses a different kept sequence, at the same offset."""
     with Session(default_model, prefix_cache=16, max_num_seqs=8) as session:
         length = lambda prompt: len(session._engine.tokenize(prompt=prompt))  # noqa: E731
@@ -220,7 +220,7 @@ def test_hits_on_kept_sequences_of_different_lengths_decode_together(default_mod
 
 
 def test_the_engine_publishes_its_cache_usage(default_model: Path) -> None:
-    """KV-cache usage comes from the engine (patches/mistralrs-core-0.8.1/0006):
+    """KV-cache usage comes from the engine (patches/mistralrs-core-0.8.1/0005-engine-publishes-cache-usage):
     tokens of the sequences it holds (blocks too with paged attention, off on CPU)."""
     with Session(default_model, prefix_cache=4) as session:
         # Settled: the engine's warm-up request at load (one token of "hello")

@@ -61,9 +61,9 @@ def prefix_cache_count(prefix_cache: int | None) -> int:
 def prefix_cache_bytes(prefix_cache_mem: int | str | None) -> int:
     """Bytes of KV data the prefix cache may hold: MiB as an int, or
     ``"512MiB"``/``"1GiB"``; ``None`` means 256 MiB. Each kept sequence holds
-    its own tokens only (patches/mistralrs-core-0.8.1/0005): 22.5 KiB per
-    token with the default model (its KV cache is f16 on the CPU, 0024), so
-    256 MiB keeps ~11,600 tokens."""
+    its own tokens only (patches/mistralrs-core-0.8.1/0002-prefix-cache-eviction-memory-identical-prompts):
+    22.5 KiB per token with the default model (its KV cache is f16 on the
+    CPU, 0012-kv-cache-memory-on-cpu), so 256 MiB keeps ~11,600 tokens."""
     if prefix_cache_mem is None:
         prefix_cache_mem = DEFAULT_PREFIX_CACHE_MEM
     if isinstance(prefix_cache_mem, bool):

@@ -92,7 +92,7 @@ pub struct LoadOptions {
     pub paged_attn: Option<PagedAttentionConfig>,
     pub max_num_seqs: usize,
     pub prefix_cache_n: Option<usize>,
-    /// Bytes of KV data the prefix cache may hold (patches/mistralrs-core-0.8.1/0005).
+    /// Bytes of KV data the prefix cache may hold (patches/mistralrs-core-0.8.1/0002-prefix-cache-eviction-memory-identical-prompts).
     pub prefix_cache_bytes: Option<usize>,
     pub dtype: ModelDType,
 }

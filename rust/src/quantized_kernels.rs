@@ -60,7 +60,8 @@ fn q5_1_vec_dot_matches_the_scalar_code() {
 }
 
 /// The kernels candle already had (Q4_0, Q8_0 and the K types), now reached
-/// through the run-time dispatch of patches/candle-core-0.10.2/0003.
+/// through the run-time dispatch of
+/// patches/candle-core-0.10.2/0001-avx2-kernels-chosen-at-run-time.
 #[test]
 fn dispatched_vec_dots_match_the_scalar_code() {
     check_vec_dot::<BlockQ4_0>();
@@ -118,22 +119,22 @@ fn check_matmul<T: GgmlType>() {
     }
 }
 
-/// Q4_1's four-column kernel (patches/candle-core-0.10.2/0005, 0008: eight
-/// rows at a time).
+/// Q4_1's four-column kernel, eight rows at a time
+/// (patches/candle-core-0.10.2/0004-four-columns-and-up-to-eight-rows-per-kernel-call).
 #[test]
 fn q4_1_matmul_gives_a_row_the_same_alone_and_in_a_batch() {
     check_matmul::<BlockQ4_1>();
 }
 
-/// Q8_0's four-row kernel (patches/candle-core-0.10.2/0006): bit-equal to
-/// `vec_dot`, which one row takes.
+/// Q8_0's four-row kernel, bit-equal to `vec_dot`, which one row takes
+/// (patches/candle-core-0.10.2/0004-four-columns-and-up-to-eight-rows-per-kernel-call).
 #[test]
 fn q8_0_matmul_gives_a_row_the_same_alone_and_in_a_batch() {
     check_matmul::<BlockQ8_0>();
 }
 
-/// Q4_0's, Q5_0's and Q5_1's four-column kernels
-/// (patches/candle-core-0.10.2/0010: laid out as Q4_1's).
+/// Q4_0's, Q5_0's and Q5_1's four-column kernels, laid out as Q4_1's
+/// (patches/candle-core-0.10.2/0004-four-columns-and-up-to-eight-rows-per-kernel-call).
 #[test]
 fn q4_0_matmul_gives_a_row_the_same_alone_and_in_a_batch() {
     check_matmul::<BlockQ4_0>();
@@ -156,10 +157,11 @@ fn default_matmul_gives_a_row_the_same_alone_and_in_a_batch() {
     check_matmul::<BlockQ4K>();
 }
 
-/// Q8_0's and Q8_1's quantization of activations (patches/candle-core-0.10.2/0009:
-/// AVX2, chosen at run time) writes the scalar code's bytes: the scale amax /
-/// 127 as f16, each value times its inverse rounded half away from zero, and
-/// Q8_1's sum times the scale; a block of exact halves and one of zeros too.
+/// Q8_0's and Q8_1's quantization of activations (AVX2, chosen at run time:
+/// patches/candle-core-0.10.2/0001-avx2-kernels-chosen-at-run-time) writes the
+/// scalar code's bytes: the scale amax / 127 as f16, each value times its
+/// inverse rounded half away from zero, and Q8_1's sum times the scale; a
+/// block of exact halves and one of zeros too.
 #[test]
 fn q8_quantization_of_activations_matches_the_scalar_code() {
     let mut values = random_floats(32 * 64, 7);

@@ -272,7 +272,7 @@ impl Session {
 
     /// Counters of the engine since the session started (sequences begun,
     /// how many of them reused a cached prefix) and what its caches hold as of
-    /// its last step (patches/mistralrs-core-0.8.1/0006).
+    /// its last step (patches/mistralrs-core-0.8.1/0005-engine-publishes-cache-usage).
     fn engine_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let model = self.model()?;
         let logger = model
