@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -109,3 +111,17 @@ def test_an_answer_cut_inside_a_character_still_finishes(session: Session) -> No
         assert result.finish_reason == "length"
         assert result.text.endswith("\ufffd")
         assert result.usage.completion_tokens == cut
+
+
+def test_an_answer_without_max_tokens_stops_at_the_context_window(tiny_model: Path, tmp_path: Path) -> None:
+    # The tiny random llama never writes its end token; with a 96-token window
+    # its answer fills what the prompt leaves (the engine ran past the window
+    # by the prompt's length and failed: patches/mistralrs-core-0.8.1/0014).
+    small_window = tmp_path / "tiny-96"
+    shutil.copytree(tiny_model, small_window)
+    config = json.loads((small_window / "config.json").read_text())
+    (small_window / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 96}))
+    with Session(small_window) as session:
+        for result in (session.chat(ITALY), session.complete("The capital of Italy is")):
+            assert result.finish_reason == "length"
+            assert result.usage.prompt_tokens + result.usage.completion_tokens == 96

@@ -26,12 +26,13 @@ from mistralvllm.models import is_model_name, resolve_model, served_model_name
 from mistralvllm.stores.huggingface import RepoName, quant_tag
 from mistralvllm.stores.ollama import OllamaName
 from prompts import ITALY
-from service import API_KEY, start_server
+from service import API_KEY, REPO, start_server
 
 GGUF_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF"
 PLAIN_REPO = "test-org/tiny-llama"
 OLLAMA_NAME = "smollm2:135m"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+CONFIG = REPO / "config" / "config.json"
 
 
 @dataclass
@@ -167,7 +168,7 @@ def test_models_lists_both_stores(stores: Stores) -> None:
 
 def test_chat_takes_a_model_by_name(stores: Stores, tmp_path: Path) -> None:
     env = {**os.environ, **stores.env, "MISTRALVLLM_HISTORY__PATH": str(tmp_path / "h.sqlite3"), "XDG_DATA_HOME": str(tmp_path / "data")}
-    chat = [sys.executable, "-m", "mistralvllm", "chat", "--json", "--model"]
+    chat = [sys.executable, "-m", "mistralvllm", "chat", "--config", str(CONFIG), "--json", "--model"]
     answers = [
         subprocess.run([*chat, name], input=ITALY[0]["content"], capture_output=True, text=True, env=env, timeout=120)
         for name in (OLLAMA_NAME, PLAIN_REPO)

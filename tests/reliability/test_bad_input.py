@@ -14,9 +14,13 @@ import os
 import shutil
 import sqlite3
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
+import gguf
 import httpx
+import numpy
 import pytest
 
 from mistralvllm import ConfigError, ModelLoadError, RequestError, Session, Topology
@@ -383,3 +387,22 @@ def test_topology_files_that_are_not_yaml_maps(tmp_path: Path, content: bytes) -
     with pytest.raises(ConfigError) as raised:
         Topology.from_file(path)
     assert str(path) in str(raised.value)
+
+
+def test_a_gguf_of_an_unknown_architecture_is_a_clear_error(tmp_path: Path) -> None:
+    """A GGUF of an architecture the engine lacks names it and what loads,
+    and nothing panics (the engine unwrapped its parse: patches/mistralrs-core-0.8.1/0015)."""
+    architecture = "gemma3"
+    path = tmp_path / f"{architecture}.gguf"
+    writer = gguf.GGUFWriter(path, architecture)
+    writer.add_block_count(1)
+    writer.add_tensor("token_embd.weight", numpy.zeros((4, 8), dtype=numpy.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    load = f"from mistralvllm import Session\nSession({str(path)!r})"
+    loaded = subprocess.run([sys.executable, "-c", load], capture_output=True, text=True, timeout=120, env={**os.environ, "RUST_BACKTRACE": "1"})
+    assert loaded.returncode == 1 and "ModelLoadError" in loaded.stderr, loaded.stderr
+    assert f"`{architecture}`" in loaded.stderr and "these architectures load: llama, mistral3, phi2, phi3" in loaded.stderr, loaded.stderr
+    assert "panicked" not in loaded.stderr and "unwrap" not in loaded.stderr, loaded.stderr
