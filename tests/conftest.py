@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from mistralvllm import Session, default_model_path
-from mistralvllm.convert import gguf_to_plain, random_llama
+from mistralvllm.convert import gguf_to_plain
+from model_makers import random_llama
 from postgres_server import PostgresServer, start_postgres
 from service import run_server
 

@@ -10,7 +10,7 @@ import pytest
 
 from mistralvllm import ConfigError, ModelLoadError, Session
 from mistralvllm.config import load_config
-from mistralvllm.convert import random_lora
+from model_makers import random_lora
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 

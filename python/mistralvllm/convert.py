@@ -120,7 +120,7 @@ def _llama_config(meta: dict[str, Any], num_layers: int) -> dict[str, Any]:
 
 
 @contextmanager
-def _staged_dir(out_dir: Path) -> Iterator[Path]:
+def staged_dir(out_dir: Path) -> Iterator[Path]:
     """A scratch directory beside ``out_dir`` renamed onto it on success, so an
     interrupted conversion never leaves a half-written model behind."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -169,112 +169,9 @@ def gguf_to_plain(gguf_path: str | os.PathLike[str], out_dir: str | os.PathLike[
     config["tie_word_embeddings"] = "lm_head.weight" not in tensors
     config["vocab_size"] = tensors["model.embed_tokens.weight"].shape[0]
 
-    with _staged_dir(out_dir) as staging:
+    with staged_dir(out_dir) as staging:
         save_file(tensors, str(staging / "model.safetensors"))
         (staging / "config.json").write_text(json.dumps(config, indent=2))
         (staging / "generation_config.json").write_text(json.dumps({"bos_token_id": config["bos_token_id"], "eos_token_id": config["eos_token_id"]}))
         _write_tokenizer(reader, meta, staging)
-    return out_dir
-
-
-def random_llama(template_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, num_layers: int = 2, seed: int = 0) -> Path:
-    """A tiny llama with random weights and the tokenizer of ``template_dir``,
-    for fast tests of loading, ISQ and topologies (its text is gibberish)."""
-    import numpy as np
-    from safetensors.numpy import save_file
-
-    template_dir, out_dir = Path(template_dir), Path(out_dir)
-    config = json.loads((template_dir / "config.json").read_text())
-    hidden, intermediate, heads, kv_heads = 64, 128, 4, 2
-    config.update(
-        hidden_size=hidden,
-        intermediate_size=intermediate,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        num_hidden_layers=num_layers,
-    )
-    head_dim = hidden // heads
-    rng = np.random.default_rng(seed)
-
-    def weight(*shape: int) -> Any:
-        return rng.normal(0.0, 0.02, size=shape).astype(np.float32)
-
-    tensors = {
-        "model.embed_tokens.weight": weight(config["vocab_size"], hidden),
-        "model.norm.weight": np.ones(hidden, dtype=np.float32),
-    }
-    for layer in range(num_layers):
-        prefix = f"model.layers.{layer}"
-        tensors |= {
-            f"{prefix}.self_attn.q_proj.weight": weight(heads * head_dim, hidden),
-            f"{prefix}.self_attn.k_proj.weight": weight(kv_heads * head_dim, hidden),
-            f"{prefix}.self_attn.v_proj.weight": weight(kv_heads * head_dim, hidden),
-            f"{prefix}.self_attn.o_proj.weight": weight(hidden, heads * head_dim),
-            f"{prefix}.mlp.gate_proj.weight": weight(intermediate, hidden),
-            f"{prefix}.mlp.up_proj.weight": weight(intermediate, hidden),
-            f"{prefix}.mlp.down_proj.weight": weight(hidden, intermediate),
-            f"{prefix}.input_layernorm.weight": np.ones(hidden, dtype=np.float32),
-            f"{prefix}.post_attention_layernorm.weight": np.ones(hidden, dtype=np.float32),
-        }
-    with _staged_dir(out_dir) as staging:
-        save_file(tensors, str(staging / "model.safetensors"))
-        (staging / "config.json").write_text(json.dumps(config, indent=2))
-        for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
-            shutil.copy(template_dir / name, staging / name)
-    return out_dir
-
-
-def random_lora(
-    model_dir: str | os.PathLike[str],
-    out_dir: str | os.PathLike[str],
-    *,
-    rank: int = 8,
-    alpha: float = 16.0,
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj"),
-    scale: float = 0.2,
-    seed: int = 0,
-) -> Path:
-    """A LoRA adapter for the llama in ``model_dir``, in PEFT's layout
-    (adapter_config.json, adapter_model.safetensors), with random A and B.
-    (PEFT starts B at zero, which would change nothing; random B stands in
-    for a few training steps.)"""
-    import numpy as np
-    from safetensors.numpy import save_file
-
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
-    config = json.loads((model_dir / "config.json").read_text())
-    hidden, heads = config["hidden_size"], config["num_attention_heads"]
-    head_dim = config.get("head_dim") or hidden // heads
-    kv_width = config.get("num_key_value_heads", heads) * head_dim
-    shapes = {  # (out, in) of each projection
-        "q_proj": (heads * head_dim, hidden),
-        "k_proj": (kv_width, hidden),
-        "v_proj": (kv_width, hidden),
-        "o_proj": (hidden, heads * head_dim),
-        "gate_proj": (config["intermediate_size"], hidden),
-        "up_proj": (config["intermediate_size"], hidden),
-        "down_proj": (hidden, config["intermediate_size"]),
-    }
-    rng = np.random.default_rng(seed)
-    tensors = {}
-    for layer in range(config["num_hidden_layers"]):
-        for module in target_modules:
-            block = "mlp" if module in ("gate_proj", "up_proj", "down_proj") else "self_attn"
-            prefix = f"base_model.model.model.layers.{layer}.{block}.{module}"
-            out_features, in_features = shapes[module]
-            tensors[f"{prefix}.lora_A.weight"] = rng.normal(0.0, scale, size=(rank, in_features)).astype(np.float32)
-            tensors[f"{prefix}.lora_B.weight"] = rng.normal(0.0, scale, size=(out_features, rank)).astype(np.float32)
-    adapter_config = {
-        "peft_type": "LORA",
-        "task_type": "CAUSAL_LM",
-        "base_model_name_or_path": str(model_dir),
-        "r": rank,
-        "lora_alpha": alpha,
-        "lora_dropout": 0.0,
-        "target_modules": list(target_modules),
-        "bias": "none",
-    }
-    with _staged_dir(out_dir) as staging:
-        save_file(tensors, str(staging / "adapter_model.safetensors"))
-        (staging / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2))
     return out_dir
