@@ -24,7 +24,7 @@ use crate::sampling::Sampling;
 use crate::scorer::ForcedScorer;
 use crate::session_info::SessionInfo;
 use crate::session_settings::{ResolvedSettings, SessionSettings};
-use crate::stream::{ChatStream, PromptCounter};
+use crate::stream::ChatStream;
 use crate::topology::Topology;
 
 /// Chunks one stream holds. The engine awaits a full channel, and that
@@ -71,7 +71,6 @@ impl Session {
         request: Request,
         rx: Receiver<Response>,
         stops: Vec<String>,
-        count_prompt: Option<PromptCounter>,
     ) -> Result<ChatStream> {
         let model = self.model()?;
         let (running, sent_at) = py.detach(|| {
@@ -80,7 +79,7 @@ impl Session {
             send_to_engine(&model, request)?;
             Ok::<_, Error>((running, sent_at))
         })?;
-        Ok(ChatStream::new(rx, running, sent_at, stops, count_prompt))
+        Ok(ChatStream::new(rx, running, sent_at, stops))
     }
 
     /// Run `scorer` over its tokens in the engine (one forced decoding step per token).
@@ -107,7 +106,7 @@ impl Session {
             logprobs: false,
             response: tx,
         });
-        let stream = self.submit(py, request, rx, Vec::new(), None)?;
+        let stream = self.submit(py, request, rx, Vec::new())?;
         py.detach(|| {
             while stream.next_chunk()?.is_some() {}
             Ok::<_, Error>(())
@@ -236,10 +235,9 @@ impl Session {
             tool_choice,
             logprobs,
         };
-        let count_prompt = self.prompt_counter(&request);
         let (tx, rx) = channel(STREAM_BUFFER);
         let engine_request = request.into_engine(tx)?;
-        Ok(self.submit(py, engine_request, rx, stops, Some(count_prompt))?)
+        Ok(self.submit(py, engine_request, rx, stops)?)
     }
 
     /// Log-probability of each token of `tokens` after the first, given the
@@ -350,25 +348,5 @@ impl Session {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .is_none()
-    }
-}
-
-impl Session {
-    /// Counts `request`'s prompt with the engine's tokenizer if the engine
-    /// refuses it as too long (the session may be closed by then: 0).
-    fn prompt_counter(&self, request: &ChatRequest) -> PromptCounter {
-        let model = self
-            .model
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(Arc::downgrade);
-        let input = request.input.clone();
-        Box::new(move || {
-            model
-                .and_then(|model| model.upgrade())
-                .and_then(|model| tokenize_input(&model, input, true, None).ok())
-                .map_or(0, |tokens| tokens.len())
-        })
     }
 }

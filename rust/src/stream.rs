@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use mistralrs::core::{ResponseLogprob, ToolCallResponse};
+use mistralrs::core::{PromptTooLong, ResponseLogprob, ToolCallResponse};
 use mistralrs::Response;
 use pyo3::prelude::*;
 use tokio::sync::mpsc::Receiver;
@@ -20,16 +20,11 @@ use crate::errors::{Error, Result};
 use crate::loader::RUNTIME;
 use crate::stop_trimmer::StopTrimmer;
 
-/// Counts the request's prompt tokens; asked only when the engine refuses
-/// the prompt as longer than the context window.
-pub type PromptCounter = Box<dyn FnOnce() -> usize + Send>;
-
 struct StreamState {
     rx: Option<Receiver<Response>>,
     running: Option<CountGuard>,
     first_token_s: Option<f64>,
     stops: StopTrimmer,
-    count_prompt: Option<PromptCounter>,
 }
 
 impl StreamState {
@@ -62,7 +57,7 @@ struct EngineDelta {
 
 /// What the engine sent: a delta (`Ok(None)` for a chunk without choices)
 /// or the error that ends the request.
-fn engine_delta(response: Option<Response>) -> std::result::Result<Option<EngineDelta>, String> {
+fn engine_delta(response: Option<Response>) -> Result<Option<EngineDelta>> {
     match response {
         Some(Response::Chunk(chunk)) => {
             Ok(chunk.choices.into_iter().next().map(|choice| EngineDelta {
@@ -84,35 +79,21 @@ fn engine_delta(response: Option<Response>) -> std::result::Result<Option<Engine
         }
         Some(Response::ModelError(message, _))
         | Some(Response::CompletionModelError(message, _)) => {
-            Err(format!("model error: {message}"))
+            Err(Error::request(format!("model error: {message}")))
         }
-        Some(Response::InternalError(e)) | Some(Response::ValidationError(e)) => Err(e.to_string()),
-        Some(_) => Err("unexpected response kind from the engine".to_string()),
-        None => Err("the engine closed the stream before the answer finished".to_string()),
-    }
-}
-
-/// The engine's own words for a prompt longer than the context window,
-/// followed by the window's length.
-const ENGINE_OVERFLOW: &str = "Prompt sequence length is greater than ";
-
-/// The engine's error as ours: a context overflow (counting the prompt with
-/// `count_prompt`) or a failed request.
-fn request_error(message: String, count_prompt: Option<PromptCounter>) -> Error {
-    let context_length = message.find(ENGINE_OVERFLOW).and_then(|at| {
-        let rest = &message[at + ENGINE_OVERFLOW.len()..];
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        rest[..digits].parse::<usize>().ok()
-    });
-    match context_length {
-        Some(context_length) => Error::ContextOverflow {
-            message,
-            prompt_tokens: count_prompt.map_or(0, |count| count()),
-            context_length,
-        },
-        None => Error::Request(message),
+        Some(Response::ValidationError(e)) => Err(match e.downcast_ref::<PromptTooLong>() {
+            Some(too_long) => Error::ContextOverflow {
+                message: e.to_string(),
+                prompt_tokens: too_long.prompt_tokens,
+                context_length: too_long.context_length,
+            },
+            None => Error::request(e.to_string()),
+        }),
+        Some(Response::InternalError(e)) => Err(Error::request(e.to_string())),
+        Some(_) => Err(Error::request("unexpected response kind from the engine")),
+        None => Err(Error::request(
+            "the engine closed the stream before the answer finished",
+        )),
     }
 }
 
@@ -122,7 +103,6 @@ impl ChatStream {
         running: CountGuard,
         sent_at: Instant,
         stops: Vec<String>,
-        count_prompt: Option<PromptCounter>,
     ) -> Self {
         Self {
             state: Mutex::new(StreamState {
@@ -130,7 +110,6 @@ impl ChatStream {
                 running: Some(running),
                 first_token_s: None,
                 stops: StopTrimmer::new(stops),
-                count_prompt,
             }),
             sent_at,
             cancelled: AtomicBool::new(false),
@@ -169,9 +148,9 @@ impl ChatStream {
             let mut delta = match engine_delta(response) {
                 Ok(Some(delta)) => delta,
                 Ok(None) => continue,
-                Err(message) => {
+                Err(error) => {
                     state.end();
-                    return Err(request_error(message, state.count_prompt.take()));
+                    return Err(error);
                 }
             };
             logprobs.extend(delta.logprob.take().map(TokenLogprob::from));
