@@ -21,7 +21,7 @@ from ..history import HistoryError, Turn
 from .api_error import APIError, engine_errors
 from .generation import ClientDisconnected, Limits, Receive, RequestTimedOut, run_choices
 from .model_pool import ModelLease
-from .openai_shape import OpenAIStream, system_fingerprint
+from .openai.serving import OpenAIStream, system_fingerprint
 from .state import ServiceState
 
 log = logging.getLogger("mistralvllm.server")

@@ -21,9 +21,9 @@ from ..sampling import choice_options
 from ..session import Session
 from .api_error import APIError, engine_errors
 from .model_pool import ModelLease
-from .openai_requests import ChatCompletionRequest, CompletionRequest
-from .openai_responses import ChatCompletion, Completion
-from .openai_shape import ChatShape, CompletionShape
+from .openai.bodies import ChatCompletion, Completion
+from .openai.requests import ChatCompletionRequest, CompletionRequest
+from .openai.serving import ChatShape, CompletionShape
 from .reply import GenerationRequest, Reply, Shape, W
 from .state import ServiceState
 from .stored_conversation import find_conversation, history_writes

@@ -14,8 +14,9 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BeforeValidator, Discriminator, Field, StrictBool, Tag, ValidationInfo, field_validator, model_validator
 
-from ..sampling_bounds import MaxTokens, Temperature, TopP
-from .openai_requests import RequestBody, Strict, format_schema
+from ...sampling_bounds import MaxTokens, Temperature, TopP
+from ..openai.requests import format_schema
+from ..request_body import RequestBody, Strict
 
 # OpenAI's limits on metadata: 16 pairs, keys up to 64 characters, values up to 512.
 METADATA_PAIRS, METADATA_KEY_LENGTH, METADATA_VALUE_LENGTH = 16, 64, 512

@@ -16,8 +16,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, StrictBool, model_validator
 from pydantic_core import PydanticCustomError
 
-from ..sampling_bounds import AnthropicTemperature, MaxTokens, TopK, TopP
-from .openai_requests import ChatCompletionRequest, ChatMessage, FunctionCall, RequestBody, Strict, ToolCallMessage
+from ...sampling_bounds import AnthropicTemperature, MaxTokens, TopK, TopP
+from ..openai.requests import ChatCompletionRequest, ChatMessage, FunctionCall, ToolCallMessage
+from ..request_body import RequestBody, Strict
 
 # Block types Anthropic's API has for media; this service's model reads text only.
 MEDIA_BLOCKS = ("image", "document")

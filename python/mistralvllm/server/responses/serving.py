@@ -15,15 +15,19 @@ import json
 import time
 from typing import Any, Literal
 
-from .._core import ChatChunk
-from ..collect import StreamedAnswer
-from ..history import ConversationNotFoundError, ConversationSummary, StoredMessage, Turn
-from ..models import served_model_name
-from ..tools import messages_for_engine
-from .api_error import APIError
-from .model_pool import ServedModel
-from .reply import Reply
-from .responses_bodies import (
+from ..._core import ChatChunk
+from ...collect import StreamedAnswer
+from ...history import ConversationNotFoundError, ConversationSummary, StoredMessage, Turn
+from ...models import served_model_name
+from ...tools import messages_for_engine
+from ..api_error import APIError
+from ..model_pool import ServedModel
+from ..reply import Reply
+from ..serving import check_model, fitted_options, held, reply_id
+from ..state import ServiceState
+from ..stored_conversation import history_writes
+from ..stream_text import SERVER_SENT_EVENTS, event
+from .bodies import (
     DeletedResponse,
     FunctionCall,
     IncompleteDetails,
@@ -35,11 +39,7 @@ from .responses_bodies import (
     ResponseObject,
     ResponseUsage,
 )
-from .responses_requests import ResponseRequest
-from .serving import check_model, fitted_options, held, reply_id
-from .state import ServiceState
-from .stored_conversation import history_writes
-from .stream_text import SERVER_SENT_EVENTS, event
+from .requests import ResponseRequest
 
 RESPONSE_ID_PREFIX = "resp_"
 ResponseStatus = Literal["in_progress", "completed", "incomplete", "failed"]

@@ -18,27 +18,22 @@ from abc import ABC, abstractmethod
 from datetime import datetime, timezone
 from typing import Any, Generic, TypeVar
 
-from .._core import ChatChunk, ToolCall
-from ..collect import StreamedAnswer
-from . import serving
-from .api_error import APIError
-from .model_pool import ModelLease
-from .ollama_requests import ChatRequest, GenerateRequest, GenerationRequest
-from .ollama_responses import Answer, AssistantMessage, ChatResponse, GenerateResponse
-from .ollama_responses import ToolCall as ToolCallBody
-from .ollama_responses import ToolCallFunction as ToolCallFunctionBody
-from .reply import Reply
-from .state import ServiceState
-from .stream_text import json_line
+from ..._core import ChatChunk, ToolCall
+from ...collect import StreamedAnswer
+from .. import serving
+from ..api_error import APIError
+from ..model_pool import ModelLease
+from ..reply import Reply
+from ..state import ServiceState
+from ..stream_text import json_line
+from .bodies import Answer, AssistantMessage, ChatResponse, GenerateResponse, error_body
+from .bodies import ToolCall as ToolCallBody
+from .bodies import ToolCallFunction as ToolCallFunctionBody
+from .requests import ChatRequest, GenerateRequest, GenerationRequest
 
 # The prefix of an answer's id (in the log and the history; Ollama's bodies have none).
 ID_PREFIX = "ollama-"
 A = TypeVar("A", bound=Answer)
-
-
-def error_body(error: APIError) -> dict[str, Any]:
-    """An error in Ollama's shape: ``{"error": message}``."""
-    return {"error": error.message}
 
 
 def nanoseconds(seconds: float) -> int:

@@ -1,5 +1,6 @@
 """Response bodies of the Ollama API subset, as pydantic models, so that
-/docs describes what is sent.
+/docs describes what is sent, and Ollama's error shape for every error under
+``/api/``.
 
 Answers are sent with ``exclude_unset`` (a streamed line that is not the last
 has no ``done_reason`` nor timings), model descriptions with ``exclude_none``
@@ -11,6 +12,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+
+from ..api_error import APIError
 
 
 class Answer(BaseModel):
@@ -115,3 +118,8 @@ class ErrorBody(BaseModel):
     """Every error under /api/, in Ollama's shape."""
 
     error: str
+
+
+def error_body(error: APIError) -> dict[str, Any]:
+    """An error in Ollama's shape: ``{"error": message}``."""
+    return {"error": error.message}

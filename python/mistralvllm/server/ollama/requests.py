@@ -20,9 +20,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, field_validator, model_validator
 
-from ..config import keep_alive_seconds
-from ..sampling_bounds import MAX_STOP_SEQUENCES, MinP, OllamaSeed, Penalty, RepetitionPenalty, Temperature, TopK, TopP
-from .openai_requests import ChatCompletionRequest, ChatMessage, CompletionRequest, FunctionCall, RequestBody, ResponseFormat, Strict, ToolCallMessage
+from ...config import keep_alive_seconds
+from ...sampling_bounds import MAX_STOP_SEQUENCES, MinP, OllamaSeed, Penalty, RepetitionPenalty, Temperature, TopK, TopP
+from ..openai.requests import ChatCompletionRequest, ChatMessage, CompletionRequest, FunctionCall, ResponseFormat, ToolCallMessage
+from ..request_body import RequestBody, Strict
 
 # num_predict: no limit (-1), or fill the context (-2): the same here.
 NO_LIMIT = (-1, -2)

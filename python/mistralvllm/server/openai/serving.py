@@ -10,13 +10,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .._core import ChatChunk, TokenLogprob, Usage
-from ..collect import StreamedAnswer
-from ..tools import tool_call_body
-from .api_error import APIError
-from .openai_logprobs import CompletionLogprobWriter, chat_logprobs
-from .openai_requests import ChatCompletionRequest, CompletionRequest
-from .openai_responses import (
+from ..._core import ChatChunk, TokenLogprob, Usage
+from ...collect import StreamedAnswer
+from ...tools import tool_call_body
+from ..api_error import APIError
+from ..stream_text import SERVER_SENT_EVENTS, event
+from .bodies import (
     AssistantMessage,
     ChatChoice,
     ChatCompletion,
@@ -31,7 +30,8 @@ from .openai_responses import (
     ToolCallDelta,
     UsageBody,
 )
-from .stream_text import SERVER_SENT_EVENTS, event
+from .logprobs import CompletionLogprobWriter, chat_logprobs
+from .requests import ChatCompletionRequest, CompletionRequest
 
 
 def usage_body(usage: Usage | None, completion_tokens: int | None = None) -> UsageBody | None:
