@@ -51,6 +51,7 @@ class MessageShape:
     shape per reply: a stream counts the content blocks it has started."""
 
     media_type = SERVER_SENT_EVENTS
+    choices = None  # one answer to a request: no n
 
     def __init__(self, prompt_tokens: int) -> None:
         self.prompt_tokens = prompt_tokens

@@ -58,6 +58,7 @@ class AnswerShape(ABC, Generic[A]):
     the timings from the request's `Usage`; or all of that in one body."""
 
     media_type = "application/x-ndjson"
+    choices = None  # one answer to a request: no n
 
     def __init__(self, load_duration_ns: int) -> None:
         self.load_duration_ns = load_duration_ns

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from .. import serving
 from ..deps import Service, require_key
 from ..http_reply import send
+from . import serving
 from .bodies import ChatCompletion, Completion, ErrorBody
 from .requests import ChatCompletionRequest, CompletionRequest
 

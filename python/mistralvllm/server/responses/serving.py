@@ -117,6 +117,7 @@ class ResponseShape:
     failed) around the output items' events, numbered in order."""
 
     media_type = SERVER_SENT_EVENTS
+    choices = None  # one answer to a request: no n
 
     def __init__(self, body: ResponseRequest) -> None:
         self.settings = request_settings(body)
