@@ -3,8 +3,10 @@ limits, its fit in the context window), its conversation found and its
 question stored, and it becomes a `Reply` ready to run, answered in the
 request's API shape (`Shape`).
 
-It knows nothing of FastAPI: a route hands it the body (and the conversation
-id) and sends the reply it returns (`routes.reply.send`).
+Each API's own serving (``openai/``, ``responses/``, ``anthropic/``,
+``ollama/``) runs its requests here, translated into OpenAI's where need
+be, each answered in its API's shape. It knows nothing of FastAPI: a route
+sends the reply it returns (`http_reply.send`).
 """
 
 from __future__ import annotations

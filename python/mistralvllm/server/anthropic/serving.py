@@ -1,5 +1,5 @@
 """Anthropic's Messages API on the serving layer: a request runs as the
-OpenAI chat request it translates to (`serving.chat_reply`), and its
+OpenAI chat request it translates to (`server.serving.chat_reply`), and its
 `MessageShape` answers with the whole `Message`, or the events that stream it.
 
 A stream is ``message_start`` and ``ping``; then a content block per run of

@@ -32,27 +32,27 @@ class Answer(BaseModel):
     eval_duration: int | None = None
 
 
-class ToolCallFunction(BaseModel):
+class AnswerToolCallFunction(BaseModel):
     index: int
     name: str
     arguments: dict[str, Any]
 
 
-class ToolCall(BaseModel):
+class AnswerToolCall(BaseModel):
     id: str
-    function: ToolCallFunction
+    function: AnswerToolCallFunction
 
 
-class AssistantMessage(BaseModel):
+class AnswerMessage(BaseModel):
     role: Literal["assistant"]
     content: str
-    tool_calls: list[ToolCall] | None = None
+    tool_calls: list[AnswerToolCall] | None = None
 
 
 class ChatResponse(Answer):
     """`POST /api/chat`: the whole answer, or one JSON line of it."""
 
-    message: AssistantMessage
+    message: AnswerMessage
 
 
 class GenerateResponse(Answer):
@@ -77,7 +77,7 @@ class ListedModel(BaseModel):
     details: ModelDetails
 
 
-class ModelList(BaseModel):
+class ListedModels(BaseModel):
     """`GET /api/tags`: every configured model, loaded or not."""
 
     models: list[ListedModel]
@@ -114,7 +114,7 @@ class Version(BaseModel):
     version: str
 
 
-class ErrorBody(BaseModel):
+class OllamaErrorBody(BaseModel):
     """Every error under /api/, in Ollama's shape."""
 
     error: str

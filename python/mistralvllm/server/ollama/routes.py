@@ -11,10 +11,12 @@ from ..api_error import APIError
 from ..deps import Service, require_key
 from ..http_reply import send
 from . import model_details, serving
-from .bodies import ChatResponse, ErrorBody, GenerateResponse, ModelList, RunningModels, ShowResponse, Version
+from .bodies import ChatResponse, GenerateResponse, ListedModels, OllamaErrorBody, RunningModels, ShowResponse, Version
 from .requests import ChatRequest, EmbeddingsRequest, EmbedRequest, GenerateRequest, ShowRequest
 
-router = APIRouter(prefix="/api", dependencies=[Depends(require_key)], responses={"4XX": {"model": ErrorBody}, "5XX": {"model": ErrorBody}})
+router = APIRouter(
+    prefix="/api", dependencies=[Depends(require_key)], responses={"4XX": {"model": OllamaErrorBody}, "5XX": {"model": OllamaErrorBody}}
+)
 
 
 @router.post("/chat", response_model=ChatResponse, response_model_exclude_unset=True)
@@ -33,10 +35,10 @@ async def generate(body: GenerateRequest, request: Request, response: Response, 
     return answer if isinstance(answer, GenerateResponse) else await send(answer, request, response)
 
 
-@router.get("/tags", response_model=ModelList, response_model_exclude_none=True)
-async def tags(state: Service) -> ModelList:
+@router.get("/tags", response_model=ListedModels, response_model_exclude_none=True)
+async def tags(state: Service) -> ListedModels:
     """Every configured model, loaded or not."""
-    return ModelList(models=[model_details.listed_model(model, await model_details.model_files(model)) for model in state.models.models])
+    return ListedModels(models=[model_details.listed_model(model, await model_details.model_files(model)) for model in state.models.models])
 
 
 @router.post("/show", response_model=ShowResponse, response_model_exclude_none=True)
@@ -71,13 +73,13 @@ def no_embeddings(state: Service, model: str) -> APIError:
     )
 
 
-@router.post("/embed", responses={501: {"model": ErrorBody}})
+@router.post("/embed", responses={501: {"model": OllamaErrorBody}})
 async def embed(body: EmbedRequest, state: Service) -> None:
     """Always 501: the engine here cannot embed with a chat model."""
     raise no_embeddings(state, body.model)
 
 
-@router.post("/embeddings", responses={501: {"model": ErrorBody}})
+@router.post("/embeddings", responses={501: {"model": OllamaErrorBody}})
 async def embeddings(body: EmbeddingsRequest, state: Service) -> None:
     """Always 501, as `/api/embed`."""
     raise no_embeddings(state, body.model)

@@ -24,7 +24,7 @@ from ...sampling_bounds import (
 from ..request_body import RequestBody, Strict
 
 # The most answers one request may ask for (n); also bounded by the engine's
-# running sequences (`serving.answer_options`).
+# running sequences (`server.serving.answer_options`).
 MAX_CHOICES = 128
 
 

@@ -29,9 +29,9 @@ from ..stored_conversation import history_writes
 from ..stream_text import SERVER_SENT_EVENTS, event
 from .bodies import (
     DeletedResponse,
-    FunctionCall,
     IncompleteDetails,
     InputTokensDetails,
+    OutputFunctionCall,
     OutputItem,
     OutputMessage,
     OutputText,
@@ -62,7 +62,7 @@ def output_items(response_id: str, text: str, calls: list[tuple[str, str]], *, f
     if text or not calls:
         items.append(OutputMessage(id=message_id(response_id), status=status, content=[OutputText(text=text)]))
     for i, (name, arguments) in enumerate(calls):
-        items.append(FunctionCall(id=f"fc_{serial}_{i}", call_id=f"call_{serial}_{i}", name=name, arguments=arguments, status=status))
+        items.append(OutputFunctionCall(id=f"fc_{serial}_{i}", call_id=f"call_{serial}_{i}", name=name, arguments=arguments, status=status))
     return items
 
 
