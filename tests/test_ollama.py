@@ -18,7 +18,7 @@ from mistralvllm import default_model_path
 from mistralvllm.config import load_config
 from mistralvllm.model_metadata import human_count, read_gguf, safetensors_parameter_count
 from mistralvllm.server import create_app, serving
-from mistralvllm.server.ollama_requests import ChatRequest
+from mistralvllm.server.ollama.requests import ChatRequest
 from mistralvllm.server.state import ServiceState
 from prompts import HOT, ITALY, WATER, WEATHER
 from service import API_KEY, AUTH, MODEL, stored_turns

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ..errors import ContextOverflowError, RequestError
-from .openai_responses import ErrorBody, ErrorDetail
+from .openai.bodies import ErrorBody, ErrorDetail
 
 T = TypeVar("T")
 

@@ -13,11 +13,15 @@ from fastapi import FastAPI
 
 from .. import __version__
 from ..config import Config
-from .anthropic_responses import error_body as anthropic_error
+from .anthropic import routes as anthropic_routes
+from .anthropic.bodies import error_body as anthropic_error
 from .exception_handlers import add_error_shape, add_exception_handlers
 from .middleware import BodyLimit, JsonBodies, count_requests
-from .ollama_serving import error_body as ollama_error
-from .routes import chat, completions, conversations, messages, ollama, responses, system, tokens
+from .ollama import routes as ollama_routes
+from .ollama.bodies import error_body as ollama_error
+from .openai import routes as openai_routes
+from .responses import routes as responses_routes
+from .service import conversations, system, tokens
 from .state import ServiceState
 
 
@@ -37,9 +41,17 @@ def create_app(config: Config) -> FastAPI:
     app.add_middleware(JsonBodies)
     app.middleware("http")(count_requests)
     add_exception_handlers(app)
-    add_error_shape(app, messages.PREFIX, anthropic_error)
+    add_error_shape(app, anthropic_routes.PREFIX, anthropic_error)
     add_error_shape(app, "/api/", ollama_error)
-    routers = (chat.router, completions.router, responses.router, tokens.router, system.router, conversations.router, messages.router, ollama.router)
+    routers = (
+        openai_routes.router,
+        responses_routes.router,
+        tokens.router,
+        system.router,
+        conversations.router,
+        anthropic_routes.router,
+        ollama_routes.router,
+    )
     for router in routers:
         app.include_router(router)
     return app

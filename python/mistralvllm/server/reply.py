@@ -11,7 +11,7 @@ import logging
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -21,7 +21,6 @@ from ..history import HistoryError, Turn
 from .api_error import APIError, engine_errors
 from .generation import ClientDisconnected, Limits, Receive, RequestTimedOut, run_choices
 from .model_pool import ModelLease
-from .openai_shape import OpenAIStream, system_fingerprint
 from .state import ServiceState
 
 log = logging.getLogger("mistralvllm.server")
@@ -31,6 +30,13 @@ PARTIAL_SAVE_INTERVAL_S = 1.0
 # The body of a whole answer: ChatCompletion, Completion, ...
 W = TypeVar("W", bound=BaseModel)
 W_co = TypeVar("W_co", bound=BaseModel, covariant=True)
+
+
+def system_fingerprint(config_digest: str) -> str:
+    """OpenAI's ``system_fingerprint``, in every reply's head: names the
+    settings that shape answers (`Config.digest`), so a client sees when they
+    change."""
+    return f"fp_{config_digest}"
 
 
 class GenerationRequest(Protocol):
@@ -48,14 +54,29 @@ class GenerationRequest(Protocol):
     def sampling(self) -> dict[str, Any]: ...
 
 
+class Choices(Protocol[W_co]):
+    """How a shape writes several answers to one request (``n`` above 1):
+    each a choice with its index, all in one body or one stream."""
+
+    def whole_choices(self, head: dict[str, Any], answers: Sequence[StreamedAnswer]) -> W_co: ...
+    def opening(self, head: dict[str, Any], index: int) -> list[str]: ...
+    def chunk(self, head: dict[str, Any], chunk: ChatChunk, index: int) -> list[str]: ...
+    def closing_choices(self, head: dict[str, Any], answers: Sequence[StreamedAnswer]) -> list[str]: ...
+
+
 class Shape(Protocol[W_co]):
     """An API surface's bodies: the whole answer, or the stream texts
     (server-sent events, JSON lines) that stream it, sent as ``media_type``
     (each a list of texts, in the order sent; an empty list sends nothing). A
-    shape serves one answer, so it may keep what it has sent so far."""
+    shape serves one reply, so it may keep what it has sent so far.
+
+    ``choices`` writes a request's several answers (`Choices`); None where
+    the API has one answer to a request."""
 
     media_type: str
 
+    @property
+    def choices(self) -> Choices[W_co] | None: ...
     def whole(self, head: dict[str, Any], answer: StreamedAnswer) -> W_co: ...
     def opening(self, head: dict[str, Any]) -> list[str]: ...
     def chunk(self, head: dict[str, Any], chunk: ChatChunk) -> list[str]: ...
@@ -73,9 +94,9 @@ class Reply(Generic[W]):
     length, disconnected, error or timed out) and with its answer in history
     (interrupted unless finished).
 
-    ``more`` starts the request's other answers (``n`` above 1: chat and
-    text completions only), written together with the first; the first is
-    the one stored.
+    ``more`` starts the request's other answers (``n`` above 1: only for a
+    shape with `Shape.choices`), written together with the first; the first
+    is the one stored.
 
     The reply holds ``lease`` on its model until it ends (or, never run, is
     dropped).
@@ -97,8 +118,8 @@ class Reply(Generic[W]):
         self.session = lease.session
         weakref.finalize(self, lease.release)
         self.starts = [start, *more]
-        if more and not isinstance(shape, OpenAIStream):
-            raise TypeError("several answers to one request need an OpenAI shape")
+        if more and shape.choices is None:
+            raise TypeError("several answers to one request need a shape that writes them as choices")
         self.id = id
         self.head: dict[str, Any] = {
             "id": self.id,
@@ -135,8 +156,8 @@ class Reply(Generic[W]):
         finally:
             limits.stop()
             self._end(status)
-        if isinstance(self.shape, OpenAIStream) and len(self.answers) > 1:
-            return cast(W, self.shape.whole_choices(self.head, self.answers))
+        if (choices := self.shape.choices) is not None and len(self.answers) > 1:
+            return choices.whole_choices(self.head, self.answers)
         return self.shape.whole(self.head, self.answer)
 
     async def events(self) -> AsyncIterator[str]:
@@ -147,7 +168,7 @@ class Reply(Generic[W]):
         # cancels it when the client leaves (status "disconnected").
         limits = Limits.start(self.state.config.server.request_timeout, None)
         status, self._saved = "disconnected", time.monotonic()
-        several = self.shape if isinstance(self.shape, OpenAIStream) and len(self.answers) > 1 else None
+        several = self.shape.choices if len(self.answers) > 1 else None
         # The first answer's text in the latest texts sent, and in those
         # before them: once a yield returns, Starlette has taken the latest
         # texts, and its http middleware sends each only after taking the

@@ -3,8 +3,10 @@ limits, its fit in the context window), its conversation found and its
 question stored, and it becomes a `Reply` ready to run, answered in the
 request's API shape (`Shape`).
 
-It knows nothing of FastAPI: a route hands it the body (and the conversation
-id) and sends the reply it returns (`routes.reply.send`).
+Each API's own serving (``openai/``, ``responses/``, ``anthropic/``,
+``ollama/``) runs its requests here, translated into OpenAI's where need
+be, each answered in its API's shape. It knows nothing of FastAPI: a route
+sends the reply it returns (`http_reply.send`).
 """
 
 from __future__ import annotations
@@ -21,15 +23,11 @@ from ..sampling import choice_options
 from ..session import Session
 from .api_error import APIError, engine_errors
 from .model_pool import ModelLease
-from .openai_requests import ChatCompletionRequest, CompletionRequest
-from .openai_responses import ChatCompletion, Completion
-from .openai_shape import ChatShape, CompletionShape
+from .openai.requests import ChatCompletionRequest, CompletionRequest
 from .reply import GenerationRequest, Reply, Shape, W
 from .state import ServiceState
 from .stored_conversation import find_conversation, history_writes
 
-# OpenAI's max_tokens for a text completion that sets none (and no config default).
-COMPLETION_MAX_TOKENS = 16
 T = TypeVar("T")
 
 
@@ -114,11 +112,6 @@ def reply_id(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:24]}"
 
 
-async def chat_completion(state: ServiceState, body: ChatCompletionRequest, conversation_id: str | None) -> Reply[ChatCompletion]:
-    """A chat request answered in OpenAI's bodies (see `chat_reply`)."""
-    return await chat_reply(state, body, conversation_id, lambda _: ChatShape(body), id_prefix="chatcmpl-")
-
-
 async def chat_reply(
     state: ServiceState,
     body: ChatCompletionRequest,
@@ -165,11 +158,6 @@ async def prompt_tokens(state: ServiceState, body: ChatCompletionRequest) -> int
     check_limits(state, body)
     async with state.session_for(body.model) as session:
         return await session.off_loop(engine_errors, lambda: session.count_tokens(body.session_messages(), **body.tool_options()))
-
-
-async def completion(state: ServiceState, body: CompletionRequest) -> Reply[Completion]:
-    """A text-completion request answered in OpenAI's bodies (see `completion_reply`)."""
-    return await completion_reply(state, body, CompletionShape(body), id_prefix="cmpl-", default_max_tokens=COMPLETION_MAX_TOKENS)
 
 
 async def completion_reply(

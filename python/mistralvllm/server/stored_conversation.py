@@ -11,7 +11,7 @@ from typing import TypeVar
 from ..history import Conversation, ConversationExistsError, HistoryDatabaseError, HistoryError, HistoryWriteError
 from .api_error import APIError
 from .model_pool import ServedModel
-from .openai_requests import ChatCompletionRequest
+from .openai.requests import ChatCompletionRequest
 from .state import ServiceState
 
 log = logging.getLogger("mistralvllm.server")

@@ -1,27 +1,29 @@
 """Ollama's API under `/api/`, so Ollama's clients (Open WebUI, Continue, the
 `ollama` Python client) work against this service. Errors come in Ollama's
-shape, ``{"error": message}`` (`ollama_serving.error_body`)."""
+shape, ``{"error": message}`` (`bodies.error_body`)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
 
 from ... import __version__
-from .. import ollama_models, ollama_serving
 from ..api_error import APIError
 from ..deps import Service, require_key
-from ..ollama_requests import ChatRequest, EmbeddingsRequest, EmbedRequest, GenerateRequest, ShowRequest
-from ..ollama_responses import ChatResponse, ErrorBody, GenerateResponse, ModelList, RunningModels, ShowResponse, Version
-from .reply import send
+from ..http_reply import send
+from . import model_details, serving
+from .bodies import ChatResponse, GenerateResponse, ListedModels, OllamaErrorBody, RunningModels, ShowResponse, Version
+from .requests import ChatRequest, EmbeddingsRequest, EmbedRequest, GenerateRequest, ShowRequest
 
-router = APIRouter(prefix="/api", dependencies=[Depends(require_key)], responses={"4XX": {"model": ErrorBody}, "5XX": {"model": ErrorBody}})
+router = APIRouter(
+    prefix="/api", dependencies=[Depends(require_key)], responses={"4XX": {"model": OllamaErrorBody}, "5XX": {"model": OllamaErrorBody}}
+)
 
 
 @router.post("/chat", response_model=ChatResponse, response_model_exclude_unset=True)
 async def chat(body: ChatRequest, request: Request, response: Response, state: Service) -> ChatResponse | Response:
     """A chat answer, streamed as JSON lines unless ``stream`` is false;
     ``X-Conversation-Id`` stores it in the history."""
-    answer = await ollama_serving.chat(state, body, request.headers.get("x-conversation-id"))
+    answer = await serving.chat(state, body, request.headers.get("x-conversation-id"))
     return answer if isinstance(answer, ChatResponse) else await send(answer, request, response)
 
 
@@ -29,14 +31,14 @@ async def chat(body: ChatRequest, request: Request, response: Response, state: S
 async def generate(body: GenerateRequest, request: Request, response: Response, state: Service) -> GenerateResponse | Response:
     """The answer to a prompt (or its raw continuation), streamed as JSON
     lines unless ``stream`` is false."""
-    answer = await ollama_serving.generate(state, body, request.headers.get("x-conversation-id"))
+    answer = await serving.generate(state, body, request.headers.get("x-conversation-id"))
     return answer if isinstance(answer, GenerateResponse) else await send(answer, request, response)
 
 
-@router.get("/tags", response_model=ModelList, response_model_exclude_none=True)
-async def tags(state: Service) -> ModelList:
+@router.get("/tags", response_model=ListedModels, response_model_exclude_none=True)
+async def tags(state: Service) -> ListedModels:
     """Every configured model, loaded or not."""
-    return ModelList(models=[ollama_models.listed_model(model, await ollama_models.model_files(model)) for model in state.models.models])
+    return ListedModels(models=[model_details.listed_model(model, await model_details.model_files(model)) for model in state.models.models])
 
 
 @router.post("/show", response_model=ShowResponse, response_model_exclude_none=True)
@@ -44,7 +46,7 @@ async def show(body: ShowRequest, state: Service) -> ShowResponse:
     """The model's details, read from its session (loaded for it if need be)."""
     model = state.models.find(body.model_name)
     async with state.session_for(body.model_name, wait_for_startup=True) as session:
-        return ollama_models.shown_model(session, await ollama_models.model_files(model))
+        return model_details.shown_model(session, await model_details.model_files(model))
 
 
 @router.get("/ps", response_model=RunningModels, response_model_exclude_none=True)
@@ -53,7 +55,7 @@ async def ps(state: Service) -> RunningModels:
     running = []
     for model in state.models.loaded():
         if (session := model.session) is not None:
-            running.append(ollama_models.running_model(model, session, await ollama_models.model_files(model)))
+            running.append(model_details.running_model(model, session, await model_details.model_files(model)))
     return RunningModels(models=running)
 
 
@@ -71,13 +73,13 @@ def no_embeddings(state: Service, model: str) -> APIError:
     )
 
 
-@router.post("/embed", responses={501: {"model": ErrorBody}})
+@router.post("/embed", responses={501: {"model": OllamaErrorBody}})
 async def embed(body: EmbedRequest, state: Service) -> None:
     """Always 501: the engine here cannot embed with a chat model."""
     raise no_embeddings(state, body.model)
 
 
-@router.post("/embeddings", responses={501: {"model": ErrorBody}})
+@router.post("/embeddings", responses={501: {"model": OllamaErrorBody}})
 async def embeddings(body: EmbeddingsRequest, state: Service) -> None:
     """Always 501, as `/api/embed`."""
     raise no_embeddings(state, body.model)

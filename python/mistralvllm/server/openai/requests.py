@@ -1,14 +1,14 @@
-"""Request bodies of the OpenAI API subset the service speaks (and of its
-conversation routes), validated before a route sees them."""
+"""Request bodies of OpenAI's chat and text completions, validated before a
+route sees them; the other APIs translate their requests into these, which
+the serving layer runs."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, StrictBool, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
-from ..sampling_bounds import (
+from ...sampling_bounds import (
     MAX_LOGIT_BIAS,
     MAX_STOP_SEQUENCES,
     MaxTokens,
@@ -21,42 +21,11 @@ from ..sampling_bounds import (
     TopLogprobs,
     TopP,
 )
+from ..request_body import RequestBody, Strict
 
 # The most answers one request may ask for (n); also bounded by the engine's
-# running sequences (`serving.answer_options`).
+# running sequences (`server.serving.answer_options`).
 MAX_CHOICES = 128
-
-
-class Strict(BaseModel):
-    """A request body (or part of one) that refuses fields it does not know;
-    every API's request models build on it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-log = logging.getLogger("mistralvllm.server")
-
-
-class RequestBody(Strict):
-    """A whole request body. Client libraries add top-level fields of their own
-    or of newer API versions, so, as vLLM does, fields it does not know are
-    ignored and logged (once for each body type and set of fields); its parts
-    still refuse theirs, and a known field of the wrong type or range is a 400."""
-
-    model_config = ConfigDict(extra="ignore")
-    _ignored_fields_logged: ClassVar[set[tuple[str, frozenset[str]]]] = set()
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _log_ignored_fields(cls, data: Any, handler: ModelWrapValidatorHandler[RequestBody]) -> RequestBody:
-        body = handler(data)
-        if isinstance(data, dict):
-            known = {name for field_name, field in cls.model_fields.items() for name in (field_name, field.alias) if name}
-            ignored = frozenset(str(key) for key in data if key not in known)
-            if ignored and (cls.__name__, ignored) not in RequestBody._ignored_fields_logged:
-                RequestBody._ignored_fields_logged.add((cls.__name__, ignored))
-                log.warning("%s: ignored the request fields this service does not know: %s", cls.__name__, ", ".join(sorted(ignored)))
-        return body
 
 
 class TextPart(Strict):
@@ -290,33 +259,3 @@ class CompletionRequest(SamplingRequest):
 
     def logprob_options(self) -> dict[str, Any]:
         return {} if self.logprobs is None else {"logprobs": True, "top_logprobs": self.logprobs}
-
-
-class TokenizeRequest(RequestBody):
-    """`POST /tokenize` (vLLM's): a raw ``prompt`` or chat ``messages``."""
-
-    model: str | None = None
-    prompt: str | None = None
-    messages: list[ChatMessage] | None = Field(None, min_length=1)
-    add_generation_prompt: StrictBool = True
-    # vLLM's defaults: true for a prompt, false for messages (the template writes them).
-    add_special_tokens: StrictBool | None = None
-
-    @model_validator(mode="after")
-    def _prompt_or_messages(self) -> TokenizeRequest:
-        if (self.prompt is None) == (self.messages is None):
-            raise ValueError("give exactly one of prompt and messages")
-        return self
-
-
-class DetokenizeRequest(RequestBody):
-    """`POST /detokenize` (vLLM's)."""
-
-    model: str | None = None
-    tokens: list[int]
-
-
-class RenameRequest(RequestBody):
-    """`PATCH /v1/conversations/{id}`: a new title."""
-
-    title: str = Field(max_length=200)

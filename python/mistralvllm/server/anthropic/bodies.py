@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from .api_error import APIError
+from ..api_error import APIError
 
 StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"]
 

@@ -14,10 +14,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..model_metadata import ModelMetadataError, Scalar, human_count, read_gguf, safetensors_parameter_count
-from ..session import Session
-from .model_pool import ServedModel, model_facts
-from .ollama_responses import ListedModel, ModelDetails, RunningModel, ShowResponse
+from ...model_metadata import ModelMetadataError, Scalar, human_count, read_gguf, safetensors_parameter_count
+from ...session import Session
+from ..model_pool import ServedModel, model_facts
+from .bodies import ListedModel, ModelDetails, RunningModel, ShowResponse
 
 log = logging.getLogger("mistralvllm.server")
 # Every model answers through its chat template, and our tool calling serves any model.

@@ -1,22 +1,26 @@
-"""OpenAI's bodies for a serving `Reply`: `ChatShape` (chat completions)
-and `CompletionShape` (text completions), whole or streamed as server-sent
-events, with ``n`` answers to one request, and their usage."""
+"""OpenAI's chat and text completions on the serving layer: their bodies for
+a serving `Reply`, `ChatCompletionShape` (chat completions) and
+`CompletionShape` (text completions), whole or streamed as server-sent
+events, with ``n`` answers to one request (their ``choices``), and their
+usage."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
-from .._core import ChatChunk, TokenLogprob, Usage
-from ..collect import StreamedAnswer
-from ..tools import tool_call_body
-from .api_error import APIError
-from .openai_logprobs import CompletionLogprobWriter, chat_logprobs
-from .openai_requests import ChatCompletionRequest, CompletionRequest
-from .openai_responses import (
+from ..._core import ChatChunk, TokenLogprob, Usage
+from ...collect import StreamedAnswer
+from ...tools import tool_call_body
+from ..api_error import APIError
+from ..reply import Reply
+from ..serving import chat_reply, completion_reply
+from ..state import ServiceState
+from ..stream_text import SERVER_SENT_EVENTS, event
+from .bodies import (
     AssistantMessage,
     ChatChoice,
     ChatCompletion,
@@ -31,7 +35,13 @@ from .openai_responses import (
     ToolCallDelta,
     UsageBody,
 )
-from .stream_text import SERVER_SENT_EVENTS, event
+from .logprobs import CompletionLogprobWriter, chat_logprobs
+from .requests import ChatCompletionRequest, CompletionRequest
+
+# OpenAI's max_tokens for a text completion that sets none (and no config default).
+COMPLETION_MAX_TOKENS = 16
+# The whole body of a chat or a text completion.
+B = TypeVar("B", ChatCompletion, Completion)
 
 
 def usage_body(usage: Usage | None, completion_tokens: int | None = None) -> UsageBody | None:
@@ -48,30 +58,35 @@ def usage_body(usage: Usage | None, completion_tokens: int | None = None) -> Usa
     )
 
 
-def system_fingerprint(config_digest: str) -> str:
-    """OpenAI's ``system_fingerprint``: names the settings that shape answers
-    (`Config.digest`), so a client sees when they change."""
-    return f"fp_{config_digest}"
-
-
-class OpenAIStream(ABC):
+class OpenAIStream(ABC, Generic[B]):
     """What chat and text completions share: ``n`` answers to one request
-    (choices with their index), the usage when asked
-    (``stream_options.include_usage``) then ``[DONE]`` at the end of a
-    stream, and an error as one event."""
+    (choices with their index: the shape is its own `choices`), the usage
+    when asked (``stream_options.include_usage``) then ``[DONE]`` at the end
+    of a stream, and an error as one event."""
 
     media_type = SERVER_SENT_EVENTS
 
     def __init__(self, body: ChatCompletionRequest | CompletionRequest) -> None:
         self.include_usage = body.stream_options is not None and body.stream_options.include_usage
 
+    @property
+    def choices(self) -> OpenAIStream[B]:
+        """This shape, which writes a request's several answers as the choices of one body or stream."""
+        return self
+
     @abstractmethod
-    def whole(self, head: dict[str, Any], answer: StreamedAnswer, index: int = 0) -> ChatCompletion | Completion: ...
+    def whole(self, head: dict[str, Any], answer: StreamedAnswer, index: int = 0) -> B: ...
+
+    @abstractmethod
+    def opening(self, head: dict[str, Any], index: int = 0) -> list[str]: ...
+
+    @abstractmethod
+    def chunk(self, head: dict[str, Any], chunk: ChatChunk, index: int = 0) -> list[str]: ...
 
     @abstractmethod
     def usage(self, head: dict[str, Any], usage: UsageBody) -> BaseModel: ...
 
-    def whole_choices(self, head: dict[str, Any], answers: Sequence[StreamedAnswer]) -> ChatCompletion | Completion:
+    def whole_choices(self, head: dict[str, Any], answers: Sequence[StreamedAnswer]) -> B:
         """One body with every answer as a choice, and the request's usage."""
         bodies = [self.whole(head, answer, index) for index, answer in enumerate(answers)]
         return bodies[0].model_copy(update={"choices": [body.choices[0] for body in bodies], "usage": total_usage(answers)})
@@ -80,7 +95,7 @@ class OpenAIStream(ABC):
         return self.closing_choices(head, [answer])
 
     def closing_choices(self, head: dict[str, Any], answers: Sequence[StreamedAnswer]) -> list[str]:
-        usage = total_usage(answers)
+        usage: UsageBody | None = total_usage(answers)
         return [*([event(self.usage(head, usage))] if self.include_usage and usage is not None else []), "data: [DONE]\n\n"]
 
     def failure(self, head: dict[str, Any], error: APIError) -> list[str]:
@@ -95,7 +110,7 @@ def total_usage(answers: Sequence[StreamedAnswer]) -> UsageBody | None:
     return usage_body(usages[0], completion_tokens=sum(usage.completion_tokens for usage in usages))
 
 
-class ChatShape(OpenAIStream):
+class ChatCompletionShape(OpenAIStream[ChatCompletion]):
     """Chat completions' bodies: a message when whole; when streamed, a first
     delta that names the role, then a delta per chunk; with ``logprobs``
     when the request asked for them."""
@@ -130,7 +145,7 @@ class ChatShape(OpenAIStream):
         return ChatCompletionChunk(**head, object="chat.completion.chunk", choices=[], usage=usage)
 
 
-class CompletionShape(OpenAIStream):
+class CompletionShape(OpenAIStream[Completion]):
     """Text completions' bodies: the same object whole and per streamed
     chunk; with ``logprobs`` when the request asked for them (each answer's
     text offsets run on from the prompt)."""
@@ -161,3 +176,13 @@ class CompletionShape(OpenAIStream):
 
     def usage(self, head: dict[str, Any], usage: UsageBody) -> Completion:
         return Completion(**head, object="text_completion", choices=[], usage=usage)
+
+
+async def chat_completion(state: ServiceState, body: ChatCompletionRequest, conversation_id: str | None) -> Reply[ChatCompletion]:
+    """A chat request answered in OpenAI's bodies (see `chat_reply`)."""
+    return await chat_reply(state, body, conversation_id, lambda _: ChatCompletionShape(body), id_prefix="chatcmpl-")
+
+
+async def completion(state: ServiceState, body: CompletionRequest) -> Reply[Completion]:
+    """A text-completion request answered in OpenAI's bodies (see `completion_reply`)."""
+    return await completion_reply(state, body, CompletionShape(body), id_prefix="cmpl-", default_max_tokens=COMPLETION_MAX_TOKENS)

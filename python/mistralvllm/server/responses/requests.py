@@ -14,8 +14,9 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BeforeValidator, Discriminator, Field, StrictBool, Tag, ValidationInfo, field_validator, model_validator
 
-from ..sampling_bounds import MaxTokens, Temperature, TopP
-from .openai_requests import RequestBody, Strict, format_schema
+from ...sampling_bounds import MaxTokens, Temperature, TopP
+from ..openai.requests import format_schema
+from ..request_body import RequestBody, Strict
 
 # OpenAI's limits on metadata: 16 pairs, keys up to 64 characters, values up to 512.
 METADATA_PAIRS, METADATA_KEY_LENGTH, METADATA_VALUE_LENGTH = 16, 64, 512
@@ -33,12 +34,12 @@ def _by_type(default: str, error_type: str, message: str) -> Discriminator:
     return Discriminator(kind, custom_error_type=error_type, custom_error_message=message)
 
 
-class InputText(Strict):
+class InputTextPart(Strict):
     type: Literal["input_text"]
     text: str
 
 
-class OutputText(Strict):
+class OutputTextPart(Strict):
     """An earlier answer's text, as the client copies it back."""
 
     type: Literal["output_text"]
@@ -47,8 +48,8 @@ class OutputText(Strict):
     logprobs: list[Any] | None = None
 
 
-TextPart = Annotated[
-    Annotated[InputText, Tag("input_text")] | Annotated[OutputText, Tag("output_text")],
+MessagePart = Annotated[
+    Annotated[InputTextPart, Tag("input_text")] | Annotated[OutputTextPart, Tag("output_text")],
     _by_type("", "unsupported_content", "expected an input_text or output_text part; this service reads text only"),
 ]
 
@@ -61,7 +62,7 @@ def _as_parts(content: Any) -> Any:
 class MessageItem(Strict):
     type: Literal["message"] = "message"
     role: Literal["user", "system", "developer", "assistant"]
-    content: Annotated[list[TextPart], BeforeValidator(_as_parts, json_schema_input_type=str | list[TextPart])]
+    content: Annotated[list[MessagePart], BeforeValidator(_as_parts, json_schema_input_type=str | list[MessagePart])]
     id: str | None = None
     status: str | None = None
     phase: str | None = None
@@ -86,7 +87,7 @@ class FunctionCallOutputItem(Strict):
 
     type: Literal["function_call_output"]
     call_id: str
-    output: Annotated[list[InputText], BeforeValidator(_as_parts, json_schema_input_type=str | list[InputText])]
+    output: Annotated[list[InputTextPart], BeforeValidator(_as_parts, json_schema_input_type=str | list[InputTextPart])]
     id: str | None = None
     status: str | None = None
 
@@ -147,7 +148,7 @@ class JsonObjectFormat(Strict):
     type: Literal["json_object"]
 
 
-class JsonSchemaFormat(Strict):
+class JsonSchemaTextFormat(Strict):
     type: Literal["json_schema"]
     name: str = Field(pattern=_FUNCTION_NAME)
     schema_: dict[str, Any] = Field(alias="schema")
@@ -156,11 +157,11 @@ class JsonSchemaFormat(Strict):
 
 
 class TextConfig(Strict):
-    format: TextFormat | JsonObjectFormat | JsonSchemaFormat = Field(TextFormat(type="text"), discriminator="type")
+    format: TextFormat | JsonObjectFormat | JsonSchemaTextFormat = Field(TextFormat(type="text"), discriminator="type")
 
     def answer_schema(self) -> dict[str, Any] | None:
         """The JSON schema the answer must follow, if any."""
-        return format_schema(self.format.type, self.format.schema_ if isinstance(self.format, JsonSchemaFormat) else None)
+        return format_schema(self.format.type, self.format.schema_ if isinstance(self.format, JsonSchemaTextFormat) else None)
 
 
 class ResponseRequest(RequestBody):

@@ -20,9 +20,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, field_validator, model_validator
 
-from ..config import keep_alive_seconds
-from ..sampling_bounds import MAX_STOP_SEQUENCES, MinP, OllamaSeed, Penalty, RepetitionPenalty, Temperature, TopK, TopP
-from .openai_requests import ChatCompletionRequest, ChatMessage, CompletionRequest, FunctionCall, RequestBody, ResponseFormat, Strict, ToolCallMessage
+from ...config import keep_alive_seconds
+from ...sampling_bounds import MAX_STOP_SEQUENCES, MinP, OllamaSeed, Penalty, RepetitionPenalty, Temperature, TopK, TopP
+from ..openai.requests import ChatCompletionRequest, ChatMessage, CompletionRequest, FunctionCall, ResponseFormat, ToolCallMessage
+from ..request_body import RequestBody, Strict
 
 # num_predict: no limit (-1), or fill the context (-2): the same here.
 NO_LIMIT = (-1, -2)
@@ -89,7 +90,7 @@ class Options(BaseModel):
         return {name: value for name, value in options.items() if value is not None}
 
 
-class GenerationRequest(RequestBody):
+class OllamaGenerationRequest(RequestBody):
     """What `/api/chat` and `/api/generate` share."""
 
     model: str = Field(min_length=1, description="The served model's name (as /api/tags lists it), with or without ':latest'")
@@ -146,7 +147,7 @@ class ToolCall(Strict):
     function: ToolCallFunction
 
 
-class Message(Strict):
+class OllamaMessage(Strict):
     role: Literal["system", "user", "assistant", "tool"]
     content: str = ""
     images: Images = None
@@ -161,10 +162,10 @@ class Message(Strict):
         return ChatMessage(role=self.role, content=self.content, name=self.tool_name, tool_calls=calls or None)
 
 
-class ChatRequest(GenerationRequest):
+class ChatRequest(OllamaGenerationRequest):
     """`POST /api/chat`; no messages: load the model."""
 
-    messages: list[Message] = Field(default_factory=list)
+    messages: list[OllamaMessage] = Field(default_factory=list)
     tools: list[dict[str, Any]] | None = None
 
     def openai_request(self, model: str) -> ChatCompletionRequest:
@@ -179,7 +180,7 @@ class ChatRequest(GenerationRequest):
         )
 
 
-class GenerateRequest(GenerationRequest):
+class GenerateRequest(OllamaGenerationRequest):
     """`POST /api/generate`: a prompt answered through the model's chat template,
     or continued as it is (``raw``); an empty prompt: load the model."""
 

@@ -13,7 +13,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ...errors import MistralVllmError
 from ..deps import Service, require_key
 from ..model_pool import ServedModel
-from ..openai_responses import ErrorBody, Health, ModelCard, ModelList, ModelStatus
+from ..openai.bodies import ErrorBody
+from .bodies import Health, ModelCard, ModelList, ModelStatus
 
 STATIC = resources.files("mistralvllm.server") / "static"
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
-from ..generation import ClientDisconnected
-from ..reply import Reply, W
+from .generation import ClientDisconnected
+from .reply import Reply, W
 
 
 async def send(reply: Reply[W], request: Request, response: Response) -> W | Response:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .._core import TokenLogprob, TopTokenLogprob
-from .openai_responses import ChatLogprobs, CompletionLogprobs, TokenLogprobBody, TopLogprobBody
+from ..._core import TokenLogprob, TopTokenLogprob
+from .bodies import ChatLogprobs, CompletionLogprobs, TokenLogprobBody, TopLogprobBody
 
 # What OpenAI-compatible servers (vLLM) send for a log-probability of -inf,
 # which JSON cannot carry.

@@ -1,5 +1,6 @@
 """Response bodies of the Ollama API subset, as pydantic models, so that
-/docs describes what is sent.
+/docs describes what is sent, and Ollama's error shape for every error under
+``/api/``.
 
 Answers are sent with ``exclude_unset`` (a streamed line that is not the last
 has no ``done_reason`` nor timings), model descriptions with ``exclude_none``
@@ -11,6 +12,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+
+from ..api_error import APIError
 
 
 class Answer(BaseModel):
@@ -29,27 +32,27 @@ class Answer(BaseModel):
     eval_duration: int | None = None
 
 
-class ToolCallFunction(BaseModel):
+class AnswerToolCallFunction(BaseModel):
     index: int
     name: str
     arguments: dict[str, Any]
 
 
-class ToolCall(BaseModel):
+class AnswerToolCall(BaseModel):
     id: str
-    function: ToolCallFunction
+    function: AnswerToolCallFunction
 
 
-class AssistantMessage(BaseModel):
+class AnswerMessage(BaseModel):
     role: Literal["assistant"]
     content: str
-    tool_calls: list[ToolCall] | None = None
+    tool_calls: list[AnswerToolCall] | None = None
 
 
 class ChatResponse(Answer):
     """`POST /api/chat`: the whole answer, or one JSON line of it."""
 
-    message: AssistantMessage
+    message: AnswerMessage
 
 
 class GenerateResponse(Answer):
@@ -74,7 +77,7 @@ class ListedModel(BaseModel):
     details: ModelDetails
 
 
-class ModelList(BaseModel):
+class ListedModels(BaseModel):
     """`GET /api/tags`: every configured model, loaded or not."""
 
     models: list[ListedModel]
@@ -111,7 +114,12 @@ class Version(BaseModel):
     version: str
 
 
-class ErrorBody(BaseModel):
+class OllamaErrorBody(BaseModel):
     """Every error under /api/, in Ollama's shape."""
 
     error: str
+
+
+def error_body(error: APIError) -> dict[str, Any]:
+    """An error in Ollama's shape: ``{"error": message}``."""
+    return {"error": error.message}

@@ -9,9 +9,10 @@ from fastapi import APIRouter, Depends, Query
 from ...history import ConversationNotFoundError
 from ..api_error import APIError
 from ..deps import Service, require_key
-from ..openai_requests import RenameRequest
-from ..openai_responses import ConversationDetail, ConversationList, Deleted, ErrorBody, Renamed
+from ..openai.bodies import ErrorBody
 from ..stored_conversation import history_writes
+from .bodies import ConversationDetail, ConversationList, Deleted, Renamed
+from .requests import RenameRequest
 
 router = APIRouter(prefix="/v1/conversations", dependencies=[Depends(require_key)], responses={"4XX": {"model": ErrorBody}})
 

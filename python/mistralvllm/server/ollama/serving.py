@@ -1,6 +1,6 @@
 """Ollama's `/api/chat` and `/api/generate` on the serving layer: each request
-runs as the OpenAI request it translates to (`serving.chat_reply`, or
-`serving.completion_reply` for a raw prompt), with its checks, history and
+runs as the OpenAI request it translates to (`server.serving.chat_reply`,
+or `completion_reply` for a raw prompt), with its checks, history and
 metrics, and is answered in Ollama's bodies: whole, or as JSON lines whose
 last one is ``done``.
 
@@ -18,27 +18,20 @@ from abc import ABC, abstractmethod
 from datetime import datetime, timezone
 from typing import Any, Generic, TypeVar
 
-from .._core import ChatChunk, ToolCall
-from ..collect import StreamedAnswer
-from . import serving
-from .api_error import APIError
-from .model_pool import ModelLease
-from .ollama_requests import ChatRequest, GenerateRequest, GenerationRequest
-from .ollama_responses import Answer, AssistantMessage, ChatResponse, GenerateResponse
-from .ollama_responses import ToolCall as ToolCallBody
-from .ollama_responses import ToolCallFunction as ToolCallFunctionBody
-from .reply import Reply
-from .state import ServiceState
-from .stream_text import json_line
+from ..._core import ChatChunk, ToolCall
+from ...collect import StreamedAnswer
+from ..api_error import APIError
+from ..model_pool import ModelLease
+from ..reply import Reply
+from ..serving import chat_reply, completion_reply
+from ..state import ServiceState
+from ..stream_text import json_line
+from .bodies import Answer, AnswerMessage, AnswerToolCall, AnswerToolCallFunction, ChatResponse, GenerateResponse, error_body
+from .requests import ChatRequest, GenerateRequest, OllamaGenerationRequest
 
 # The prefix of an answer's id (in the log and the history; Ollama's bodies have none).
 ID_PREFIX = "ollama-"
 A = TypeVar("A", bound=Answer)
-
-
-def error_body(error: APIError) -> dict[str, Any]:
-    """An error in Ollama's shape: ``{"error": message}``."""
-    return {"error": error.message}
 
 
 def nanoseconds(seconds: float) -> int:
@@ -49,12 +42,12 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-def tool_call_body(index: int, call: ToolCall) -> ToolCallBody:
+def tool_call_body(index: int, call: ToolCall) -> AnswerToolCall:
     """A call the model made, in Ollama's shape: its arguments as an object."""
     arguments = json.loads(call.arguments or "{}")
     if not isinstance(arguments, dict):
         raise APIError(502, f"the model called {call.name} with arguments that are not a JSON object: {call.arguments}", type="server_error")
-    return ToolCallBody(id=call.id, function=ToolCallFunctionBody(index=index, name=call.name, arguments=arguments))
+    return AnswerToolCall(id=call.id, function=AnswerToolCallFunction(index=index, name=call.name, arguments=arguments))
 
 
 class AnswerShape(ABC, Generic[A]):
@@ -63,6 +56,7 @@ class AnswerShape(ABC, Generic[A]):
     the timings from the request's `Usage`; or all of that in one body."""
 
     media_type = "application/x-ndjson"
+    choices = None  # one answer to a request: no n
 
     def __init__(self, load_duration_ns: int) -> None:
         self.load_duration_ns = load_duration_ns
@@ -105,20 +99,20 @@ class AnswerShape(ABC, Generic[A]):
         return [json_line(error_body(error))]
 
 
-class ChatShape(AnswerShape[ChatResponse]):
+class ChatResponseShape(AnswerShape[ChatResponse]):
     def line(self, head: dict[str, Any], text: str, calls: list[ToolCall], done: dict[str, Any] | None) -> ChatResponse:
-        message = AssistantMessage(role="assistant", content=text)
+        message = AnswerMessage(role="assistant", content=text)
         if calls:
             message.tool_calls = [tool_call_body(i, call) for i, call in enumerate(calls)]
         return ChatResponse(model=head["model"], created_at=now(), message=message, **(done or {"done": False}))
 
 
-class GenerateShape(AnswerShape[GenerateResponse]):
+class GenerateResponseShape(AnswerShape[GenerateResponse]):
     def line(self, head: dict[str, Any], text: str, calls: list[ToolCall], done: dict[str, Any] | None) -> GenerateResponse:
         return GenerateResponse(model=head["model"], created_at=now(), response=text, **(done or {"done": False}))
 
 
-async def loaded_model(state: ServiceState, body: GenerationRequest) -> tuple[ModelLease, int]:
+async def loaded_model(state: ServiceState, body: OllamaGenerationRequest) -> tuple[ModelLease, int]:
     """A lease on the model ``body`` names once it has loaded (waiting while
     it loads, within ``server.request_timeout``), kept loaded for the
     request's ``keep_alive``, and the nanoseconds this request waited for it."""
@@ -127,7 +121,7 @@ async def loaded_model(state: ServiceState, body: GenerationRequest) -> tuple[Mo
     return lease, nanoseconds(time.monotonic() - started)
 
 
-def load_only(state: ServiceState, body: GenerationRequest, lease: ModelLease) -> str:
+def load_only(state: ServiceState, body: OllamaGenerationRequest, lease: ModelLease) -> str:
     """An empty request only loads the model (``done_reason: "load"``), or,
     with ``keep_alive`` 0, unloads it (``"unload"``)."""
     lease.release()  # with keep_alive 0, the model is unloaded at once
@@ -138,14 +132,12 @@ async def chat(state: ServiceState, body: ChatRequest, conversation_id: str | No
     """A `Reply` to run for ``body``, or, with no messages, the (un)loaded model's answer."""
     lease, waited = await loaded_model(state, body)
     if not body.messages:
-        message = AssistantMessage(role="assistant", content="")
+        message = AnswerMessage(role="assistant", content="")
         reason = load_only(state, body, lease)
         return ChatResponse(model=lease.name, created_at=now(), message=message, done=True, done_reason=reason, load_duration=waited)
     request = body.openai_request(lease.name)
-    shape = ChatShape(waited)
-    return await serving.chat_reply(
-        state, request, conversation_id, lambda _: shape, id_prefix=ID_PREFIX, unlimited=body.options.unlimited, lease=lease
-    )
+    shape = ChatResponseShape(waited)
+    return await chat_reply(state, request, conversation_id, lambda _: shape, id_prefix=ID_PREFIX, unlimited=body.options.unlimited, lease=lease)
 
 
 async def generate(state: ServiceState, body: GenerateRequest, conversation_id: str | None) -> Reply[GenerateResponse] | GenerateResponse:
@@ -155,10 +147,10 @@ async def generate(state: ServiceState, body: GenerateRequest, conversation_id: 
     if not body.prompt:
         reason = load_only(state, body, lease)
         return GenerateResponse(model=lease.name, created_at=now(), response="", done=True, done_reason=reason, load_duration=waited)
-    shape, unlimited = GenerateShape(waited), body.options.unlimited
+    shape, unlimited = GenerateResponseShape(waited), body.options.unlimited
     if body.raw:
         request = body.completion_request(lease.name)
-        return await serving.completion_reply(state, request, shape, id_prefix=ID_PREFIX, default_max_tokens=None, unlimited=unlimited, lease=lease)
-    return await serving.chat_reply(
+        return await completion_reply(state, request, shape, id_prefix=ID_PREFIX, default_max_tokens=None, unlimited=unlimited, lease=lease)
+    return await chat_reply(
         state, body.chat_request(lease.name), conversation_id, lambda _: shape, id_prefix=ID_PREFIX, unlimited=unlimited, lease=lease
     )

@@ -1,5 +1,6 @@
-"""`MessageShape`: a serving `Reply` in Anthropic's bodies: the whole
-`Message`, or the events that stream it.
+"""Anthropic's Messages API on the serving layer: a request runs as the
+OpenAI chat request it translates to (`server.serving.chat_reply`), and its
+`MessageShape` answers with the whole `Message`, or the events that stream it.
 
 A stream is ``message_start`` and ``ping``; then a content block per run of
 text and one per tool call (``content_block_start``, its deltas,
@@ -12,15 +13,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .._core import ChatChunk, ToolCall
-from ..collect import StreamedAnswer
-from .anthropic_responses import Message, MessageUsage, StopReason, TextContent, ToolUseContent, error_body
-from .api_error import APIError
-from .stream_text import SERVER_SENT_EVENTS, event
+from ..._core import ChatChunk, ToolCall
+from ...collect import StreamedAnswer
+from ..api_error import APIError
+from ..reply import Reply
+from ..serving import chat_reply, prompt_tokens
+from ..state import ServiceState
+from ..stream_text import SERVER_SENT_EVENTS, event
+from .bodies import Message, MessageUsage, StopReason, TextContent, ToolUseContent, error_body
+from .requests import CountTokensRequest, MessagesRequest
 
 # The engine's finish reasons in Anthropic's words; "stop" is end_turn, or
 # stop_sequence when the answer ended on one of the request's stop strings.
 STOP_REASONS: dict[str, StopReason] = {"length": "max_tokens", "tool_calls": "tool_use"}
+MESSAGE_ID_PREFIX = "msg_"
 
 
 def stop_reason(answer: StreamedAnswer) -> StopReason:
@@ -45,6 +51,7 @@ class MessageShape:
     shape per reply: a stream counts the content blocks it has started."""
 
     media_type = SERVER_SENT_EVENTS
+    choices = None  # one answer to a request: no n
 
     def __init__(self, prompt_tokens: int) -> None:
         self.prompt_tokens = prompt_tokens
@@ -101,3 +108,13 @@ class MessageShape:
             return []
         index, self.open_text = self.open_text, None
         return [message_event("content_block_stop", index=index)]
+
+
+async def message(state: ServiceState, body: MessagesRequest, conversation_id: str | None) -> Reply[Message]:
+    """A `Reply` to run for ``body``, as the chat request it translates to, in Anthropic's bodies."""
+    return await chat_reply(state, body.chat_request(), conversation_id, MessageShape, id_prefix=MESSAGE_ID_PREFIX)
+
+
+async def input_tokens(state: ServiceState, body: CountTokensRequest) -> int:
+    """The tokens ``body``'s prompt takes, as its answer's ``usage.input_tokens`` counts them."""
+    return await prompt_tokens(state, body.chat_request())

@@ -28,7 +28,7 @@ class OutputMessage(BaseModel):
     content: list[OutputText]
 
 
-class FunctionCall(BaseModel):
+class OutputFunctionCall(BaseModel):
     """A call of one of the request's function tools; the client answers it
     with a ``function_call_output`` item naming ``call_id``."""
 
@@ -40,7 +40,7 @@ class FunctionCall(BaseModel):
     status: ItemStatus
 
 
-OutputItem = Annotated[OutputMessage | FunctionCall, Field(discriminator="type")]
+OutputItem = Annotated[OutputMessage | OutputFunctionCall, Field(discriminator="type")]
 
 
 class InputTokensDetails(BaseModel):

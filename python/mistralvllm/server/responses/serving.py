@@ -15,19 +15,23 @@ import json
 import time
 from typing import Any, Literal
 
-from .._core import ChatChunk
-from ..collect import StreamedAnswer
-from ..history import ConversationNotFoundError, ConversationSummary, StoredMessage, Turn
-from ..models import served_model_name
-from ..tools import messages_for_engine
-from .api_error import APIError
-from .model_pool import ServedModel
-from .reply import Reply
-from .responses_bodies import (
+from ..._core import ChatChunk
+from ...collect import StreamedAnswer
+from ...history import ConversationNotFoundError, ConversationSummary, StoredMessage, Turn
+from ...models import served_model_name
+from ...tools import messages_for_engine
+from ..api_error import APIError
+from ..model_pool import ServedModel
+from ..reply import Reply
+from ..serving import check_model, fitted_options, held, reply_id
+from ..state import ServiceState
+from ..stored_conversation import history_writes
+from ..stream_text import SERVER_SENT_EVENTS, event
+from .bodies import (
     DeletedResponse,
-    FunctionCall,
     IncompleteDetails,
     InputTokensDetails,
+    OutputFunctionCall,
     OutputItem,
     OutputMessage,
     OutputText,
@@ -35,11 +39,7 @@ from .responses_bodies import (
     ResponseObject,
     ResponseUsage,
 )
-from .responses_requests import ResponseRequest
-from .serving import check_model, fitted_options, held, reply_id
-from .state import ServiceState
-from .stored_conversation import history_writes
-from .stream_text import SERVER_SENT_EVENTS, event
+from .requests import ResponseRequest
 
 RESPONSE_ID_PREFIX = "resp_"
 ResponseStatus = Literal["in_progress", "completed", "incomplete", "failed"]
@@ -62,7 +62,7 @@ def output_items(response_id: str, text: str, calls: list[tuple[str, str]], *, f
     if text or not calls:
         items.append(OutputMessage(id=message_id(response_id), status=status, content=[OutputText(text=text)]))
     for i, (name, arguments) in enumerate(calls):
-        items.append(FunctionCall(id=f"fc_{serial}_{i}", call_id=f"call_{serial}_{i}", name=name, arguments=arguments, status=status))
+        items.append(OutputFunctionCall(id=f"fc_{serial}_{i}", call_id=f"call_{serial}_{i}", name=name, arguments=arguments, status=status))
     return items
 
 
@@ -117,6 +117,7 @@ class ResponseShape:
     failed) around the output items' events, numbered in order."""
 
     media_type = SERVER_SENT_EVENTS
+    choices = None  # one answer to a request: no n
 
     def __init__(self, body: ResponseRequest) -> None:
         self.settings = request_settings(body)

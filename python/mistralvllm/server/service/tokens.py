@@ -6,8 +6,9 @@ from fastapi import APIRouter, Depends
 
 from ..api_error import engine_errors
 from ..deps import Service, require_key
-from ..openai_requests import DetokenizeRequest, TokenizeRequest
-from ..openai_responses import Detokenized, ErrorBody, Tokenized
+from ..openai.bodies import ErrorBody
+from .bodies import Detokenized, Tokenized
+from .requests import DetokenizeRequest, TokenizeRequest
 
 router = APIRouter(dependencies=[Depends(require_key)], responses={"4XX": {"model": ErrorBody}, "5XX": {"model": ErrorBody}})
 

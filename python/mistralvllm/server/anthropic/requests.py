@@ -16,8 +16,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, StrictBool, model_validator
 from pydantic_core import PydanticCustomError
 
-from ..sampling_bounds import AnthropicTemperature, MaxTokens, TopK, TopP
-from .openai_requests import ChatCompletionRequest, ChatMessage, FunctionCall, RequestBody, Strict, ToolCallMessage
+from ...sampling_bounds import AnthropicTemperature, MaxTokens, TopK, TopP
+from ..openai.requests import ChatCompletionRequest, ChatMessage, FunctionCall, ToolCallMessage
+from ..request_body import RequestBody, Strict
 
 # Block types Anthropic's API has for media; this service's model reads text only.
 MEDIA_BLOCKS = ("image", "document")
@@ -56,7 +57,7 @@ class TextBlock(Strict):
 
 
 # Text given as a string or as text blocks (``system``, a tool result's content).
-TextContent = Annotated[list[TextBlock], BeforeValidator(text_blocks, json_schema_input_type=str | list[TextBlock])]
+TextBlocks = Annotated[list[TextBlock], BeforeValidator(text_blocks, json_schema_input_type=str | list[TextBlock])]
 
 
 class ToolUseBlock(Strict):
@@ -74,7 +75,7 @@ class ToolResultBlock(Strict):
 
     type: Literal["tool_result"]
     tool_use_id: str = Field(min_length=1)
-    content: TextContent = Field(default_factory=list)
+    content: TextBlocks = Field(default_factory=list)
     is_error: bool | None = None
     cache_control: CacheControl | None = None
 
@@ -184,7 +185,7 @@ class CountTokensRequest(RequestBody):
 
     model: str
     messages: list[InputMessage] = Field(min_length=1)
-    system: TextContent | None = None
+    system: TextBlocks | None = None
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None
     cache_control: CacheControl | None = None
