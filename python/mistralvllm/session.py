@@ -13,10 +13,10 @@ import json
 import math
 import os
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, Protocol, TypeVar
 
 from . import _core
 from . import tools as tool_calling
@@ -37,6 +37,17 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 __all__ = ["Session"]
+
+
+class Waiter(Protocol):
+    """Awaits ``awaitable`` for `Session.achunks`, or gives up on it (then
+    raising) and hands its later result to ``on_abandon``."""
+
+    async def __call__(self, awaitable: Awaitable[T], *, on_abandon: Callable[[T], Any] | None = None) -> T: ...
+
+
+async def _wait_plainly(awaitable: Awaitable[T], *, on_abandon: Callable[[T], Any] | None = None) -> T:
+    return await awaitable
 
 
 class Session:
@@ -228,11 +239,21 @@ class Session:
 
     async def astream(self, messages: Sequence[Message], **sampling: Any) -> AsyncIterator[ChatChunk]:
         """:meth:`stream` as an async iterator; waiting happens off the event loop."""
-        slots = await self.admission()
+        async for chunk in self.achunks(lambda: self.stream(messages, **sampling)):
+            yield chunk
+
+    async def achunks(self, start: Callable[[], _core.ChatStream], wait: Waiter | None = None) -> AsyncIterator[ChatChunk]:
+        """The chunks of the stream ``start()`` opens (on the session's
+        threads) once the engine has a place for it. Every wait goes through
+        ``wait`` where given (the service's deadline and client connection:
+        it hands what arrives after it gave up to ``on_abandon``); leaving
+        early closes the stream at once."""
+        wait = wait or _wait_plainly
+        slots = await wait(self.admission(), on_abandon=lambda s: s.release())
         try:
-            stream = await self.off_loop(self.stream, messages, **sampling)
+            stream = await wait(self.off_loop(start), on_abandon=lambda s: s.close())
             try:
-                while (chunk := await self.off_loop(next, stream, None)) is not None:
+                while (chunk := await wait(self.off_loop(next, stream, None))) is not None:
                     yield chunk
             finally:
                 stream.close()

@@ -33,11 +33,16 @@ class APIError(Exception):
         return headers
 
 
+def api_error(error: RequestError) -> APIError:
+    """A session's request error as the service answers it."""
+    if isinstance(error, ContextOverflowError):
+        return APIError(400, str(error), param="messages", code="context_length_exceeded")
+    return APIError(400, str(error))
+
+
 def engine_errors(call: Callable[[], T]) -> T:
     """Run ``call``, answering the session's request errors in OpenAI's shape."""
     try:
         return call()
-    except ContextOverflowError as e:
-        raise APIError(400, str(e), param="messages", code="context_length_exceeded") from None
     except RequestError as e:
-        raise APIError(400, str(e)) from None
+        raise api_error(e) from None

@@ -14,20 +14,16 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from .._core import ChatChunk, ChatStream
+from ..errors import RequestError
 from ..session import Session
+from .api_error import api_error
 
 T = TypeVar("T")
 # The ASGI channel a request's messages arrive on (body parts, then http.disconnect).
 Receive = Callable[[], Awaitable[Mapping[str, Any]]]
-
-
-class Guard(Protocol):
-    """Runs a session call, turning its errors into the caller's (``api_error.engine_errors``)."""
-
-    def __call__(self, call: Callable[[], T], /) -> T: ...
 
 
 class RequestTimedOut(Exception):
@@ -80,39 +76,30 @@ class Limits:
         raise RequestTimedOut
 
 
-async def run_generation(session: Session, start: Callable[[], ChatStream], limits: Limits, guard: Guard) -> AsyncIterator[ChatChunk]:
-    """The chunks of one generation: a place among the engine's sequences,
-    ``start()`` (run through ``guard``, which turns the session's errors into
-    the caller's), then each chunk, all within ``limits``. Ending early (a
-    raise here, or the caller leaving the loop) closes the stream at once."""
-    slots = await limits.wait(session.admission(), on_abandon=lambda s: s.release())
+async def run_generation(session: Session, start: Callable[[], ChatStream], limits: Limits) -> AsyncIterator[ChatChunk]:
+    """The chunks of one generation (`Session.achunks`, within ``limits``),
+    the session's request errors answered as `APIError`s."""
     try:
-        stream = await limits.wait(session.off_loop(guard, start), on_abandon=lambda s: s.close())
-        try:
-            while (chunk := await limits.wait(session.off_loop(guard, lambda: next(stream, None)))) is not None:
-                yield chunk
-        finally:
-            stream.close()
-    finally:
-        slots.release()
+        async for chunk in session.achunks(start, limits.wait):
+            yield chunk
+    except RequestError as e:
+        raise api_error(e) from None
 
 
-async def run_choices(
-    session: Session, starts: Sequence[Callable[[], ChatStream]], limits: Limits, guard: Guard
-) -> AsyncIterator[tuple[int, ChatChunk]]:
+async def run_choices(session: Session, starts: Sequence[Callable[[], ChatStream]], limits: Limits) -> AsyncIterator[tuple[int, ChatChunk]]:
     """The chunks of several generations of one request (``n`` answers), as
     (answer index, chunk) in the order they come: each runs as
     `run_generation` does, all at once in the engine. The first error ends
     them all."""
     if len(starts) == 1:
-        async for chunk in run_generation(session, starts[0], limits, guard):
+        async for chunk in run_generation(session, starts[0], limits):
             yield 0, chunk
         return
     arrived: asyncio.Queue[tuple[int, ChatChunk | Exception | None]] = asyncio.Queue()
 
     async def pump(index: int, start: Callable[[], ChatStream]) -> None:
         try:
-            async for chunk in run_generation(session, start, limits, guard):
+            async for chunk in run_generation(session, start, limits):
                 await arrived.put((index, chunk))
             await arrived.put((index, None))
         except Exception as e:

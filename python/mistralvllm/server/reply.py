@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from .._core import ChatChunk, ChatStream
 from ..collect import StreamedAnswer
 from ..history import HistoryError, Turn
-from .api_error import APIError, engine_errors
+from .api_error import APIError
 from .generation import ClientDisconnected, Limits, Receive, RequestTimedOut, run_choices
 from .model_pool import ModelLease
 from .state import ServiceState
@@ -144,7 +144,7 @@ class Reply(Generic[W]):
         limits = Limits.start(self.state.config.server.request_timeout, receive)
         status = "error"
         try:
-            async for index, chunk in run_choices(self.session, self.starts, limits, engine_errors):
+            async for index, chunk in run_choices(self.session, self.starts, limits):
                 self.answers[index].add(chunk)
             status = self._status()
         except RequestTimedOut:
@@ -182,7 +182,7 @@ class Reply(Generic[W]):
             )
             if opening:
                 yield "".join(opening)
-            async for index, chunk in run_choices(self.session, self.starts, limits, engine_errors):
+            async for index, chunk in run_choices(self.session, self.starts, limits):
                 self.answers[index].add(chunk)
                 events = several.chunk(self.head, chunk, index) if several else self.shape.chunk(self.head, chunk)
                 if events:
