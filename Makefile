@@ -16,7 +16,7 @@ FEATURES ?=
 PYTEST_ARGS ?=
 PYTHON_LIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 
-.PHONY: venv lint patched-crates patches-edit patches-export build browser postgres chat serve bench bench-batched bench-choices bench-service bench-uqff bench-kv bench-prefix bench-replicas bench-memory bench-wheel bench-fidelity bench-gguf-types test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda check-flash-attn wheel-cuda clean
+.PHONY: venv lint patched-crates patches-edit patches-export llama-cpp-tools build browser postgres chat serve bench bench-batched bench-choices bench-service bench-uqff bench-kv bench-prefix bench-replicas bench-memory bench-wheel bench-fidelity bench-gguf-types test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda check-flash-attn wheel-cuda clean
 
 venv: $(VENV)/.deps
 
@@ -115,6 +115,16 @@ $(BENCH_VENV)/.deps: requirements/bench.txt
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check --no-cache-dir -r requirements/bench.txt
 	touch $@
+
+# llama.cpp's own tools (llama-bench, llama-batched-bench, llama-server,
+# llama-quantize), built once from the source vendored in the pinned
+# llama-cpp-python sdist into the bench venv (~10 min on 2 cores).
+LLAMA_CPP_TOOLS := $(BENCH_VENV)/bin/.llama-cpp-tools
+
+$(LLAMA_CPP_TOOLS): $(BENCH_VENV)/.deps benches/llama_cpp_tools.py
+	$(BENCH_VENV)/bin/python benches/llama_cpp_tools.py $(BENCH_VENV) $(LLAMA_CMAKE_ARGS)
+
+llama-cpp-tools: $(LLAMA_CPP_TOOLS)
 
 bench: build $(BENCH_VENV)/.deps
 	RUSTFLAGS="$(NATIVE_RUSTFLAGS)" PYO3_PYTHON=$(abspath $(PY)) LD_LIBRARY_PATH=$(PYTHON_LIBDIR) \
