@@ -48,7 +48,7 @@ def main(venv: Path, cmake_args: list[str]) -> None:
     pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "--quiet"]
     with tempfile.TemporaryDirectory(prefix="llama-cpp-tools-") as scratch:
         work = Path(scratch)
-        subprocess.run([*pip, "download", "--no-deps", "--no-binary", ":all:", "-d", str(work), requirement], check=True)
+        subprocess.run([*pip, "download", "--no-deps", "--no-binary", "llama-cpp-python", "-d", str(work), requirement], check=True)
         (sdist,) = work.glob("llama_cpp_python-*.tar.gz")
         with tarfile.open(sdist) as archive:
             archive.extractall(work, filter="data")
