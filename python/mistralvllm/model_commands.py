@@ -155,7 +155,7 @@ def models(config_path: Path | None, as_json: bool) -> None:
     config = load_config(config_path)
     configured = [_configured_model(entry) for entry in config.served_models()]
     stores = {
-        f"pulled by Ollama ({_places(ollama.store_dirs())})": ollama.list_models(),
+        f"pulled by Ollama ({ollama.searched()})": ollama.list_models(),
         f"Hugging Face cache ({huggingface.cache_dir()})": huggingface.list_models(),
     }
     if as_json:
@@ -178,10 +178,6 @@ def _stored_models(title: str, listed: list[StoredModel]) -> Table:
     for model in listed:
         table.add_row(Text(model.name), Text(str(model.path)), f"{model.size_bytes / MIB:.0f} MiB")
     return table
-
-
-def _places(paths: list[Path]) -> str:
-    return ", ".join(map(str, paths)) or "no store found; OLLAMA_MODELS names one"
 
 
 def _configured_model(entry: ServedModelSection) -> dict[str, Any]:

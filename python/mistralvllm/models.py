@@ -55,7 +55,7 @@ def resolve_model(model: str | os.PathLike[str] | None, environ: Mapping[str, st
     name = os.fspath(model)
     if (blob := ollama.find_model(name, environ)) is not None:
         return blob
-    stores = ", ".join(str(store) for store in ollama.store_dirs(environ)) or "none found; OLLAMA_MODELS names one"
+    stores = ollama.searched(environ)
     repo = huggingface.RepoName.parse(name)
     if repo is None:
         raise ModelLoadError(f"{name}: no such model file or directory, nor a model Ollama has pulled (its stores: {stores})")

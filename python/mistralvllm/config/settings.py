@@ -6,19 +6,29 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field, model_validator
 
 from .._core import Topology
 from ..errors import ConfigError
-from ..models import DEFAULT_MODEL_FILE, is_model_name, served_model_name
+from ..models import DEFAULT_MODEL_FILE, served_model_name
 from .model_sections import EngineSection, ModelSection, PagedAttentionSection, ServedModelSection, TopologyRangeSection, build_topology
 from .sections import HistorySection, SamplingSection, Section, ServerSection
 
 # The sections that configure the one model of a config without `models`.
 SINGLE_MODEL_SECTIONS = ("model", "topology", "paged_attention", "engine")
+
+
+def name_taken_twice(models: Sequence[ServedModelSection]) -> tuple[str, int, int] | None:
+    """The first name (or alias) two of ``models`` share, with their indices."""
+    seen: dict[str, int] = {}
+    for index, entry in enumerate(models):
+        for name in entry.names:
+            if name in seen:
+                return name, seen[name], index
+            seen[name] = index
+    return None
 
 
 class Config(Section):
@@ -42,12 +52,9 @@ class Config(Section):
         given = [name for name in SINGLE_MODEL_SECTIONS if name in self.model_fields_set]
         if self.models and given:
             raise ValueError(f"models: give each model's options in its entry, and leave out {', '.join(given)}")
-        seen: dict[str, int] = {}
-        for index, entry in enumerate(self.models):
-            for name in entry.names:
-                if name in seen:
-                    raise ValueError(f"models[{index}]: the name {name!r} is already taken by models[{seen[name]}]; names and aliases must be unique")
-                seen[name] = index
+        if (taken := name_taken_twice(self.models)) is not None:
+            name, first, second = taken
+            raise ValueError(f"models[{second}]: the name {name!r} is already taken by models[{first}]; names and aliases must be unique")
         return self
 
     def served_models(self) -> list[ServedModelSection]:
@@ -66,25 +73,18 @@ class Config(Section):
 
     def model_entry(self, model: str) -> ServedModelSection:
         """The model that ``model`` names: a configured model's name or alias;
-        else a model file, directory or name (see `mistralvllm.models`),
-        served under that name with the first configured model's options."""
+        else a model file, directory or name, as given (`resolve_model` finds
+        it), served under that name with the first configured model's options."""
         found = self.find_model(model)
         if found is not None:
             return found
-        try:
-            path = model if is_model_name(model) else str(Path(model).expanduser())
-        except RuntimeError:
-            raise ConfigError(f"{model}: starts with ~ but names no known user") from None
-        return self.served_models()[0].model_copy(update={"path": path, "name": served_model_name(model), "aliases": []})
+        return self.served_models()[0].model_copy(update={"path": model, "name": served_model_name(model), "aliases": []})
 
     def with_models(self, models: Sequence[ServedModelSection]) -> Config:
         """This config serving ``models`` (each name once) instead of its own."""
-        seen: dict[str, int] = {}
-        for index, entry in enumerate(models):
-            for name in entry.names:
-                if name in seen:
-                    raise ConfigError(f"models: {name!r} is given twice (model {seen[name] + 1} and model {index + 1}); name each model once")
-                seen[name] = index
+        if (taken := name_taken_twice(models)) is not None:
+            name, first, second = taken
+            raise ConfigError(f"models: {name!r} is given twice (model {first + 1} and model {second + 1}); name each model once")
         return self.model_copy(update={"models": list(models)})
 
     def build_topology(self) -> Topology | None:

@@ -39,9 +39,9 @@ class JsonBodies:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
-            headers = [(name, value) for name, value in scope["headers"] if name != b"content-type"]
             content_type = next((value for name, value in scope["headers"] if name == b"content-type"), b"")
             if not _is_json(content_type):
+                headers = [(name, value) for name, value in scope["headers"] if name != b"content-type"]
                 scope = {**scope, "headers": [*headers, (b"content-type", JSON_CONTENT_TYPE)]}
         await self.app(scope, receive, send)
 

@@ -3,6 +3,7 @@ they do not know, and whole bodies (`RequestBody`) that ignore and log them."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, ClassVar
 
@@ -33,9 +34,14 @@ class RequestBody(Strict):
     def _log_ignored_fields(cls, data: Any, handler: ModelWrapValidatorHandler[RequestBody]) -> RequestBody:
         body = handler(data)
         if isinstance(data, dict):
-            known = {name for field_name, field in cls.model_fields.items() for name in (field_name, field.alias) if name}
-            ignored = frozenset(str(key) for key in data if key not in known)
+            ignored = frozenset(str(key) for key in data if key not in _field_names(cls))
             if ignored and (cls.__name__, ignored) not in RequestBody._ignored_fields_logged:
                 RequestBody._ignored_fields_logged.add((cls.__name__, ignored))
                 log.warning("%s: ignored the request fields this service does not know: %s", cls.__name__, ", ".join(sorted(ignored)))
         return body
+
+
+@functools.cache
+def _field_names(body: type[RequestBody]) -> frozenset[str]:
+    """The names (and aliases) a body type's fields are sent under."""
+    return frozenset(name for field_name, field in body.model_fields.items() for name in (field_name, field.alias) if name)

@@ -66,6 +66,11 @@ def store_dirs(environ: Mapping[str, str] | None = None) -> list[Path]:
     return [path for path in (Path(each).expanduser() for each in STORE_DIRS) if path.is_dir()]
 
 
+def searched(environ: Mapping[str, str] | None = None) -> str:
+    """The stores searched, for messages and listings."""
+    return ", ".join(map(str, store_dirs(environ))) or "none found; OLLAMA_MODELS names one"
+
+
 def model_blob(store: Path, manifest: Path) -> Path:
     """The GGUF blob that ``manifest``'s model layer names."""
     try:
