@@ -20,20 +20,20 @@ from pathlib import Path
 
 import machine
 
-from mistralvllm import Session
+from mistralvllm import SamplingParams, Session
 
 REPO = Path(__file__).resolve().parent.parent
 REPETITIONS = 3
 CHOICES = 4
 MAX_TOKENS = 64
 QUESTION = [{"role": "user", "content": "Write a short story about a lighthouse keeper."}]
-SAMPLING = {"max_tokens": MAX_TOKENS, "temperature": 0.8}
+SAMPLING = SamplingParams(max_tokens=MAX_TOKENS, temperature=0.8)
 
 
 def one_request(session: Session, seed: int) -> float:
     """Aggregate tok/s of CHOICES answers from one request (n=CHOICES)."""
     started = time.perf_counter()
-    result = session.chat(QUESTION, n=CHOICES, seed=seed, **SAMPLING)
+    result = session.chat(QUESTION, SAMPLING.replace(seed=seed), n=CHOICES)
     elapsed = time.perf_counter() - started
     return sum(choice.usage.completion_tokens for choice in result.choices) / elapsed
 
@@ -42,14 +42,14 @@ def separate_requests(session: Session, seed: int) -> float:
     """Aggregate tok/s of CHOICES requests sent at once from as many threads."""
     started = time.perf_counter()
     with ThreadPoolExecutor(CHOICES) as pool:
-        results = list(pool.map(lambda i: session.chat(QUESTION, seed=seed + i, **SAMPLING), range(CHOICES)))
+        results = list(pool.map(lambda i: session.chat(QUESTION, SAMPLING.replace(seed=seed + i)), range(CHOICES)))
     elapsed = time.perf_counter() - started
     return sum(result.usage.completion_tokens for result in results) / elapsed
 
 
 def main() -> None:
     with Session() as session:
-        session.chat(QUESTION, max_tokens=4)  # warm-up
+        session.chat(QUESTION, SamplingParams(max_tokens=4))  # warm-up
         n_request = [one_request(session, 100 + r) for r in range(REPETITIONS)]
         separate = [separate_requests(session, 200 + r) for r in range(REPETITIONS)]
     report = {

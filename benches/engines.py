@@ -103,8 +103,10 @@ def load_ours_plain_topology(_: str) -> StreamFn:
 
 
 def _session_stream(session) -> StreamFn:
+    from mistralvllm import SamplingParams
+
     def stream(messages: list[dict[str, str]], max_tokens: int) -> Iterator[str]:
-        for chunk in session.stream(messages, max_tokens=max_tokens, temperature=0.0):
+        for chunk in session.stream(messages, SamplingParams(max_tokens=max_tokens, temperature=0.0)):
             yield chunk.text
 
     return stream

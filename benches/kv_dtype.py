@@ -16,7 +16,7 @@ from pathlib import Path
 
 import machine
 
-from mistralvllm import Session
+from mistralvllm import SamplingParams, Session
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPTS = [
@@ -35,7 +35,7 @@ def answers(dtype: str) -> tuple[list[list[str]], float]:
     with Session(dtype=dtype, device="cpu") as session:  # type: ignore[arg-type]
         words, speeds = [], []
         for prompt in PROMPTS:
-            result = session.chat([{"role": "user", "content": prompt}], max_tokens=MAX_TOKENS)
+            result = session.chat([{"role": "user", "content": prompt}], SamplingParams(max_tokens=MAX_TOKENS))
             speeds.append(result.usage.decode_tok_per_s)
             words.append(result.text.split())
         return words, statistics.median(speeds)

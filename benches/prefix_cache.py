@@ -18,7 +18,7 @@ from pathlib import Path
 
 import machine
 
-from mistralvllm import Session
+from mistralvllm import SamplingParams, Session
 
 REPO = Path(__file__).resolve().parent.parent
 REPETITIONS = 3
@@ -30,7 +30,7 @@ QUESTIONS = ["What is the capital of France?", "What is the capital of Spain?"]
 
 def time_to_first_token(session: Session, question: str) -> tuple[float, int]:
     started = time.perf_counter()
-    stream = session.stream([{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}], max_tokens=8)
+    stream = session.stream([{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}], SamplingParams(max_tokens=8))
     next(stream)
     first = time.perf_counter() - started
     prompt_tokens = 0

@@ -22,7 +22,7 @@ import httpx
 import machine
 import openai
 
-from mistralvllm import Session
+from mistralvllm import SamplingParams, Session
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPTS = [
@@ -55,11 +55,11 @@ def measure(ask, concurrency: int) -> dict[str, float]:
 
 def session_figures() -> dict[int, dict[str, float]]:
     with Session() as session:
-        session.chat(messages(0), max_tokens=8)
+        session.chat(messages(0), SamplingParams(max_tokens=8))
 
         def ask(i: int) -> tuple[int, float]:
             started = time.perf_counter()
-            result = session.chat(messages(i), max_tokens=MAX_TOKENS)
+            result = session.chat(messages(i), SamplingParams(max_tokens=MAX_TOKENS))
             return result.usage.completion_tokens, time.perf_counter() - started
 
         return {n: measure(ask, n) for n in CONCURRENCY}

@@ -29,12 +29,12 @@ REPETITIONS = 3
 # One load in a fresh interpreter: prints the load time and a greedy answer as JSON.
 LOAD = """
 import json, sys, time
-from mistralvllm import Session, Topology
+from mistralvllm import SamplingParams, Session, Topology
 model, topology, write = sys.argv[1], sys.argv[2] or None, sys.argv[3] or None
 started = time.monotonic()
 session = Session(model, device="cpu", topology=topology and Topology.from_file(topology), write_uqff=write)
 seconds = time.monotonic() - started
-text = session.chat([{"role": "user", "content": "Name three colours."}], max_tokens=24).text
+text = session.chat([{"role": "user", "content": "Name three colours."}], SamplingParams(max_tokens=24)).text
 print(json.dumps({"load_s": seconds, "text": text}))
 """
 

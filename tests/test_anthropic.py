@@ -228,13 +228,18 @@ def test_unknown_model_wrong_key_and_overflow(client: anthropic.Anthropic, serve
 
 
 def test_an_error_after_the_stream_began_is_an_error_event(client: anthropic.Anthropic) -> None:
-    # top_k is checked by the engine once the stream has begun (as on the OpenAI
-    # route). This client has no sampling parameters any more; older ones send them.
-    with client.messages.create(model=MODEL, max_tokens=8, messages=ITALY, stream=True, extra_body={"top_k": 2**64}) as events:
+    # The engine compiles a forced tool call's schema once the stream has
+    # begun: a type it does not know is refused then.
+    broken = {"name": "add", "description": "Add.", "input_schema": {"type": "object", "properties": {"a": {"type": "strin"}}}}
+    forced = {"type": "tool", "name": "add"}
+    with client.messages.create(model=MODEL, max_tokens=8, messages=ITALY, stream=True, tools=[broken], tool_choice=forced) as events:
         assert next(events).type == "message_start"
-        with pytest.raises(anthropic.APIStatusError, match="top_k: 18446744073709551616 is out of range") as raised:
+        with pytest.raises(anthropic.APIStatusError, match="strin") as raised:
             list(events)
     assert raised.value.body["type"] == "error" and raised.value.body["error"]["type"] == "invalid_request_error"
+    # A value no engine count holds is refused before the stream, naming it.
+    with pytest.raises(anthropic.BadRequestError, match="top_k"):
+        client.messages.create(model=MODEL, max_tokens=8, messages=ITALY, stream=True, extra_body={"top_k": 2**64})
     # The service still answers.
     assert "Rome" in text_of(client.messages.create(model=MODEL, max_tokens=16, messages=ITALY))
 

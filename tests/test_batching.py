@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mistralvllm import Session
+from mistralvllm import SamplingParams, Session
 
 # Eight questions: some of equal prompt length (decoded in one batch from
 # the first step), some of other lengths (they join the batch as they catch up).
@@ -41,7 +41,7 @@ def batch_session(default_model: Path) -> Iterator[Session]:
 
 @pytest.fixture(scope="module")
 def alone(batch_session: Session) -> list[str]:
-    return [batch_session.chat(m, max_tokens=24).text for m in MESSAGES]
+    return [batch_session.chat(m, SamplingParams(max_tokens=24)).text for m in MESSAGES]
 
 
 def test_prompts_include_equal_and_different_lengths(batch_session: Session) -> None:
@@ -53,12 +53,12 @@ def test_prompts_include_equal_and_different_lengths(batch_session: Session) -> 
 def test_eight_concurrent_chats_answer_as_they_do_alone(batch_session: Session, alone: list[str]) -> None:
     for _ in range(2):
         with ThreadPoolExecutor(max_workers=8) as pool:
-            together = list(pool.map(lambda m: batch_session.chat(m, max_tokens=24).text, MESSAGES))
+            together = list(pool.map(lambda m: batch_session.chat(m, SamplingParams(max_tokens=24)).text, MESSAGES))
         assert together == alone
 
 
 def test_one_thread_reads_two_streams_at_once(batch_session: Session, alone: list[str]) -> None:
-    first, second = batch_session.stream(MESSAGES[0], max_tokens=24), batch_session.stream(MESSAGES[1], max_tokens=24)
+    first, second = batch_session.stream(MESSAGES[0], SamplingParams(max_tokens=24)), batch_session.stream(MESSAGES[1], SamplingParams(max_tokens=24))
     texts = ["", ""]
     streams = [first, second]
     while any(not s.closed for s in streams):
@@ -70,7 +70,7 @@ def test_one_thread_reads_two_streams_at_once(batch_session: Session, alone: lis
 
 
 def test_closing_one_stream_mid_batch_leaves_the_others_intact(batch_session: Session, alone: list[str]) -> None:
-    streams = [batch_session.stream(m, max_tokens=24) for m in MESSAGES[:4]]
+    streams = [batch_session.stream(m, SamplingParams(max_tokens=24)) for m in MESSAGES[:4]]
     texts = [next(s).text for s in streams]
     streams[1].close()
     for i in (0, 2, 3):
@@ -92,7 +92,7 @@ def test_different_lengths_decode_in_one_step(batch_session: Session) -> None:
         for topic in ("a cat", "an old lighthouse keeper", "the sea at night in winter")
     ]
     assert len({batch_session.count_tokens(m) for m in messages}) == 3
-    streams = [batch_session.stream(m, max_tokens=200) for m in messages]
+    streams = [batch_session.stream(m, SamplingParams(max_tokens=200)) for m in messages]
     try:
         for stream in streams:
             next(stream)
@@ -115,7 +115,7 @@ def test_different_lengths_decode_in_one_step(batch_session: Session) -> None:
 PEAK_PROBE = """
 import ctypes, json, sys
 from concurrent.futures import ThreadPoolExecutor
-from mistralvllm import Session
+from mistralvllm import SamplingParams, Session
 
 def status(field):
     with open("/proc/self/status") as f:
@@ -124,14 +124,14 @@ def status(field):
 messages = [[{"role": "user", "content": f"Write a short poem about the number {i}."}] for i in range(16)]
 with Session(sys.argv[1], prefix_cache=0, max_num_seqs=16) as session, ThreadPoolExecutor(max_workers=16) as pool:
     # A first round grows the threads' heaps; the second shows what the KV costs.
-    list(pool.map(lambda m: session.chat(m, max_tokens=64), messages))
+    list(pool.map(lambda m: session.chat(m, SamplingParams(max_tokens=64)), messages))
     # Heap the first round freed goes back to the system, so that the second
     # round's rise does not depend on how much of it glibc happened to keep.
     ctypes.CDLL(None).malloc_trim(0)
     before = status("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # VmHWM from here on
-    tokens = list(pool.map(lambda m: session.chat(m, max_tokens=64).usage.completion_tokens, messages))
+    tokens = list(pool.map(lambda m: session.chat(m, SamplingParams(max_tokens=64)).usage.completion_tokens, messages))
     longest = max(session.count_tokens(m) + n for m, n in zip(messages, tokens))
     print(json.dumps({"rise": status("VmHWM") - before, "longest": longest}))
 """

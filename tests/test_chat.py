@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mistralvllm import ChatResult, Session
+from mistralvllm import ChatResult, SamplingParams, Session
 from prompts import HOT, ITALY, WATER
 
 
@@ -17,28 +17,28 @@ from prompts import HOT, ITALY, WATER
     [(ITALY, "Rome"), (WATER, "H2O"), (HOT, "cold")],
 )
 def test_greedy_answers_are_correct(session: Session, messages, keyword: str) -> None:
-    result = session.chat(messages, max_tokens=48)
+    result = session.chat(messages, SamplingParams(max_tokens=48))
     assert isinstance(result, ChatResult)
     assert keyword.lower() in result.text.lower(), result.text
 
 
 def test_greedy_is_deterministic(session: Session) -> None:
-    first = session.chat(WATER, max_tokens=32).text
-    second = session.chat(WATER, max_tokens=32).text
+    first = session.chat(WATER, SamplingParams(max_tokens=32)).text
+    second = session.chat(WATER, SamplingParams(max_tokens=32)).text
     assert first == second
 
 
 def test_stream_concatenates_to_the_chat_text(session: Session) -> None:
-    chunks = list(session.stream(ITALY, max_tokens=32))
+    chunks = list(session.stream(ITALY, SamplingParams(max_tokens=32)))
     assert len(chunks) > 1
     assert all(c.finish_reason is None for c in chunks[:-1])
     assert chunks[-1].finish_reason in ("stop", "length")
     assert chunks[-1].usage is not None
-    assert "".join(c.text for c in chunks) == session.chat(ITALY, max_tokens=32).text
+    assert "".join(c.text for c in chunks) == session.chat(ITALY, SamplingParams(max_tokens=32)).text
 
 
 def test_usage_agrees_with_the_tokenizer(session: Session) -> None:
-    result = session.chat(HOT, max_tokens=6)
+    result = session.chat(HOT, SamplingParams(max_tokens=6))
     assert result.finish_reason == "length"
     assert result.usage.completion_tokens == 6
     assert result.usage.prompt_tokens == session.count_tokens(HOT)
@@ -48,20 +48,20 @@ def test_usage_agrees_with_the_tokenizer(session: Session) -> None:
 
 
 def test_a_longer_conversation_counts_more_prompt_tokens(session: Session) -> None:
-    first = session.chat(ITALY, max_tokens=16)
+    first = session.chat(ITALY, SamplingParams(max_tokens=16))
     follow_up = [
         *ITALY,
         {"role": "assistant", "content": first.text},
         {"role": "user", "content": "And of Spain?"},
     ]
-    second = session.chat(follow_up, max_tokens=16)
+    second = session.chat(follow_up, SamplingParams(max_tokens=16))
     assert second.usage.prompt_tokens > first.usage.prompt_tokens
 
 
 def test_stop_sequence_ends_the_answer(session: Session) -> None:
-    full = session.chat(ITALY, max_tokens=32).text
+    full = session.chat(ITALY, SamplingParams(max_tokens=32)).text
     assert "Rome" in full
-    stopped = session.chat(ITALY, max_tokens=32, stop=["Rome"])
+    stopped = session.chat(ITALY, SamplingParams(max_tokens=32, stop=["Rome"]))
     assert stopped.finish_reason == "stop"
     assert "Rome" not in stopped.text
     assert full.startswith(stopped.text.rstrip())
@@ -72,12 +72,12 @@ def test_seeded_sampling_repeats_and_seeds_differ(default_model) -> None:
     # prompt in another chunking, and the last-bit differences in the logits
     # can flip a sampled (not a greedy) token.
     prompt = [{"role": "user", "content": "Write a short poem about the sea."}]
-    options = dict(max_tokens=24, temperature=1.0, top_p=0.95)
+    sampling = SamplingParams(max_tokens=24, temperature=1.0, top_p=0.95)
     with Session(default_model, prefix_cache=0) as session:
-        session.chat(ITALY, max_tokens=4)
-        a = session.chat(prompt, seed=11, **options).text
-        b = session.chat(prompt, seed=11, **options).text
-        others = {session.chat(prompt, seed=s, **options).text for s in (12, 13, 14)}
+        session.chat(ITALY, SamplingParams(max_tokens=4))
+        a = session.chat(prompt, sampling.replace(seed=11)).text
+        b = session.chat(prompt, sampling.replace(seed=11)).text
+        others = {session.chat(prompt, sampling.replace(seed=s)).text for s in (12, 13, 14)}
     assert a == b
     assert len(others | {a}) > 1
 
@@ -85,17 +85,17 @@ def test_seeded_sampling_repeats_and_seeds_differ(default_model) -> None:
 def test_json_schema_constrains_the_answer(session: Session) -> None:
     schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"], "additionalProperties": False}
     for prompt in (ITALY, WATER, HOT):
-        reply = json.loads(session.chat(prompt, max_tokens=60, json_schema=schema).text)
+        reply = json.loads(session.chat(prompt, SamplingParams(max_tokens=60, json_schema=schema)).text)
         assert list(reply) == ["answer"] and isinstance(reply["answer"], str)
 
 
 def test_text_completion_continues_a_raw_prompt(session: Session) -> None:
-    result = session.complete("The capital of Italy is", max_tokens=5)
+    result = session.complete("The capital of Italy is", SamplingParams(max_tokens=5))
     assert "Rome" in result.text
     assert result.finish_reason == "length"
     assert result.usage.completion_tokens == 5
     assert result.usage.prompt_tokens == len(session._engine.tokenize(prompt="The capital of Italy is"))
-    streamed = "".join(c.text for c in session.stream_completion("The capital of Italy is", max_tokens=5))
+    streamed = "".join(c.text for c in session.stream_completion("The capital of Italy is", SamplingParams(max_tokens=5)))
     assert streamed == result.text
 
 
@@ -107,7 +107,7 @@ def test_an_answer_cut_inside_a_character_still_finishes(session: Session) -> No
     assert len(star) == 3
     for cut in (1, 2):
         forced = {token: 100.0 for token in star[:cut]}
-        result = session.chat(ITALY, max_tokens=cut, logit_bias=forced)
+        result = session.chat(ITALY, SamplingParams(max_tokens=cut, logit_bias=forced))
         assert result.finish_reason == "length"
         assert result.text.endswith("\ufffd")
         assert result.usage.completion_tokens == cut

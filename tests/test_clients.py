@@ -19,7 +19,7 @@ from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel
 
-from mistralvllm import ContextOverflowError
+from mistralvllm import ContextOverflowError, SamplingParams
 from mistralvllm.context_window import context_overflow
 from mistralvllm.server.serving import fit_default_max_tokens
 from prompts import ITALY
@@ -157,15 +157,17 @@ def test_a_default_max_tokens_shrinks_to_the_room_left() -> None:
     """(A real prompt near the 8192-token window takes minutes to read on CPU.)"""
     seen: list[int] = []
 
-    def check(options: dict[str, int]) -> str:
-        seen.append(options["max_tokens"])
-        if 8170 + options["max_tokens"] > 8192:
-            raise context_overflow(8170, options["max_tokens"], 8192)
+    def check(sampling: SamplingParams) -> str:
+        assert sampling.max_tokens is not None
+        seen.append(sampling.max_tokens)
+        if 8170 + sampling.max_tokens > 8192:
+            raise context_overflow(8170, sampling.max_tokens, 8192)
         return "started"
 
-    assert fit_default_max_tokens(check, {"max_tokens": 512}, asked=False) == "started" and seen == [512, 22]
+    fitted, started = fit_default_max_tokens(check, SamplingParams(max_tokens=512, seed=3), asked=False)
+    assert started == "started" and seen == [512, 22] and fitted == SamplingParams(max_tokens=22, seed=3)
     with pytest.raises(ContextOverflowError, match="max_tokens"):
-        fit_default_max_tokens(check, {"max_tokens": 512}, asked=True)
+        fit_default_max_tokens(check, SamplingParams(max_tokens=512), asked=True)
 
 
 def test_a_request_past_the_timeout_ends_with_an_error_and_keeps_its_text(limited: Server) -> None:

@@ -6,22 +6,22 @@ import asyncio
 import gc
 from concurrent.futures import ThreadPoolExecutor
 
-from mistralvllm import Session
+from mistralvllm import SamplingParams, Session
 from prompts import HOT, ITALY, WATER
 
 
 def test_four_threads_chat_at_once(session: Session) -> None:
     questions = [(ITALY, "rome"), (WATER, "h2o"), (HOT, "cold"), (ITALY, "rome")]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        answers = list(pool.map(lambda q: session.chat(q[0], max_tokens=48).text, questions))
+        answers = list(pool.map(lambda q: session.chat(q[0], SamplingParams(max_tokens=48)).text, questions))
     for (_, keyword), answer in zip(questions, answers, strict=True):
         assert keyword in answer.lower(), answer
 
 
 def test_concurrent_answers_match_sequential_ones(session: Session) -> None:
-    alone = session.chat(WATER, max_tokens=24).text
+    alone = session.chat(WATER, SamplingParams(max_tokens=24)).text
     with ThreadPoolExecutor(max_workers=3) as pool:
-        together = list(pool.map(lambda m: session.chat(m, max_tokens=24).text, [WATER, ITALY, HOT]))
+        together = list(pool.map(lambda m: session.chat(m, SamplingParams(max_tokens=24)).text, [WATER, ITALY, HOT]))
     assert together[0] == alone
 
 
@@ -31,26 +31,26 @@ def test_equal_length_prompts_do_not_leak_into_each_other(session: Session) -> N
     patches/mistralrs-core-0.8.1/0001-cpu-attention-kernel; more in test_batching.py)."""
     france = [{"role": "user", "content": "What is the capital city of France?"}]
     assert session.count_tokens(france) == session.count_tokens(WATER)
-    alone = [session.chat(m, max_tokens=20).text for m in (WATER, france)]
+    alone = [session.chat(m, SamplingParams(max_tokens=20)).text for m in (WATER, france)]
     for _ in range(3):
         with ThreadPoolExecutor(max_workers=2) as pool:
-            together = list(pool.map(lambda m: session.chat(m, max_tokens=20).text, [WATER, france]))
+            together = list(pool.map(lambda m: session.chat(m, SamplingParams(max_tokens=20)).text, [WATER, france]))
         assert together == alone
 
 
 def test_breaking_out_of_a_stream_lets_the_next_request_finish(session: Session) -> None:
     long_prompt = [{"role": "user", "content": "Count from one to five hundred in words."}]
-    stream = session.stream(long_prompt, max_tokens=400)
+    stream = session.stream(long_prompt, SamplingParams(max_tokens=400))
     for i, _ in enumerate(stream):
         if i == 3:
             break
     del stream
     gc.collect()
-    assert "rome" in session.chat(ITALY, max_tokens=32).text.lower()
+    assert "rome" in session.chat(ITALY, SamplingParams(max_tokens=32)).text.lower()
 
 
 def test_closed_stream_stops_iterating(session: Session) -> None:
-    stream = session.stream(ITALY, max_tokens=32)
+    stream = session.stream(ITALY, SamplingParams(max_tokens=32))
     first = next(stream)
     assert first.text
     stream.close()
@@ -60,10 +60,10 @@ def test_closed_stream_stops_iterating(session: Session) -> None:
 
 def test_async_streams_run_together(session: Session) -> None:
     async def answer(messages) -> str:
-        return "".join([chunk.text async for chunk in session.astream(messages, max_tokens=48)])
+        return "".join([chunk.text async for chunk in session.astream(messages, SamplingParams(max_tokens=48))])
 
     async def main() -> list[str]:
-        return await asyncio.gather(answer(ITALY), answer(WATER), session.achat(HOT, max_tokens=48))
+        return await asyncio.gather(answer(ITALY), answer(WATER), session.achat(HOT, SamplingParams(max_tokens=48)))
 
     italy, water, hot = asyncio.run(main())
     assert "rome" in italy.lower()

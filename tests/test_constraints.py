@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from mistralvllm import RequestError, Session
+from mistralvllm import RequestError, SamplingParams, Session
 from service import API_KEY, AUTH, MODEL
 
 DATE = r"\d{4}-\d{2}-\d{2}"
@@ -22,7 +22,7 @@ COLOURS = 'start: "red" | "green" | "blue"'
     [("Is water wet? Answer yes or no.", r"(yes|no)"), ("When did the Berlin Wall fall? Give the date.", DATE), ("Pick a number.", r"[1-9][0-9]?")],
 )
 def test_regex_constrains_the_answer(session: Session, question: str, pattern: str) -> None:
-    answer = session.chat([{"role": "user", "content": question}], regex=pattern, max_tokens=16).text
+    answer = session.chat([{"role": "user", "content": question}], SamplingParams(regex=pattern, max_tokens=16)).text
     assert re.fullmatch(pattern, answer), answer
 
 
@@ -34,14 +34,14 @@ def test_a_satisfied_constraint_ends_the_answer(session: Session) -> None:
     question = [{"role": "user", "content": "Name a city in Spain and its country."}]
     for constraint in ({"json_schema": schema}, {"regex": r"(yes|no)"}, {"grammar": COLOURS}):
         for max_tokens in (None, 300):
-            result = session.chat(question, max_tokens=max_tokens, **constraint)
+            result = session.chat(question, SamplingParams(max_tokens=max_tokens, **constraint))
             assert result.finish_reason == "stop", (constraint, result)
             assert result.usage.completion_tokens < 40, result
 
 
 def test_lark_grammar_constrains_the_answer(session: Session) -> None:
     for question in ("Name a primary colour.", "What colour is the sky?", "What colour is grass?"):
-        answer = session.chat([{"role": "user", "content": question}], grammar=COLOURS, max_tokens=8).text
+        answer = session.chat([{"role": "user", "content": question}], SamplingParams(grammar=COLOURS, max_tokens=8)).text
         assert answer in {"red", "green", "blue"}, answer
 
 
@@ -56,7 +56,7 @@ def test_lark_grammar_constrains_the_answer(session: Session) -> None:
 )
 def test_bad_constraints_are_request_errors(session: Session, constraint: dict[str, object], fragment: str) -> None:
     with pytest.raises(RequestError, match=re.escape(fragment)):
-        session.chat([{"role": "user", "content": "hi"}], max_tokens=4, **constraint)
+        session.chat([{"role": "user", "content": "hi"}], SamplingParams(max_tokens=4, **constraint))
     assert session.sequence_counts() == {"running": 0, "waiting": 0}
 
 

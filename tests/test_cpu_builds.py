@@ -82,7 +82,7 @@ builds.cpu_flags = lambda: flags if sys.argv[1] == "v4" else flags - {"avx512f"}
 sys.modules["mistralvllm.cpu_builds"] = builds
 import mistralvllm
 with mistralvllm.Session(mistralvllm.default_model_path()) as session:
-    answer = session.chat([{"role": "user", "content": "Say hi."}], max_tokens=4, temperature=0.0)
+    answer = session.chat([{"role": "user", "content": "Say hi."}], mistralvllm.SamplingParams(max_tokens=4, temperature=0.0))
 print(json.dumps({"build": mistralvllm.CPU_BUILD, "file": mistralvllm._core.__file__, "tokens": answer.usage.completion_tokens}))
 """
 

@@ -19,6 +19,7 @@ from mistralvllm import (
     ModelInfo,
     ModelLoadError,
     RequestError,
+    SamplingParams,
     SequenceCounts,
     Session,
     SessionInfo,
@@ -122,7 +123,7 @@ def test_bad_messages_raise_request_error(session: Session, messages, fragment: 
 )
 def test_bad_sampling_raises_request_error(session: Session, sampling: dict, fragment: str) -> None:
     with pytest.raises(RequestError, match=fragment):
-        session.chat(ITALY, **sampling)
+        session.chat(ITALY, SamplingParams(**sampling))
 
 
 def test_context_overflow_reports_both_numbers(session: Session) -> None:
@@ -130,14 +131,14 @@ def test_context_overflow_reports_both_numbers(session: Session) -> None:
     assert context is not None and context > 0
     huge = [{"role": "user", "content": "word " * (context + 100)}]
     with pytest.raises(ContextOverflowError) as raised:
-        session.chat(huge, max_tokens=8)
+        session.chat(huge, SamplingParams(max_tokens=8))
     error = raised.value
     assert error.context_length == context
     assert error.prompt_tokens > context
     assert str(context) in str(error) and str(error.prompt_tokens) in str(error)
     with pytest.raises(ContextOverflowError, match=r"the answer may take \d+ more \(max_tokens\)"):
-        session.chat(ITALY, max_tokens=context)
-    assert "rome" in session.chat(ITALY, max_tokens=32).text.lower()
+        session.chat(ITALY, SamplingParams(max_tokens=context))
+    assert "rome" in session.chat(ITALY, SamplingParams(max_tokens=32)).text.lower()
 
 
 def test_the_engine_refusing_a_prompt_reports_both_numbers(session: Session) -> None:
@@ -147,7 +148,7 @@ def test_the_engine_refusing_a_prompt_reports_both_numbers(session: Session) -> 
     assert context is not None
     huge = [{"role": "user", "content": "word " * (context + 100)}]
     with pytest.raises(ContextOverflowError) as raised:
-        list(session._engine.stream(huge, max_tokens=8))
+        list(session._engine.stream(huge, sampling=SamplingParams(max_tokens=8)))
     assert raised.value.context_length == context
     assert raised.value.prompt_tokens == session.count_tokens(huge) > context
 

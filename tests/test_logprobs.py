@@ -11,7 +11,7 @@ import openai
 import pytest
 from gguf import GGUFReader
 
-from mistralvllm import RequestError, Session, default_model_path
+from mistralvllm import RequestError, SamplingParams, Session, default_model_path
 from service import API_KEY, AUTH, MODEL
 
 QUESTION = [{"role": "user", "content": "Name three colours."}]
@@ -20,7 +20,7 @@ QUESTION = [{"role": "user", "content": "Name three colours."}]
 def test_logprobs_equal_the_score_of_the_same_text(session: Session) -> None:
     # A raw prompt: score() reads text, and a chat template's <|im_end|> would end it.
     prompt = "The three primary colours are"
-    result = session.complete(prompt, max_tokens=12, logprobs=True, top_logprobs=3)
+    result = session.complete(prompt, SamplingParams(max_tokens=12, logprobs=True, top_logprobs=3))
     assert len(result.logprobs) == result.usage.completion_tokens == 12
     # Greedy: each chosen token is its position's most likely one.
     answer = [position.top_logprobs[0].token_id for position in result.logprobs]
@@ -33,23 +33,23 @@ def test_logprobs_equal_the_score_of_the_same_text(session: Session) -> None:
 
 
 def test_top_logprobs_are_a_sorted_distribution(session: Session) -> None:
-    result = session.chat(QUESTION, max_tokens=4, temperature=0.9, seed=3, logprobs=True, top_logprobs=20)
+    result = session.chat(QUESTION, SamplingParams(max_tokens=4, temperature=0.9, seed=3, logprobs=True, top_logprobs=20))
     for position in result.logprobs:
         tops = [top.logprob for top in position.top_logprobs]
         assert len(tops) == 20 and tops == sorted(tops, reverse=True)
         assert all(value <= 0 for value in tops)
         assert 0.5 < sum(math.exp(value) for value in tops) <= 1 + 1e-4
         assert position.logprob <= tops[0]
-    plain = session.chat(QUESTION, max_tokens=4)
+    plain = session.chat(QUESTION, SamplingParams(max_tokens=4))
     assert plain.logprobs == ()
 
 
 def test_logit_bias_bans_and_forces_a_token(session: Session) -> None:
-    first = session.chat(QUESTION, max_tokens=1, logprobs=True, top_logprobs=1).logprobs[0].top_logprobs[0]
-    banned = session.chat(QUESTION, max_tokens=1, logprobs=True, logit_bias={first.token_id: -100})
+    first = session.chat(QUESTION, SamplingParams(max_tokens=1, logprobs=True, top_logprobs=1)).logprobs[0].top_logprobs[0]
+    banned = session.chat(QUESTION, SamplingParams(max_tokens=1, logprobs=True, logit_bias={first.token_id: -100}))
     assert banned.logprobs[0].token != first.token
     forced_id = session.tokenize(prompt=" banana", add_special_tokens=False)[0]
-    forced = session.chat(QUESTION, max_tokens=3, logit_bias={forced_id: 100})
+    forced = session.chat(QUESTION, SamplingParams(max_tokens=3, logit_bias={forced_id: 100}))
     assert forced.text == session.detokenize([forced_id] * 3).lstrip()  # a chat answer starts unspaced
 
 
@@ -59,37 +59,37 @@ def test_every_token_has_its_logprob_also_inside_a_character(session: Session) -
     # with it: 4 tokens, 2 entries (patches/mistralrs-core-0.8.1/0010-streaming-and-usage).
     star = session.tokenize(prompt="★", add_special_tokens=False)
     forced = {token: 100.0 for token in star}
-    chat = session.chat(QUESTION, max_tokens=4, logprobs=True, logit_bias=forced)
-    completion = session.complete("A star:", max_tokens=4, logprobs=True, logit_bias=forced)
+    chat = session.chat(QUESTION, SamplingParams(max_tokens=4, logprobs=True, logit_bias=forced))
+    completion = session.complete("A star:", SamplingParams(max_tokens=4, logprobs=True, logit_bias=forced))
     for result in (chat, completion):
         assert result.usage.completion_tokens == 4
         assert len(result.logprobs) == 4
         assert [position.token for position in result.logprobs] == ["\ufffd"] * 4  # single bytes of "★"
-    stream = session.stream(QUESTION, max_tokens=4, logprobs=True, logit_bias=forced)
+    stream = session.stream(QUESTION, SamplingParams(max_tokens=4, logprobs=True, logit_bias=forced))
     streamed = [entry for chunk in stream for entry in chunk.logprobs]
     assert [entry.logprob for entry in streamed] == pytest.approx([entry.logprob for entry in chat.logprobs])
 
 
 def test_n_answers_come_from_one_request(session: Session) -> None:
-    result = session.chat(QUESTION, n=3, max_tokens=8, temperature=1.0, seed=7)
+    result = session.chat(QUESTION, SamplingParams(max_tokens=8, temperature=1.0, seed=7), n=3)
     assert len(result.choices) == 3 and result.choices[0] is result
     assert len({choice.text for choice in result.choices}) > 1
-    again = session.chat(QUESTION, n=3, max_tokens=8, temperature=1.0, seed=7)
+    again = session.chat(QUESTION, SamplingParams(max_tokens=8, temperature=1.0, seed=7), n=3)
     assert [c.text for c in again.choices] == [c.text for c in result.choices]
-    greedy = session.chat(QUESTION, n=2, max_tokens=8)
+    greedy = session.chat(QUESTION, SamplingParams(max_tokens=8), n=2)
     assert greedy.choices[0].text == greedy.choices[1].text
     assert all(choice.finish_reason == "length" for choice in result.choices)
 
 
 def test_bad_logprob_options_are_refused(session: Session) -> None:
-    with pytest.raises(RequestError, match="top_logprobs: 21 is out of range"):
-        session.chat(QUESTION, max_tokens=1, logprobs=True, top_logprobs=21)
+    with pytest.raises(RequestError, match=r"top_logprobs: Input should be less than or equal to 20 \(got 21\)"):
+        session.chat(QUESTION, SamplingParams(max_tokens=1, logprobs=True, top_logprobs=21))
     with pytest.raises(RequestError, match="top_logprobs: needs logprobs=True"):
-        session.chat(QUESTION, max_tokens=1, top_logprobs=2)
-    with pytest.raises(RequestError, match=r"logit_bias: 101\.0 for token 5 is out of range"):
-        session.chat(QUESTION, max_tokens=1, logit_bias={5: 101.0})
+        session.chat(QUESTION, SamplingParams(max_tokens=1, top_logprobs=2))
+    with pytest.raises(RequestError, match=r"logit_bias\.5: Input should be less than or equal to 100 \(got 101\.0\)"):
+        session.chat(QUESTION, SamplingParams(max_tokens=1, logit_bias={5: 101.0}))
     with pytest.raises(RequestError, match="n: 0 is not valid"):
-        session.chat(QUESTION, n=0, max_tokens=1)
+        session.chat(QUESTION, SamplingParams(max_tokens=1), n=0)
 
 
 def test_tokenize_and_detokenize_round_trip(session: Session) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mistralvllm import ConfigError, ModelLoadError, Session
+from mistralvllm import ConfigError, ModelLoadError, SamplingParams, Session
 from mistralvllm.config import load_config
 from model_makers import random_lora
 
@@ -22,13 +22,13 @@ def adapter(plain_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 def _answer(model: Path, **options: object) -> str:
     with Session(model, device="cpu", **options) as session:  # type: ignore[arg-type]
-        return session.chat(QUESTION, max_tokens=16).text
+        return session.chat(QUESTION, SamplingParams(max_tokens=16)).text
 
 
 def test_adapter_changes_the_output_and_the_base_comes_back(plain_model: Path, adapter: Path) -> None:
     base = _answer(plain_model)
     with Session(plain_model, device="cpu", lora=[adapter]) as session:
-        adapted = session.chat(QUESTION, max_tokens=16).text
+        adapted = session.chat(QUESTION, SamplingParams(max_tokens=16)).text
         (adapter_id,) = session.info()["lora_adapters"]
     assert adapted != base
     assert adapter_id.startswith("mistralvllm-local/")

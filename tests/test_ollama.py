@@ -296,6 +296,6 @@ def test_no_limit_keeps_the_services_max_tokens_limit(tmp_path: Path) -> None:
     }
     state = ServiceState(load_config(environ=environ))
     unlimited = ChatRequest(model=MODEL, messages=[{"role": "user", "content": "hi"}], options={"num_predict": -1})
-    assert unlimited.options.unlimited and "max_tokens" not in unlimited.options.sampling()
-    assert serving.request_options(state, unlimited.openai_request(MODEL), unlimited=True)["max_tokens"] == 8
-    assert serving.request_options(state, unlimited.openai_request(MODEL))["max_tokens"] == 512
+    assert unlimited.options.unlimited and "max_tokens" not in unlimited.options.openai_fields()
+    assert serving.request_sampling(state, unlimited.openai_request(MODEL), unlimited=True).max_tokens == 8
+    assert serving.request_sampling(state, unlimited.openai_request(MODEL)).max_tokens == 512

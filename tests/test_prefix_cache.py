@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mistralvllm import ConfigError, RequestError, Session
+from mistralvllm import ConfigError, RequestError, SamplingParams, Session
 from mistralvllm.config import load_config
 from service import AUTH, metric
 
@@ -55,8 +55,12 @@ def test_repeated_system_prompt_hits_the_prefix_cache(default_model: Path) -> No
     with Session(default_model, prefix_cache=4) as session:
         assert session.info()["prefix_cache_n"] == 4
         assert counters(session) == {"sequences": 0, "prefix_cache_hits": 0}
-        first = session.chat([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is the capital of France?"}], max_tokens=8)
-        second = session.chat([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is the capital of Spain?"}], max_tokens=8)
+        first = session.chat(
+            [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is the capital of France?"}], SamplingParams(max_tokens=8)
+        )
+        second = session.chat(
+            [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is the capital of Spain?"}], SamplingParams(max_tokens=8)
+        )
         stats = counters(session)
         info = session.info()
     assert info["prefix_cache_hits"] == 1 and info["sequences"] == 2
@@ -73,8 +77,8 @@ def test_an_identical_prompt_hits_the_prefix_cache(default_model: Path) -> None:
     (patches/mistralrs-core-0.8.1/0002-prefix-cache-eviction-memory-identical-prompts); the engine gave up on it before."""
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is the capital of France?"}]
     with Session(default_model, prefix_cache=4) as session:
-        first = session.chat(messages, max_tokens=8)
-        second = session.chat(messages, max_tokens=8)
+        first = session.chat(messages, SamplingParams(max_tokens=8))
+        second = session.chat(messages, SamplingParams(max_tokens=8))
         assert counters(session) == {"sequences": 2, "prefix_cache_hits": 1}
     assert second.text == first.text
     print(f"\nthe same {first.usage.prompt_tokens}-token prompt: {first.usage.prompt_time_s:.3f} s, then {second.usage.prompt_time_s:.3f} s")
@@ -87,10 +91,10 @@ def test_a_prompt_from_the_cache_answers_as_one_read_in_full(default_model: Path
     had a kernel of its own."""
     messages = [{"role": "system", "content": "Your name is Zorblax."}, {"role": "user", "content": "What is your name?"}]
     with Session(default_model, prefix_cache=0) as session:
-        read_in_full = session.chat(messages, max_tokens=30).text
+        read_in_full = session.chat(messages, SamplingParams(max_tokens=30)).text
     with Session(default_model, prefix_cache=4) as session:
-        first = session.chat(messages, max_tokens=30).text
-        from_the_cache = session.chat(messages, max_tokens=30).text
+        first = session.chat(messages, SamplingParams(max_tokens=30)).text
+        from_the_cache = session.chat(messages, SamplingParams(max_tokens=30)).text
         assert counters(session)["prefix_cache_hits"] == 1
     assert first == read_in_full
     assert from_the_cache == read_in_full
@@ -103,7 +107,7 @@ def test_a_seeded_answer_is_the_same_with_its_prompt_from_the_cache(default_mode
     from the one read in full at its first token (patches/mistralrs-core-0.8.1/0009-sampling-log-probabilities-logit-bias-context)."""
     messages = [{"role": "user", "content": "Name three colours."}]
     with Session(default_model, prefix_cache=4) as session:
-        first, again = (session.chat(messages, max_tokens=12, temperature=1.0, seed=5, frequency_penalty=0.5) for _ in range(2))
+        first, again = (session.chat(messages, SamplingParams(max_tokens=12, temperature=1.0, seed=5, frequency_penalty=0.5)) for _ in range(2))
     assert first.usage.cached_prompt_tokens == 0 and again.usage.cached_prompt_tokens > 0
     assert again.text == first.text
 
@@ -113,10 +117,10 @@ def test_usage_counts_the_cached_prompt_tokens(default_model: Path) -> None:
     text completions (patches/mistralrs-core-0.8.1/0010-streaming-and-usage)."""
     system = {"role": "system", "content": SYSTEM}
     with Session(default_model, prefix_cache=4) as session:
-        first = session.chat([system, {"role": "user", "content": "What is the capital of France?"}], max_tokens=4).usage
-        second = session.chat([system, {"role": "user", "content": "What is the capital of Spain?"}], max_tokens=4).usage
-        text = session.complete(SYSTEM, max_tokens=4).usage
-        text_again = session.complete(SYSTEM, max_tokens=4).usage
+        first = session.chat([system, {"role": "user", "content": "What is the capital of France?"}], SamplingParams(max_tokens=4)).usage
+        second = session.chat([system, {"role": "user", "content": "What is the capital of Spain?"}], SamplingParams(max_tokens=4)).usage
+        text = session.complete(SYSTEM, SamplingParams(max_tokens=4)).usage
+        text_again = session.complete(SYSTEM, SamplingParams(max_tokens=4)).usage
     assert first.cached_prompt_tokens == 0 and text.cached_prompt_tokens == 0
     # The system prompt is most of the second chat; its question is not cached.
     assert first.prompt_tokens // 2 < second.cached_prompt_tokens < second.prompt_tokens
@@ -132,9 +136,13 @@ def test_the_oldest_prefix_is_evicted_beyond_the_count(default_model: Path, kept
     with room for one cache, a prompt in between (sharing no token with the
     system prompt) must push the system prompt's cache out."""
     with Session(default_model, prefix_cache=kept) as session:
-        session.chat([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is the capital of France?"}], max_tokens=4)
-        session.complete("Zebras live in Africa and eat grass all day long.", max_tokens=4)
-        session.chat([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is the capital of Spain?"}], max_tokens=4)
+        session.chat(
+            [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is the capital of France?"}], SamplingParams(max_tokens=4)
+        )
+        session.complete("Zebras live in Africa and eat grass all day long.", SamplingParams(max_tokens=4))
+        session.chat(
+            [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is the capital of Spain?"}], SamplingParams(max_tokens=4)
+        )
         assert counters(session) == {"sequences": 3, "prefix_cache_hits": hits}
 
 
@@ -152,11 +160,11 @@ def test_prefix_hits_in_turn_answer_as_alone(default_model: Path) -> None:
     its whole context again as a prompt, onto the KV cache its prefix hit
     had kept ("owned by a baker was called" for "owned by a kind-hearted baker")."""
     with Session(default_model, prefix_cache=0) as plain:
-        alone = [plain.complete(p, max_tokens=24).text for p in STORIES_IN_TURN]
+        alone = [plain.complete(p, SamplingParams(max_tokens=24)).text for p in STORIES_IN_TURN]
     with Session(default_model, prefix_cache=16) as session:
-        session.complete(STORY, max_tokens=4)
+        session.complete(STORY, SamplingParams(max_tokens=4))
         with ThreadPoolExecutor(max_workers=2) as pool:
-            together = list(pool.map(lambda p: session.complete(p, max_tokens=24).text, STORIES_IN_TURN))
+            together = list(pool.map(lambda p: session.complete(p, SamplingParams(max_tokens=24)).text, STORIES_IN_TURN))
         assert counters(session) == {"sequences": 3, "prefix_cache_hits": 2}
     assert together == alone
 
@@ -166,9 +174,9 @@ def test_a_kept_prefix_holds_only_its_tokens(default_model: Path) -> None:
     more, or a view of its whole batch's (patches/mistralrs-core-0.8.1/0002-prefix-cache-eviction-memory-identical-prompts)."""
     with Session(default_model, prefix_cache=16) as session:
         before = settled_stats(session)  # the engine's warm-up at load keeps its own
-        short = session.complete("The sky is", max_tokens=4)
+        short = session.complete("The sky is", SamplingParams(max_tokens=4))
         after_short = settled_stats(session)
-        long = session.chat([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hi"}], max_tokens=4)
+        long = session.chat([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hi"}], SamplingParams(max_tokens=4))
         after_long = settled_stats(session)
         per_token = bytes_per_token(session)
     assert after_long["prefix_cache_sequences"] == before["prefix_cache_sequences"] + 2
@@ -189,10 +197,10 @@ def test_the_byte_limit_evicts_the_oldest(default_model: Path, limit_mib: int, h
     only the newest, so the first one's prefix is gone; 40 MiB keeps both."""
     other = SYSTEM.replace("Rule", "Law")
     with Session(default_model, prefix_cache=16, prefix_cache_mem=limit_mib) as session:
-        session.chat([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hi"}], max_tokens=4)
-        session.complete(other, max_tokens=4)  # no chat template: no token in common
+        session.chat([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hi"}], SamplingParams(max_tokens=4))
+        session.complete(other, SamplingParams(max_tokens=4))  # no chat template: no token in common
         held = settled_stats(session)["prefix_cache_bytes"]
-        session.chat([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hello"}], max_tokens=4)
+        session.chat([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hello"}], SamplingParams(max_tokens=4))
         assert counters(session) == {"sequences": 3, "prefix_cache_hits": hits}
         assert session.info()["prefix_cache_bytes_limit"] == limit_mib * 2**20
     assert 10 * 2**20 < held <= limit_mib * 2**20
@@ -206,16 +214,16 @@ def test_hits_on_kept_sequences_of_different_lengths_decode_together(default_mod
     with Session(default_model, prefix_cache=16, max_num_seqs=8) as session:
         length = lambda prompt: len(session._engine.tokenize(prompt=prompt))  # noqa: E731
         assert length(STORY + " He") == length(STORY + " She") == length(STORY) + 1
-        session.complete(STORY + " He", max_tokens=2)
-        session.complete(STORY + " She", max_tokens=40)
+        session.complete(STORY + " He", SamplingParams(max_tokens=2))
+        session.complete(STORY + " She", SamplingParams(max_tokens=40))
         prompts = [STORY + " He zebra", STORY + " She zebra"]
         assert length(prompts[0]) == length(prompts[1])
         with ThreadPoolExecutor(max_workers=2) as pool:
-            together = list(pool.map(lambda p: session.complete(p, max_tokens=16).text, prompts))
+            together = list(pool.map(lambda p: session.complete(p, SamplingParams(max_tokens=16)).text, prompts))
         # " She" hit the story kept with " He"; each prompt hit its own kept sequence.
         assert counters(session) == {"sequences": 4, "prefix_cache_hits": 3}
     with Session(default_model, prefix_cache=0) as plain:
-        alone = [plain.complete(p, max_tokens=16).text for p in prompts]
+        alone = [plain.complete(p, SamplingParams(max_tokens=16)).text for p in prompts]
     assert together == alone
 
 
@@ -226,7 +234,9 @@ def test_the_engine_publishes_its_cache_usage(default_model: Path) -> None:
         # Settled: the engine's warm-up request at load (one token of "hello")
         # may still be its last published step when the session returns.
         idle = settled_stats(session)
-        stream = session.stream([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Tell me a story."}], max_tokens=200)
+        stream = session.stream(
+            [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Tell me a story."}], SamplingParams(max_tokens=200)
+        )
         for _ in range(8):
             next(stream)
         during = session.engine_stats()
@@ -240,7 +250,7 @@ def test_the_engine_publishes_its_cache_usage(default_model: Path) -> None:
 def test_prefix_cache_off_never_hits(default_model: Path) -> None:
     with Session(default_model, prefix_cache=0) as session:
         for question in ("Hi", "Hello"):
-            session.chat([{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}], max_tokens=4)
+            session.chat([{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}], SamplingParams(max_tokens=4))
         assert counters(session) == {"sequences": 2, "prefix_cache_hits": 0}
         assert session.info()["prefix_cache_n"] is None
 

@@ -15,7 +15,7 @@ import jsonschema_rs
 import openai
 import pytest
 
-from mistralvllm import RequestError, Session
+from mistralvllm import RequestError, SamplingParams, Session
 from mistralvllm.tools import PythonTool, call_schema, check_tools, load_python_tool, messages_for_engine, prepare
 from prompts import WEATHER
 from service import API_KEY, AUTH, MODEL
@@ -62,14 +62,15 @@ def test_bad_tool_definitions_name_the_field(tools: object, fragment: str) -> No
 def test_tool_choice_forms() -> None:
     messages = [{"role": "user", "content": "hi"}]
     auto = prepare(messages, TOOLS, "auto", chat_template=None, constrained=False)
-    assert "json_schema" not in auto.options and json.loads(auto.options["tools"])[1]["function"]["name"] == "add"
+    assert auto.call_schema is None and json.loads(auto.tools_json)[1]["function"]["name"] == "add"
     # A template without tools gets them described in a system message.
     assert auto.messages[0]["role"] == "system" and "get_weather" in auto.messages[0]["content"]
     rendered = prepare(messages, TOOLS, "auto", chat_template="{% for tool in tools %}{% endfor %}", constrained=False)
     assert rendered.messages == messages
     named = prepare(messages, TOOLS, {"type": "function", "function": {"name": "add"}}, chat_template=None, constrained=False)
-    assert json.loads(named.options["json_schema"]) == call_schema([ADD])
-    assert prepare(messages, TOOLS, "none", chat_template=None, constrained=False).options == {}
+    assert named.call_schema == call_schema([ADD])
+    none = prepare(messages, TOOLS, "none", chat_template=None, constrained=False)
+    assert none.tools_json is None and none.call_schema is None
     with pytest.raises(RequestError, match="'nope' is not one of the tools"):
         prepare(messages, TOOLS, {"type": "function", "function": {"name": "nope"}}, chat_template=None, constrained=False)
     with pytest.raises(RequestError, match="cannot be combined"):
@@ -114,7 +115,7 @@ def test_python_function_as_tool() -> None:
 
 @pytest.mark.parametrize("question", QUESTIONS)
 def test_required_tool_call_is_valid_every_time(session: Session, question: str) -> None:
-    result = session.chat([{"role": "user", "content": question}], tools=TOOLS, tool_choice="required", max_tokens=64)
+    result = session.chat([{"role": "user", "content": question}], SamplingParams(max_tokens=64), tools=TOOLS, tool_choice="required")
     assert result.finish_reason == "tool_calls" and result.text == ""
     (call,) = result.tool_calls
     tool = next(t for t in TOOLS if t["function"]["name"] == call.name)
@@ -125,16 +126,18 @@ def test_required_tool_call_is_valid_every_time(session: Session, question: str)
 def test_named_tool_choice_forces_that_tool(session: Session) -> None:
     result = session.chat(
         [{"role": "user", "content": "What is the weather in Paris?"}],
+        SamplingParams(max_tokens=64),
         tools=TOOLS,
         tool_choice={"type": "function", "function": {"name": "add"}},
-        max_tokens=64,
     )
     assert [call.name for call in result.tool_calls] == ["add"]
     assert _validates(ADD, result.tool_calls[0].arguments)
 
 
 def test_tool_call_streams_as_the_last_chunk(session: Session) -> None:
-    chunks = list(session.stream([{"role": "user", "content": "Weather in Tokyo?"}], tools=[WEATHER], tool_choice="required", max_tokens=64))
+    chunks = list(
+        session.stream([{"role": "user", "content": "Weather in Tokyo?"}], SamplingParams(max_tokens=64), tools=[WEATHER], tool_choice="required")
+    )
     assert chunks[-1].finish_reason == "tool_calls" and chunks[-1].usage is not None
     assert [call.name for call in chunks[-1].tool_calls] == ["get_weather"]
     assert all(not c.tool_calls for c in chunks[:-1])
@@ -142,16 +145,16 @@ def test_tool_call_streams_as_the_last_chunk(session: Session) -> None:
 
 def test_tool_choice_none_and_no_tools_answer_in_text(session: Session) -> None:
     question = [{"role": "user", "content": "What is the capital of France?"}]
-    plain = session.chat(question, max_tokens=16)
-    none = session.chat(question, tools=TOOLS, tool_choice="none", max_tokens=16)
+    plain = session.chat(question, SamplingParams(max_tokens=16))
+    none = session.chat(question, SamplingParams(max_tokens=16), tools=TOOLS, tool_choice="none")
     assert none.tool_calls == () and none.text == plain.text
     with pytest.raises(RequestError, match="tool_choice: needs tools"):
-        session.chat(question, tool_choice="required", max_tokens=4)
+        session.chat(question, SamplingParams(max_tokens=4), tool_choice="required")
 
 
 def test_tool_result_goes_back_for_the_answer(session: Session) -> None:
     messages = [{"role": "user", "content": "What is the weather in Paris?"}]
-    first = session.chat(messages, tools=[WEATHER], tool_choice="required", max_tokens=64)
+    first = session.chat(messages, SamplingParams(max_tokens=64), tools=[WEATHER], tool_choice="required")
     (call,) = first.tool_calls
     messages += [
         {
@@ -161,7 +164,7 @@ def test_tool_result_goes_back_for_the_answer(session: Session) -> None:
         },
         {"role": "tool", "content": "sunny, 21 C"},
     ]
-    answer = session.chat(messages, tools=[WEATHER], tool_choice="none", max_tokens=32)
+    answer = session.chat(messages, SamplingParams(max_tokens=32), tools=[WEATHER], tool_choice="none")
     assert answer.tool_calls == () and answer.text.strip()
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mistralvllm import ISQ_NAMES, ConfigError, Session, Topology, TopologyRange
+from mistralvllm import ISQ_NAMES, ConfigError, SamplingParams, Session, Topology, TopologyRange
 from prompts import ITALY, WATER
 
 SEED_TOPOLOGY = Topology().with_range(0, 8, isq="Q3K").with_range(8, 16, isq="Q4K").with_range(16, 24, isq="Q6K").with_range(24, 32, isq="Q8_0")
@@ -126,7 +126,7 @@ def test_tiny_model_loads_with_a_topology(tiny_model: Path) -> None:
         info = session.info()
         assert info["topology"] == topology
         assert info["num_layers"] == 2
-        result = session.chat(ITALY, max_tokens=4)
+        result = session.chat(ITALY, SamplingParams(max_tokens=4))
         assert result.usage.completion_tokens >= 1
 
 
@@ -136,8 +136,8 @@ def test_plain_model_answers_with_the_seed_topology(plain_model: Path) -> None:
     with Session(plain_model, topology=topology) as session:
         assert session.info()["topology"] == topology
         assert session.info()["format"] == "safetensors"
-        water = session.chat(WATER, max_tokens=24).text
-        italy = session.chat(ITALY, max_tokens=24).text
+        water = session.chat(WATER, SamplingParams(max_tokens=24)).text
+        italy = session.chat(ITALY, SamplingParams(max_tokens=24)).text
         perplexity = session.perplexity(text)
     with Session(plain_model) as unquantized:
         perplexity_unquantized = unquantized.perplexity(text)
@@ -151,5 +151,5 @@ def test_plain_model_answers_with_the_seed_topology(plain_model: Path) -> None:
 def test_plain_model_answers_with_isq(plain_model: Path) -> None:
     with Session(plain_model, isq="Q8_0") as session:
         assert session.info()["isq"] == "Q8_0"
-        answer = session.chat(ITALY, max_tokens=32).text
+        answer = session.chat(ITALY, SamplingParams(max_tokens=32)).text
     assert "rome" in answer.lower(), answer

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mistralvllm import ConfigError, Session, Topology
+from mistralvllm import ConfigError, SamplingParams, Session, Topology
 from mistralvllm._core import inspect_model
 from mistralvllm.config import load_config
 
@@ -28,7 +28,7 @@ def uqff_model(plain_model: Path, seed_topology: Topology, tmp_path_factory: pyt
     """A UQFF directory written while quantizing, and the greedy answer then."""
     out = tmp_path_factory.mktemp("uqff") / "smollm2-seed-topology"
     with Session(plain_model, device="cpu", topology=seed_topology, write_uqff=out / "model.uqff") as session:
-        answer = session.chat(QUESTION, max_tokens=24).text
+        answer = session.chat(QUESTION, SamplingParams(max_tokens=24)).text
     return out, answer
 
 
@@ -44,7 +44,7 @@ def test_uqff_round_trip_gives_the_same_greedy_text(uqff_model: tuple[Path, str]
     with Session(moved, device="cpu") as session:
         info = session.info()
         assert info["format"] == "uqff" and info["isq"] is None
-        assert session.chat(QUESTION, max_tokens=24).text == answer
+        assert session.chat(QUESTION, SamplingParams(max_tokens=24)).text == answer
 
 
 def test_uqff_is_smaller_than_the_plain_weights(uqff_model: tuple[Path, str], plain_model: Path) -> None:

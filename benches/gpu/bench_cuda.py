@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from mistralvllm import Session
+from mistralvllm import SamplingParams, Session
 
 DECODE_TOKENS = 128
 CONCURRENCY = (1, 8, 32, 64)
@@ -44,7 +44,7 @@ def hbm_bandwidth_gib_s() -> float:
 def decode_rate(session: Session, tokens: int = DECODE_TOKENS) -> float:
     first = last = None
     pieces = 0
-    for chunk in session.stream([{"role": "user", "content": SHORT}], max_tokens=tokens, temperature=0.0):
+    for chunk in session.stream([{"role": "user", "content": SHORT}], SamplingParams(max_tokens=tokens, temperature=0.0)):
         if chunk.text:
             now = time.perf_counter()
             first = first or now
@@ -54,7 +54,7 @@ def decode_rate(session: Session, tokens: int = DECODE_TOKENS) -> float:
 
 def ttft(session: Session) -> float:
     started = time.perf_counter()
-    for chunk in session.stream([{"role": "user", "content": LONG}], max_tokens=1, temperature=0.0):
+    for chunk in session.stream([{"role": "user", "content": LONG}], SamplingParams(max_tokens=1, temperature=0.0)):
         if chunk.text or chunk.finish_reason:
             return time.perf_counter() - started
     raise AssertionError("no answer")
@@ -63,7 +63,7 @@ def ttft(session: Session) -> float:
 def aggregate(session: Session, clients: int) -> dict[str, float]:
     def one(index: int) -> tuple[int, float]:
         started = time.perf_counter()
-        result = session.chat([{"role": "user", "content": f"{SHORT} Number {index}."}], max_tokens=DECODE_TOKENS, temperature=0.0)
+        result = session.chat([{"role": "user", "content": f"{SHORT} Number {index}."}], SamplingParams(max_tokens=DECODE_TOKENS, temperature=0.0))
         return result.usage.completion_tokens, time.perf_counter() - started
 
     started = time.perf_counter()

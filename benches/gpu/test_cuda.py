@@ -19,14 +19,14 @@ from pathlib import Path
 
 import torch
 
-from mistralvllm import BUILD_FEATURES, Session, Topology
+from mistralvllm import BUILD_FEATURES, SamplingParams, Session, Topology
 
 PROMPTS = [f"Tell me about the number {i}." for i in range(32)]
 TOKENS = 24
 
 
 def greedy(session: Session, prompt: str, tokens: int = TOKENS) -> str:
-    result = session.chat([{"role": "user", "content": prompt}], max_tokens=tokens, temperature=0.0)
+    result = session.chat([{"role": "user", "content": prompt}], SamplingParams(max_tokens=tokens, temperature=0.0))
     assert result.usage.completion_tokens == tokens or result.finish_reason == "stop", result
     return result.text
 

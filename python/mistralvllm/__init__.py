@@ -23,6 +23,7 @@ from importlib.metadata import version
 from .collect import ChatResult
 from .errors import ConfigError, ContextOverflowError, MistralVllmError, ModelLoadError, RequestError
 from .models import default_model_path
+from .sampling import SamplingOptions, SamplingParams
 from .session import Session
 from .session_info import EngineStats, ModelInfo, SequenceCounts, SessionInfo
 
@@ -42,6 +43,8 @@ __all__ = [
     "ModelInfo",
     "ModelLoadError",
     "RequestError",
+    "SamplingOptions",
+    "SamplingParams",
     "SequenceCounts",
     "Session",
     "SessionInfo",

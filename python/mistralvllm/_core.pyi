@@ -1,9 +1,10 @@
 """Types of the native extension (rust/src); kept identical to what it exports."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from os import PathLike
 from typing import Any, final
 
+from .sampling import SamplingParams
 from .session_info import EngineStats, ModelInfo, RunningSequences
 
 MISTRALRS_VERSION: str
@@ -150,24 +151,9 @@ class Session:
         messages: list[Mapping[str, str]] | None = None,
         *,
         prompt: str | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        top_k: int | None = None,
-        min_p: float | None = None,
-        seed: int | None = None,
-        stop: Sequence[str] | None = None,
-        frequency_penalty: float | None = None,
-        presence_penalty: float | None = None,
-        repetition_penalty: float | None = None,
-        json_schema: str | None = None,
-        regex: str | None = None,
-        grammar: str | None = None,
+        sampling: SamplingParams | None = None,
         tools: str | None = None,
         tool_choice: str | None = None,
-        logprobs: bool = False,
-        top_logprobs: int | None = None,
-        logit_bias: Mapping[int, float] | None = None,
     ) -> ChatStream: ...
     def score(self, tokens: list[int]) -> list[float]: ...
     def score_distributions(self, tokens: list[int]) -> list[bytes]: ...

@@ -12,18 +12,18 @@ from typing import Any, TextIO
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.history import FileHistory
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from ._core import ToolCall, Usage
 from .collect import StreamedAnswer
-from .config import Config, SamplingSection
-from .errors import MistralVllmError
+from .config import Config
+from .errors import MistralVllmError, RequestError
 from .history import Conversation, ConversationSummary, HistoryStore
+from .sampling import SamplingParams
 from .session import Session
-from .tools import PythonTool, tool_call_body
+from .tools import PythonTool, ToolOptions, tool_call_body
 
 # Tokens kept free for the answer when no max_tokens is set.
 DEFAULT_ANSWER_RESERVE = 256
@@ -95,7 +95,7 @@ class ChatApp:
         self.history = history
         self.conversation = conversation
         self.console = console
-        self.sampling: dict[str, Any] = config.sampling.options()
+        self.sampling = SamplingParams().over(config.sampling)
         self.last_usage: Usage | None = None
         self.last_prompt_tokens: int | None = None
 
@@ -104,7 +104,7 @@ class ChatApp:
         return self.config.history.context_budget or self.session.context_length or 2048
 
     def _reserve(self) -> int:
-        return self.sampling.get("max_tokens") or DEFAULT_ANSWER_RESERVE
+        return self.sampling.max_tokens or DEFAULT_ANSWER_RESERVE
 
     def ask(self, text: str, *, on_text: Callable[[str], None], on_tool: Callable[[str], None] = lambda _: None) -> Answer:
         """Send ``text`` with the conversation so far; stream the answer into
@@ -120,10 +120,10 @@ class ChatApp:
         turn = self.conversation.begin_turn(text, dropped_turns=fitted.dropped_turns)
         try:
             while True:
-                options = {"tools": [t.definition() for t in self.tools.values()], "tool_choice": tool_choice} if self.tools else {}
+                tools: ToolOptions = {"tools": [t.definition() for t in self.tools.values()], "tool_choice": tool_choice} if self.tools else {}
                 answer = StreamedAnswer()
                 rounds.append(answer)
-                stream = self.session.start(messages, **self.sampling, **options)
+                stream = self.session.start(messages, self.sampling, **tools)
                 try:
                     for chunk in stream:
                         on_text(answer.add(chunk).text)
@@ -229,7 +229,8 @@ class ChatApp:
 
     def _command_set(self, argument: str) -> None:
         if not argument:
-            self.note(json.dumps(self.sampling) if self.sampling else "no sampling options set (greedy)")
+            chosen = self.sampling.model_dump(exclude_defaults=True)
+            self.note(json.dumps(chosen) if chosen else "no sampling options set (greedy)")
             return
         key, _, raw = argument.partition(" ")
         raw = raw.strip()
@@ -238,11 +239,9 @@ class ChatApp:
         except json.JSONDecodeError:
             value = shlex.split(raw) if key == "stop" else raw
         try:
-            checked = SamplingSection.model_validate({**self.sampling, key: value})
-        except ValidationError as e:
-            problem = e.errors()[0]
-            raise MistralVllmError(f"/set {key}: {problem['msg']}") from None
-        self.sampling = checked.options()
+            self.sampling = self.sampling.replace(**{key: value})
+        except RequestError as e:
+            raise MistralVllmError(f"/set {e}") from None
         self.note(f"{key} = {json.dumps(value)}")
 
     def _command_stats(self) -> None:

@@ -154,7 +154,7 @@ def chat(
         else:
             conversation = start_conversation(session, config, history, config.system_prompt)
         app = ChatApp(session, config, history, conversation, console, tools=tools, tool_choice=tool_choice)
-        app.sampling.update(constraint)
+        app.sampling = app.sampling.replace(**constraint)
         if not interactive:
             app.run_pipe(sys.stdin, sys.stdout, as_json=as_json)
             return

@@ -21,6 +21,7 @@ from .config import ServedModelSection, load_config
 from .errors import MistralVllmError
 from .models import default_model_path, resolve_model
 from .planner import DTYPE_BYTES, ModelInventory, Plan, PlanCheck, Quality, check_plan, parse_memory, plan_topology
+from .sampling import SamplingParams
 from .session import Session
 from .stores import StoredModel, huggingface, ollama
 
@@ -133,11 +134,11 @@ def quantize(model_dir: Path, isq: str | None, topology_file: Path | None, out: 
     started = time.monotonic()
     with Session(model_dir, isq=isq, topology=topology, device="cpu", write_uqff=out / "model.uqff") as session:
         quantize_s = time.monotonic() - started
-        before = session.chat(question, max_tokens=16).text
+        before = session.chat(question, SamplingParams(max_tokens=16)).text
     started = time.monotonic()
     with Session(out, device="cpu") as session:
         load_s = time.monotonic() - started
-        after = session.chat(question, max_tokens=16).text
+        after = session.chat(question, SamplingParams(max_tokens=16)).text
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     click.echo(f"wrote {out} ({size / MIB:.0f} MiB)")
     click.echo(f"quantize and write: {quantize_s:.1f} s; load from UQFF: {load_s:.1f} s")

@@ -244,6 +244,7 @@ def check_plan(inventory: ModelInventory, plan: Plan, *, device: str = "cpu", te
     """Load the plan (memory measured as resident growth over the load and a
     short chat), then the unquantized model, and score ``text`` with both."""
     from ._core import Topology
+    from .sampling import SamplingParams
     from .session import Session
 
     topology = Topology()
@@ -251,7 +252,7 @@ def check_plan(inventory: ModelInventory, plan: Plan, *, device: str = "cpu", te
         topology = topology.with_range(start, end, isq=isq)
     before = resident_bytes()
     with Session(inventory.path, topology=topology, device=device) as session:
-        session.chat([{"role": "user", "content": "Hello"}], max_tokens=8)
+        session.chat([{"role": "user", "content": "Hello"}], SamplingParams(max_tokens=8))
         after = resident_bytes()
         perplexity = session.perplexity(text)
     with Session(inventory.path, device=device) as session:

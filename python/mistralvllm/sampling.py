@@ -1,50 +1,133 @@
-"""Checks of a request's sampling options before it reaches the engine, and
-the options of each of its ``n`` answers."""
+"""`SamplingParams`: how the engine writes one answer, checked once.
+
+Every way into the engine builds one: each API's request model
+(``sampling()``), the config's ``sampling`` defaults, the chat's ``/set``
+and ``--json-schema``, and Python callers. The Rust core reads it by its
+attribute names and checks nothing again. Each bound is a type of
+`sampling_bounds`; an API whose own bounds are narrower (OpenAI's
+temperature up to 2) checks them in its request model first.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ModelWrapValidatorHandler, ValidationError, field_validator, model_validator
+
 from .errors import RequestError
-from .sampling_bounds import MAX_LOGIT_BIAS, MAX_TOP_LOGPROBS, SEED_MAX
-
-# Sampling options the engine takes as unsigned integers, and their least value.
-_COUNTS = {"max_tokens": 1, "top_k": 0, "seed": 0}
-
-
-def _check_counts(sampling: Mapping[str, Any]) -> None:
-    """Refuse counts the engine cannot take, naming the option."""
-    for name, least in _COUNTS.items():
-        value = sampling.get(name)
-        if value is None or isinstance(value, bool) or not isinstance(value, int):
-            continue
-        if not least <= value <= SEED_MAX:
-            raise RequestError(f"{name}: {value} is out of range; expected a whole number from {least} to 2**64-1")
-
-
-def _check_logprob_options(sampling: Mapping[str, Any]) -> None:
-    """Refuse ``top_logprobs`` and ``logit_bias`` outside OpenAI's bounds."""
-    top = sampling.get("top_logprobs")
-    if top is not None and not (isinstance(top, int) and 0 <= top <= MAX_TOP_LOGPROBS):
-        raise RequestError(f"top_logprobs: {top!r} is out of range; expected a whole number from 0 to {MAX_TOP_LOGPROBS}")
-    for token, bias in (sampling.get("logit_bias") or {}).items():
-        if not (isinstance(token, int) and 0 <= token < 2**32):
-            raise RequestError(f"logit_bias: key {token!r} is not a token id")
-        if not -MAX_LOGIT_BIAS <= bias <= MAX_LOGIT_BIAS:
-            raise RequestError(f"logit_bias: {bias} for token {token} is out of range; expected -{MAX_LOGIT_BIAS} to {MAX_LOGIT_BIAS}")
+from .sampling_bounds import (
+    U64_MAX,
+    EngineTemperature,
+    LogitBias,
+    MaxTokens,
+    MinP,
+    RepetitionPenalty,
+    Seed,
+    TokenId,
+    TopK,
+    TopLogprobs,
+    TopP,
+)
 
 
-def check_sampling(request: Mapping[str, Any]) -> None:
-    """Refuse sampling options the engine cannot take, naming the option."""
-    _check_counts(request)
-    _check_logprob_options(request)
+class SamplingOptions(BaseModel):
+    """The options a default may set for every answer (the config's
+    ``sampling`` section): length, randomness, stops and penalties. Unset
+    (None): the engine's default; temperature 0 or unset is greedy."""
+
+    max_tokens: MaxTokens | None = None
+    temperature: EngineTemperature | None = None
+    top_p: TopP | None = None
+    top_k: TopK | None = None
+    min_p: MinP | None = None
+    seed: Seed | None = None
+    stop: list[str] | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    repetition_penalty: RepetitionPenalty | None = None
 
 
-def choice_options(sampling: Mapping[str, Any], n: int) -> list[dict[str, Any]]:
-    """The options of each of ``n`` answers to one prompt: a seeded request's
-    choice i draws with seed + i, so the answers differ and still repeat."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise RequestError(f"n: {n!r} is not valid; expected a whole number of answers, at least 1")
-    seed = sampling.get("seed")
-    return [{**sampling, "seed": None if seed is None else (seed + i) % 2**64} for i in range(n)]
+class SamplingParams(SamplingOptions):
+    """How the engine writes one answer: the `SamplingOptions`, plus what
+    one request may ask for itself.
+
+    - ``logprobs``: each chunk carries the natural-log probability of its
+      tokens under the model (before temperature and truncation), and of the
+      ``top_logprobs`` (0-20) most likely tokens at each position.
+    - ``logit_bias``: {token id: -100..100}, added to the logits before sampling.
+    - At most one constraint: ``json_schema`` (a dict, or its JSON text): the
+      answer is JSON that validates against it; ``regex``: the answer matches
+      the regular expression; ``grammar``: the answer is a sentence of the
+      Lark grammar (rule ``start``).
+
+    A value out of bounds raises `RequestError` naming the field.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    logprobs: bool = False
+    top_logprobs: TopLogprobs | None = None
+    logit_bias: dict[TokenId, LogitBias] | None = None
+    json_schema: dict[str, Any] | None = None
+    regex: str | None = None
+    grammar: str | None = None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _as_request_error(cls, data: Any, handler: ModelWrapValidatorHandler[SamplingParams]) -> SamplingParams:
+        try:
+            params = handler(data)
+        except ValidationError as e:
+            raise RequestError("; ".join(_described(error) for error in e.errors())) from None
+        if params.top_logprobs is not None and not params.logprobs:
+            raise RequestError("top_logprobs: needs logprobs=True")
+        if sum(value is not None for value in (params.json_schema, params.regex, params.grammar)) > 1:
+            raise RequestError("give at most one of json_schema, regex and grammar")
+        return params
+
+    @field_validator("json_schema", mode="before")
+    @classmethod
+    def _schema_text(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"not valid JSON ({e})") from None
+
+    @property
+    def json_schema_text(self) -> str | None:
+        """``json_schema`` as JSON text, as the engine takes it."""
+        return None if self.json_schema is None else json.dumps(self.json_schema)
+
+    @property
+    def constrained(self) -> bool:
+        """The answer is held to a schema, regex or grammar."""
+        return any(value is not None for value in (self.json_schema, self.regex, self.grammar))
+
+    def over(self, defaults: SamplingOptions) -> SamplingParams:
+        """These params, with ``defaults`` in every field they leave unset."""
+        return SamplingParams.model_validate({**defaults.model_dump(exclude_none=True), **self.model_dump(exclude_unset=True)})
+
+    def replace(self, **fields: Any) -> SamplingParams:
+        """A copy with ``fields`` changed, checked again."""
+        return SamplingParams.model_validate({**self.model_dump(exclude_unset=True), **fields})
+
+    def choices(self, n: int) -> list[SamplingParams]:
+        """The params of each of ``n`` answers to one prompt: a seeded
+        request's choice i draws with seed + i, so the answers differ and
+        still repeat."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise RequestError(f"n: {n!r} is not valid; expected a whole number of answers, at least 1")
+        if self.seed is None:
+            return [self] * n
+        return [self.replace(seed=(self.seed + i) % (U64_MAX + 1)) for i in range(n)]
+
+
+def _described(error: Any) -> str:
+    """One pydantic error as ``field: what is wrong``."""
+    field = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "value_error":
+        return f"{field}: {str(error['msg']).removeprefix('Value error, ')}"
+    return f"{field}: {error['msg']} (got {error['input']!r})"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import json
 import math
 import os
 import weakref
@@ -17,6 +16,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, ParamSpec, Protocol, TypeVar
+
+from typing_extensions import Unpack
 
 from . import _core
 from . import tools as tool_calling
@@ -28,9 +29,10 @@ from .collect import ChatResult, collect
 from .context_window import context_overflow
 from .errors import ConfigError, RequestError
 from .models import resolve_model
-from .sampling import check_sampling, choice_options
+from .sampling import SamplingParams
 from .session_info import EngineStats, ModelInfo, SequenceCounts, SessionInfo
 from .tensor_parallel import Backend, apply_tensor_parallel
+from .tools import ToolOptions
 
 Message = Mapping[str, str]
 P = ParamSpec("P")
@@ -147,16 +149,16 @@ class Session:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._waiters, functools.partial(function, *args, **kwargs))
 
-    def count_tokens(self, messages: Sequence[Message], **tool_options: Any) -> int:
+    def count_tokens(self, messages: Sequence[Message], **tools: Unpack[ToolOptions]) -> int:
         """Prompt tokens of ``messages`` after the model's chat template, with
         the request's ``tools``/``tool_choice`` applied (as :meth:`stream` sends them)."""
-        messages, _ = self._with_tools(messages, dict(tool_options))
-        return len(self._engine.tokenize(list[Message](messages)))
+        request = self._with_tools(messages, SamplingParams(), tools)
+        return len(self._engine.tokenize(list[Message](request.messages)))
 
-    def check_context(self, messages: Sequence[Message], max_tokens: int | None, **tool_options: Any) -> int:
+    def check_context(self, messages: Sequence[Message], max_tokens: int | None, **tools: Unpack[ToolOptions]) -> int:
         """The prompt's tokens (see :meth:`count_tokens`); raise
         `ContextOverflowError` if they plus ``max_tokens`` exceed the context window."""
-        prompt_tokens = self.count_tokens(messages, **tool_options)
+        prompt_tokens = self.count_tokens(messages, **tools)
         self._check_fits(prompt_tokens, max_tokens)
         return prompt_tokens
 
@@ -165,81 +167,73 @@ class Session:
         if self.context_length is not None and prompt_tokens + answer_tokens > self.context_length:
             raise context_overflow(prompt_tokens, answer_tokens, self.context_length)
 
-    def stream(self, messages: Sequence[Message], **sampling: Any) -> _core.ChatStream:
+    def stream(self, messages: Sequence[Message], sampling: SamplingParams | None = None, **tools: Unpack[ToolOptions]) -> _core.ChatStream:
         """Stream the answer as ``ChatChunk``s; the last one has ``finish_reason``
         and ``usage``. Leaving the loop early (or ``close()``) aborts the request.
 
-        Sampling: max_tokens, temperature (0 or unset: greedy), top_p, top_k,
-        min_p, seed, stop, frequency_penalty, presence_penalty, repetition_penalty.
-        Constraints (at most one): ``json_schema`` (a dict or JSON text): the
-        answer is JSON that validates against it; ``regex``: the answer matches
-        the regular expression; ``grammar``: the answer is a sentence of the
-        Lark grammar (rule ``start``).
-        Tools: ``tools`` (OpenAI tool definitions) and ``tool_choice`` ("auto",
-        "none", "required" or ``{"type": "function", "function": {"name": ...}}``);
-        calls arrive in the last chunk's ``tool_calls``.
-        Log-probabilities: ``logprobs=True`` gives each chunk the natural-log
-        probability of its tokens under the model (before temperature and
-        truncation) and of the ``top_logprobs`` (0-20) most likely tokens at
-        each position; ``logit_bias`` ({token id: -100..100}) is added to the
-        logits before sampling.
+        ``sampling``: how the answer is written (`SamplingParams`; none:
+        greedy, up to the context window). Tools: ``tools`` (OpenAI tool
+        definitions) and ``tool_choice`` ("auto", "none", "required" or
+        ``{"type": "function", "function": {"name": ...}}``); calls arrive in
+        the last chunk's ``tool_calls``.
         """
-        tool_options = {key: sampling[key] for key in ("tools", "tool_choice") if key in sampling}
-        self.check_context(messages, sampling.get("max_tokens"), **tool_options)
-        return self.start(messages, **sampling)
+        sampling = sampling or SamplingParams()
+        self.check_context(messages, sampling.max_tokens, **tools)
+        return self.start(messages, sampling, **tools)
 
-    def start(self, messages: Sequence[Message], **sampling: Any) -> _core.ChatStream:
+    def start(self, messages: Sequence[Message], sampling: SamplingParams | None = None, **tools: Unpack[ToolOptions]) -> _core.ChatStream:
         """:meth:`stream` without the context check, for callers that already
         counted the prompt (:meth:`check_context`, or a fitted conversation)."""
-        messages, sampling = self._with_tools(messages, sampling)
-        return self._send(messages=messages, **sampling)
+        sampling = sampling or SamplingParams()
+        request = self._with_tools(messages, sampling, tools)
+        if request.call_schema is not None:
+            sampling = sampling.replace(json_schema=request.call_schema)
+        tool_choice = "auto" if request.tools_json is not None else None
+        return self._engine.stream(list[Message](request.messages), sampling=sampling, tools=request.tools_json, tool_choice=tool_choice)
 
-    def _with_tools(self, messages: Sequence[Message], sampling: dict[str, Any]) -> tuple[list[dict[str, str]], dict[str, Any]]:
-        """Messages and options with the request's tools applied (see `tools.prepare`)."""
-        tools = sampling.pop("tools", None)
-        tool_choice = sampling.pop("tool_choice", None)
-        if not tools:
+    def _with_tools(self, messages: Sequence[Message], sampling: SamplingParams, tools: ToolOptions) -> tool_calling.ToolRequest:
+        """The engine's messages and tools for a request (see `tools.prepare`)."""
+        offered = tools.get("tools")
+        tool_choice = tools.get("tool_choice")
+        if not offered:
             if tool_choice not in (None, "none", "auto"):
                 raise RequestError("tool_choice: needs tools")
-            return tool_calling.messages_for_engine(messages), sampling
-        constrained = any(sampling.get(key) is not None for key in ("json_schema", "regex", "grammar"))
-        request = tool_calling.prepare(messages, tools, tool_choice or "auto", chat_template=self._info["chat_template"], constrained=constrained)
-        return request.messages, {**sampling, **request.options}
+            return tool_calling.ToolRequest(tool_calling.messages_for_engine(messages))
+        return tool_calling.prepare(
+            messages, offered, tool_choice or "auto", chat_template=self._info["chat_template"], constrained=sampling.constrained
+        )
 
-    def stream_completion(self, prompt: str, **sampling: Any) -> _core.ChatStream:
-        """Stream the continuation of raw ``prompt`` text (no chat template);
-        same options as :meth:`stream`."""
+    def stream_completion(self, prompt: str, sampling: SamplingParams | None = None) -> _core.ChatStream:
+        """Stream the continuation of raw ``prompt`` text (no chat template),
+        written as ``sampling`` says (see :meth:`stream`)."""
+        sampling = sampling or SamplingParams()
         prompt_tokens = len(self._engine.tokenize(prompt=prompt))
-        self._check_fits(prompt_tokens, sampling.get("max_tokens"))
-        return self._send(prompt=prompt, **sampling)
+        self._check_fits(prompt_tokens, sampling.max_tokens)
+        return self._engine.stream(prompt=prompt, sampling=sampling)
 
-    def _send(self, **request: Any) -> _core.ChatStream:
-        check_sampling(request)
-        if isinstance(request.get("json_schema"), dict):
-            request["json_schema"] = json.dumps(request["json_schema"])
-        return self._engine.stream(**request)
-
-    def complete(self, prompt: str, **sampling: Any) -> ChatResult:
+    def complete(self, prompt: str, sampling: SamplingParams | None = None) -> ChatResult:
         """The whole continuation of ``prompt`` at once."""
-        return collect(self.stream_completion(prompt, **sampling))
+        return collect(self.stream_completion(prompt, sampling))
 
-    def chat(self, messages: Sequence[Message], *, n: int = 1, **sampling: Any) -> ChatResult:
+    def chat(self, messages: Sequence[Message], sampling: SamplingParams | None = None, *, n: int = 1, **tools: Unpack[ToolOptions]) -> ChatResult:
         """The whole answer at once (same options as :meth:`stream`). With
         ``n`` above 1 the engine writes n answers together (one batch) and
         the result's ``choices`` holds them all."""
-        first_options, *other_options = choice_options(sampling, n)
-        streams = [self.stream(messages, **first_options)]
+        first, *others = (sampling or SamplingParams()).choices(n)
+        streams = [self.stream(messages, first, **tools)]
         try:
-            streams += (self.start(messages, **options) for options in other_options)
-            first, *others = [collect(stream) for stream in streams]
+            streams += (self.start(messages, params, **tools) for params in others)
+            first_result, *other_results = [collect(stream) for stream in streams]
         finally:
             for stream in streams:
                 stream.close()
-        return dataclasses.replace(first, others=tuple(others))
+        return dataclasses.replace(first_result, others=tuple(other_results))
 
-    async def astream(self, messages: Sequence[Message], **sampling: Any) -> AsyncIterator[ChatChunk]:
+    async def astream(
+        self, messages: Sequence[Message], sampling: SamplingParams | None = None, **tools: Unpack[ToolOptions]
+    ) -> AsyncIterator[ChatChunk]:
         """:meth:`stream` as an async iterator; waiting happens off the event loop."""
-        async for chunk in self.achunks(lambda: self.stream(messages, **sampling)):
+        async for chunk in self.achunks(lambda: self.stream(messages, sampling, **tools)):
             yield chunk
 
     async def achunks(self, start: Callable[[], _core.ChatStream], wait: Waiter | None = None) -> AsyncIterator[ChatChunk]:
@@ -260,11 +254,13 @@ class Session:
         finally:
             slots.release()
 
-    async def achat(self, messages: Sequence[Message], *, n: int = 1, **sampling: Any) -> ChatResult:
+    async def achat(
+        self, messages: Sequence[Message], sampling: SamplingParams | None = None, *, n: int = 1, **tools: Unpack[ToolOptions]
+    ) -> ChatResult:
         """:meth:`chat` without blocking the event loop."""
         slots = await self.admission()
         try:
-            return await self.off_loop(self.chat, messages, n=n, **sampling)
+            return await self.off_loop(lambda: self.chat(messages, sampling, n=n, **tools))
         finally:
             slots.release()
 

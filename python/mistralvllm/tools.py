@@ -20,13 +20,23 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from pydantic import TypeAdapter, ValidationError
 
 from .errors import RequestError
 
 ToolChoice = str | Mapping[str, Any]
+
+
+class ToolOptions(TypedDict, total=False):
+    """A request's tools, as `Session.stream` takes them (``**options``):
+    OpenAI tool definitions, and "auto", "none", "required" or
+    ``{"type": "function", "function": {"name": ...}}``."""
+
+    tools: Sequence[Mapping[str, Any]]
+    tool_choice: ToolChoice
+
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
@@ -163,10 +173,13 @@ def with_tool_instructions(messages: list[dict[str, str]], tools: list[dict[str,
 
 @dataclass(frozen=True)
 class ToolRequest:
-    """What the engine gets for a request with tools."""
+    """What the engine gets for a request with tools: the messages, the
+    offered tools as JSON text (None: no tool offered), and the schema a
+    required call must follow."""
 
     messages: list[dict[str, str]]
-    options: dict[str, Any]
+    tools_json: str | None = None
+    call_schema: dict[str, Any] | None = None
 
 
 def prepare(
@@ -182,15 +195,12 @@ def prepare(
     offered, required = chosen_tools(check_tools(tools), tool_choice)
     converted = messages_for_engine(messages)
     if not offered:
-        return ToolRequest(converted, {})
+        return ToolRequest(converted)
     if required and constrained:
         raise RequestError("tool_choice: a required tool call cannot be combined with response_format / regex / grammar")
     if not template_renders_tools(chat_template):
         converted = with_tool_instructions(converted, offered)
-    options: dict[str, Any] = {"tools": json.dumps(offered), "tool_choice": "auto"}
-    if required:
-        options["json_schema"] = json.dumps(call_schema(offered))
-    return ToolRequest(converted, options)
+    return ToolRequest(converted, json.dumps(offered), call_schema(offered) if required else None)
 
 
 # ---- Python functions as tools ----------------------------------------------------

@@ -75,17 +75,10 @@ pub fn convert_input(
 pub struct ChatRequest {
     pub input: RequestInput,
     pub sampling: Sampling,
-    /// Constrained decoding (llguidance inside mistral.rs): the answer is JSON
-    /// that validates against the schema, matches the regex, or is a sentence
-    /// of the Lark grammar. At most one of the three.
-    pub json_schema: Option<String>,
-    pub regex: Option<String>,
-    pub grammar: Option<String>,
     /// Tools in OpenAI's shape (JSON text); mistral.rs renders them with the
     /// chat template and parses calls from the answer.
     pub tools: Option<String>,
     pub tool_choice: Option<String>,
-    pub logprobs: bool,
 }
 
 impl ChatRequest {
@@ -93,8 +86,7 @@ impl ChatRequest {
     pub fn into_engine(self, response: Sender<Response>) -> Result<Request> {
         let tools = self.tools.as_deref().map(parse_tools).transpose()?;
         let tool_choice = parse_tool_choice(self.tool_choice.as_deref())?;
-        let constraint = parse_constraint(self.json_schema, self.regex, self.grammar)?;
-        let (params, processors) = self.sampling.into_engine()?;
+        let sampling = self.sampling.into_engine()?;
         let messages = match self.input {
             Either::Left(messages) => RequestMessage::Chat {
                 messages,
@@ -109,12 +101,12 @@ impl ChatRequest {
         };
         Ok(engine_request(EngineRequest {
             messages,
-            params,
-            processors,
-            constraint,
+            params: sampling.params,
+            processors: sampling.processors,
+            constraint: sampling.constraint,
             tools,
             tool_choice,
-            logprobs: self.logprobs,
+            logprobs: sampling.logprobs,
             response,
         }))
     }
@@ -136,25 +128,6 @@ fn parse_tool_choice(choice: Option<&str>) -> Result<Option<ToolChoice>> {
         Some(other) => Err(Error::request(format!(
             "tool_choice: '{other}' is not one of auto, none"
         ))),
-    }
-}
-
-fn parse_constraint(
-    json_schema: Option<String>,
-    regex: Option<String>,
-    grammar: Option<String>,
-) -> Result<Constraint> {
-    match (json_schema, regex, grammar) {
-        (None, None, None) => Ok(Constraint::None),
-        (Some(text), None, None) => Ok(Constraint::JsonSchema(
-            serde_json::from_str(&text)
-                .map_err(|e| Error::request(format!("json_schema: not valid JSON ({e})")))?,
-        )),
-        (None, Some(pattern), None) => Ok(Constraint::Regex(pattern)),
-        (None, None, Some(lark)) => Ok(Constraint::Lark(lark)),
-        _ => Err(Error::request(
-            "give at most one of json_schema, regex and grammar",
-        )),
     }
 }
 

@@ -5,15 +5,18 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use mistralrs::{CustomLogitsProcessor, DType, SamplingParams, StopTokens, Tensor};
+use mistralrs::{Constraint, CustomLogitsProcessor, DType, SamplingParams, StopTokens, Tensor};
+use pyo3::FromPyObject;
 
 use crate::errors::{Error, Result};
 
 /// Logits processors a request runs before the engine samples.
 pub type LogitsProcessors = Vec<Arc<dyn CustomLogitsProcessor>>;
 
-/// Sampling options of one request, as Python passes them.
-#[derive(Clone, Debug, Default)]
+/// How the engine writes one answer: a Python `mistralvllm.SamplingParams`,
+/// read by its attribute names. That type checks every bound; this one only
+/// converts.
+#[derive(Clone, Debug, Default, FromPyObject)]
 pub struct Sampling {
     pub max_tokens: Option<usize>,
     pub temperature: Option<f64>,
@@ -25,37 +28,39 @@ pub struct Sampling {
     pub frequency_penalty: Option<f32>,
     pub presence_penalty: Option<f32>,
     pub repetition_penalty: Option<f32>,
-    /// Log-probabilities of each chosen token and of this many top tokens
-    /// (`None`: no log-probabilities).
+    /// Log-probabilities of each chosen token, and of `top_logprobs` top tokens.
+    pub logprobs: bool,
     pub top_logprobs: Option<usize>,
     /// Added to the logits of these token ids before sampling.
     pub logit_bias: Option<HashMap<u32, f32>>,
+    /// Constrained decoding (llguidance inside mistral.rs): the answer is JSON
+    /// that validates against the schema (JSON text), matches the regex, or
+    /// is a sentence of the Lark grammar. At most one of the three.
+    #[pyo3(attribute("json_schema_text"))]
+    pub json_schema: Option<String>,
+    pub regex: Option<String>,
+    pub grammar: Option<String>,
+}
+
+/// What the engine takes of a request's sampling options.
+pub struct EngineSampling {
+    pub params: SamplingParams,
+    /// For a seeded request, the processor that does the random draw.
+    pub processors: Option<LogitsProcessors>,
+    pub constraint: Constraint,
+    pub logprobs: bool,
 }
 
 impl Sampling {
-    /// Engine sampling parameters plus, for a seeded request, the logits
-    /// processor that does the random draw.
+    /// The engine's sampling parameters, logits processors and constraint.
     ///
     /// mistral.rs 0.8.1 has one RNG per engine, shared by all sequences, so a
     /// per-request seed cannot be passed to it. A seeded request instead draws
     /// its token in [`SeededSampler`] (from the penalized logits, with the
     /// request's temperature/top-k/top-p/min-p) and hands the engine a
     /// one-hot distribution that its greedy path then picks.
-    pub fn into_engine(self) -> Result<(SamplingParams, Option<LogitsProcessors>)> {
-        if let Some(t) = self.temperature.filter(|t| !(0.0..=100.0).contains(t)) {
-            return Err(Error::request(format!(
-                "temperature: {t} is outside 0..100"
-            )));
-        }
-        if let Some(p) = self.top_p.filter(|p| !(0.0..=1.0).contains(p)) {
-            return Err(Error::request(format!("top_p: {p} is outside 0..1")));
-        }
-        if let Some(p) = self.min_p.filter(|p| !(0.0..=1.0).contains(p)) {
-            return Err(Error::request(format!("min_p: {p} is outside 0..1")));
-        }
-        if self.max_tokens == Some(0) {
-            return Err(Error::request("max_tokens: expected at least 1"));
-        }
+    pub fn into_engine(self) -> Result<EngineSampling> {
+        let constraint = self.constraint()?;
         // Temperature 0 (or none) is greedy decoding, as in OpenAI's API.
         let temperature = self.temperature.filter(|t| *t > 1e-7);
         let seeded = match (self.seed, temperature) {
@@ -75,7 +80,11 @@ impl Sampling {
             top_k: if seeded.is_some() { None } else { self.top_k },
             top_p: if seeded.is_some() { None } else { self.top_p },
             min_p: if seeded.is_some() { None } else { self.min_p },
-            top_n_logprobs: self.top_logprobs.unwrap_or(0),
+            top_n_logprobs: if self.logprobs {
+                self.top_logprobs.unwrap_or(0)
+            } else {
+                0
+            },
             frequency_penalty: self.frequency_penalty,
             presence_penalty: self.presence_penalty,
             repetition_penalty: self.repetition_penalty,
@@ -86,7 +95,27 @@ impl Sampling {
             dry_params: None,
         };
         let processors = seeded.map(|s| vec![Arc::new(s) as Arc<dyn CustomLogitsProcessor>]);
-        Ok((params, processors))
+        Ok(EngineSampling {
+            params,
+            processors,
+            constraint,
+            logprobs: self.logprobs,
+        })
+    }
+
+    fn constraint(&self) -> Result<Constraint> {
+        match (&self.json_schema, &self.regex, &self.grammar) {
+            (None, None, None) => Ok(Constraint::None),
+            (Some(text), None, None) => Ok(Constraint::JsonSchema(
+                serde_json::from_str(text)
+                    .map_err(|e| Error::request(format!("json_schema: not valid JSON ({e})")))?,
+            )),
+            (None, Some(pattern), None) => Ok(Constraint::Regex(pattern.clone())),
+            (None, None, Some(lark)) => Ok(Constraint::Lark(lark.clone())),
+            _ => Err(Error::request(
+                "give at most one of json_schema, regex and grammar",
+            )),
+        }
     }
 }
 

@@ -4,7 +4,6 @@
 //! so a `Session` is shared freely between Python threads: each request gets
 //! its own channel and the GIL is released while waiting on it.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -89,11 +88,12 @@ impl Session {
             return Err(Error::request("tokens: expected at least 2 token ids"));
         }
         let scorer = Arc::new(scorer);
-        let (params, _) = Sampling {
+        let params = Sampling {
             max_tokens: Some(tokens.len() - 1),
             ..Sampling::default()
         }
-        .into_engine()?;
+        .into_engine()?
+        .params;
         let processor: Arc<dyn CustomLogitsProcessor> = scorer.clone();
         let (tx, rx) = channel(STREAM_BUFFER);
         let request = engine_request(EngineRequest {
@@ -176,64 +176,26 @@ impl Session {
         })
     }
 
-    /// Send a chat request; returns a `ChatStream` of chunks.
-    #[pyo3(signature = (
-        messages=None, *, prompt=None, max_tokens=None, temperature=None, top_p=None, top_k=None, min_p=None,
-        seed=None, stop=None, frequency_penalty=None, presence_penalty=None, repetition_penalty=None,
-        json_schema=None, regex=None, grammar=None, tools=None, tool_choice=None, logprobs=false, top_logprobs=None,
-        logit_bias=None
-    ))]
-    #[allow(clippy::too_many_arguments)]
+    /// Send a chat request (`messages`, or a raw `prompt` to continue) with
+    /// its `sampling` (a `mistralvllm.SamplingParams`) and tools (JSON text);
+    /// returns a `ChatStream` of chunks.
+    #[pyo3(signature = (messages=None, *, prompt=None, sampling=None, tools=None, tool_choice=None))]
     fn stream(
         &self,
         py: Python<'_>,
         messages: Option<&Bound<'_, PyList>>,
         prompt: Option<String>,
-        max_tokens: Option<usize>,
-        temperature: Option<f64>,
-        top_p: Option<f64>,
-        top_k: Option<usize>,
-        min_p: Option<f64>,
-        seed: Option<u64>,
-        stop: Option<Vec<String>>,
-        frequency_penalty: Option<f32>,
-        presence_penalty: Option<f32>,
-        repetition_penalty: Option<f32>,
-        json_schema: Option<String>,
-        regex: Option<String>,
-        grammar: Option<String>,
+        sampling: Option<Sampling>,
         tools: Option<String>,
         tool_choice: Option<String>,
-        logprobs: bool,
-        top_logprobs: Option<usize>,
-        logit_bias: Option<HashMap<u32, f32>>,
     ) -> PyResult<ChatStream> {
-        if top_logprobs.is_some() && !logprobs {
-            return Err(Error::request("top_logprobs: needs logprobs=True").into());
-        }
-        let stops = stop.clone().unwrap_or_default();
+        let sampling = sampling.unwrap_or_default();
+        let stops = sampling.stop.clone().unwrap_or_default();
         let request = ChatRequest {
             input: convert_input(messages, prompt)?,
-            sampling: Sampling {
-                max_tokens,
-                temperature,
-                top_p,
-                top_k,
-                min_p,
-                seed,
-                stop,
-                frequency_penalty,
-                presence_penalty,
-                repetition_penalty,
-                top_logprobs: logprobs.then_some(top_logprobs.unwrap_or(0)),
-                logit_bias,
-            },
-            json_schema,
-            regex,
-            grammar,
+            sampling,
             tools,
             tool_choice,
-            logprobs,
         };
         let (tx, rx) = channel(STREAM_BUFFER);
         let engine_request = request.into_engine(tx)?;

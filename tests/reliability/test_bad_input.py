@@ -23,7 +23,7 @@ import httpx
 import numpy
 import pytest
 
-from mistralvllm import ConfigError, ModelLoadError, RequestError, Session, Topology
+from mistralvllm import ConfigError, ModelLoadError, RequestError, SamplingParams, Session, Topology
 from mistralvllm.config import load_config
 from prompts import ITALY
 from service import AUTH, MODEL
@@ -265,27 +265,28 @@ def test_the_service_is_whole_after_the_corpus(server: dict[str, str]) -> None:
 
 API_CASES: list[tuple[str, dict[str, object], type[Exception], str]] = [
     ("max_tokens negative", {"messages": ITALY, "max_tokens": -1}, RequestError, "max_tokens"),
-    ("temperature text", {"messages": ITALY, "temperature": "hot"}, TypeError, "temperature"),
+    ("temperature text", {"messages": ITALY, "temperature": "hot"}, RequestError, "temperature"),
     ("top_k negative", {"messages": ITALY, "top_k": -3}, RequestError, "top_k"),
     ("messages not a list", {"messages": "hello"}, RequestError, "messages"),
     ("message not a dict", {"messages": ["hello"]}, RequestError, "message"),
     ("role missing", {"messages": [{"content": "hi"}]}, RequestError, "role"),
-    ("stop not strings", {"messages": ITALY, "stop": [1, 2]}, TypeError, "stop"),
+    ("stop not strings", {"messages": ITALY, "stop": [1, 2]}, RequestError, "stop"),
     ("json_schema not a schema", {"messages": ITALY, "json_schema": "{not json"}, RequestError, "json_schema"),
 ]
 
 
 @pytest.mark.parametrize("name,arguments,error,fragment", API_CASES, ids=[case[0] for case in API_CASES])
 def test_python_api_bad_arguments(session: Session, name: str, arguments: dict[str, object], error: type[Exception], fragment: str) -> None:
+    messages, sampling = arguments["messages"], {key: value for key, value in arguments.items() if key != "messages"}
     with pytest.raises(error) as raised:
-        session.chat(**arguments)
+        session.chat(messages, SamplingParams(**sampling))
     assert fragment in str(raised.value)
     # The session keeps working after every refusal.
     assert session.sequence_counts() == {"running": 0, "waiting": 0}
 
 
 def test_session_still_answers_after_the_api_cases(session: Session) -> None:
-    assert "Rome" in session.chat(ITALY, max_tokens=16).text
+    assert "Rome" in session.chat(ITALY, SamplingParams(max_tokens=16)).text
 
 
 # ---- model paths --------------------------------------------------------------

@@ -5,12 +5,11 @@ base of every section (unknown keys refused)."""
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..history.location import check_postgres_url
-from ..sampling_bounds import ConfigTemperature, MaxTokens, MinP, RepetitionPenalty, Seed, TopK, TopP
+from ..sampling import SamplingOptions
 
 # Go's time.ParseDuration (``"5m"``, ``"1h30m"``, ``"-1s"``), or a bare number of seconds.
 DURATION = re.compile(r"[-+]?((\d+\.?\d*|\.\d+)(ns|us|µs|ms|s|m|h))+|[-+]?(\d+\.?\d*|\.\d+)")
@@ -36,23 +35,9 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class SamplingSection(Section):
-    """Defaults for every request; a request (or /set in the chat) overrides them."""
-
-    max_tokens: MaxTokens | None = None
-    temperature: ConfigTemperature | None = None
-    top_p: TopP | None = None
-    top_k: TopK | None = None
-    min_p: MinP | None = None
-    seed: Seed | None = None
-    stop: list[str] | None = None
-    frequency_penalty: float | None = None
-    presence_penalty: float | None = None
-    repetition_penalty: RepetitionPenalty | None = None
-
-    def options(self) -> dict[str, Any]:
-        """The set fields, as keyword arguments for `Session.chat`."""
-        return self.model_dump(exclude_none=True)
+class SamplingSection(Section, SamplingOptions):
+    """Defaults for every request; a request (or /set in the chat) overrides
+    them (`SamplingParams.over`)."""
 
 
 class HistorySection(Section):

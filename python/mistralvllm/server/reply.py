@@ -18,6 +18,8 @@ from pydantic import BaseModel
 from .._core import ChatChunk, ChatStream
 from ..collect import StreamedAnswer
 from ..history import HistoryError, Turn
+from ..sampling import SamplingParams
+from ..tools import ToolOptions
 from .api_error import APIError
 from .generation import ClientDisconnected, Limits, Receive, RequestTimedOut, run_choices
 from .model_pool import ModelLease
@@ -51,7 +53,8 @@ class GenerationRequest(Protocol):
     @property
     def stream(self) -> bool: ...
     def answer_tokens(self) -> int | None: ...
-    def sampling(self) -> dict[str, Any]: ...
+    def sampling(self) -> SamplingParams: ...
+    def tool_options(self) -> ToolOptions: ...
 
 
 class Choices(Protocol[W_co]):

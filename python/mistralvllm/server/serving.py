@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from .._core import ChatStream
 from ..context_window import context_overflow
 from ..errors import ContextOverflowError
-from ..sampling import choice_options
+from ..sampling import SamplingParams
 from ..session import Session
 from .api_error import APIError, engine_errors
 from .model_pool import ModelLease
@@ -31,18 +31,19 @@ from .stored_conversation import find_conversation, history_writes
 T = TypeVar("T")
 
 
-def fit_default_max_tokens(check: Callable[[dict[str, Any]], T], options: dict[str, Any], *, asked: bool) -> T:
-    """``check(options)``; where the prompt leaves less room than a max_tokens
-    the client did not ask for (a config default, ``asked`` false), lower it to
-    that room, as vLLM does for an unset max_tokens."""
+def fit_default_max_tokens(check: Callable[[SamplingParams], T], sampling: SamplingParams, *, asked: bool) -> tuple[SamplingParams, T]:
+    """``sampling`` and ``check(sampling)``; where the prompt leaves less room
+    than a max_tokens the client did not ask for (a config default, ``asked``
+    false), that max_tokens is lowered to the room, as vLLM does for an unset
+    max_tokens."""
     try:
-        return check(options)
+        return sampling, check(sampling)
     except ContextOverflowError as e:
         room = getattr(e, "context_length", 0) - getattr(e, "prompt_tokens", 0)
         if asked or room < 1:
             raise
-        options["max_tokens"] = room
-        return check(options)
+        fitted = sampling.replace(max_tokens=room)
+        return fitted, check(fitted)
 
 
 def check_limits(state: ServiceState, body: GenerationRequest) -> None:
@@ -70,32 +71,33 @@ async def held(lease: ModelLease, build: Callable[[], Awaitable[T]]) -> T:
         raise
 
 
-def request_options(state: ServiceState, body: GenerationRequest, *, unlimited: bool = False) -> dict[str, Any]:
-    """The request's sampling options over the config's ``sampling``
+def request_sampling(state: ServiceState, body: GenerationRequest, *, unlimited: bool = False) -> SamplingParams:
+    """The request's `SamplingParams` over the config's ``sampling``
     defaults, which apply to every field a request leaves out (as vLLM's
     generation config and llama-server's n_predict do). ``unlimited``: the
     client asked for no answer limit (Ollama's ``num_predict: -1``), so the
     default max_tokens gives way to ``server.max_tokens_limit``, if any, and
     otherwise the answer may fill the context window."""
-    defaults = state.config.sampling.options()
+    defaults = state.config.sampling
     if unlimited:
-        defaults["max_tokens"] = state.config.server.max_tokens_limit
-    return {**defaults, **body.sampling()}
+        defaults = defaults.model_copy(update={"max_tokens": state.config.server.max_tokens_limit})
+    return body.sampling().over(defaults)
 
 
-async def fitted_options(
+async def fitted_sampling(
     state: ServiceState, session: Session, body: GenerationRequest, messages: Sequence[Mapping[str, Any]], *, unlimited: bool = False
-) -> tuple[dict[str, Any], int]:
-    """The request's options (`request_options`) once ``messages`` and the
+) -> tuple[SamplingParams, int]:
+    """The request's sampling (`request_sampling`) once ``messages`` and the
     answer fit the context window, with the request's tools applied (a
     default max_tokens is lowered to fit, `fit_default_max_tokens`), and the
     prompt's tokens."""
-    sampling = request_options(state, body, unlimited=unlimited)
+    sampling = request_sampling(state, body, unlimited=unlimited)
+    tools = body.tool_options()
 
-    def check(options: dict[str, Any]) -> int:
-        return session.check_context(messages, options.get("max_tokens"), **{key: options[key] for key in ("tools", "tool_choice") if key in options})
+    def check(params: SamplingParams) -> int:
+        return session.check_context(messages, params.max_tokens, **tools)
 
-    def fit() -> int:
+    def fit() -> tuple[SamplingParams, int]:
         try:
             return fit_default_max_tokens(check, sampling, asked=body.answer_tokens() is not None)
         except ContextOverflowError as e:
@@ -103,8 +105,7 @@ async def fitted_options(
             overflow = context_overflow(e.prompt_tokens, e.max_tokens, e.context_length, answer_param=body.answer_tokens_param)
             raise APIError(400, str(overflow), param=body.prompt_param, code="context_length_exceeded") from None
 
-    prompt_tokens = await session.off_loop(engine_errors, fit)
-    return sampling, prompt_tokens
+    return await session.off_loop(engine_errors, fit)
 
 
 def reply_id(prefix: str) -> str:
@@ -125,31 +126,32 @@ async def chat_reply(
     """Check a chat request, fit it to the context window and find its
     stored conversation: a `Reply` ready to run, answered in the shape that
     ``shape`` builds from the prompt's tokens, under an id that starts with
-    ``id_prefix`` (``unlimited``: see `request_options`), on ``lease``'s
+    ``id_prefix`` (``unlimited``: see `request_sampling`), on ``lease``'s
     model (else the one the request names)."""
     lease = lease or await check_model(state, body)
     session = lease.session
 
     async def build() -> Reply[W]:
         messages = body.session_messages()
-        sampling, prompt_tokens = await fitted_options(state, session, body, messages, unlimited=unlimited)
+        sampling, prompt_tokens = await fitted_sampling(state, session, body, messages, unlimited=unlimited)
         conversation = find_conversation(state, conversation_id, body, lease.model)
         turn = None
         if conversation is not None:
             question = next((m.text() for m in reversed(body.messages) if m.role == "user"), "")
             turn = history_writes(lambda: conversation.begin_turn(question))
-        start, *more = [functools.partial(session.start, messages, **options) for options in answer_options(lease, sampling, body.n)]
+        tools = body.tool_options()
+        start, *more = [functools.partial(session.start, messages, params, **tools) for params in answer_sampling(lease, sampling, body.n)]
         return Reply(state, lease, body, start, shape(prompt_tokens), id=reply_id(id_prefix), turn=turn, more=more)
 
     return await held(lease, build)
 
 
-def answer_options(lease: ModelLease, sampling: dict[str, Any], n: int) -> list[dict[str, Any]]:
-    """The options of each of a request's ``n`` answers (`choice_options`);
+def answer_sampling(lease: ModelLease, sampling: SamplingParams, n: int) -> list[SamplingParams]:
+    """The sampling of each of a request's ``n`` answers (`SamplingParams.choices`);
     400 when they would not all run at once in ``lease``'s engine."""
     if n > 1 and n > (most := lease.model.max_running_sequences):
         raise APIError(400, f"n: {n} answers cannot run at once; this engine runs at most {most} sequences (max_num_seqs)", param="n")
-    return choice_options(sampling, n)
+    return sampling.choices(n)
 
 
 async def prompt_tokens(state: ServiceState, body: ChatCompletionRequest) -> int:
@@ -175,19 +177,19 @@ async def completion_reply(
     ``shape`` under an id that starts with ``id_prefix``, on ``lease``'s
     model (else the one the request names). ``default_max_tokens`` applies
     where neither the request nor the config sets one (``unlimited``: see
-    `request_options`)."""
+    `request_sampling`)."""
     lease = lease or await check_model(state, body)
     session = lease.session
-    sampling = {"max_tokens": default_max_tokens, **request_options(state, body, unlimited=unlimited)}
+    sampling = request_sampling(state, body, unlimited=unlimited)
+    if sampling.max_tokens is None and not unlimited:
+        sampling = sampling.replace(max_tokens=default_max_tokens)
 
-    def start(options: dict[str, Any]) -> ChatStream:
-        return session.stream_completion(body.prompt, **options)
-
-    def fitted_start(options: dict[str, Any]) -> ChatStream:
-        return fit_default_max_tokens(start, options, asked=body.answer_tokens() is not None)
+    def start(params: SamplingParams) -> ChatStream:
+        asked = body.answer_tokens() is not None
+        return fit_default_max_tokens(lambda fitted: session.stream_completion(body.prompt, fitted), params, asked=asked)[1]
 
     async def build() -> Reply[W]:
-        first, *more = [functools.partial(fitted_start, options) for options in answer_options(lease, sampling, body.n)]
+        first, *more = [functools.partial(start, params) for params in answer_sampling(lease, sampling, body.n)]
         return Reply(state, lease, body, first, shape, id=reply_id(id_prefix), more=more)
 
     return await held(lease, build)

@@ -73,7 +73,7 @@ class Options(BaseModel):
         """The client asked for no limit on the answer's length."""
         return self.num_predict in NO_LIMIT
 
-    def sampling(self) -> dict[str, Any]:
+    def openai_fields(self) -> dict[str, Any]:
         """The options that are set, as the OpenAI request fields they map onto."""
         options = {
             "max_tokens": None if self.unlimited else self.num_predict,
@@ -176,7 +176,7 @@ class ChatRequest(OllamaGenerationRequest):
             stream=self.stream,
             response_format=self.response_format(),
             tools=self.tools or None,
-            **self.options.sampling(),
+            **self.options.openai_fields(),
         )
 
 
@@ -219,12 +219,12 @@ class GenerateRequest(OllamaGenerationRequest):
             messages=[*messages, ChatMessage(role="user", content=self.prompt)],
             stream=self.stream,
             response_format=self.response_format(),
-            **self.options.sampling(),
+            **self.options.openai_fields(),
         )
 
     def completion_request(self, model: str) -> CompletionRequest:
         """The raw prompt as a text completion of ``model``."""
-        return CompletionRequest(model=model, prompt=self.prompt, stream=self.stream, **self.options.sampling())
+        return CompletionRequest(model=model, prompt=self.prompt, stream=self.stream, **self.options.openai_fields())
 
 
 class ShowRequest(RequestBody):

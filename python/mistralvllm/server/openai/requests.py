@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
+from ...sampling import SamplingParams
 from ...sampling_bounds import (
     MAX_LOGIT_BIAS,
     MAX_STOP_SEQUENCES,
@@ -21,10 +22,11 @@ from ...sampling_bounds import (
     TopLogprobs,
     TopP,
 )
+from ...tools import ToolOptions
 from ..request_body import RequestBody, Strict
 
 # The most answers one request may ask for (n); also bounded by the engine's
-# running sequences (`server.serving.answer_options`).
+# running sequences (`server.serving.answer_sampling`).
 MAX_CHOICES = 128
 
 
@@ -163,13 +165,9 @@ class SamplingRequest(RequestBody):
             raise ValueError("give at most one of guided_regex and guided_grammar")
         return self
 
-    def constraint(self) -> dict[str, Any]:
-        """The Session keyword for this request's regex or grammar, if any."""
-        return {k: v for k, v in (("regex", self.guided_regex), ("grammar", self.guided_grammar)) if v is not None}
-
-    def sampling(self) -> dict[str, Any]:
-        """Keyword arguments for `Session.stream`."""
-        options: dict[str, Any] = {
+    def sampling_fields(self) -> dict[str, Any]:
+        """The `SamplingParams` fields this request sets."""
+        fields: dict[str, Any] = {
             "max_tokens": self.answer_tokens(),
             "temperature": self.temperature,
             "top_p": self.top_p,
@@ -180,13 +178,18 @@ class SamplingRequest(RequestBody):
             "frequency_penalty": self.frequency_penalty,
             "presence_penalty": self.presence_penalty,
             "repetition_penalty": self.repetition_penalty,
+            "regex": self.guided_regex,
+            "grammar": self.guided_grammar,
+            "logit_bias": {int(token): bias for token, bias in self.logit_bias.items()} if self.logit_bias else None,
         }
-        if self.logit_bias:
-            options["logit_bias"] = {int(token): bias for token, bias in self.logit_bias.items()}
-        return {**{k: v for k, v in options.items() if v is not None}, **self.constraint(), **self.logprob_options()}
+        return {name: value for name, value in fields.items() if value is not None}
 
-    def logprob_options(self) -> dict[str, Any]:
-        """``logprobs``/``top_logprobs`` for `Session` when the request asks for them."""
+    def sampling(self) -> SamplingParams:
+        """How the engine writes this request's answers."""
+        return SamplingParams(**self.sampling_fields())
+
+    def tool_options(self) -> ToolOptions:
+        """The request's tools, for `Session`."""
         return {}
 
 
@@ -202,7 +205,8 @@ class ChatCompletionRequest(SamplingRequest):
 
     @model_validator(mode="after")
     def _schema_or_guided(self) -> ChatCompletionRequest:
-        if self.response_format is not None and self.response_format.type != "text" and self.constraint():
+        guided = self.guided_regex is not None or self.guided_grammar is not None
+        if self.response_format is not None and self.response_format.type != "text" and guided:
             raise ValueError("response_format with a schema cannot be combined with guided_regex or guided_grammar")
         return self
 
@@ -215,14 +219,13 @@ class ChatCompletionRequest(SamplingRequest):
     def answer_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
-    def logprob_options(self) -> dict[str, Any]:
-        return {"logprobs": True, "top_logprobs": self.top_logprobs or 0} if self.logprobs else {}
-
-    def sampling(self) -> dict[str, Any]:
-        options = super().sampling()
+    def sampling_fields(self) -> dict[str, Any]:
+        fields = super().sampling_fields()
+        if self.logprobs:
+            fields.update(logprobs=True, top_logprobs=self.top_logprobs or 0)
         if self.response_format is not None and (schema := self.response_format.answer_schema()) is not None:
-            options["json_schema"] = schema
-        return {**options, **self.tool_options()}
+            fields["json_schema"] = schema
+        return fields
 
     def session_messages(self) -> list[dict[str, Any]]:
         messages: list[dict[str, Any]] = []
@@ -233,8 +236,7 @@ class ChatCompletionRequest(SamplingRequest):
             messages.append(message)
         return messages
 
-    def tool_options(self) -> dict[str, Any]:
-        """``tools``/``tool_choice`` for `Session` when the request has tools."""
+    def tool_options(self) -> ToolOptions:
         if not self.tools:
             return {}
         return {"tools": self.tools, "tool_choice": self.tool_choice or "auto"}
@@ -257,5 +259,8 @@ class CompletionRequest(SamplingRequest):
 
     suffix: None = None
 
-    def logprob_options(self) -> dict[str, Any]:
-        return {} if self.logprobs is None else {"logprobs": True, "top_logprobs": self.logprobs}
+    def sampling_fields(self) -> dict[str, Any]:
+        fields = super().sampling_fields()
+        if self.logprobs is not None:
+            fields.update(logprobs=True, top_logprobs=self.logprobs)
+        return fields

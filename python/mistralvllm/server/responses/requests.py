@@ -2,10 +2,10 @@
 the service runs: text input, function tools and structured output.
 
 A request is validated here and turned into what the serving layer takes:
-chat messages (`ResponseRequest.input_messages`) and `Session` options
-(`ResponseRequest.sampling`). Items the client copies back from an earlier
-response's ``output`` (with their ``id``, ``status``, ``annotations``) are
-accepted as input.
+chat messages (`ResponseRequest.input_messages`), `SamplingParams`
+(`ResponseRequest.sampling`) and tools (`ResponseRequest.tool_options`).
+Items the client copies back from an earlier response's ``output`` (with
+their ``id``, ``status``, ``annotations``) are accepted as input.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BeforeValidator, Discriminator, Field, StrictBool, Tag, ValidationInfo, field_validator, model_validator
 
+from ...sampling import SamplingParams
 from ...sampling_bounds import MaxTokens, Temperature, TopP
+from ...tools import ToolOptions
 from ..openai.requests import format_schema
 from ..request_body import RequestBody, Strict
 
@@ -232,20 +234,22 @@ class ResponseRequest(RequestBody):
     def answer_tokens(self) -> int | None:
         return self.max_output_tokens
 
-    def sampling(self) -> dict[str, Any]:
-        """Keyword arguments for `Session.start`."""
-        options: dict[str, Any] = {
-            key: value
-            for key, value in (("max_tokens", self.max_output_tokens), ("temperature", self.temperature), ("top_p", self.top_p))
-            if value is not None
+    def sampling(self) -> SamplingParams:
+        """How the engine writes this request's answer."""
+        fields: dict[str, Any] = {"max_tokens": self.max_output_tokens, "temperature": self.temperature, "top_p": self.top_p}
+        if self.text is not None:
+            fields["json_schema"] = self.text.answer_schema()
+        return SamplingParams(**{key: value for key, value in fields.items() if value is not None})
+
+    def tool_options(self) -> ToolOptions:
+        """The request's tools, for `Session`."""
+        if not self.tools:
+            return {}
+        choice = self.tool_choice or "auto"
+        return {
+            "tools": [tool.chat_tool() for tool in self.tools],
+            "tool_choice": choice if isinstance(choice, str) else {"type": "function", "function": {"name": choice.name}},
         }
-        if self.text is not None and (schema := self.text.answer_schema()) is not None:
-            options["json_schema"] = schema
-        if self.tools:
-            choice = self.tool_choice or "auto"
-            options["tools"] = [tool.chat_tool() for tool in self.tools]
-            options["tool_choice"] = choice if isinstance(choice, str) else {"type": "function", "function": {"name": choice.name}}
-        return options
 
     def input_messages(self) -> list[dict[str, Any]]:
         """The input as chat messages: a developer message is a system one,

@@ -23,7 +23,7 @@ from ...tools import messages_for_engine
 from ..api_error import APIError
 from ..model_pool import ServedModel
 from ..reply import Reply
-from ..serving import check_model, fitted_options, held, reply_id
+from ..serving import check_model, fitted_sampling, held, reply_id
 from ..state import ServiceState
 from ..stored_conversation import history_writes
 from ..stream_text import SERVER_SENT_EVENTS, event
@@ -254,10 +254,11 @@ async def create_response(state: ServiceState, body: ResponseRequest) -> Reply[R
         inputs = [StoredMessage(m["role"], m["content"], now) for m in messages_for_engine(body.input_messages())]
         instructions = [{"role": "system", "content": body.instructions}] if body.instructions else []
         messages = [*instructions, *(m.as_request() for m in [*earlier, *inputs])]
-        sampling, _ = await fitted_options(state, session, body, messages)
+        sampling, _ = await fitted_sampling(state, session, body, messages)
         response_id = reply_id(RESPONSE_ID_PREFIX)
         turn = begin_stored_turn(state, lease.model, body, response_id, [*earlier, *inputs])
-        return Reply(state, lease, body, lambda: session.start(messages, **sampling), ResponseShape(body), id=response_id, turn=turn)
+        tools = body.tool_options()
+        return Reply(state, lease, body, lambda: session.start(messages, sampling, **tools), ResponseShape(body), id=response_id, turn=turn)
 
     return await held(lease, build)
 
