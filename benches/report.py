@@ -2,9 +2,12 @@
 tables: a short one in the README (between the bench-table markers) and the
 full one, with latencies, ratios and the binding overhead, in
 docs/benchmarks.md (between the bench-full-table markers). Run by
-`make bench` with the peers' venv, which has matplotlib.
+`make bench` with the peers' venv, which has matplotlib. With ``--matrix``,
+the newest *-matrix.json (`make bench-matrix`, which runs this itself) as
+the matrix table in docs/benchmarks.md (between the bench-matrix markers).
 
     python benches/report.py [--no-plot] [RESULTS.json]
+    python benches/report.py --matrix [RESULTS.json]
 
 The newest results file is the one with the latest date in its name
 (<date>-<host>-engines.json); on the same date, the one written last.
@@ -23,6 +26,7 @@ README = REPO / "README.md"
 BENCHMARKS = REPO / "docs" / "benchmarks.md"
 START, END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
 FULL_START, FULL_END = "<!-- bench-full-table:start -->", "<!-- bench-full-table:end -->"
+MATRIX_START, MATRIX_END = "<!-- bench-matrix:start -->", "<!-- bench-matrix:end -->"
 NAMES = {
     "mistralvllm": "mistralvllm (GGUF)",
     "mistralvllm-no-prefix-cache": "mistralvllm (GGUF, prefix cache off)",
@@ -140,6 +144,55 @@ def table(report: dict, results: Path, png: Path, page: Path) -> str:
     return "\n".join(lines)
 
 
+def ratio(found: dict, key: str, percent: bool = False) -> str:
+    """One ratio of a matrix cell, or a dash where a figure is missing."""
+    if key not in found:
+        return "-"
+    return f"{100 * found[key]:.0f}%" if percent else f"{found[key]:.2f}×"
+
+
+def matrix_table(report: dict, results: Path, page: Path) -> str:
+    """The bench matrix: one line per cell, ours over llama.cpp's own tools."""
+    chats = report["chats"]
+    lines = [
+        f"Measured {report['date']} on `{report['host']}` ({report['threads']} threads, copy bandwidth "
+        f"{report['copy_bandwidth_gib_s']:.1f} GiB/s), {link(results, page)}. Ours over llama.cpp: prompt and decode against "
+        f"llama-bench pp{report['prompt_tokens']} / tg{report['decode_tokens']}, {chats} chats of {report['chat_tokens']} tokens "
+        f"through `mistralvllm serve` against `llama-server -np {chats}`, peak RSS of each process (ours with the Python "
+        f"interpreter); {chats}/1 is our {chats} chats over our one chat (llama-server's in brackets); roofline is our decode "
+        "over the copy bandwidth divided by the file's bytes.",
+        "",
+        f"| model | type | MiB | prompt | decode | {chats} chats | {chats}/1 | peak RSS | roofline |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for cell in report["cells"]:
+        found = cell["ratios"]
+        peer = f" ({found[f'peer_{chats}_chats_over_one']:.2f}×)" if f"peer_{chats}_chats_over_one" in found else ""
+        shape = report["shapes"].get(cell["shape"], {}).get("like", "") or cell["shape"]
+        lines.append(
+            f"| {cell['shape']} ({shape}) | {cell['type']} | {cell['file_mib']:.0f} | {ratio(found, 'prompt_tok_s')} "
+            f"| {ratio(found, 'decode_tok_s')} | {ratio(found, f'{chats}_chats')} | {ratio(found, f'{chats}_chats_over_one')}{peer} "
+            f"| {ratio(found, 'peak_rss')} | {ratio(found, 'roofline_share', percent=True)} |"
+        )
+    for check in report.get("greedy_agreement", []):
+        lines += [
+            "",
+            f"{check['like']} (real weights): the same first greedy tokens as llama-server on {check['same']} of {len(check['prompts'])} prompts.",
+        ]
+    return "\n".join(lines)
+
+
+def newest_matrix() -> Path:
+    """The matrix results with the latest date in their name; on one date, the last written."""
+    return max(RESULTS.glob("*-matrix.json"), key=lambda p: (p.name[:10], p.stat().st_mtime))
+
+
+def write_matrix_table(results: Path) -> None:
+    """The matrix table of ``results`` into docs/benchmarks.md."""
+    write_between(BENCHMARKS, MATRIX_START, MATRIX_END, matrix_table(json.loads(results.read_text()), results, BENCHMARKS))
+    print(f"wrote the matrix table of {results.name} in {BENCHMARKS}")
+
+
 def newest_results() -> Path:
     """The engines results with the latest date in their name; on one date, the last written.
     Only the names engines.py writes (<date>-<host>-engines.json) are candidates."""
@@ -159,7 +212,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="The speed tables (README, docs/benchmarks.md) and plot from an engines results file.")
     parser.add_argument("results", nargs="?", type=Path, help="an engines results file (default: the newest)")
     parser.add_argument("--no-plot", action="store_true", help="write the tables only, leaving the plot as it is")
+    parser.add_argument("--matrix", action="store_true", help="write the bench matrix's table from a matrix results file")
     args = parser.parse_args()
+    if args.matrix:
+        write_matrix_table(args.results.resolve() if args.results else newest_matrix())
+        return
     results = args.results.resolve() if args.results else newest_results()
     report = json.loads(results.read_text())
     png = results.with_suffix(".png")

@@ -1,5 +1,5 @@
 """Our engine's next-token distributions against a float64 numpy forward pass
-of the same GGUF weights (benches/reference_llama.py; the full measure over
+of the same GGUF weights (benches/reference_forward.py; the full measure over
 all engines is benches/fidelity.py, `make bench-fidelity`)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from mistralvllm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benches"))
-import reference_llama
+import reference_forward
 from fidelity import TEXT, compare
 
 TOKENS = 40
@@ -27,7 +27,7 @@ def tokens(session: Session) -> list[int]:
 @pytest.fixture(scope="module")
 def reference(default_model: Path, tokens: list[int]) -> np.ndarray:
     """The reference's log-probabilities at each position but the last."""
-    return reference_llama.log_probabilities(reference_llama.load(default_model), tokens)[:-1]
+    return reference_forward.log_probabilities(reference_forward.load(default_model), tokens)[:-1]
 
 
 def test_the_reference_scores_the_text_as_the_engine_does(session: Session, reference: np.ndarray, tokens: list[int]) -> None:

@@ -1,0 +1,170 @@
+"""A forward pass in numpy float64, from a GGUF file of the llama, qwen2 or
+qwen3 architecture.
+
+The weights are the GGUF's own, dequantized by the ``gguf`` package: the
+same quantized numbers the engines read, so comparing an engine with this
+measures the engine's arithmetic (its float32/bf16 sums, quantized
+activations, fused kernels), not the quantization of the model. Every
+hyper-parameter comes from the GGUF's metadata.
+
+Rotary layout: for llama, llama.cpp's converter permutes the rows of the Q
+and K projections so that each rotated pair is two adjacent dimensions of a
+head (GPT-J style, llama.cpp's ``LLAMA_ROPE_TYPE_NORM``), where Hugging
+Face's llama rotates dimension ``i`` with ``i + head_dim / 2`` (NeoX style).
+With the GGUF's rows as they are, the adjacent pairing is the right one
+(checked against llama.cpp's and our engine's greedy tokens: the other
+pairing disagrees with both from the first positions on). Qwen2 and Qwen3
+files keep Hugging Face's rows, and llama.cpp rotates them NeoX style
+(``LLAMA_ROPE_TYPE_NEOX``). Qwen2 adds biases to Q, K and V; Qwen3 instead
+normalizes each head of Q and K (RMS norm over the head) before rotating.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from gguf import GGUFReader
+from gguf.quants import dequantize
+
+ARCHITECTURES = ("llama", "qwen2", "qwen3")
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The hyper-parameters of a model, as its GGUF states them."""
+
+    architecture: str
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    rope_dimensions: int
+    rope_theta: float
+    rms_norm_eps: float
+
+    @property
+    def rope_pairs_adjacent(self) -> bool:
+        """Each rotated pair is two adjacent dimensions (llama's permuted
+        rows), else dimension i and i + half (NeoX: qwen2, qwen3)."""
+        return self.architecture == "llama"
+
+
+@dataclass(frozen=True)
+class ReferenceModel:
+    """The model's shape and its dequantized weights (float32, ``(out, in)``),
+    named as in the GGUF (``blk.0.attn_q.weight``, ``token_embd.weight``)."""
+
+    shape: ModelShape
+    weights: dict[str, np.ndarray]
+
+    def layer(self, index: int, part: str, kind: str = "weight") -> np.ndarray:
+        return self.weights[f"blk.{index}.{part}.{kind}"].astype(np.float64)
+
+    def has(self, index: int, part: str, kind: str = "weight") -> bool:
+        return f"blk.{index}.{part}.{kind}" in self.weights
+
+    @property
+    def output(self) -> np.ndarray:
+        """The output projection: its own tensor, or the tied embedding."""
+        return self.weights.get("output.weight", self.weights["token_embd.weight"])
+
+
+def load(gguf_path: str | Path) -> ReferenceModel:
+    """Read and dequantize a GGUF of one of ARCHITECTURES."""
+    reader = GGUFReader(gguf_path)
+    architecture = reader.fields["general.architecture"].contents()
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"{gguf_path}: general.architecture is {architecture!r}, not one of {', '.join(ARCHITECTURES)}")
+    meta = {key.removeprefix(f"{architecture}."): field.contents() for key, field in reader.fields.items() if key.startswith(f"{architecture}.")}
+    hidden = int(meta["embedding_length"])
+    heads = int(meta["attention.head_count"])
+    head_dim = int(meta.get("attention.key_length", hidden // heads))
+    shape = ModelShape(
+        architecture=architecture,
+        layers=int(meta["block_count"]),
+        hidden=hidden,
+        heads=heads,
+        kv_heads=int(meta.get("attention.head_count_kv", heads)),
+        head_dim=head_dim,
+        rope_dimensions=int(meta.get("rope.dimension_count", head_dim)),
+        rope_theta=float(meta.get("rope.freq_base", 10000.0)),
+        rms_norm_eps=float(meta["attention.layer_norm_rms_epsilon"]),
+    )
+    weights = {}
+    for tensor in reader.tensors:
+        values = dequantize(tensor.data, tensor.tensor_type).astype(np.float32)
+        weights[tensor.name] = values.reshape([int(d) for d in reversed(tensor.shape)])
+    return ReferenceModel(shape, weights)
+
+
+def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * weight
+
+
+def rotate(x: np.ndarray, shape: ModelShape) -> np.ndarray:
+    """Rotary position embedding of ``x`` (positions, heads, head_dim), the
+    pairs as the architecture lays them out (`ModelShape.rope_pairs_adjacent`)."""
+    positions = np.arange(x.shape[0], dtype=np.float64)
+    pairs = shape.rope_dimensions // 2
+    inverse_frequency = shape.rope_theta ** (-np.arange(pairs, dtype=np.float64) * 2 / shape.rope_dimensions)
+    angle = positions[:, None, None] * inverse_frequency[None, None, :]
+    cos, sin = np.cos(angle), np.sin(angle)
+    rotated = x.copy()
+    if shape.rope_pairs_adjacent:
+        first, second = slice(0, 2 * pairs, 2), slice(1, 2 * pairs, 2)
+    else:
+        first, second = slice(0, pairs), slice(pairs, 2 * pairs)
+    rotated[..., first] = x[..., first] * cos - x[..., second] * sin
+    rotated[..., second] = x[..., first] * sin + x[..., second] * cos
+    return rotated
+
+
+def projection(model: ReferenceModel, index: int, part: str, h: np.ndarray, heads: int) -> np.ndarray:
+    """``h`` through one of Q, K, V (with its bias where the file has one), per head."""
+    out = h @ model.layer(index, part).T
+    if model.has(index, part, "bias"):
+        out = out + model.layer(index, part, "bias")
+    out = out.reshape(h.shape[0], heads, model.shape.head_dim)
+    if model.has(index, f"{part}_norm"):
+        out = rms_norm(out, model.layer(index, f"{part}_norm"), model.shape.rms_norm_eps)
+    return out
+
+
+def attention(model: ReferenceModel, index: int, h: np.ndarray) -> np.ndarray:
+    """Causal grouped-query self-attention of layer ``index`` over all positions."""
+    shape, n = model.shape, h.shape[0]
+    q = projection(model, index, "attn_q", h, shape.heads)
+    k = projection(model, index, "attn_k", h, shape.kv_heads)
+    v = projection(model, index, "attn_v", h, shape.kv_heads)
+    q, k = rotate(q, shape), rotate(k, shape)
+    group = shape.heads // shape.kv_heads  # query head i reads KV head i // group
+    k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
+    scores = np.einsum("qhd,khd->hqk", q, k) / np.sqrt(shape.head_dim)
+    scores[:, ~np.tri(n, dtype=bool)] = -np.inf
+    scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    scores /= scores.sum(axis=-1, keepdims=True)
+    out = np.einsum("hqk,khd->qhd", scores, v).reshape(n, shape.heads * shape.head_dim)
+    return out @ model.layer(index, "attn_output").T
+
+
+def feed_forward(model: ReferenceModel, index: int, h: np.ndarray) -> np.ndarray:
+    gate = h @ model.layer(index, "ffn_gate").T
+    up = h @ model.layer(index, "ffn_up").T
+    return (gate / (1 + np.exp(-gate)) * up) @ model.layer(index, "ffn_down").T
+
+
+def log_probabilities(model: ReferenceModel, tokens: list[int]) -> np.ndarray:
+    """One causal pass over ``tokens``: row ``i`` is the natural-log
+    next-token distribution after ``tokens[: i + 1]`` (float64)."""
+    shape = model.shape
+    x = model.weights["token_embd.weight"][tokens].astype(np.float64)
+    for index in range(shape.layers):
+        x = x + attention(model, index, rms_norm(x, model.layer(index, "attn_norm"), shape.rms_norm_eps))
+        x = x + feed_forward(model, index, rms_norm(x, model.layer(index, "ffn_norm"), shape.rms_norm_eps))
+    x = rms_norm(x, model.weights["output_norm.weight"].astype(np.float64), shape.rms_norm_eps)
+    logits = x @ model.output.astype(np.float64).T
+    logits -= logits.max(axis=-1, keepdims=True)
+    return logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
