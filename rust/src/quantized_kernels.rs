@@ -88,6 +88,8 @@ fn check_matmul<T: GgmlType>() {
         (576, 4, 16),
         (576, 13, 33),
         (512, 9, 36),
+        (256, 8, 20),
+        (768, 13, 9),
     ]
     .into_iter()
     .filter(|(k, _, _)| k % T::BLCK_SIZE == 0)
@@ -150,11 +152,48 @@ fn q5_1_matmul_gives_a_row_the_same_alone_and_in_a_batch() {
     check_matmul::<BlockQ5_1>();
 }
 
-/// A type without such a kernel (the K types) takes one `vec_dot` per
+/// Q4K's and Q6K's kernels (the bulk of a Q4_K_M file whose rows are a
+/// multiple of 256), bit-equal to `vec_dot`, which one row takes
+/// (patches/candle-core-0.10.2/0004-four-columns-and-up-to-eight-rows-per-kernel-call).
+#[test]
+fn q4k_matmul_gives_a_row_the_same_alone_and_in_a_batch() {
+    check_matmul::<BlockQ4K>();
+    check_matmul_equals_vec_dot::<BlockQ4K>();
+}
+
+#[test]
+fn q6k_matmul_gives_a_row_the_same_alone_and_in_a_batch() {
+    check_matmul::<BlockQ6K>();
+    check_matmul_equals_vec_dot::<BlockQ6K>();
+}
+
+/// Every output of a batch's `matmul` is bit-equal to `vec_dot` of its row
+/// and column (a kernel that keeps `vec_dot`'s arithmetic).
+fn check_matmul_equals_vec_dot<T: GgmlType>() {
+    let (k, m, n) = (512, 9, 13);
+    let blocks = k / T::BLCK_SIZE;
+    let lhs = random_floats(m * k, 7);
+    let rhs: Vec<T> = quantize(&random_floats(n * k, 8));
+    let mut dst = vec![0f32; m * n];
+    matmul((m, k, n), &lhs, &rhs, &mut dst).unwrap();
+    for row in 0..m {
+        let lhs_row: Vec<T::VecDotType> = quantize(&lhs[row * k..(row + 1) * k]);
+        for col in 0..n {
+            let expected = T::vec_dot(k, &rhs[col * blocks..(col + 1) * blocks], &lhs_row);
+            assert_eq!(
+                dst[row * n + col].to_bits(),
+                expected.to_bits(),
+                "at ({row}, {col})"
+            );
+        }
+    }
+}
+
+/// A type without such a kernel (Q2K, Q3K, Q5K) takes one `vec_dot` per
 /// output.
 #[test]
 fn default_matmul_gives_a_row_the_same_alone_and_in_a_batch() {
-    check_matmul::<BlockQ4K>();
+    check_matmul::<BlockQ5K>();
 }
 
 /// Q8_0's and Q8_1's quantization of activations (AVX2, chosen at run time:
