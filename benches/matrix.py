@@ -43,7 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import machine
 import report as report_tables
@@ -176,17 +176,20 @@ def chats_per_second(base_url: str, model: str, chats: int) -> float:
     return tokens / (time.perf_counter() - started)
 
 
-def served(command: list[str], base_url: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """A server started from ``command``, once it answers ``/v1/models``."""
+def served(command: list[str], base_url: str, log: IO[bytes], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """A server started from ``command``, once its model is loaded (``/health``
+    answers 200 on both servers then, 503 while loading). Its output goes to
+    ``log``, a file: a pipe nobody reads would stop a talkative server when full."""
     import httpx
 
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise RuntimeError(f"{Path(command[0]).name} exited: {server.stderr.read().decode()[-1500:] if server.stderr else ''}")
+            log.seek(0)
+            raise RuntimeError(f"{Path(command[0]).name} exited: {log.read().decode(errors='replace')[-1500:]}")
         try:
-            if httpx.get(f"{base_url}/v1/models", timeout=5).status_code == 200:
+            if httpx.get(f"{base_url}/health", timeout=5).status_code == 200:
                 return server
         except httpx.HTTPError:
             pass
@@ -205,17 +208,20 @@ def running_server(engine: str, path: Path) -> Iterator[tuple[str, str]]:
     if engine == "llama-server":
         context = CHATS * 1024
         command = [str(BENCH_BIN / "llama-server"), "-m", str(path), "-np", str(CHATS), "-c", str(context), "-t", str(THREADS)]
-        server = served([*command, "--jinja", "--port", str(port), "--no-webui"], base_url)
+        command += ["--jinja", "--port", str(port), "--no-webui"]
+        environment = None
     else:
-        environment = {**os.environ, "MISTRALVLLM_HISTORY__ENABLED": "false"}
-        environment.pop("RUST_BACKTRACE", None)
+        # The service reads MISTRALVLLM_* as config settings: the bench's own variable is not one.
+        environment = {k: v for k, v in os.environ.items() if k not in ("RUST_BACKTRACE", "MISTRALVLLM_BENCH_VENV")}
+        environment["MISTRALVLLM_HISTORY__ENABLED"] = "false"
         command = [sys.executable, "-m", "mistralvllm", "serve", str(path), "--host", "127.0.0.1", "--port", str(port)]
-        server = served(command, base_url, env=environment)
-    try:
-        yield base_url, httpx.get(f"{base_url}/v1/models", timeout=5).json()["data"][0]["id"]
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
+    with tempfile.TemporaryFile() as log:
+        server = served(command, base_url, log, env=environment)
+        try:
+            yield base_url, httpx.get(f"{base_url}/v1/models", timeout=5).json()["data"][0]["id"]
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
 
 
 def server_chats(engine: str, path: Path) -> dict[str, float]:
@@ -322,7 +328,7 @@ def main() -> None:
         cells = args.cells.split() or list(DEFAULT_CELLS)
     unknown = [cell for cell in cells if cell.count(":") != 1 or cell.split(":")[0] not in (BUNDLED, *SHAPES, *REAL_MODELS)]
     if unknown:
-        raise SystemExit(f"unknown cells {unknown}; shapes: {', '.join((BUNDLED, *SHAPES))}; types: {', '.join(TYPES)}")
+        raise SystemExit(f"unknown cells {unknown}; shapes: {', '.join((BUNDLED, *SHAPES, *REAL_MODELS))}; types: {', '.join(TYPES)}")
     bandwidth = memory_bandwidth_gib_s()
     greedy = [greedy_agreement(name) for name in REAL_MODELS] if not args.no_greedy else []
     for check in greedy:
@@ -343,7 +349,14 @@ def main() -> None:
         "decode_tokens": DECODE_TOKENS,
         "chats": CHATS,
         "chat_tokens": CHAT_TOKENS,
-        "shapes": {name: {"like": s.like, "architecture": s.architecture, "parameters": s.parameters()} for name, s in SHAPES.items()},
+        "shapes": {
+            BUNDLED: {"like": "SmolLM2-135M-Instruct, the bundled model", "architecture": "llama"},
+            **{name: {"like": f"{model.like}, real weights", "architecture": "qwen2"} for name, model in REAL_MODELS.items()},
+            **{
+                name: {"like": f"random weights, {s.like}'s shape", "architecture": s.architecture, "parameters": s.parameters()}
+                for name, s in SHAPES.items()
+            },
+        },
         "greedy_agreement": greedy,
         "cells": rows,
     }
