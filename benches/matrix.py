@@ -28,6 +28,7 @@ the table in docs/benchmarks.md).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -49,7 +50,7 @@ import machine
 import report as report_tables
 from engines import FIDELITY_PROMPTS, FIDELITY_TOKENS, THREADS, TOPICS, memory_bandwidth_gib_s
 from gguf_types import write_f16 as dequantized_copy
-from model_shapes import REAL_MODELS, SHAPES, made, model_file, real_model_file, written_whole
+from model_shapes import REAL_MODELS, SHAPES, made, real_model_file, write_random
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_BIN = Path(os.environ.get("MISTRALVLLM_BENCH_VENV", Path.home() / ".cache" / "mistralvllm" / "bench-venv")) / "bin"
@@ -73,23 +74,15 @@ DEFAULT_CELLS = (
 
 def cell_file(shape: str, type_name: str) -> Path:
     """The GGUF of one cell, made on first use (a real model's cell is its file as shipped)."""
-    quantizer = BENCH_BIN / "llama-quantize"
     from mistralvllm import default_model_path
 
     if shape in REAL_MODELS:
         return real_model_file(REAL_MODELS[shape])
-
-    if shape != BUNDLED:
-        return made(SHAPES[shape], type_name, default_model_path(), quantizer, THREADS)
-    f16, path = model_file(shape, "F16"), model_file(shape, type_name)
-    if not f16.exists():
-        f16.parent.mkdir(parents=True, exist_ok=True)
-        with written_whole(f16) as target:
-            dequantized_copy(default_model_path(), target)
-    if not path.exists():
-        with written_whole(path) as target:
-            subprocess.run([str(quantizer), str(f16), str(target), type_name, str(THREADS)], check=True, capture_output=True, timeout=3600)
-    return path
+    if shape == BUNDLED:
+        write_f16 = functools.partial(dequantized_copy, default_model_path())
+    else:
+        write_f16 = functools.partial(write_random, SHAPES[shape], default_model_path())
+    return made(shape, type_name, write_f16, BENCH_BIN / "llama-quantize", THREADS)
 
 
 def measured(command: list[str], timeout: float, env: dict[str, str] | None = None) -> tuple[str, float]:

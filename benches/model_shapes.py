@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,15 +196,15 @@ def model_file(shape: str, type_name: str) -> Path:
     return FILES / f"{shape}.{type_name}.gguf"
 
 
-def made(shape: ModelShape, type_name: str, tokenizer_source: Path, quantizer: Path, threads: int) -> Path:
-    """The file of ``shape`` in ``type_name``, made on first use: the F16
-    source with random weights, then ``llama-quantize`` with its defaults."""
+def made(name: str, type_name: str, write_f16: Callable[[Path], None], quantizer: Path, threads: int) -> Path:
+    """The file of model ``name`` in ``type_name``, made on first use: its F16
+    source written by ``write_f16``, then ``llama-quantize`` with its defaults."""
     FILES.mkdir(parents=True, exist_ok=True)
-    f16 = model_file(shape.name, "F16")
+    f16 = model_file(name, "F16")
     if not f16.exists():
         with written_whole(f16) as target:
-            write_random(shape, tokenizer_source, target)
-    path = model_file(shape.name, type_name)
+            write_f16(target)
+    path = model_file(name, type_name)
     if type_name != "F16" and not path.exists():
         with written_whole(path) as target:
             subprocess.run([str(quantizer), str(f16), str(target), type_name, str(threads)], check=True, capture_output=True, timeout=3600)

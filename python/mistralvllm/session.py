@@ -152,7 +152,7 @@ class Session:
     def count_tokens(self, messages: Sequence[Message], **tools: Unpack[ToolOptions]) -> int:
         """Prompt tokens of ``messages`` after the model's chat template, with
         the request's ``tools``/``tool_choice`` applied (as :meth:`stream` sends them)."""
-        request = self._with_tools(messages, SamplingParams(), tools)
+        request = self._with_tools(messages, tools, constrained=False)
         return len(self._engine.tokenize(list[Message](request.messages)))
 
     def check_context(self, messages: Sequence[Message], max_tokens: int | None, **tools: Unpack[ToolOptions]) -> int:
@@ -185,13 +185,13 @@ class Session:
         """:meth:`stream` without the context check, for callers that already
         counted the prompt (:meth:`check_context`, or a fitted conversation)."""
         sampling = sampling or SamplingParams()
-        request = self._with_tools(messages, sampling, tools)
+        request = self._with_tools(messages, tools, constrained=sampling.constrained)
         if request.call_schema is not None:
             sampling = sampling.replace(json_schema=request.call_schema)
         tool_choice = "auto" if request.tools_json is not None else None
         return self._engine.stream(list[Message](request.messages), sampling=sampling, tools=request.tools_json, tool_choice=tool_choice)
 
-    def _with_tools(self, messages: Sequence[Message], sampling: SamplingParams, tools: ToolOptions) -> tool_calling.ToolRequest:
+    def _with_tools(self, messages: Sequence[Message], tools: ToolOptions, *, constrained: bool) -> tool_calling.ToolRequest:
         """The engine's messages and tools for a request (see `tools.prepare`)."""
         offered = tools.get("tools")
         tool_choice = tools.get("tool_choice")
@@ -199,9 +199,7 @@ class Session:
             if tool_choice not in (None, "none", "auto"):
                 raise RequestError("tool_choice: needs tools")
             return tool_calling.ToolRequest(tool_calling.messages_for_engine(messages))
-        return tool_calling.prepare(
-            messages, offered, tool_choice or "auto", chat_template=self._info["chat_template"], constrained=sampling.constrained
-        )
+        return tool_calling.prepare(messages, offered, tool_choice or "auto", chat_template=self._info["chat_template"], constrained=constrained)
 
     def stream_completion(self, prompt: str, sampling: SamplingParams | None = None) -> _core.ChatStream:
         """Stream the continuation of raw ``prompt`` text (no chat template),
