@@ -1,10 +1,10 @@
-"""Turn the newest benches/results/*-engines.json into a plot and two speed
-tables: a short one in the README (between the bench-table markers) and the
-full one, with latencies, ratios and the binding overhead, in
-docs/benchmarks.md (between the bench-full-table markers). Run by
-`make bench` with the peers' venv, which has matplotlib. With ``--matrix``,
-the newest *-matrix.json (`make bench-matrix`, which runs this itself) as
-the matrix table in docs/benchmarks.md (between the bench-matrix markers).
+"""Turn the newest benches/results/*-engines.json into a plot and the engines
+table, with latencies, ratios and the binding overhead, in docs/benchmarks.md
+(between the bench-full-table markers). Run by `make bench` with the peers'
+venv, which has matplotlib. With ``--matrix``, the newest *-matrix.json
+(`make bench-matrix`, which runs this itself) as the matrix table, the
+README's speed section and docs/benchmarks.md's (between the bench-matrix
+markers in each).
 
     python benches/report.py [--no-plot] [RESULTS.json]
     python benches/report.py --matrix [RESULTS.json]
@@ -24,7 +24,6 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benches" / "results"
 README = REPO / "README.md"
 BENCHMARKS = REPO / "docs" / "benchmarks.md"
-START, END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
 FULL_START, FULL_END = "<!-- bench-full-table:start -->", "<!-- bench-full-table:end -->"
 MATRIX_START, MATRIX_END = "<!-- bench-matrix:start -->", "<!-- bench-matrix:end -->"
 NAMES = {
@@ -64,26 +63,6 @@ def plot(report: dict, out: Path) -> None:
 def link(path: Path, page: Path) -> str:
     """A relative Markdown link to `path` from the page `page`."""
     return f"[`{path.name}`]({os.path.relpath(path, page.parent)})"
-
-
-def short_table(report: dict, results: Path, page: Path) -> str:
-    """The README's table: one line per engine, the figures a user compares."""
-    lines = [
-        f"Measured {report['date']} on `{report['host']}` ({report['threads']} threads, the default model), {link(results, page)}; "
-        f"medians of {report['repetitions']}. Full table, latencies and how it is measured: "
-        f"[docs/benchmarks.md]({os.path.relpath(BENCHMARKS, page.parent)}).",
-        "",
-        "| engine | decode tok/s | prompt tok/s | 8 chats at once, tok/s | peak RSS |",
-        "|---|---|---|---|---|",
-    ]
-    for row in report["engines"]:
-        eight = next(c for c in row["concurrency"] if c["clients"] == 8)
-        serialized = " (serialized)" if row["serialized"] else ""
-        lines.append(
-            f"| {NAMES.get(row['engine'], row['engine'])} | {row['decode_tok_s']['median']:.1f} | {row['prompt_tok_s_median']:.0f} "
-            f"| {eight['aggregate_tok_s']:.1f}{serialized} | {row['peak_rss_mib']:.0f} MiB |"
-        )
-    return "\n".join(lines)
 
 
 def table(report: dict, results: Path, png: Path, page: Path) -> str:
@@ -188,9 +167,11 @@ def newest_matrix() -> Path:
 
 
 def write_matrix_table(results: Path) -> None:
-    """The matrix table of ``results`` into docs/benchmarks.md."""
-    write_between(BENCHMARKS, MATRIX_START, MATRIX_END, matrix_table(json.loads(results.read_text()), results, BENCHMARKS))
-    print(f"wrote the matrix table of {results.name} in {BENCHMARKS}")
+    """The matrix table of ``results`` into the README and docs/benchmarks.md."""
+    report = json.loads(results.read_text())
+    for page in (README, BENCHMARKS):
+        write_between(page, MATRIX_START, MATRIX_END, matrix_table(report, results, page))
+    print(f"wrote the matrix table of {results.name} in {README} and {BENCHMARKS}")
 
 
 def newest_results() -> Path:
@@ -209,7 +190,7 @@ def write_between(page: Path, start: str, end: str, body: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="The speed tables (README, docs/benchmarks.md) and plot from an engines results file.")
+    parser = argparse.ArgumentParser(description="The speed tables (README, docs/benchmarks.md) and plot from a results file.")
     parser.add_argument("results", nargs="?", type=Path, help="an engines results file (default: the newest)")
     parser.add_argument("--no-plot", action="store_true", help="write the tables only, leaving the plot as it is")
     parser.add_argument("--matrix", action="store_true", help="write the bench matrix's table from a matrix results file")
@@ -223,9 +204,8 @@ def main() -> None:
     if not args.no_plot:
         plot(report, png)
         print(f"wrote {png}")
-    write_between(README, START, END, short_table(report, results, README))
     write_between(BENCHMARKS, FULL_START, FULL_END, table(report, results, png, BENCHMARKS))
-    print(f"wrote the short table in {README} and the full one in {BENCHMARKS}")
+    print(f"wrote the engines table in {BENCHMARKS}")
 
 
 if __name__ == "__main__":
