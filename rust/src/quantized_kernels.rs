@@ -128,14 +128,17 @@ fn q4_1_matmul_gives_a_row_the_same_alone_and_in_a_batch() {
     check_matmul::<BlockQ4_1>();
 }
 
-/// Q8_0's four-row kernel, bit-equal to `vec_dot`, which one row takes
-/// (patches/candle-core-0.10.2/0004-four-columns-and-up-to-eight-rows-per-kernel-call).
+/// Q8_0's kernels: with AVX-512 and VNNI a four-column tile for one row and
+/// many, otherwise a four-row kernel bit-equal to `vec_dot`, which one row
+/// takes (patches/candle-core-0.10.2/0004-four-columns-and-up-to-eight-rows-per-kernel-call).
 #[test]
 fn q8_0_matmul_gives_a_row_the_same_alone_and_in_a_batch() {
     check_matmul::<BlockQ8_0>();
 }
 
-/// Q4_0's, Q5_0's and Q5_1's four-column kernels, laid out as Q4_1's
+/// Q4_0's, Q5_0's and Q5_1's four-column kernels, laid out as Q4_1's, and
+/// with AVX-512 and VNNI Q4_0's and Q5_0's eight-column ones (groups of eight
+/// columns, then four, then single ones, whatever the row count)
 /// (patches/candle-core-0.10.2/0004-four-columns-and-up-to-eight-rows-per-kernel-call).
 #[test]
 fn q4_0_matmul_gives_a_row_the_same_alone_and_in_a_batch() {
