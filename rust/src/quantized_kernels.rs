@@ -285,3 +285,54 @@ fn bytes<T>(block: &T) -> &[u8] {
     // SAFETY: the block types are repr(C) f16s and bytes, without padding.
     unsafe { std::slice::from_raw_parts(block as *const T as *const u8, std::mem::size_of::<T>()) }
 }
+
+/// Q8K's quantization of activations (AVX-512 where the CPU has it:
+/// patches/candle-core-0.10.2/0004-four-columns-and-up-to-eight-rows-per-kernel-call)
+/// writes candle's scalar code's bytes: the scale from the first value of
+/// the largest magnitude (-128 over it), each value times it rounded half
+/// away from zero and at most 127, the sums of each 16; a block whose
+/// largest magnitude comes twice with both signs, one of exact halves, one
+/// of zeros.
+#[test]
+fn q8k_quantization_of_activations_matches_the_scalar_code() {
+    let mut values = random_floats(256 * 16, 11);
+    values[3] = -9.0;
+    values[200] = 9.0;
+    // Largest magnitude 128 first: the scale is -1, the others are exact halves.
+    for (i, value) in values[256..512].iter_mut().enumerate() {
+        *value = if i == 0 {
+            128.0
+        } else {
+            (i % 64) as f32 * 3.0 - 95.5
+        };
+    }
+    values[512..768].fill(0.0);
+    let q8k: Vec<BlockQ8K> = quantize(&values);
+    for (block, xs) in values.chunks_exact(256).enumerate() {
+        let first_largest = xs
+            .iter()
+            .fold(0f32, |max, &x| if max.abs() < x.abs() { x } else { max });
+        let (d, qs): (f32, Vec<i8>) = if first_largest == 0.0 {
+            (0.0, vec![0; 256])
+        } else {
+            let iscale = -128f32 / first_largest;
+            (
+                1.0 / iscale,
+                xs.iter()
+                    .map(|x| (iscale * x).round().min(127.0) as i8)
+                    .collect(),
+            )
+        };
+        let sums: Vec<i16> = qs
+            .chunks_exact(16)
+            .map(|g| g.iter().map(|&q| i16::from(q)).sum())
+            .collect();
+        let quants: Vec<u8> = qs.iter().map(|&q| q as u8).collect();
+        let sum_bytes: Vec<u8> = sums.iter().flat_map(|s| s.to_le_bytes()).collect();
+        assert_eq!(
+            bytes(&q8k[block]),
+            [&d.to_le_bytes()[..], &quants, &sum_bytes].concat(),
+            "Q8K block {block}"
+        );
+    }
+}
