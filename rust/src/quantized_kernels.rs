@@ -190,50 +190,50 @@ fn has_avx512_tiles() -> bool {
     false
 }
 
-/// Every output of a batch's `matmul` within `tolerance` (relative to the
-/// largest) of `vec_dot` of its row and column.
-fn check_matmul_close_to_vec_dot<T: GgmlType>(tolerance: f32) {
-    let (k, m, n) = (1024, 9, 13);
+/// A batch's `matmul` outputs (9 rows, 13 columns, `k` deep) and, in the same
+/// order, `vec_dot` of each output's row and column.
+fn matmul_and_vec_dots<T: GgmlType>(k: usize) -> (Vec<f32>, Vec<f32>) {
+    let (m, n) = (9, 13);
     let blocks = k / T::BLCK_SIZE;
     let lhs = random_floats(m * k, 7);
     let rhs: Vec<T> = quantize(&random_floats(n * k, 8));
     let mut dst = vec![0f32; m * n];
     matmul((m, k, n), &lhs, &rhs, &mut dst).unwrap();
-    let largest = dst
-        .iter()
-        .fold(0f32, |largest, value| largest.max(value.abs()));
+    let mut expected = Vec::with_capacity(m * n);
     for row in 0..m {
         let lhs_row: Vec<T::VecDotType> = quantize(&lhs[row * k..(row + 1) * k]);
         for col in 0..n {
-            let expected = T::vec_dot(k, &rhs[col * blocks..(col + 1) * blocks], &lhs_row);
-            let value = dst[row * n + col];
-            assert!(
-                (value - expected).abs() <= tolerance * largest,
-                "at ({row}, {col}): {value} against {expected} (largest output {largest})"
-            );
+            expected.push(T::vec_dot(
+                k,
+                &rhs[col * blocks..(col + 1) * blocks],
+                &lhs_row,
+            ));
         }
+    }
+    (dst, expected)
+}
+
+/// Every output of a batch's `matmul` within `tolerance` (relative to the
+/// largest) of `vec_dot` of its row and column.
+fn check_matmul_close_to_vec_dot<T: GgmlType>(tolerance: f32) {
+    let (outputs, expected) = matmul_and_vec_dots::<T>(1024);
+    let largest = outputs
+        .iter()
+        .fold(0f32, |largest, value| largest.max(value.abs()));
+    for (i, (value, expected)) in outputs.iter().zip(&expected).enumerate() {
+        assert!(
+            (value - expected).abs() <= tolerance * largest,
+            "output {i}: {value} against {expected} (largest output {largest})"
+        );
     }
 }
 
 /// Every output of a batch's `matmul` is bit-equal to `vec_dot` of its row
 /// and column (a kernel that keeps `vec_dot`'s arithmetic).
 fn check_matmul_equals_vec_dot<T: GgmlType>() {
-    let (k, m, n) = (512, 9, 13);
-    let blocks = k / T::BLCK_SIZE;
-    let lhs = random_floats(m * k, 7);
-    let rhs: Vec<T> = quantize(&random_floats(n * k, 8));
-    let mut dst = vec![0f32; m * n];
-    matmul((m, k, n), &lhs, &rhs, &mut dst).unwrap();
-    for row in 0..m {
-        let lhs_row: Vec<T::VecDotType> = quantize(&lhs[row * k..(row + 1) * k]);
-        for col in 0..n {
-            let expected = T::vec_dot(k, &rhs[col * blocks..(col + 1) * blocks], &lhs_row);
-            assert_eq!(
-                dst[row * n + col].to_bits(),
-                expected.to_bits(),
-                "at ({row}, {col})"
-            );
-        }
+    let (outputs, expected) = matmul_and_vec_dots::<T>(512);
+    for (i, (value, expected)) in outputs.iter().zip(&expected).enumerate() {
+        assert_eq!(value.to_bits(), expected.to_bits(), "output {i}");
     }
 }
 
