@@ -69,6 +69,7 @@ DEFAULT_CELLS = (
     "llama-1b:Q4_K_M",
     "qwen2-1.5b:Q4_K_M",
     "qwen2.5-coder-0.5b:Q4_K_M",
+    "gemma3-270m:Q4_K_M",
 )
 
 
@@ -145,26 +146,41 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def chats_per_second(base_url: str, model: str, chats: int) -> float:
-    """``chats`` chats at once (greedy, CHAT_TOKENS each): completion tokens per wall second."""
+def has_chat_template(path: Path) -> bool:
+    """Whether the GGUF carries a chat template; a base model without one is
+    asked through ``/v1/completions`` (raw text) on both servers."""
+    from gguf import GGUFReader
+
+    return "tokenizer.chat_template" in GGUFReader(path).fields
+
+
+def generation(base_url: str, model: str, text: str, max_tokens: int, *, chat: bool, **extra: object) -> dict[str, Any]:
+    """One greedy request: ``text`` as a user message, or as the raw prompt of a completion when not ``chat``."""
     import httpx
 
-    def chat(i: int) -> int:
-        body = {
-            "model": model,
-            "messages": [{"role": "user", "content": f"Write a short poem about {TOPICS[i % len(TOPICS)]}."}],
-            "max_tokens": CHAT_TOKENS,
-            "temperature": 0,
-            "ignore_eos": True,  # llama-server's; ours reads no EOS from random weights in 128 tokens
-        }
-        reply = httpx.post(f"{base_url}/v1/chat/completions", json=body, timeout=1800)
-        reply.raise_for_status()
-        return int(reply.json()["usage"]["completion_tokens"])
+    body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "temperature": 0, **extra}
+    if chat:
+        body["messages"] = [{"role": "user", "content": text}]
+    else:
+        body["prompt"] = text
+    reply = httpx.post(f"{base_url}/v1/{'chat/completions' if chat else 'completions'}", json=body, timeout=1800)
+    reply.raise_for_status()
+    return dict(reply.json())
 
-    chat(0)  # warm-up
+
+def chats_per_second(base_url: str, model: str, chats: int, *, chat: bool) -> float:
+    """``chats`` chats at once (greedy, CHAT_TOKENS each): completion tokens per wall second."""
+
+    def chat_tokens(i: int) -> int:
+        text = f"Write a short poem about {TOPICS[i % len(TOPICS)]}."
+        # ignore_eos is llama-server's; ours reads no EOS from random weights in 128 tokens
+        reply = generation(base_url, model, text, CHAT_TOKENS, chat=chat, ignore_eos=True)
+        return int(reply["usage"]["completion_tokens"])
+
+    chat_tokens(0)  # warm-up
     started = time.perf_counter()
     with ThreadPoolExecutor(chats) as pool:
-        tokens = sum(pool.map(chat, range(chats)))
+        tokens = sum(pool.map(chat_tokens, range(chats)))
     return tokens / (time.perf_counter() - started)
 
 
@@ -218,21 +234,21 @@ def running_server(engine: str, path: Path) -> Iterator[tuple[str, str]]:
 
 def server_chats(engine: str, path: Path) -> dict[str, float]:
     """Aggregate tok/s of one chat and of CHATS at once through ``engine``'s server."""
+    chat = has_chat_template(path)
     with running_server(engine, path) as (base_url, model):
-        return {"one_chat_tok_s": chats_per_second(base_url, model, 1), f"{CHATS}_chats_tok_s": chats_per_second(base_url, model, CHATS)}
+        one, many = (chats_per_second(base_url, model, count, chat=chat) for count in (1, CHATS))
+        return {"one_chat_tok_s": one, f"{CHATS}_chats_tok_s": many}
 
 
 def greedy_answers(engine: str, path: Path) -> list[str]:
-    """``engine``'s first FIDELITY_TOKENS greedy tokens of an answer to each of FIDELITY_PROMPTS."""
-    import httpx
-
+    """``engine``'s first FIDELITY_TOKENS greedy tokens of an answer to each
+    of FIDELITY_PROMPTS (of the raw prompt's continuation for a base model)."""
+    chat = has_chat_template(path)
     answers = []
     with running_server(engine, path) as (base_url, model):
         for prompt in FIDELITY_PROMPTS:
-            body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": FIDELITY_TOKENS, "temperature": 0}
-            reply = httpx.post(f"{base_url}/v1/chat/completions", json=body, timeout=600)
-            reply.raise_for_status()
-            answers.append(reply.json()["choices"][0]["message"]["content"])
+            choice = generation(base_url, model, prompt, FIDELITY_TOKENS, chat=chat)["choices"][0]
+            answers.append(choice["message"]["content"] if chat else choice["text"])
     return answers
 
 
@@ -343,7 +359,7 @@ def main() -> None:
         "chat_tokens": CHAT_TOKENS,
         "shapes": {
             BUNDLED: {"like": "SmolLM2-135M-Instruct, the bundled model", "architecture": "llama"},
-            **{name: {"like": f"{model.like}, real weights", "architecture": "qwen2"} for name, model in REAL_MODELS.items()},
+            **{name: {"like": f"{model.like}, real weights", "architecture": model.architecture} for name, model in REAL_MODELS.items()},
             **{
                 name: {"like": f"random weights, {s.like}'s shape", "architecture": s.architecture, "parameters": s.parameters()}
                 for name, s in SHAPES.items()

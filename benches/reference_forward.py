@@ -1,5 +1,5 @@
-"""A forward pass in numpy float64, from a GGUF file of the llama, qwen2 or
-qwen3 architecture.
+"""A forward pass in numpy float64, from a GGUF file of the llama, qwen2,
+qwen3 or gemma3 architecture.
 
 The weights are the GGUF's own, dequantized by the ``gguf`` package: the
 same quantized numbers the engines read, so comparing an engine with this
@@ -17,6 +17,14 @@ pairing disagrees with both from the first positions on). Qwen2 and Qwen3
 files keep Hugging Face's rows, and llama.cpp rotates them NeoX style
 (``LLAMA_ROPE_TYPE_NEOX``). Qwen2 adds biases to Q, K and V; Qwen3 instead
 normalizes each head of Q and K (RMS norm over the head) before rotating.
+
+Gemma 3 as llama.cpp computes it (``llm_build_gemma3_iswa``): Qwen3's head
+norms, the embeddings scaled by sqrt(hidden), a norm after attention and
+after the feed-forward as well as before, a GELU (tanh) gate, and five layers
+in six that attend to the last ``attention.sliding_window`` positions with a
+rope base of 10000 (the sixth: the whole context, ``rope.freq_base``).
+Queries are scaled by 1/sqrt(head_dim); the converter has already added
+Gemma's 1 to the norm weights.
 """
 
 from __future__ import annotations
@@ -28,7 +36,10 @@ import numpy as np
 from gguf import GGUFReader
 from gguf.quants import dequantize
 
-ARCHITECTURES = ("llama", "qwen2", "qwen3")
+ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma3")
+# Gemma 3: every sixth layer attends globally, the others locally with this rope base.
+GEMMA3_PATTERN = 6
+GEMMA3_LOCAL_ROPE_THETA = 10_000.0
 
 
 @dataclass(frozen=True)
@@ -44,12 +55,22 @@ class ModelShape:
     rope_dimensions: int
     rope_theta: float
     rms_norm_eps: float
+    sliding_window: int | None = None
 
     @property
     def rope_pairs_adjacent(self) -> bool:
         """Each rotated pair is two adjacent dimensions (llama's permuted
         rows), else dimension i and i + half (NeoX: qwen2, qwen3)."""
         return self.architecture == "llama"
+
+    def window(self, index: int) -> int | None:
+        """The sliding window layer ``index`` attends to (None: all positions)."""
+        if self.architecture != "gemma3" or (index + 1) % GEMMA3_PATTERN == 0:
+            return None
+        return self.sliding_window
+
+    def rope_theta_of(self, index: int) -> float:
+        return GEMMA3_LOCAL_ROPE_THETA if self.window(index) is not None else self.rope_theta
 
 
 @dataclass(frozen=True)
@@ -92,6 +113,7 @@ def load(gguf_path: str | Path) -> ReferenceModel:
         rope_dimensions=int(meta.get("rope.dimension_count", head_dim)),
         rope_theta=float(meta.get("rope.freq_base", 10000.0)),
         rms_norm_eps=float(meta["attention.layer_norm_rms_epsilon"]),
+        sliding_window=int(meta["attention.sliding_window"]) if "attention.sliding_window" in meta else None,
     )
     weights = {}
     for tensor in reader.tensors:
@@ -104,12 +126,13 @@ def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * weight
 
 
-def rotate(x: np.ndarray, shape: ModelShape) -> np.ndarray:
-    """Rotary position embedding of ``x`` (positions, heads, head_dim), the
-    pairs as the architecture lays them out (`ModelShape.rope_pairs_adjacent`)."""
+def rotate(x: np.ndarray, shape: ModelShape, theta: float) -> np.ndarray:
+    """Rotary position embedding of ``x`` (positions, heads, head_dim) with
+    base ``theta``, the pairs as the architecture lays them out
+    (`ModelShape.rope_pairs_adjacent`)."""
     positions = np.arange(x.shape[0], dtype=np.float64)
     pairs = shape.rope_dimensions // 2
-    inverse_frequency = shape.rope_theta ** (-np.arange(pairs, dtype=np.float64) * 2 / shape.rope_dimensions)
+    inverse_frequency = theta ** (-np.arange(pairs, dtype=np.float64) * 2 / shape.rope_dimensions)
     angle = positions[:, None, None] * inverse_frequency[None, None, :]
     cos, sin = np.cos(angle), np.sin(angle)
     rotated = x.copy()
@@ -134,16 +157,20 @@ def projection(model: ReferenceModel, index: int, part: str, h: np.ndarray, head
 
 
 def attention(model: ReferenceModel, index: int, h: np.ndarray) -> np.ndarray:
-    """Causal grouped-query self-attention of layer ``index`` over all positions."""
+    """Causal grouped-query self-attention of layer ``index`` over all
+    positions (over the last ``window`` of them where the layer has one)."""
     shape, n = model.shape, h.shape[0]
     q = projection(model, index, "attn_q", h, shape.heads)
     k = projection(model, index, "attn_k", h, shape.kv_heads)
     v = projection(model, index, "attn_v", h, shape.kv_heads)
-    q, k = rotate(q, shape), rotate(k, shape)
+    theta = shape.rope_theta_of(index)
+    q, k = rotate(q, shape, theta), rotate(k, shape, theta)
     group = shape.heads // shape.kv_heads  # query head i reads KV head i // group
     k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
     scores = np.einsum("qhd,khd->hqk", q, k) / np.sqrt(shape.head_dim)
     scores[:, ~np.tri(n, dtype=bool)] = -np.inf
+    if (window := shape.window(index)) is not None:
+        scores[:, np.tri(n, k=-window, dtype=bool)] = -np.inf
     scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
     scores /= scores.sum(axis=-1, keepdims=True)
     out = np.einsum("hqk,khd->qhd", scores, v).reshape(n, shape.heads * shape.head_dim)
@@ -151,9 +178,14 @@ def attention(model: ReferenceModel, index: int, h: np.ndarray) -> np.ndarray:
 
 
 def feed_forward(model: ReferenceModel, index: int, h: np.ndarray) -> np.ndarray:
+    """The gated feed-forward: SiLU, or GELU (tanh) for gemma3."""
     gate = h @ model.layer(index, "ffn_gate").T
     up = h @ model.layer(index, "ffn_up").T
-    return (gate / (1 + np.exp(-gate)) * up) @ model.layer(index, "ffn_down").T
+    if model.shape.architecture == "gemma3":
+        activated = 0.5 * gate * (1 + np.tanh(np.sqrt(2 / np.pi) * (gate + 0.044715 * gate**3)))
+    else:
+        activated = gate / (1 + np.exp(-gate))
+    return (activated * up) @ model.layer(index, "ffn_down").T
 
 
 def log_probabilities(model: ReferenceModel, tokens: list[int]) -> np.ndarray:
@@ -161,9 +193,18 @@ def log_probabilities(model: ReferenceModel, tokens: list[int]) -> np.ndarray:
     next-token distribution after ``tokens[: i + 1]`` (float64)."""
     shape = model.shape
     x = model.weights["token_embd.weight"][tokens].astype(np.float64)
+    gemma3 = shape.architecture == "gemma3"
+    if gemma3:
+        x = x * np.sqrt(shape.hidden)
     for index in range(shape.layers):
-        x = x + attention(model, index, rms_norm(x, model.layer(index, "attn_norm"), shape.rms_norm_eps))
-        x = x + feed_forward(model, index, rms_norm(x, model.layer(index, "ffn_norm"), shape.rms_norm_eps))
+        attended = attention(model, index, rms_norm(x, model.layer(index, "attn_norm"), shape.rms_norm_eps))
+        if gemma3:
+            attended = rms_norm(attended, model.layer(index, "post_attention_norm"), shape.rms_norm_eps)
+        x = x + attended
+        forwarded = feed_forward(model, index, rms_norm(x, model.layer(index, "ffn_norm"), shape.rms_norm_eps))
+        if gemma3:
+            forwarded = rms_norm(forwarded, model.layer(index, "post_ffw_norm"), shape.rms_norm_eps)
+        x = x + forwarded
     x = rms_norm(x, model.weights["output_norm.weight"].astype(np.float64), shape.rms_norm_eps)
     logits = x @ model.output.astype(np.float64).T
     logits -= logits.max(axis=-1, keepdims=True)

@@ -393,7 +393,7 @@ def test_topology_files_that_are_not_yaml_maps(tmp_path: Path, content: bytes) -
 def test_a_gguf_of_an_unknown_architecture_is_a_clear_error(tmp_path: Path) -> None:
     """A GGUF of an architecture the engine lacks names it and what loads,
     and nothing panics (the engine unwrapped its parse: patches/mistralrs-core-0.8.1/0015)."""
-    architecture = "gemma3"
+    architecture = "gemma3n"
     path = tmp_path / f"{architecture}.gguf"
     writer = gguf.GGUFWriter(path, architecture)
     writer.add_block_count(1)
