@@ -148,12 +148,19 @@ class SentencePieceVocabulary:
 
 
 def write_random(
-    shape: ModelShape, tokenizer_source: Path, target: Path, *, matrix_type: str = "F16", sentencepiece: SentencePieceVocabulary | None = None
+    shape: ModelShape,
+    tokenizer_source: Path,
+    target: Path,
+    *,
+    matrix_type: str = "F16",
+    sentencepiece: SentencePieceVocabulary | None = None,
+    chat_template: str | None = None,
 ) -> None:
     """``shape`` with random weights as a GGUF at ``target``, its matrices in
     ``matrix_type`` (F16 or Q8_0), with the tokenizer and chat template of
-    ``tokenizer_source`` fitted to its vocabulary, or the ``sentencepiece``
-    vocabulary and no chat template (a base model). A matrix's values have a
+    ``tokenizer_source`` fitted to its vocabulary (``chat_template`` instead
+    of its template where given), or the ``sentencepiece`` vocabulary and no
+    chat template (a base model). A matrix's values have a
     standard deviation of 1/sqrt(its columns) (embeddings 1), so activations
     keep their scale and the next-token distributions are far from flat."""
     import numpy as np
@@ -206,7 +213,7 @@ def write_random(
         for key in ("bos_token_id", "eos_token_id", "unknown_token_id", "padding_token_id"):
             if f"tokenizer.ggml.{key}" in source.fields:
                 writer.add_uint32(f"tokenizer.ggml.{key}", int(field(f"tokenizer.ggml.{key}")))
-        writer.add_chat_template(str(field("tokenizer.chat_template")))
+        writer.add_chat_template(chat_template or str(field("tokenizer.chat_template")))
     rng = np.random.default_rng(SEED)
     for name, dims in tensor_shapes(shape):
         if len(dims) == 1:

@@ -200,7 +200,7 @@ def raw_create(client: anthropic.Anthropic, body: dict[str, object]) -> Message:
             "tool_choice.name: 'add' is not one of the tools (get_weather)",
         ),
         ({"model": MODEL, "max_tokens": 8, "messages": [*ITALY, {"role": "assistant", "content": "The"}]}, "prefill"),
-        ({"model": MODEL, "max_tokens": 8, "messages": ITALY, "thinking": {"type": "enabled", "budget_tokens": 1}}, "this model does not think"),
+        ({"model": MODEL, "max_tokens": 8, "messages": ITALY, "thinking": {"type": "enabled", "budget_tokens": 1}}, "does not think before"),
     ],
     ids=["no max_tokens", "max_tokens text", "temperature above 1", "messages string", "bad role", "image", "unknown tool", "prefill", "thinking"],
 )

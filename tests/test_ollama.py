@@ -216,7 +216,7 @@ LONG_PROMPT = [{"role": "user", "content": "word " * 9000}]
         (lambda c: c.generate(model=MODEL, prompt="hi", template="{{ .Prompt }}"), 400, "template: Value error, Ollama's Go prompt templates"),
         (lambda c: c.generate(model=MODEL, prompt="hi", raw=True, system="Be brief."), 400, "system: Value error, a raw prompt"),
         (lambda c: c.generate(model=MODEL, prompt="def f(", suffix="return 1"), 400, "suffix"),
-        (lambda c: c.generate(model=MODEL, prompt="hi", think=True), 400, "think"),
+        (lambda c: c.generate(model=MODEL, prompt="hi", think=True), 400, "think: "),
         (lambda c: c.chat(model=MODEL, messages=ITALY, keep_alive="forever"), 400, "keep_alive"),
         (lambda c: c.chat(model=MODEL, messages=ITALY, tools=[{"type": "function", "function": {"name": "f g"}}]), 400, "tools[0].function.name"),
     ],

@@ -106,9 +106,17 @@ class ChatApp:
     def _reserve(self) -> int:
         return self.sampling.max_tokens or DEFAULT_ANSWER_RESERVE
 
-    def ask(self, text: str, *, on_text: Callable[[str], None], on_tool: Callable[[str], None] = lambda _: None) -> Answer:
+    def ask(
+        self,
+        text: str,
+        *,
+        on_text: Callable[[str], None],
+        on_tool: Callable[[str], None] = lambda _: None,
+        on_thinking: Callable[[str], None] = lambda _: None,
+    ) -> Answer:
         """Send ``text`` with the conversation so far; stream the answer into
-        ``on_text``; record the turn (partial and flagged if interrupted).
+        ``on_text`` (a thinking model's reasoning into ``on_thinking``, kept
+        out of the conversation); record the turn (partial and flagged if interrupted).
 
         With tools, calls the model makes are run (each reported to
         ``on_tool``) and their results sent back for the answer."""
@@ -126,7 +134,9 @@ class ChatApp:
                 stream = self.session.start(messages, self.sampling, **tools)
                 try:
                     for chunk in stream:
-                        on_text(answer.add(chunk).text)
+                        if answer.add(chunk).reasoning:
+                            on_thinking(chunk.reasoning)
+                        on_text(chunk.text)
                 finally:
                     stream.close()
                 if not answer.tool_calls:
@@ -163,11 +173,21 @@ class ChatApp:
         self.console.print(text, style=style, markup=False, highlight=False)
 
     def say_answer(self, text: str) -> None:
-        answer = self.ask(
-            text,
-            on_text=lambda t: self.console.print(t, end="", markup=False, highlight=False, soft_wrap=True),
-            on_tool=lambda line: self.note(f"[tool] {line}", "dim"),
-        )
+        thinking = False  # a thinking model's reasoning is being shown (dimmed), the answer not yet
+
+        def show_thinking(part: str) -> None:
+            nonlocal thinking
+            thinking = True
+            self.console.print(part, end="", style="dim italic", markup=False, highlight=False, soft_wrap=True)
+
+        def show_text(part: str) -> None:
+            nonlocal thinking
+            if thinking and part:
+                thinking = False
+                self.console.print("\n")
+            self.console.print(part, end="", markup=False, highlight=False, soft_wrap=True)
+
+        answer = self.ask(text, on_text=show_text, on_tool=lambda line: self.note(f"[tool] {line}", "dim"), on_thinking=show_thinking)
         self.console.print()
         if answer.dropped_turns:
             self.note(f"({answer.dropped_turns} oldest turn(s) left out to fit the context window)", "yellow")

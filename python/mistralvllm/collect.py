@@ -19,8 +19,10 @@ from .tools import calls_as_text, tool_call_body
 class ChatResult:
     """A complete answer: its text, why it stopped, the request's usage, the
     tools the model called (finish_reason ``"tool_calls"``), each token's
-    log-probability when asked for (``logprobs=True``), and the other answers
-    of a request for several (``n``): ``choices`` lists all of them."""
+    log-probability when asked for (``logprobs=True``), a thinking model's
+    reasoning (what its template's think tags enclose, kept out of ``text``),
+    and the other answers of a request for several (``n``): ``choices``
+    lists all of them."""
 
     text: str
     finish_reason: str
@@ -28,6 +30,7 @@ class ChatResult:
     tool_calls: tuple[ToolCall, ...] = ()
     logprobs: tuple[TokenLogprob, ...] = ()
     others: tuple[ChatResult, ...] = ()
+    reasoning: str = ""
 
     @property
     def choices(self) -> tuple[ChatResult, ...]:
@@ -42,6 +45,7 @@ class StreamedAnswer:
     by its last chunk (still ``None`` if the stream ended early)."""
 
     parts: list[str] = field(default_factory=list)
+    reasoning_parts: list[str] = field(default_factory=list)
     tool_calls: list[ToolCall] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)
     finish_reason: str | None = None
@@ -51,6 +55,7 @@ class StreamedAnswer:
     def add(self, chunk: ChatChunk) -> ChatChunk:
         """Take in one chunk, and give it back for the caller to show."""
         self.parts.append(chunk.text)
+        self.reasoning_parts.append(chunk.reasoning)
         self.tool_calls.extend(chunk.tool_calls)
         self.logprobs.extend(chunk.logprobs)
         if chunk.finish_reason is not None:
@@ -60,6 +65,10 @@ class StreamedAnswer:
     @property
     def text(self) -> str:
         return "".join(self.parts)
+
+    @property
+    def reasoning(self) -> str:
+        return "".join(self.reasoning_parts)
 
     @property
     def finished(self) -> bool:
@@ -78,7 +87,7 @@ class StreamedAnswer:
             raise RequestError("the answer ended without a finish reason")
         if self.usage is None:
             raise RequestError("the engine finished the answer without reporting usage")
-        return ChatResult(self.text, self.finish_reason, self.usage, tuple(self.tool_calls), tuple(self.logprobs))
+        return ChatResult(self.text, self.finish_reason, self.usage, tuple(self.tool_calls), tuple(self.logprobs), reasoning=self.reasoning)
 
 
 def collect(stream: ChatStream) -> ChatResult:

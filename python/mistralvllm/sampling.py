@@ -11,7 +11,7 @@ temperature up to 2) checks them in its request model first.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ModelWrapValidatorHandler, ValidationError, field_validator, model_validator
 
@@ -33,8 +33,11 @@ from .sampling_bounds import (
 
 class SamplingOptions(BaseModel):
     """The options a default may set for every answer (the config's
-    ``sampling`` section): length, randomness, stops and penalties. Unset
-    (None): the engine's default; temperature 0 or unset is greedy."""
+    ``sampling`` section): length, randomness, stops and penalties, and
+    whether a thinking model thinks (``think``: its chat template's
+    ``enable_thinking``; ``reasoning_effort``: low, medium or high, for
+    templates that read it). Unset (None): the engine's or the template's
+    default; temperature 0 or unset is greedy."""
 
     max_tokens: MaxTokens | None = None
     temperature: EngineTemperature | None = None
@@ -46,6 +49,9 @@ class SamplingOptions(BaseModel):
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
     repetition_penalty: RepetitionPenalty | None = None
+    # A thinking model's template: enable_thinking (unset: its default) and reasoning_effort.
+    think: bool | None = None
+    reasoning_effort: Literal["low", "medium", "high"] | None = None
 
 
 class SamplingParams(SamplingOptions):

@@ -147,7 +147,8 @@ impl TokenLogprob {
     }
 }
 
-/// A piece of generated text; the last chunk carries `finish_reason` and `usage`,
+/// A piece of generated text, and of a thinking model's reasoning (what its
+/// template's think tags enclose, kept out of `text`); the last chunk carries `finish_reason` and `usage`,
 /// `tool_calls` when the model called tools instead of answering, and
 /// `stop_sequence`, the request's stop string the answer ended on, if any.
 /// `logprobs` has one entry per token generated since the previous chunk
@@ -156,6 +157,7 @@ impl TokenLogprob {
 #[derive(Clone, Debug)]
 pub struct ChatChunk {
     pub text: String,
+    pub reasoning: String,
     pub finish_reason: Option<String>,
     pub usage: Option<Usage>,
     pub tool_calls: Vec<ToolCall>,
@@ -167,8 +169,9 @@ pub struct ChatChunk {
 impl ChatChunk {
     fn __repr__(&self) -> String {
         format!(
-            "ChatChunk(text={:?}, finish_reason={:?}, usage={}, tool_calls={:?}, stop_sequence={:?}, logprobs={})",
+            "ChatChunk(text={:?}, reasoning={:?}, finish_reason={:?}, usage={}, tool_calls={:?}, stop_sequence={:?}, logprobs={})",
             self.text,
+            self.reasoning,
             self.finish_reason,
             self.usage.as_ref().map_or("None".into(), |u| u.__repr__()),
             self.tool_calls,

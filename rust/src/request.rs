@@ -90,8 +90,8 @@ impl ChatRequest {
         let messages = match self.input {
             Either::Left(messages) => RequestMessage::Chat {
                 messages,
-                enable_thinking: None,
-                reasoning_effort: None,
+                enable_thinking: sampling.think,
+                reasoning_effort: sampling.reasoning_effort,
             },
             Either::Right(text) => RequestMessage::Completion {
                 text,

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use mistralrs::core::ReasoningEffort;
 use mistralrs::{Constraint, CustomLogitsProcessor, DType, SamplingParams, StopTokens, Tensor};
 use pyo3::FromPyObject;
 
@@ -40,6 +41,11 @@ pub struct Sampling {
     pub json_schema: Option<String>,
     pub regex: Option<String>,
     pub grammar: Option<String>,
+    /// Whether a thinking model thinks (its template's `enable_thinking`;
+    /// unset: the template's default), and how hard (`reasoning_effort`:
+    /// low, medium or high, for templates that read it).
+    pub think: Option<bool>,
+    pub reasoning_effort: Option<String>,
 }
 
 /// What the engine takes of a request's sampling options.
@@ -49,6 +55,9 @@ pub struct EngineSampling {
     pub processors: Option<LogitsProcessors>,
     pub constraint: Constraint,
     pub logprobs: bool,
+    /// What the chat template is told: `enable_thinking` and `reasoning_effort`.
+    pub think: Option<bool>,
+    pub reasoning_effort: Option<ReasoningEffort>,
 }
 
 impl Sampling {
@@ -61,6 +70,7 @@ impl Sampling {
     /// one-hot distribution that its greedy path then picks.
     pub fn into_engine(self) -> Result<EngineSampling> {
         let constraint = self.constraint()?;
+        let reasoning_effort = self.reasoning_effort()?;
         // Temperature 0 (or none) is greedy decoding, as in OpenAI's API.
         let temperature = self.temperature.filter(|t| *t > 1e-7);
         let seeded = match (self.seed, temperature) {
@@ -100,7 +110,21 @@ impl Sampling {
             processors,
             constraint,
             logprobs: self.logprobs,
+            think: self.think,
+            reasoning_effort,
         })
+    }
+
+    fn reasoning_effort(&self) -> Result<Option<ReasoningEffort>> {
+        match self.reasoning_effort.as_deref() {
+            None => Ok(None),
+            Some("low") => Ok(Some(ReasoningEffort::Low)),
+            Some("medium") => Ok(Some(ReasoningEffort::Medium)),
+            Some("high") => Ok(Some(ReasoningEffort::High)),
+            Some(other) => Err(Error::request(format!(
+                "reasoning_effort: '{other}' is not one of low, medium, high"
+            ))),
+        }
     }
 
     fn constraint(&self) -> Result<Constraint> {

@@ -49,6 +49,7 @@ pub struct ChatStream {
 /// One engine response's share of the answer.
 struct EngineDelta {
     text: String,
+    reasoning: String,
     finish_reason: Option<String>,
     usage: Option<mistralrs::Usage>,
     tool_calls: Vec<ToolCallResponse>,
@@ -62,6 +63,7 @@ fn engine_delta(response: Option<Response>) -> Result<Option<EngineDelta>> {
         Some(Response::Chunk(chunk)) => {
             Ok(chunk.choices.into_iter().next().map(|choice| EngineDelta {
                 text: choice.delta.content.unwrap_or_default(),
+                reasoning: choice.delta.reasoning_content.unwrap_or_default(),
                 finish_reason: choice.finish_reason,
                 usage: chunk.usage,
                 tool_calls: choice.delta.tool_calls.unwrap_or_default(),
@@ -71,6 +73,7 @@ fn engine_delta(response: Option<Response>) -> Result<Option<EngineDelta>> {
         Some(Response::CompletionChunk(chunk)) => {
             Ok(chunk.choices.into_iter().next().map(|choice| EngineDelta {
                 text: choice.text,
+                reasoning: String::new(),
                 finish_reason: choice.finish_reason,
                 usage: chunk.usage,
                 tool_calls: Vec::new(),
@@ -136,6 +139,7 @@ impl ChatStream {
     pub fn next_chunk(&self) -> Result<Option<ChatChunk>> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut text = String::new();
+        let mut reasoning = String::new();
         let mut logprobs = Vec::new();
         loop {
             let Some(rx) = state.rx.as_mut() else {
@@ -155,10 +159,17 @@ impl ChatStream {
             };
             logprobs.extend(delta.logprob.take().map(TokenLogprob::from));
             text.push_str(&state.stops.push(&delta.text));
-            if delta.finish_reason.is_none() && text.is_empty() && delta.tool_calls.is_empty() {
+            reasoning.push_str(&delta.reasoning);
+            if delta.finish_reason.is_none()
+                && text.is_empty()
+                && reasoning.is_empty()
+                && delta.tool_calls.is_empty()
+            {
                 continue;
             }
-            return Ok(Some(self.chunk(&mut state, text, logprobs, delta)));
+            return Ok(Some(
+                self.chunk(&mut state, text, reasoning, logprobs, delta),
+            ));
         }
     }
 
@@ -168,6 +179,7 @@ impl ChatStream {
         &self,
         state: &mut StreamState,
         mut text: String,
+        reasoning: String,
         logprobs: Vec<TokenLogprob>,
         delta: EngineDelta,
     ) -> ChatChunk {
@@ -186,6 +198,7 @@ impl ChatStream {
         let first_token_s = *state.first_token_s.get_or_insert(elapsed);
         ChatChunk {
             text,
+            reasoning,
             finish_reason,
             usage: delta
                 .usage

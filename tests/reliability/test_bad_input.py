@@ -185,7 +185,7 @@ HTTP_CASES: list[tuple[str, str, bytes | dict[str, object], int, str]] = [
     ("anthropic: count_tokens without messages", MESSAGES + "/count_tokens", {"model": MODEL}, 400, "messages"),
     ("conversation rename without title", "/v1/conversations/abc", {}, 400, "title"),
     ("responses input is a number", RESPONSES, responses_body(input=42), 400, "input"),
-    ("responses input item of no known type", RESPONSES, responses_body(input=[{"type": "reasoning"}]), 400, "input.0"),
+    ("responses input item of no known type", RESPONSES, responses_body(input=[{"type": "web_search_call"}]), 400, "input.0"),
     ("responses image input", RESPONSES, responses_body(input=[{"role": "user", "content": [{"type": "input_image"}]}]), 400, "text only"),
     ("responses max_output_tokens is text", RESPONSES, responses_body(max_output_tokens="ten"), 400, "max_output_tokens"),
     ("responses huge max_output_tokens", RESPONSES, responses_body(max_output_tokens=10**12), 400, "max_output_tokens"),

@@ -21,6 +21,7 @@ from ..context_window import context_overflow
 from ..errors import ContextOverflowError
 from ..sampling import SamplingParams
 from ..session import Session
+from ..thinking import template_thinks
 from .api_error import APIError, engine_errors
 from .model_pool import ModelLease
 from .openai.requests import ChatCompletionRequest, CompletionRequest
@@ -144,6 +145,14 @@ async def chat_reply(
         return Reply(state, lease, body, start, shape(prompt_tokens), id=reply_id(id_prefix), turn=turn, more=more)
 
     return await held(lease, build)
+
+
+def refuse_unthinking(lease: ModelLease, param: str, hint: str) -> None:
+    """Thinking asked (``param``) of a model that does not think is a 400, as
+    Ollama and Anthropic answer it; ``hint`` says how to ask without it."""
+    if not template_thinks(lease.session.info()["chat_template"]):
+        lease.release()
+        raise APIError(400, f"{param}: {lease.name} does not think before it answers (its chat template has no think tags); {hint}", param=param)
 
 
 def answer_sampling(lease: ModelLease, sampling: SamplingParams, n: int) -> list[SamplingParams]:

@@ -18,6 +18,14 @@ class TextContent(BaseModel):
     text: str
 
 
+class ThinkingContent(BaseModel):
+    """A thinking model's reasoning, before its answer (no signature: it is not sent back to be checked)."""
+
+    type: Literal["thinking"] = "thinking"
+    thinking: str
+    signature: str = ""
+
+
 class ToolUseContent(BaseModel):
     """A call of one of the request's tools, its input parsed."""
 
@@ -38,7 +46,7 @@ class Message(BaseModel):
     id: str
     type: Literal["message"] = "message"
     role: Literal["assistant"] = "assistant"
-    content: list[TextContent | ToolUseContent]
+    content: list[ThinkingContent | TextContent | ToolUseContent]
     model: str
     stop_reason: StopReason | None
     stop_sequence: str | None

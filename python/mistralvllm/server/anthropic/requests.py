@@ -17,7 +17,7 @@ from pydantic import BeforeValidator, Field, StrictBool, model_validator
 from pydantic_core import PydanticCustomError
 
 from ...sampling_bounds import AnthropicTemperature, MaxTokens, TopK, TopP
-from ..openai.requests import ChatCompletionRequest, ChatMessage, FunctionCall, ToolCallMessage
+from ..openai.requests import ChatCompletionRequest, ChatMessage, ChatTemplateOptions, FunctionCall, ToolCallMessage
 from ..request_body import RequestBody, Strict
 
 # Block types Anthropic's API has for media; this service's model reads text only.
@@ -163,17 +163,17 @@ ToolChoice = Annotated[ToolChoiceAuto | ToolChoiceAny | ToolChoiceTool | ToolCho
 
 
 class Thinking(Strict):
-    """Extended thinking: refused unless disabled, as this service's models
-    answer without thinking first (Anthropic refuses it for such models too)."""
+    """Extended thinking: a thinking model thinks (enabled, adaptive) or not
+    (disabled); asked of a model that does not think, it is refused (as
+    Anthropic refuses it). The thinking is not cut at ``budget_tokens``:
+    ``max_tokens`` bounds thinking and answer together."""
 
     type: Literal["enabled", "disabled", "adaptive"]
     budget_tokens: int | None = Field(None, ge=1)
 
-    @model_validator(mode="after")
-    def _disabled(self) -> Thinking:
-        if self.type != "disabled":
-            raise ValueError("this model does not think before it answers; leave thinking out or set its type to 'disabled'")
-        return self
+    @property
+    def enabled(self) -> bool:
+        return self.type != "disabled"
 
 
 class Metadata(Strict):
@@ -225,7 +225,10 @@ class CountTokensRequest(RequestBody):
         system = [ChatMessage(role="system", content="\n".join(block.text for block in self.system))] if self.system else []
         messages = [*system, *(chat for message in self.messages for chat in message.chat_messages())]
         tools = [tool.openai() for tool in self.tools] if self.tools else None
-        return {"model": self.model, "messages": messages, "tools": tools, "tool_choice": self.openai_tool_choice()}
+        fields: dict[str, Any] = {"model": self.model, "messages": messages, "tools": tools, "tool_choice": self.openai_tool_choice()}
+        if self.thinking is not None:
+            fields["chat_template_kwargs"] = ChatTemplateOptions(enable_thinking=self.thinking.enabled)
+        return fields
 
     def chat_request(self) -> ChatCompletionRequest:
         """The OpenAI chat request the serving layer runs for this one."""

@@ -46,6 +46,7 @@ class AnswerToolCall(BaseModel):
 class AnswerMessage(BaseModel):
     role: Literal["assistant"]
     content: str
+    thinking: str | None = None  # a thinking model's reasoning (think: true)
     tool_calls: list[AnswerToolCall] | None = None
 
 
@@ -59,6 +60,7 @@ class GenerateResponse(Answer):
     """`POST /api/generate`: the whole answer, or one JSON line of it."""
 
     response: str
+    thinking: str | None = None
 
 
 class ModelDetails(BaseModel):

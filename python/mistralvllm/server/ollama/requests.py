@@ -22,7 +22,15 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, V
 
 from ...config import keep_alive_seconds
 from ...sampling_bounds import MAX_STOP_SEQUENCES, MinP, OllamaSeed, Penalty, RepetitionPenalty, Temperature, TopK, TopP
-from ..openai.requests import ChatCompletionRequest, ChatMessage, CompletionRequest, FunctionCall, ResponseFormat, ToolCallMessage
+from ..openai.requests import (
+    ChatCompletionRequest,
+    ChatMessage,
+    ChatTemplateOptions,
+    CompletionRequest,
+    FunctionCall,
+    ResponseFormat,
+    ToolCallMessage,
+)
 from ..request_body import RequestBody, Strict
 
 # num_predict: no limit (-1), or fill the context (-2): the same here.
@@ -100,10 +108,9 @@ class OllamaGenerationRequest(RequestBody):
     keep_alive: float | str | None = Field(
         None, description="How long the model stays loaded after this request ('5m', seconds; negative: always; 0: unload at once)"
     )
-    think: Annotated[
-        bool | str | None,
-        refused("this model does not think before it answers; leave think out or set it to false", accepted=lambda value: value in (None, False)),
-    ] = None
+    think: StrictBool | Literal["low", "medium", "high"] | None = Field(
+        None, description="Whether a thinking model thinks (its reasoning in message.thinking); a level sets its reasoning effort"
+    )
     logprobs: Annotated[StrictBool | None, refused("log probabilities are not available here; leave logprobs out or set it to false")] = None
     top_logprobs: Annotated[int | None, refused("log probabilities are not available here; leave top_logprobs out or set it to 0")] = None
 
@@ -125,6 +132,14 @@ class OllamaGenerationRequest(RequestBody):
         """How long the model stays loaded after this request, in seconds
         (None: until the service stops); ``default`` where the request sets none."""
         return default if self.keep_alive is None else keep_alive_seconds(self.keep_alive)
+
+    def thinking_fields(self) -> dict[str, Any]:
+        """``think`` as the OpenAI request fields it maps onto."""
+        if self.think is None:
+            return {}
+        if isinstance(self.think, bool):
+            return {"chat_template_kwargs": ChatTemplateOptions(enable_thinking=self.think)}
+        return {"chat_template_kwargs": ChatTemplateOptions(enable_thinking=True), "reasoning_effort": self.think}
 
     def response_format(self) -> ResponseFormat | None:
         """``format`` as the OpenAI response format our constraints read."""
@@ -176,6 +191,7 @@ class ChatRequest(OllamaGenerationRequest):
             stream=self.stream,
             response_format=self.response_format(),
             tools=self.tools or None,
+            **self.thinking_fields(),
             **self.options.openai_fields(),
         )
 
@@ -219,6 +235,7 @@ class GenerateRequest(OllamaGenerationRequest):
             messages=[*messages, ChatMessage(role="user", content=self.prompt)],
             stream=self.stream,
             response_format=self.response_format(),
+            **self.thinking_fields(),
             **self.options.openai_fields(),
         )
 

@@ -23,7 +23,7 @@ from ...collect import StreamedAnswer
 from ..api_error import APIError
 from ..model_pool import ModelLease
 from ..reply import Reply
-from ..serving import chat_reply, completion_reply
+from ..serving import chat_reply, completion_reply, refuse_unthinking
 from ..state import ServiceState
 from ..stream_text import json_line
 from .bodies import Answer, AnswerMessage, AnswerToolCall, AnswerToolCallFunction, ChatResponse, GenerateResponse, error_body
@@ -40,6 +40,11 @@ def nanoseconds(seconds: float) -> int:
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat()
+
+
+def thinking_field(thinking: str) -> dict[str, str]:
+    """``thinking`` where there is some (a body leaves out what it does not set)."""
+    return {"thinking": thinking} if thinking else {}
 
 
 def tool_call_body(index: int, call: ToolCall) -> AnswerToolCall:
@@ -62,8 +67,8 @@ class AnswerShape(ABC, Generic[A]):
         self.load_duration_ns = load_duration_ns
 
     @abstractmethod
-    def line(self, head: dict[str, Any], text: str, calls: list[ToolCall], done: dict[str, Any] | None) -> A:
-        """One body: ``text`` (and ``calls``), and ``done``'s fields if it is the last."""
+    def line(self, head: dict[str, Any], text: str, calls: list[ToolCall], done: dict[str, Any] | None, thinking: str = "") -> A:
+        """One body: ``text`` (and ``calls``, ``thinking``), and ``done``'s fields if it is the last."""
 
     def timings(self, answer: StreamedAnswer) -> dict[str, Any]:
         """``done`` with why the answer stopped and, from its usage, the timings."""
@@ -82,15 +87,15 @@ class AnswerShape(ABC, Generic[A]):
         return fields
 
     def whole(self, head: dict[str, Any], answer: StreamedAnswer) -> A:
-        return self.line(head, answer.text, answer.tool_calls, self.timings(answer))
+        return self.line(head, answer.text, answer.tool_calls, self.timings(answer), answer.reasoning)
 
     def opening(self, head: dict[str, Any]) -> list[str]:
         return []
 
     def chunk(self, head: dict[str, Any], chunk: ChatChunk) -> list[str]:
-        if not chunk.text and not chunk.tool_calls:
+        if not chunk.text and not chunk.tool_calls and not chunk.reasoning:
             return []
-        return [json_line(self.line(head, chunk.text, chunk.tool_calls, None))]
+        return [json_line(self.line(head, chunk.text, chunk.tool_calls, None, chunk.reasoning))]
 
     def closing(self, head: dict[str, Any], answer: StreamedAnswer) -> list[str]:
         return [json_line(self.line(head, "", [], self.timings(answer)))]
@@ -100,16 +105,16 @@ class AnswerShape(ABC, Generic[A]):
 
 
 class ChatResponseShape(AnswerShape[ChatResponse]):
-    def line(self, head: dict[str, Any], text: str, calls: list[ToolCall], done: dict[str, Any] | None) -> ChatResponse:
-        message = AnswerMessage(role="assistant", content=text)
+    def line(self, head: dict[str, Any], text: str, calls: list[ToolCall], done: dict[str, Any] | None, thinking: str = "") -> ChatResponse:
+        message = AnswerMessage(role="assistant", content=text, **thinking_field(thinking))
         if calls:
             message.tool_calls = [tool_call_body(i, call) for i, call in enumerate(calls)]
         return ChatResponse(model=head["model"], created_at=now(), message=message, **(done or {"done": False}))
 
 
 class GenerateResponseShape(AnswerShape[GenerateResponse]):
-    def line(self, head: dict[str, Any], text: str, calls: list[ToolCall], done: dict[str, Any] | None) -> GenerateResponse:
-        return GenerateResponse(model=head["model"], created_at=now(), response=text, **(done or {"done": False}))
+    def line(self, head: dict[str, Any], text: str, calls: list[ToolCall], done: dict[str, Any] | None, thinking: str = "") -> GenerateResponse:
+        return GenerateResponse(model=head["model"], created_at=now(), response=text, **thinking_field(thinking), **(done or {"done": False}))
 
 
 async def loaded_model(state: ServiceState, body: OllamaGenerationRequest) -> tuple[ModelLease, int]:
@@ -119,6 +124,12 @@ async def loaded_model(state: ServiceState, body: OllamaGenerationRequest) -> tu
     started = time.monotonic()
     lease = await state.models.use(body.model, body.keep_alive_s(state.config.server.keep_alive_s), wait_for_startup=True)
     return lease, nanoseconds(time.monotonic() - started)
+
+
+def check_thinking(body: OllamaGenerationRequest, lease: ModelLease) -> None:
+    """``think`` asked of a model that does not think is refused, as Ollama refuses it."""
+    if body.think not in (None, False):
+        refuse_unthinking(lease, "think", "leave think out or set it to false")
 
 
 def load_only(state: ServiceState, body: OllamaGenerationRequest, lease: ModelLease) -> str:
@@ -135,6 +146,7 @@ async def chat(state: ServiceState, body: ChatRequest, conversation_id: str | No
         message = AnswerMessage(role="assistant", content="")
         reason = load_only(state, body, lease)
         return ChatResponse(model=lease.name, created_at=now(), message=message, done=True, done_reason=reason, load_duration=waited)
+    check_thinking(body, lease)
     request = body.openai_request(lease.name)
     shape = ChatResponseShape(waited)
     return await chat_reply(state, request, conversation_id, lambda _: shape, id_prefix=ID_PREFIX, unlimited=body.options.unlimited, lease=lease)
@@ -147,6 +159,7 @@ async def generate(state: ServiceState, body: GenerateRequest, conversation_id: 
     if not body.prompt:
         reason = load_only(state, body, lease)
         return GenerateResponse(model=lease.name, created_at=now(), response="", done=True, done_reason=reason, load_duration=waited)
+    check_thinking(body, lease)
     shape, unlimited = GenerateResponseShape(waited), body.options.unlimited
     if body.raw:
         request = body.completion_request(lease.name)

@@ -46,9 +46,14 @@ class ToolCallDelta(BaseModel):
 
 
 class AssistantMessage(BaseModel):
+    """The answer; a thinking model's reasoning in ``reasoning_content``
+    (mistral.rs's and llama-server's name) and ``reasoning`` (vLLM's)."""
+
     role: Literal["assistant"]
     content: str | None
     tool_calls: list[ToolCallBody] | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
 
 
 class TopLogprobBody(BaseModel):
@@ -98,6 +103,8 @@ class Delta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
 
 
 class ChunkChoice(BaseModel):

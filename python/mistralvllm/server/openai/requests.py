@@ -193,8 +193,18 @@ class SamplingRequest(RequestBody):
         return {}
 
 
+class ChatTemplateOptions(BaseModel):
+    """vLLM's ``chat_template_kwargs``: of them, a thinking model's ``enable_thinking`` is read."""
+
+    model_config = ConfigDict(extra="allow")
+    enable_thinking: StrictBool | None = None
+
+
 class ChatCompletionRequest(SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
+    # A thinking model: OpenAI's reasoning_effort, vLLM's chat_template_kwargs.enable_thinking.
+    reasoning_effort: Literal["low", "medium", "high"] | None = None
+    chat_template_kwargs: ChatTemplateOptions | None = None
     logprobs: StrictBool | None = None
     top_logprobs: TopLogprobs | None = None
     max_completion_tokens: MaxTokens | None = None
@@ -225,6 +235,10 @@ class ChatCompletionRequest(SamplingRequest):
             fields.update(logprobs=True, top_logprobs=self.top_logprobs or 0)
         if self.response_format is not None and (schema := self.response_format.answer_schema()) is not None:
             fields["json_schema"] = schema
+        if self.chat_template_kwargs is not None and self.chat_template_kwargs.enable_thinking is not None:
+            fields["think"] = self.chat_template_kwargs.enable_thinking
+        if self.reasoning_effort is not None:
+            fields["reasoning_effort"] = self.reasoning_effort
         return fields
 
     def session_messages(self) -> list[dict[str, Any]]:

@@ -124,6 +124,8 @@ class ChatCompletionShape(OpenAIStream[ChatCompletion]):
         message = AssistantMessage(role="assistant", content=answer.text if answer.text or not calls else None)
         if calls:
             message.tool_calls = [ToolCallBody.model_validate(tool_call_body(call)) for call in calls]
+        if answer.reasoning:
+            message.reasoning_content = message.reasoning = answer.reasoning
         logprobs = chat_logprobs(answer.logprobs) if self.logprobs else None
         choice = ChatChoice(index=index, message=message, finish_reason=answer.finish_reason, logprobs=logprobs)
         return ChatCompletion(**head, object="chat.completion", choices=[choice], usage=usage_body(answer.usage))
@@ -134,6 +136,8 @@ class ChatCompletionShape(OpenAIStream[ChatCompletion]):
 
     def chunk(self, head: dict[str, Any], chunk: ChatChunk, index: int = 0) -> list[str]:
         delta = Delta(content=chunk.text) if chunk.text else Delta()
+        if chunk.reasoning:
+            delta.reasoning_content = delta.reasoning = chunk.reasoning
         if chunk.tool_calls:
             delta.tool_calls = [ToolCallDelta.model_validate({"index": i, **tool_call_body(call)}) for i, call in enumerate(chunk.tool_calls)]
         choice = ChunkChoice(index=index, delta=delta, finish_reason=chunk.finish_reason)

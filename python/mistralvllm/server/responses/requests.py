@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BeforeValidator, Discriminator, Field, StrictBool, Tag, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, StrictBool, Tag, ValidationInfo, field_validator, model_validator
 
 from ...sampling import SamplingParams
 from ...sampling_bounds import MaxTokens, Temperature, TopP
@@ -97,12 +97,30 @@ class FunctionCallOutputItem(Strict):
         return "".join(part.text for part in self.output)
 
 
+class ReasoningItem(BaseModel):
+    """A reasoning item of an earlier response's output, sent back: taken and
+    left out of the prompt (a chat template does not read past reasoning back)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["reasoning"]
+
+
 InputItem = Annotated[
     Annotated[MessageItem, Tag("message")]
     | Annotated[FunctionCallItem, Tag("function_call")]
-    | Annotated[FunctionCallOutputItem, Tag("function_call_output")],
-    _by_type("message", "unsupported_item", "expected a message, function_call or function_call_output item"),
+    | Annotated[FunctionCallOutputItem, Tag("function_call_output")]
+    | Annotated[ReasoningItem, Tag("reasoning")],
+    _by_type("message", "unsupported_item", "expected a message, function_call, function_call_output or reasoning item"),
 ]
+
+
+class ReasoningConfig(Strict):
+    """``reasoning``: a thinking model's effort (``minimal`` is its lowest,
+    ``low``); a summary is not written (the reasoning comes whole)."""
+
+    effort: Literal["minimal", "low", "medium", "high"] | None = None
+    summary: Literal["auto", "concise", "detailed"] | None = None
+    generate_summary: Literal["auto", "concise", "detailed"] | None = None
 
 
 def _as_user_message(value: Any) -> Any:
@@ -185,6 +203,7 @@ class ResponseRequest(RequestBody):
     metadata: dict[str, str] | None = None
     previous_response_id: str | None = None
     stream: StrictBool = False
+    reasoning: ReasoningConfig | None = None
 
     @field_validator("input")
     @classmethod
@@ -239,6 +258,8 @@ class ResponseRequest(RequestBody):
         fields: dict[str, Any] = {"max_tokens": self.max_output_tokens, "temperature": self.temperature, "top_p": self.top_p}
         if self.text is not None:
             fields["json_schema"] = self.text.answer_schema()
+        if self.reasoning is not None and self.reasoning.effort is not None:
+            fields["reasoning_effort"] = "low" if self.reasoning.effort == "minimal" else self.reasoning.effort
         return SamplingParams(**{key: value for key, value in fields.items() if value is not None})
 
     def tool_options(self) -> ToolOptions:
@@ -261,6 +282,8 @@ class ResponseRequest(RequestBody):
                 messages.append({"role": "system" if item.role == "developer" else item.role, "content": item.text()})
             elif isinstance(item, FunctionCallOutputItem):
                 messages.append({"role": "tool", "content": item.text()})
+            elif isinstance(item, ReasoningItem):
+                continue
             else:
                 call = {"id": item.call_id, "type": "function", "function": {"name": item.name, "arguments": item.arguments}}
                 if messages and "tool_calls" in messages[-1]:

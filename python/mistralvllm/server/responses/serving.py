@@ -34,7 +34,9 @@ from .bodies import (
     OutputFunctionCall,
     OutputItem,
     OutputMessage,
+    OutputReasoning,
     OutputText,
+    ReasoningText,
     ResponseError,
     ResponseObject,
     ResponseUsage,
@@ -53,12 +55,20 @@ def message_id(response_id: str) -> str:
     return f"msg_{response_id.removeprefix(RESPONSE_ID_PREFIX)}"
 
 
-def output_items(response_id: str, text: str, calls: list[tuple[str, str]], *, finish_reason: str | None) -> list[OutputItem]:
-    """The output of response ``response_id``: its text as a message (unless
-    it only called functions), then each (name, arguments) call."""
+def reasoning_id(response_id: str) -> str:
+    """The id of response ``response_id``'s reasoning item."""
+    return f"rs_{response_id.removeprefix(RESPONSE_ID_PREFIX)}"
+
+
+def output_items(response_id: str, text: str, calls: list[tuple[str, str]], *, finish_reason: str | None, reasoning: str = "") -> list[OutputItem]:
+    """The output of response ``response_id``: a thinking model's reasoning,
+    its text as a message (unless it only called functions), then each
+    (name, arguments) call."""
     serial = response_id.removeprefix(RESPONSE_ID_PREFIX)
     status = "completed" if finish_reason in COMPLETED_REASONS else "incomplete"
     items: list[OutputItem] = []
+    if reasoning:
+        items.append(OutputReasoning(id=reasoning_id(response_id), status=status, content=[ReasoningText(text=reasoning)]))
     if text or not calls:
         items.append(OutputMessage(id=message_id(response_id), status=status, content=[OutputText(text=text)]))
     for i, (name, arguments) in enumerate(calls):
@@ -123,6 +133,7 @@ class ResponseShape:
         self.settings = request_settings(body)
         self.sequence = 0
         self.message_open = False
+        self.reasoning_open = False  # the reasoning item (output 0) was started
 
     def response(self, head: dict[str, Any], status: ResponseStatus, output: list[OutputItem], **fields: Any) -> ResponseObject:
         """The Response object of this request, with ``fields`` (usage, error, ...) that are known."""
@@ -135,7 +146,7 @@ class ResponseShape:
         return self.response(
             head,
             status,
-            output_items(head["id"], answer.text, calls, finish_reason=answer.finish_reason),
+            output_items(head["id"], answer.text, calls, finish_reason=answer.finish_reason, reasoning=answer.reasoning),
             incomplete_details=incomplete,
             usage=ResponseUsage(
                 input_tokens=usage.prompt_tokens,
@@ -156,29 +167,56 @@ class ResponseShape:
         response = self.response(head, "in_progress", [], usage=None).model_dump(mode="json")
         return [self.event("response.created", response=response), self.event("response.in_progress", response=response)]
 
+    @property
+    def message_index(self) -> int:
+        """The message item's place in the output: after the reasoning, if any."""
+        return 1 if self.reasoning_open else 0
+
     def _open_message(self, head: dict[str, Any]) -> list[str]:
-        """The message item's first events (it is always output item 0)."""
+        """The message item's first events."""
         self.message_open = True
         message = OutputMessage(id=message_id(head["id"]), status="in_progress", content=[])
         part = OutputText(text="").model_dump(mode="json")
+        index = self.message_index
         return [
-            self.event("response.output_item.added", output_index=0, item=message.model_dump(mode="json")),
-            self.event("response.content_part.added", item_id=message.id, output_index=0, content_index=0, part=part),
+            self.event("response.output_item.added", output_index=index, item=message.model_dump(mode="json")),
+            self.event("response.content_part.added", item_id=message.id, output_index=index, content_index=0, part=part),
+        ]
+
+    def _open_reasoning(self, head: dict[str, Any]) -> list[str]:
+        """The reasoning item's first events (output item 0: the reasoning comes first)."""
+        self.reasoning_open = True
+        item = OutputReasoning(id=reasoning_id(head["id"]), status="in_progress", content=[])
+        part = ReasoningText(text="").model_dump(mode="json")
+        return [
+            self.event("response.output_item.added", output_index=0, item=item.model_dump(mode="json")),
+            self.event("response.content_part.added", item_id=item.id, output_index=0, content_index=0, part=part),
         ]
 
     def chunk(self, head: dict[str, Any], chunk: ChatChunk) -> list[str]:
-        if not chunk.text:
-            return []
-        events = [] if self.message_open else self._open_message(head)
-        place = {"item_id": message_id(head["id"]), "output_index": 0, "content_index": 0}
-        return [*events, self.event("response.output_text.delta", **place, delta=chunk.text, logprobs=[])]
+        events: list[str] = []
+        if chunk.reasoning and not self.message_open:
+            events += [] if self.reasoning_open else self._open_reasoning(head)
+            place = {"item_id": reasoning_id(head["id"]), "output_index": 0, "content_index": 0}
+            events.append(self.event("response.reasoning_text.delta", **place, delta=chunk.reasoning))
+        if chunk.text:
+            events += [] if self.message_open else self._open_message(head)
+            place = {"item_id": message_id(head["id"]), "output_index": self.message_index, "content_index": 0}
+            events.append(self.event("response.output_text.delta", **place, delta=chunk.text, logprobs=[]))
+        return events
 
     def closing(self, head: dict[str, Any], answer: StreamedAnswer) -> list[str]:
         whole = self.whole(head, answer)
         events: list[str] = []
         for index, item in enumerate(whole.output):
             done = item.model_dump(mode="json")
-            if isinstance(item, OutputMessage):
+            if isinstance(item, OutputReasoning):
+                events += [] if self.reasoning_open else self._open_reasoning(head)
+                part = item.content[0].model_dump(mode="json")
+                place = {"item_id": item.id, "output_index": index, "content_index": 0}
+                events.append(self.event("response.reasoning_text.done", **place, text=part["text"]))
+                events.append(self.event("response.content_part.done", **place, part=part))
+            elif isinstance(item, OutputMessage):
                 events += [] if self.message_open else self._open_message(head)
                 part = item.content[0].model_dump(mode="json")
                 place = {"item_id": item.id, "output_index": index, "content_index": 0}
