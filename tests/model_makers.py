@@ -1,16 +1,39 @@
 """Models the test suite makes itself: a tiny llama with random weights and
-the default model's tokenizer, and a random LoRA adapter for a llama, in
-the layouts the engine loads (not shipped with the package)."""
+the default model's tokenizer, a random LoRA adapter for a llama, in the
+layouts the engine loads (not shipped with the package), and tiny GGUFs of
+any architecture (`tiny_gguf`), cached once per machine."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 from mistralvllm.convert import staged_dir
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benches"))
+from model_shapes import ModelShape, write_random
+
+CACHE_DIR = Path(os.environ.get("MISTRALVLLM_CACHE", Path.home() / ".cache" / "mistralvllm")) / "models"
+
+
+def tiny_gguf(shape: ModelShape, tokenizer_source: Path, *, chat_template: str | None = None) -> Path:
+    """The shape's Q8_0 GGUF with random weights (`write_random`; its chat
+    template replaced where given), written once per machine under
+    CACHE_DIR (bump -v1 when the writer changes)."""
+    target = CACHE_DIR / f"{shape.name}-q8_0-v1.gguf"
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(CACHE_DIR / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not target.is_file():
+            partial = target.with_name(target.name + ".part")
+            write_random(shape, tokenizer_source, partial, matrix_type="Q8_0", chat_template=chat_template)
+            partial.replace(target)
+    return target
 
 
 def random_llama(template_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, num_layers: int = 2, seed: int = 0) -> Path:

@@ -8,9 +8,7 @@ output weights that are the embedding's tensor, and a KV cache kept in f16
 
 from __future__ import annotations
 
-import fcntl
 import itertools
-import os
 import random
 import sys
 from pathlib import Path
@@ -25,7 +23,8 @@ import reference_forward
 from fidelity import TEXT, compare
 from model_shapes import ModelShape, SentencePieceVocabulary, write_random
 
-CACHE_DIR = Path(os.environ.get("MISTRALVLLM_CACHE", Path.home() / ".cache" / "mistralvllm")) / "models"
+from model_makers import tiny_gguf
+
 TOKENS = 40
 # Tiny shapes of each architecture the reference computes, with the bundled
 # model's 49152-token vocabulary; qwen3's heads are wider than hidden/heads,
@@ -38,19 +37,6 @@ SHAPES = [
     ModelShape("tiny-gemma3", "gemma3", 128, 6, 4, 1, 256, 49152, head_dim=64, tied=False, sliding_window=8),
 ]
 GEMMA3 = SHAPES[-1]
-
-
-def tiny_gguf(shape: ModelShape, tokenizer_source: Path) -> Path:
-    """The shape's Q8_0 GGUF, written once per machine (bump -v1 when the writer changes)."""
-    target = CACHE_DIR / f"{shape.name}-q8_0-v1.gguf"
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with open(CACHE_DIR / f".{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not target.is_file():
-            partial = target.with_name(target.name + ".part")
-            write_random(shape, tokenizer_source, partial, matrix_type="Q8_0")
-            partial.replace(target)
-    return target
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=[shape.name for shape in SHAPES])

@@ -8,8 +8,6 @@ thinking blocks. ``think=False`` reaches the template's ``enable_thinking``."""
 
 from __future__ import annotations
 
-import fcntl
-import os
 import re
 import sys
 from collections.abc import Iterator
@@ -23,11 +21,11 @@ import pytest
 from mistralvllm import SamplingParams, Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benches"))
-from model_shapes import ModelShape, write_random
+from model_shapes import ModelShape
 
+from model_makers import tiny_gguf
 from service import API_KEY, start_server
 
-CACHE_DIR = Path(os.environ.get("MISTRALVLLM_CACHE", Path.home() / ".cache" / "mistralvllm")) / "models"
 THINKING = ModelShape("tiny-qwen3-thinking", "qwen3", 128, 2, 4, 2, 256, 49152, head_dim=64)
 # ChatML whose generation prompt opens the thinking, unless enable_thinking is false (then an empty block is closed).
 TEMPLATE = (
@@ -42,16 +40,7 @@ QUESTION = [{"role": "user", "content": "Why is the sky blue?"}]
 
 @pytest.fixture(scope="module")
 def thinking_model(default_model: Path) -> Path:
-    """The tiny thinking model, written once per machine (bump -v1 when the writer changes)."""
-    target = CACHE_DIR / f"{THINKING.name}-q8_0-v1.gguf"
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with open(CACHE_DIR / f".{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not target.is_file():
-            partial = target.with_name(target.name + ".part")
-            write_random(THINKING, default_model, partial, matrix_type="Q8_0", chat_template=TEMPLATE)
-            partial.replace(target)
-    return target
+    return tiny_gguf(THINKING, default_model, chat_template=TEMPLATE)
 
 
 @pytest.fixture(scope="module")
