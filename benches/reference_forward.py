@@ -25,6 +25,11 @@ in six that attend to the last ``attention.sliding_window`` positions with a
 rope base of 10000 (the sixth: the whole context, ``rope.freq_base``).
 Queries are scaled by 1/sqrt(head_dim); the converter has already added
 Gemma's 1 to the norm weights.
+
+Embeddings: `hidden_states` stops after the final norm, before the output
+projection; `embedding` pools those rows and normalizes them, as a
+sentence-transformers model does (tests/model_makers.py's
+`tiny_embedding_model` writes a Qwen3 GGUF's weights as such a model).
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma3")
 # Gemma 3: every sixth layer attends globally, the others locally with this rope base.
 GEMMA3_PATTERN = 6
 GEMMA3_LOCAL_ROPE_THETA = 10_000.0
+# How `embedding` pools the hidden states of a text.
+POOLINGS = ("lasttoken", "mean")
 
 
 @dataclass(frozen=True)
@@ -188,9 +195,10 @@ def feed_forward(model: ReferenceModel, index: int, h: np.ndarray) -> np.ndarray
     return (activated * up) @ model.layer(index, "ffn_down").T
 
 
-def log_probabilities(model: ReferenceModel, tokens: list[int]) -> np.ndarray:
-    """One causal pass over ``tokens``: row ``i`` is the natural-log
-    next-token distribution after ``tokens[: i + 1]`` (float64)."""
+def hidden_states(model: ReferenceModel, tokens: list[int]) -> np.ndarray:
+    """One causal pass over ``tokens``: row ``i`` is the last layer's output
+    at position ``i`` after the final norm (``output_norm``), before the
+    output projection (float64)."""
     shape = model.shape
     x = model.weights["token_embd.weight"][tokens].astype(np.float64)
     gemma3 = shape.architecture == "gemma3"
@@ -205,7 +213,25 @@ def log_probabilities(model: ReferenceModel, tokens: list[int]) -> np.ndarray:
         if gemma3:
             forwarded = rms_norm(forwarded, model.layer(index, "post_ffw_norm"), shape.rms_norm_eps)
         x = x + forwarded
-    x = rms_norm(x, model.weights["output_norm.weight"].astype(np.float64), shape.rms_norm_eps)
-    logits = x @ model.output.astype(np.float64).T
+    return rms_norm(x, model.weights["output_norm.weight"].astype(np.float64), shape.rms_norm_eps)
+
+
+def log_probabilities(model: ReferenceModel, tokens: list[int]) -> np.ndarray:
+    """One causal pass over ``tokens``: row ``i`` is the natural-log
+    next-token distribution after ``tokens[: i + 1]`` (float64)."""
+    logits = hidden_states(model, tokens) @ model.output.astype(np.float64).T
     logits -= logits.max(axis=-1, keepdims=True)
     return logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+
+
+def embedding(model: ReferenceModel, tokens: list[int], pooling: str = "lasttoken") -> np.ndarray:
+    """The sentence embedding of ``tokens`` (float64, unit length), as
+    sentence-transformers' Pooling and Normalize modules make it from the
+    `hidden_states`: the last position's row (``lasttoken``, Qwen3-Embedding's
+    pooling) or the mean of the rows (``mean``; mistral.rs sums them, the same
+    direction), divided by its L2 norm."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling is {pooling!r}, not one of {', '.join(POOLINGS)}")
+    states = hidden_states(model, tokens)
+    pooled = states[-1] if pooling == "lasttoken" else states.mean(axis=0)
+    return pooled / np.linalg.norm(pooled)

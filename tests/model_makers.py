@@ -1,7 +1,9 @@
 """Models the test suite makes itself: a tiny llama with random weights and
 the default model's tokenizer, a random LoRA adapter for a llama, in the
-layouts the engine loads (not shipped with the package), and tiny GGUFs of
-any architecture (`tiny_gguf`), cached once per machine."""
+layouts the engine loads (not shipped with the package), tiny GGUFs of any
+architecture (`tiny_gguf`), and a tiny Qwen3 GGUF's weights as a
+sentence-transformers embedding model (`tiny_embedding_model`), the last two
+cached once per machine."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Any
 from mistralvllm.convert import staged_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benches"))
+from embedding_model import write_sentence_transformers
 from model_shapes import ModelShape, write_random
 
 CACHE_DIR = Path(os.environ.get("MISTRALVLLM_CACHE", Path.home() / ".cache" / "mistralvllm")) / "models"
@@ -33,6 +36,22 @@ def tiny_gguf(shape: ModelShape, tokenizer_source: Path, *, chat_template: str |
             partial = target.with_name(target.name + ".part")
             write_random(shape, tokenizer_source, partial, matrix_type="Q8_0", chat_template=chat_template)
             partial.replace(target)
+    return target
+
+
+def tiny_embedding_model(shape: ModelShape, gguf_tokenizer_source: Path, tokenizer_dir: Path) -> Path:
+    """The weights of ``tiny_gguf(shape, gguf_tokenizer_source)`` (a qwen3
+    shape) as a sentence-transformers embedding model with ``tokenizer_dir``'s
+    tokenizer (`embedding_model.write_sentence_transformers`), written once per
+    machine under CACHE_DIR (bump -v1 when the writer changes);
+    benches/reference_forward.py's `embedding` of the GGUF is its reference."""
+    target = CACHE_DIR / f"{shape.name}-v1"
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(CACHE_DIR / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "config.json").is_file():
+            with staged_dir(target) as staging:
+                write_sentence_transformers(tiny_gguf(shape, gguf_tokenizer_source), tokenizer_dir, staging)
     return target
 
 

@@ -180,9 +180,12 @@ def test_stub_names_match_the_extension() -> None:
 
 
 def _has_type(value: object, hint: typing.Any) -> bool:
-    """Whether ``value`` is of the annotation ``hint``: a class, a union, ``list[X]`` or ``tuple[X, ...]``."""
+    """Whether ``value`` is of the annotation ``hint``: a class, a union, a
+    ``Literal``, ``list[X]`` or ``tuple[X, ...]``."""
     arms = typing.get_args(hint)
     origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        return value in arms
     if origin in (types.UnionType, typing.Union):
         return any(_has_type(value, arm) for arm in arms)
     if origin is list:

@@ -192,11 +192,11 @@ def test_the_gguf_and_its_safetensors_conversion_count_the_same_parameters(defau
     assert safetensors_parameter_count(plain_model) == read_gguf(default_model).parameter_count
 
 
-def test_embeddings_are_501(client: ollama.Client) -> None:
+def test_a_chat_model_computes_no_embeddings(client: ollama.Client) -> None:
     for embed in (lambda: client.embed(model=MODEL, input="hello"), lambda: client.embeddings(model=MODEL, prompt="hello")):
         with pytest.raises(ollama.ResponseError) as raised:
             embed()
-        assert raised.value.status_code == 501 and "chat model" in raised.value.error and "no embeddings" in raised.value.error
+        assert raised.value.status_code == 400 and "is a chat model, which computes no embeddings" in raised.value.error
 
 
 LONG_PROMPT = [{"role": "user", "content": "word " * 9000}]

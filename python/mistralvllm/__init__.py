@@ -21,6 +21,7 @@ except ImportError as e:  # a CUDA build whose runtime libraries are not install
 from importlib.metadata import version
 
 from .collect import ChatResult
+from .embeddings import Embedding
 from .errors import ConfigError, ContextOverflowError, MistralVllmError, ModelLoadError, RequestError
 from .models import default_model_path
 from .sampling import SamplingOptions, SamplingParams
@@ -38,6 +39,7 @@ __all__ = [
     "ChatResult",
     "ConfigError",
     "ContextOverflowError",
+    "Embedding",
     "EngineStats",
     "MistralVllmError",
     "ModelInfo",

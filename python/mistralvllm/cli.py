@@ -1,4 +1,4 @@
-"""The `mistralvllm` command: chat, config, history, models, info."""
+"""The `mistralvllm` command: chat, embed, serve, config, history, models, info."""
 
 from __future__ import annotations
 
@@ -143,8 +143,11 @@ def chat(
     config = load_config(config_path, overrides=overrides)
     interactive = sys.stdin.isatty()
     console = Console(stderr=not interactive)
+    entry = chosen_model(config, model, lora_dirs)
+    if inspect_model(entry.path or default_model_path())["task"] == "embedding":
+        raise MistralVllmError(f"{entry.path}: an embedding model does not chat; use `mistralvllm embed --model {entry.path}`")
     history = open_history(config.history) if config.history.enabled else None
-    session = load_session(chosen_model(config, model, lora_dirs), console, quiet=not interactive)
+    session = load_session(entry, console, quiet=not interactive)
     with session:
         info = session.info()
         if resume_id is not None:
@@ -164,6 +167,25 @@ def chat(
             highlight=False,
         )
         app.run_interactive(Path(platformdirs.user_data_dir("mistralvllm")) / "prompt_history")
+
+
+@main.command()
+@config_option
+@click.option("--model", help="An embedding model: a model the config names, or a sentence-transformers model directory.")
+@click.option("--dimensions", type=click.IntRange(min=1), help="Keep this many leading components, at unit length.")
+@click.option("--truncate", is_flag=True, help="Cut an input longer than the context window to its start instead of failing.")
+@click.argument("texts", nargs=-1)
+@reports_errors
+def embed(config_path: Path | None, model: str | None, dimensions: int | None, truncate: bool, texts: tuple[str, ...]) -> None:
+    """Print the embeddings of TEXTS (else of each line of standard input) as
+    JSON lines: index, prompt_tokens, embedding."""
+    inputs = list(texts) or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not inputs:
+        raise click.UsageError("give texts to embed, as arguments or lines on standard input")
+    config = load_config(config_path)
+    with load_session(located_model(config, model), Console(stderr=True), quiet=not sys.stderr.isatty()) as session:
+        for index, embedding in enumerate(session.embed(inputs, dimensions=dimensions, truncate=truncate)):
+            print(json.dumps({"index": index, "prompt_tokens": embedding.prompt_tokens, "embedding": list(embedding.vector)}))
 
 
 @main.command()

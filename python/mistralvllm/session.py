@@ -27,6 +27,7 @@ from .allocator import keep_large_blocks_out_of_the_heap
 from .cache_options import KvMem, parse_kv_mem, prefix_cache_bytes, prefix_cache_count
 from .collect import ChatResult, collect
 from .context_window import context_overflow
+from .embeddings import Embedding, EmbeddingInputs, engine_inputs
 from .errors import ConfigError, RequestError
 from .models import resolve_model
 from .sampling import SamplingParams
@@ -53,11 +54,12 @@ async def _wait_plainly(awaitable: Awaitable[T], *, on_abandon: Callable[[T], An
 
 
 class Session:
-    """A chat model loaded into the mistral.rs engine.
+    """A chat or embedding model loaded into the mistral.rs engine.
 
     ``model`` is a ``.gguf`` file (tokenizer and chat template are read from
     it) or a Hugging Face model directory (config.json, *.safetensors,
-    tokenizer.json); ``None`` loads the bundled default model.
+    tokenizer.json; with sentence-transformers' modules.json, an embedding
+    model for :meth:`embed`); ``None`` loads the bundled default model.
     ``topology``/``isq`` quantize a plain model in situ; ``paged_attention``
     is ``"auto"`` (on where the engine supports it: CUDA/Metal), ``"on"`` or
     ``"off"``, with ``block_size``, ``kv_mem`` (see :func:`parse_kv_mem`) and
@@ -122,6 +124,8 @@ class Session:
         )
         self._info = self._engine.info()
         self.context_length: int | None = self._info["max_seq_len"]
+        # "chat", or "embedding" for a sentence-transformers directory.
+        self.task: Literal["chat", "embedding"] = self._info["task"]
         # Async callers wait for chunks on these threads (with the GIL
         # released), one per running sequence, so they never starve each other
         # or the event loop's default executor.
@@ -149,6 +153,21 @@ class Session:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._waiters, functools.partial(function, *args, **kwargs))
 
+    def embed(self, inputs: EmbeddingInputs, *, dimensions: int | None = None, truncate: bool = False) -> list[Embedding]:
+        """The embeddings of ``inputs`` (a text, texts, or token-id lists),
+        in order, from an embedding model; all go to the engine at once, which
+        batches those of equal length. ``dimensions`` keeps that many leading
+        components (`Embedding.shortened`). An input longer than the context
+        window is a `ContextOverflowError`, or cut to its first tokens with
+        ``truncate``."""
+        answers = self._engine.embed(engine_inputs(inputs), truncate=truncate)
+        embeddings = [Embedding.from_engine(raw, tokens) for raw, tokens in answers]
+        return embeddings if dimensions is None else [e.shortened(dimensions) for e in embeddings]
+
+    async def aembed(self, inputs: EmbeddingInputs, *, dimensions: int | None = None, truncate: bool = False) -> list[Embedding]:
+        """:meth:`embed` without blocking the event loop."""
+        return await self.off_loop(lambda: self.embed(inputs, dimensions=dimensions, truncate=truncate))
+
     def count_tokens(self, messages: Sequence[Message], **tools: Unpack[ToolOptions]) -> int:
         """Prompt tokens of ``messages`` after the model's chat template, with
         the request's ``tools``/``tool_choice`` applied (as :meth:`stream` sends them)."""
@@ -158,9 +177,15 @@ class Session:
     def check_context(self, messages: Sequence[Message], max_tokens: int | None, **tools: Unpack[ToolOptions]) -> int:
         """The prompt's tokens (see :meth:`count_tokens`); raise
         `ContextOverflowError` if they plus ``max_tokens`` exceed the context window."""
+        self._check_writes()
         prompt_tokens = self.count_tokens(messages, **tools)
         self._check_fits(prompt_tokens, max_tokens)
         return prompt_tokens
+
+    def _check_writes(self) -> None:
+        """A `RequestError` for an embedding model, which writes no text."""
+        if self.task == "embedding":
+            raise RequestError(f"{self._info['model']}: an embedding model writes no text; use embed()")
 
     def _check_fits(self, prompt_tokens: int, max_tokens: int | None) -> None:
         answer_tokens = max_tokens or 1
@@ -205,6 +230,7 @@ class Session:
         """Stream the continuation of raw ``prompt`` text (no chat template),
         written as ``sampling`` says (see :meth:`stream`)."""
         sampling = sampling or SamplingParams()
+        self._check_writes()
         prompt_tokens = len(self._engine.tokenize(prompt=prompt))
         self._check_fits(prompt_tokens, sampling.max_tokens)
         return self._engine.stream(prompt=prompt, sampling=sampling)

@@ -5,7 +5,7 @@ dicts (rust/src/session.rs); `_core.pyi` types its methods with them."""
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import Literal, TypedDict
 
 from ._core import Topology
 
@@ -15,6 +15,7 @@ class ModelInfo(TypedDict):
 
     model: str
     format: str
+    task: Literal["chat", "embedding"]
     architecture: str
     num_layers: int
     vocab_size: int | None

@@ -3,6 +3,7 @@
 mod chunk;
 mod counts;
 mod device;
+mod embeddings;
 mod engine;
 mod errors;
 mod layer_settings;

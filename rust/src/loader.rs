@@ -8,9 +8,9 @@ use crate::errors::{Error, Result};
 use crate::model_files::{ModelFiles, ModelFormat};
 use crate::topology::Topology;
 use mistralrs::core::{
-    AutoDeviceMapParams, DefaultSchedulerMethod, DeviceMapSetting, GGUFLoaderBuilder,
-    GGUFSpecificConfig, IsqOrganization, Loader, MistralRsBuilder, NormalLoaderBuilder,
-    NormalSpecificConfig, SchedulerConfig,
+    AutoDeviceMapParams, DefaultSchedulerMethod, DeviceMapSetting, EmbeddingLoaderBuilder,
+    EmbeddingSpecificConfig, GGUFLoaderBuilder, GGUFSpecificConfig, IsqOrganization, Loader,
+    MistralRsBuilder, NormalLoaderBuilder, NormalSpecificConfig, SchedulerConfig,
 };
 use mistralrs::{Device, MemoryGpuConfig, Model, ModelDType, PagedAttentionConfig, TokenSource};
 
@@ -104,8 +104,39 @@ pub struct LoadOptions {
 /// `dtype` could not be honoured for GGUF models.
 /// Returns the model and whether paged attention is in effect.
 pub fn build_model(files: &ModelFiles, options: LoadOptions) -> anyhow::Result<(Model, bool)> {
-    let loader = model_loader(files, &options)?;
+    let loader = if files.embedding {
+        embedding_loader(files, &options)?
+    } else {
+        model_loader(files, &options)?
+    };
     start_engine(loader, options)
+}
+
+/// mistral.rs's loader for a sentence-transformers directory: the
+/// transformer, then its modules.json's pooling, dense and normalize layers.
+fn embedding_loader(files: &ModelFiles, options: &LoadOptions) -> anyhow::Result<Box<dyn Loader>> {
+    let topology = options
+        .topology
+        .as_ref()
+        .map(Topology::to_mistralrs)
+        .transpose()?;
+    let from_uqff = Some(files.uqff_files()).filter(|names| !names.is_empty());
+    let builder = EmbeddingLoaderBuilder::new(
+        EmbeddingSpecificConfig {
+            topology,
+            write_uqff: options.write_uqff.clone(),
+            from_uqff,
+            hf_cache_path: None,
+        },
+        None,
+        Some(files.dir().to_string_lossy().into_owned()),
+    );
+    let builder = if options.lora_adapters.is_empty() {
+        builder
+    } else {
+        builder.with_lora(options.lora_adapters.clone())
+    };
+    Ok(builder.build(None))
 }
 
 /// mistral.rs's loader for the model's format, with the topology, UQFF and

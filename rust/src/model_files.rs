@@ -42,6 +42,9 @@ pub struct ModelFiles {
     pub chat_template: Option<String>,
     /// Token ids run from 0 to this (the GGUF's token list, or config.json's vocab_size).
     pub vocab_size: Option<usize>,
+    /// A sentence-transformers directory (modules.json): the model turns text
+    /// into embeddings, not chat.
+    pub embedding: bool,
 }
 
 fn has_extension(path: &Path, wanted: &str) -> bool {
@@ -142,7 +145,17 @@ impl ModelFiles {
             num_layers: num_layers as usize,
             chat_template,
             vocab_size,
+            embedding: false,
         })
+    }
+
+    /// What the model is for: "chat" or "embedding".
+    pub fn task(&self) -> &'static str {
+        if self.embedding {
+            "embedding"
+        } else {
+            "chat"
+        }
     }
 
     fn inspect_dir(path: PathBuf) -> Result<Self, String> {
@@ -187,6 +200,7 @@ impl ModelFiles {
                 )
             })?;
         let chat_template = dir_chat_template(&path);
+        let embedding = path.join("modules.json").is_file();
         let vocab_size = config
             .get("vocab_size")
             .and_then(|n| n.as_u64())
@@ -198,6 +212,7 @@ impl ModelFiles {
             num_layers: num_layers as usize,
             chat_template,
             vocab_size,
+            embedding,
         })
     }
 }
@@ -215,7 +230,7 @@ fn dir_chat_template(dir: &Path) -> Option<String> {
 }
 
 /// What a model path holds, without loading it: path, format, architecture,
-/// number of layers and size of the weights.
+/// number of layers, size of the weights and task ("chat" or "embedding").
 #[pyfunction]
 pub fn inspect_model<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
     let files = ModelFiles::inspect(&path).map_err(Error::ModelLoad)?;
@@ -225,6 +240,7 @@ pub fn inspect_model<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py,
     found.set_item("architecture", &files.architecture)?;
     found.set_item("num_layers", files.num_layers)?;
     found.set_item("size_bytes", files.size_bytes())?;
+    found.set_item("task", files.task())?;
     found.set_item("chat_template", files.chat_template)?;
     found.set_item("vocab_size", files.vocab_size)?;
     Ok(found)

@@ -15,6 +15,7 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 use tokio::sync::mpsc::{channel, Receiver};
 
 use crate::counts::SequenceCount;
+use crate::embeddings::{embed_all, EmbeddingInput};
 use crate::engine::{detokenize_tokens, send_to_engine, tokenize_input};
 use crate::errors::{panic_message, Error, Result};
 use crate::loader::build_model;
@@ -71,6 +72,12 @@ impl Session {
         rx: Receiver<Response>,
         stops: Vec<String>,
     ) -> Result<ChatStream> {
+        if self.info.is_embedding() {
+            return Err(Error::request(format!(
+                "{}: an embedding model writes no text; use embed()",
+                self.info.model_path()
+            )));
+        }
         let model = self.model()?;
         let (running, sent_at) = py.detach(|| {
             let running = self.running.enter();
@@ -200,6 +207,39 @@ impl Session {
         let (tx, rx) = channel(STREAM_BUFFER);
         let engine_request = request.into_engine(tx)?;
         Ok(self.submit(py, engine_request, rx, stops)?)
+    }
+
+    /// Embeddings of `inputs` (texts, or lists of token ids) from an
+    /// embedding model: per input, the vector as little-endian f32 bytes
+    /// (numpy: `frombuffer(v, "<f4")`) and the number of tokens read. An
+    /// input longer than the context is refused, or cut to its start with
+    /// `truncate`.
+    #[pyo3(signature = (inputs, *, truncate=false))]
+    fn embed<'py>(
+        &self,
+        py: Python<'py>,
+        inputs: Vec<EmbeddingInput>,
+        truncate: bool,
+    ) -> PyResult<Vec<(Bound<'py, PyBytes>, usize)>> {
+        if !self.info.is_embedding() {
+            return Err(Error::request(format!(
+                "{}: a chat model has no embeddings; load an embedding model (a sentence-transformers directory with modules.json)",
+                self.info.model_path()
+            ))
+            .into());
+        }
+        let model = self.model()?;
+        let embeddings = py.detach(|| {
+            let _running = self.running.enter();
+            embed_all(&model, inputs, truncate)
+        })?;
+        Ok(embeddings
+            .into_iter()
+            .map(|e| {
+                let bytes: Vec<u8> = e.vector.iter().flat_map(|v| v.to_le_bytes()).collect();
+                (PyBytes::new(py, &bytes), e.prompt_tokens)
+            })
+            .collect())
     }
 
     /// Log-probability of each token of `tokens` after the first, given the

@@ -57,11 +57,22 @@ impl SessionInfo {
         })
     }
 
+    /// Whether the model makes embeddings (not chat).
+    pub fn is_embedding(&self) -> bool {
+        self.files.embedding
+    }
+
+    /// The model's path, as given to the session.
+    pub fn model_path(&self) -> std::path::Display<'_> {
+        self.files.path.display()
+    }
+
     /// The dict of `Session.info()` (`closed` is the session's own state).
     pub fn to_dict<'py>(&self, py: Python<'py>, closed: bool) -> PyResult<Bound<'py, PyDict>> {
         let dict = PyDict::new(py);
         dict.set_item("model", self.files.path.to_string_lossy())?;
         dict.set_item("format", self.files.format.name())?;
+        dict.set_item("task", self.files.task())?;
         dict.set_item("architecture", &self.files.architecture)?;
         dict.set_item("num_layers", self.files.num_layers)?;
         dict.set_item("vocab_size", self.files.vocab_size)?;

@@ -67,7 +67,12 @@ impl SessionSettings {
         }
         let device = session_device(&self.device)?;
         let dtype = model_dtype(parse_dtype(&self.dtype)?, &device);
-        let paged_attn = self.paged_attention_config(&device)?;
+        let (paged_attn, prefix_cache_n) = if files.embedding {
+            self.check_embedding_settings(&files)?;
+            (None, None)
+        } else {
+            (self.paged_attention_config(&device)?, self.prefix_cache_n)
+        };
         Ok(ResolvedSettings {
             files,
             options: LoadOptions {
@@ -78,7 +83,7 @@ impl SessionSettings {
                 device,
                 paged_attn,
                 max_num_seqs: self.max_num_seqs,
-                prefix_cache_n: self.prefix_cache_n,
+                prefix_cache_n,
                 prefix_cache_bytes: self.prefix_cache_bytes,
                 dtype,
             },
@@ -86,6 +91,19 @@ impl SessionSettings {
             kv_mem: self.kv_mem,
             paged_cache_type: self.paged_cache_type,
         })
+    }
+
+    /// An embedding model reads each input once: no KV cache to page, no
+    /// prefix to reuse.
+    fn check_embedding_settings(&self, files: &ModelFiles) -> Result<()> {
+        if self.paged_attention == "on" {
+            return Err(Error::config(format!(
+                "paged_attention: 'on': {} is an embedding model (modules.json), which keeps no KV cache; use 'auto' or 'off'",
+                files.path.display()
+            )));
+        }
+        paged_attention_wanted(&self.paged_attention, false)?;
+        Ok(())
     }
 
     /// Paged attention's configuration, or `None` where it is off.

@@ -80,23 +80,29 @@ fn engine_delta(response: Option<Response>) -> Result<Option<EngineDelta>> {
                 logprob: choice.logprobs,
             }))
         }
-        Some(Response::ModelError(message, _))
-        | Some(Response::CompletionModelError(message, _)) => {
-            Err(Error::request(format!("model error: {message}")))
+        Some(other) => Err(engine_failure(other)),
+        None => Err(Error::request(
+            "the engine closed the stream before the answer finished",
+        )),
+    }
+}
+
+/// The error an engine response that is not an answer stands for.
+pub fn engine_failure(response: Response) -> Error {
+    match response {
+        Response::ModelError(message, _) | Response::CompletionModelError(message, _) => {
+            Error::request(format!("model error: {message}"))
         }
-        Some(Response::ValidationError(e)) => Err(match e.downcast_ref::<PromptTooLong>() {
+        Response::ValidationError(e) => match e.downcast_ref::<PromptTooLong>() {
             Some(too_long) => Error::ContextOverflow {
                 message: e.to_string(),
                 prompt_tokens: too_long.prompt_tokens,
                 context_length: too_long.context_length,
             },
             None => Error::request(e.to_string()),
-        }),
-        Some(Response::InternalError(e)) => Err(Error::request(e.to_string())),
-        Some(_) => Err(Error::request("unexpected response kind from the engine")),
-        None => Err(Error::request(
-            "the engine closed the stream before the answer finished",
-        )),
+        },
+        Response::InternalError(e) => Error::request(e.to_string()),
+        _ => Error::request("unexpected response kind from the engine"),
     }
 }
 

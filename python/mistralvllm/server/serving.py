@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 
 from .._core import ChatStream
 from ..context_window import context_overflow
-from ..errors import ContextOverflowError
+from ..embeddings import Embedding, EmbeddingInputs
+from ..errors import ContextOverflowError, RequestError
 from ..sampling import SamplingParams
 from ..session import Session
 from ..thinking import template_thinks
@@ -202,3 +203,27 @@ async def completion_reply(
         return Reply(state, lease, body, first, shape, id=reply_id(id_prefix), more=more)
 
     return await held(lease, build)
+
+
+async def embeddings(lease: ModelLease, inputs: EmbeddingInputs, *, dimensions: int | None = None, truncate: bool = False) -> list[Embedding]:
+    """The embeddings of ``inputs`` (`Session.embed`) on ``lease``'s model,
+    releasing the lease; 400 for a chat model, and for an input that does
+    not fit the context window (unless ``truncate``)."""
+    try:
+        session = lease.session
+        if session.task != "embedding":
+            raise APIError(
+                400,
+                f"model: {lease.name} is a chat model, which computes no embeddings here; serve an embedding model "
+                "(a sentence-transformers directory with modules.json) beside it and name that one",
+                param="model",
+            )
+        try:
+            return await session.aembed(inputs, dimensions=dimensions, truncate=truncate)
+        except ContextOverflowError as e:
+            raise APIError(400, str(e), param="input", code="context_length_exceeded") from None
+        except RequestError as e:
+            param = "dimensions" if str(e).startswith("dimensions") else "input"
+            raise APIError(400, str(e), param=param) from None
+    finally:
+        lease.release()

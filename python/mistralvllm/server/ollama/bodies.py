@@ -110,6 +110,22 @@ class ShowResponse(BaseModel):
     modified_at: str | None = None
 
 
+class EmbedResponse(BaseModel):
+    """`POST /api/embed`: one vector per input, in order."""
+
+    model: str
+    embeddings: list[list[float]]
+    total_duration: int
+    load_duration: int = Field(description="Time this request waited for the model to load")
+    prompt_eval_count: int
+
+
+class EmbeddingsResponse(BaseModel):
+    """`POST /api/embeddings`: the prompt's vector."""
+
+    embedding: list[float]
+
+
 class Version(BaseModel):
     """`GET /api/version`: mistralvllm's version (this is not an Ollama build)."""
 

@@ -20,8 +20,8 @@ from ..model_pool import ServedModel, model_facts
 from .bodies import ListedModel, ModelDetails, RunningModel, ShowResponse
 
 log = logging.getLogger("mistralvllm.server")
-# Every model answers through its chat template, and our tool calling serves any model.
-CAPABILITIES = ["completion", "tools"]
+# Every chat model answers through its chat template, and our tool calling serves any of them.
+CHAT_CAPABILITIES = ["completion", "tools"]
 
 
 def tagged_name(model: ServedModel) -> str:
@@ -109,4 +109,9 @@ def shown_model(session: Session, files: ModelFiles) -> ShowResponse:
     if files.parameter_count:
         model_info.setdefault("general.parameter_count", files.parameter_count)
     model_info.setdefault(f"{info['architecture']}.context_length", info["max_seq_len"])
-    return ShowResponse(details=details(info, files), model_info=model_info, capabilities=CAPABILITIES, modified_at=files.modified_at)
+    return ShowResponse(
+        details=details(info, files),
+        model_info=model_info,
+        capabilities=["embedding"] if info["task"] == "embedding" else CHAT_CAPABILITIES,
+        modified_at=files.modified_at,
+    )

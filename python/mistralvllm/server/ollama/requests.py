@@ -98,28 +98,15 @@ class Options(BaseModel):
         return {name: value for name, value in options.items() if value is not None}
 
 
-class OllamaGenerationRequest(RequestBody):
-    """What `/api/chat` and `/api/generate` share."""
+class ModelRequest(RequestBody):
+    """A request that loads the model it names (`/api/chat`, `/api/generate`,
+    `/api/embed`), kept loaded for its ``keep_alive``."""
 
     model: str = Field(min_length=1, description="The served model's name (as /api/tags lists it), with or without ':latest'")
-    stream: StrictBool = True
-    format: str | dict[str, Any] | None = Field(None, description="'json', or a JSON schema the answer must follow")
     options: Options = Field(default_factory=Options)
     keep_alive: float | str | None = Field(
         None, description="How long the model stays loaded after this request ('5m', seconds; negative: always; 0: unload at once)"
     )
-    think: StrictBool | Literal["low", "medium", "high"] | None = Field(
-        None, description="Whether a thinking model thinks (its reasoning in message.thinking); a level sets its reasoning effort"
-    )
-    logprobs: Annotated[StrictBool | None, refused("log probabilities are not available here; leave logprobs out or set it to false")] = None
-    top_logprobs: Annotated[int | None, refused("log probabilities are not available here; leave top_logprobs out or set it to 0")] = None
-
-    @field_validator("format")
-    @classmethod
-    def _format(cls, value: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
-        if isinstance(value, str) and value not in ("", "json"):
-            raise ValueError(f"{value!r} is not a format; expected 'json' or a JSON schema object")
-        return value
 
     @field_validator("keep_alive")
     @classmethod
@@ -132,6 +119,25 @@ class OllamaGenerationRequest(RequestBody):
         """How long the model stays loaded after this request, in seconds
         (None: until the service stops); ``default`` where the request sets none."""
         return default if self.keep_alive is None else keep_alive_seconds(self.keep_alive)
+
+
+class OllamaGenerationRequest(ModelRequest):
+    """What `/api/chat` and `/api/generate` share."""
+
+    stream: StrictBool = True
+    format: str | dict[str, Any] | None = Field(None, description="'json', or a JSON schema the answer must follow")
+    think: StrictBool | Literal["low", "medium", "high"] | None = Field(
+        None, description="Whether a thinking model thinks (its reasoning in message.thinking); a level sets its reasoning effort"
+    )
+    logprobs: Annotated[StrictBool | None, refused("log probabilities are not available here; leave logprobs out or set it to false")] = None
+    top_logprobs: Annotated[int | None, refused("log probabilities are not available here; leave top_logprobs out or set it to 0")] = None
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, value: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+        if isinstance(value, str) and value not in ("", "json"):
+            raise ValueError(f"{value!r} is not a format; expected 'json' or a JSON schema object")
+        return value
 
     def thinking_fields(self) -> dict[str, Any]:
         """``think`` as the OpenAI request fields it maps onto."""
@@ -262,21 +268,18 @@ class ShowRequest(RequestBody):
         return self.model or self.name or ""
 
 
-class EmbedRequest(RequestBody):
-    """`POST /api/embed` (answered 501: a chat model does not embed here)."""
+class EmbedRequest(ModelRequest):
+    """`POST /api/embed`: a text or texts (none: the model is only loaded);
+    an input longer than the context is cut to fit unless ``truncate`` is
+    false (as Ollama does)."""
 
-    model: str = Field(min_length=1)
     input: str | list[str]
-    truncate: StrictBool | None = None
+    truncate: StrictBool = True
     dimensions: int | None = Field(None, ge=1)
-    options: Options = Field(default_factory=Options)
-    keep_alive: float | str | None = None
 
 
-class EmbeddingsRequest(RequestBody):
-    """`POST /api/embeddings`, Ollama's older embedding route (answered 501 too)."""
+class EmbeddingsRequest(ModelRequest):
+    """`POST /api/embeddings`, Ollama's older embedding route: one text (none:
+    the model is only loaded)."""
 
-    model: str = Field(min_length=1)
-    prompt: str | None = None
-    options: Options = Field(default_factory=Options)
-    keep_alive: float | str | None = None
+    prompt: str = ""

@@ -7,11 +7,20 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request, Response
 
 from ... import __version__
-from ..api_error import APIError
 from ..deps import Service, require_key
 from ..http_reply import send
 from . import model_details, serving
-from .bodies import ChatResponse, GenerateResponse, ListedModels, OllamaErrorBody, RunningModels, ShowResponse, Version
+from .bodies import (
+    ChatResponse,
+    EmbeddingsResponse,
+    EmbedResponse,
+    GenerateResponse,
+    ListedModels,
+    OllamaErrorBody,
+    RunningModels,
+    ShowResponse,
+    Version,
+)
 from .requests import ChatRequest, EmbeddingsRequest, EmbedRequest, GenerateRequest, ShowRequest
 
 router = APIRouter(
@@ -64,22 +73,13 @@ async def version() -> Version:
     return Version(version=__version__)
 
 
-def no_embeddings(state: Service, model: str) -> APIError:
-    name = state.models.find(model).name
-    return APIError(
-        501,
-        f"{name} is a chat model, and this engine computes no embeddings with it; use an embedding model served elsewhere",
-        type="not_implemented",
-    )
+@router.post("/embed", response_model=EmbedResponse)
+async def embed(body: EmbedRequest, state: Service) -> EmbedResponse:
+    """One vector per input, from an embedding model."""
+    return await serving.embed(state, body)
 
 
-@router.post("/embed", responses={501: {"model": OllamaErrorBody}})
-async def embed(body: EmbedRequest, state: Service) -> None:
-    """Always 501: the engine here cannot embed with a chat model."""
-    raise no_embeddings(state, body.model)
-
-
-@router.post("/embeddings", responses={501: {"model": OllamaErrorBody}})
-async def embeddings(body: EmbeddingsRequest, state: Service) -> None:
-    """Always 501, as `/api/embed`."""
-    raise no_embeddings(state, body.model)
+@router.post("/embeddings", response_model=EmbeddingsResponse)
+async def embeddings(body: EmbeddingsRequest, state: Service) -> EmbeddingsResponse:
+    """The prompt's vector: Ollama's older embedding route."""
+    return await serving.embeddings_of_prompt(state, body)

@@ -23,11 +23,21 @@ from ...collect import StreamedAnswer
 from ..api_error import APIError
 from ..model_pool import ModelLease
 from ..reply import Reply
-from ..serving import chat_reply, completion_reply, refuse_unthinking
+from ..serving import chat_reply, completion_reply, embeddings, refuse_unthinking
 from ..state import ServiceState
 from ..stream_text import json_line
-from .bodies import Answer, AnswerMessage, AnswerToolCall, AnswerToolCallFunction, ChatResponse, GenerateResponse, error_body
-from .requests import ChatRequest, GenerateRequest, OllamaGenerationRequest
+from .bodies import (
+    Answer,
+    AnswerMessage,
+    AnswerToolCall,
+    AnswerToolCallFunction,
+    ChatResponse,
+    EmbeddingsResponse,
+    EmbedResponse,
+    GenerateResponse,
+    error_body,
+)
+from .requests import ChatRequest, EmbeddingsRequest, EmbedRequest, GenerateRequest, ModelRequest, OllamaGenerationRequest
 
 # The prefix of an answer's id (in the log and the history; Ollama's bodies have none).
 ID_PREFIX = "ollama-"
@@ -117,7 +127,7 @@ class GenerateResponseShape(AnswerShape[GenerateResponse]):
         return GenerateResponse(model=head["model"], created_at=now(), response=text, **thinking_field(thinking), **(done or {"done": False}))
 
 
-async def loaded_model(state: ServiceState, body: OllamaGenerationRequest) -> tuple[ModelLease, int]:
+async def loaded_model(state: ServiceState, body: ModelRequest) -> tuple[ModelLease, int]:
     """A lease on the model ``body`` names once it has loaded (waiting while
     it loads, within ``server.request_timeout``), kept loaded for the
     request's ``keep_alive``, and the nanoseconds this request waited for it."""
@@ -167,3 +177,34 @@ async def generate(state: ServiceState, body: GenerateRequest, conversation_id: 
     return await chat_reply(
         state, body.chat_request(lease.name), conversation_id, lambda _: shape, id_prefix=ID_PREFIX, unlimited=unlimited, lease=lease
     )
+
+
+async def embed(state: ServiceState, body: EmbedRequest) -> EmbedResponse:
+    """The inputs' embeddings; no input only loads the model."""
+    started = time.monotonic()
+    lease, waited = await loaded_model(state, body)
+    name = lease.name
+    inputs = [body.input] if isinstance(body.input, str) and body.input else body.input or []
+    if inputs:
+        found = await embeddings(lease, inputs, dimensions=body.dimensions, truncate=body.truncate)
+    else:
+        lease.release()
+        found = []
+    return EmbedResponse(
+        model=name,
+        embeddings=[list(e.vector) for e in found],
+        total_duration=nanoseconds(time.monotonic() - started),
+        load_duration=waited,
+        prompt_eval_count=sum(e.prompt_tokens for e in found),
+    )
+
+
+async def embeddings_of_prompt(state: ServiceState, body: EmbeddingsRequest) -> EmbeddingsResponse:
+    """The prompt's embedding (cut to the context, as Ollama's older route
+    does); no prompt only loads the model."""
+    lease, _ = await loaded_model(state, body)
+    if not body.prompt:
+        lease.release()
+        return EmbeddingsResponse(embedding=[])
+    (found,) = await embeddings(lease, body.prompt, truncate=True)
+    return EmbeddingsResponse(embedding=list(found.vector))

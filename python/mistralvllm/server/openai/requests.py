@@ -4,7 +4,7 @@ the serving layer runs."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
@@ -278,3 +278,23 @@ class CompletionRequest(SamplingRequest):
         if self.logprobs is not None:
             fields.update(logprobs=True, top_logprobs=self.logprobs)
         return fields
+
+
+TokenId = Annotated[int, Field(ge=0)]
+
+
+class EmbeddingRequest(RequestBody):
+    """`POST /v1/embeddings`: a text, texts, token ids or lists of them."""
+
+    model: str
+    input: str | list[str] | list[list[TokenId]] | list[TokenId]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+    user: str | None = Field(None, max_length=256)
+
+    def inputs(self) -> str | list[str] | list[list[int]]:
+        """The inputs as `Session.embed` takes them (a flat list of token
+        ids is one input)."""
+        if isinstance(self.input, list) and self.input and isinstance(self.input[0], int):
+            return [self.input]
+        return cast(str | list[str] | list[list[int]], self.input)
