@@ -147,6 +147,8 @@ class Session:
         paged_cache_type: str = "auto",
         write_uqff: str | PathLike[str] | None = None,
         lora_adapters: list[str] = ...,
+        draft_model: str | PathLike[str] | None = None,
+        draft_tokens: int = 4,
     ) -> None: ...
     def stream(
         self,

@@ -73,6 +73,10 @@ class Session:
     ``nccl`` (one machine's GPUs) or ``ring`` backend (nodes joined in a TCP
     ring, each described by its ``ring_config`` file); ``auto`` leaves it to
     mistral.rs and ``off`` keeps one device (see `mistralvllm.tensor_parallel`).
+    ``draft_model`` (a model with the same tokenizer, much smaller) turns on
+    speculative decoding: it proposes ``draft_tokens`` tokens a step, which
+    the model checks in one pass, keeping those it would have written itself
+    (greedy answers are the same); `engine_stats` counts them.
     ``write_uqff`` (a ``.uqff`` path) saves the ISQ-quantized weights as a
     UQFF model directory, which loads later without quantizing again.
     """
@@ -93,6 +97,8 @@ class Session:
         dtype: Literal["auto", "bf16", "f16", "f32"] = "auto",
         paged_cache_type: Literal["auto", "f8e4m3"] = "auto",
         lora: Sequence[str | os.PathLike[str]] = (),
+        draft_model: str | os.PathLike[str] | None = None,
+        draft_tokens: int = 4,
         write_uqff: str | os.PathLike[str] | None = None,
         tensor_parallel: Backend = "auto",
         ring_config: str | os.PathLike[str] | None = None,
@@ -121,6 +127,8 @@ class Session:
             paged_cache_type=paged_cache_type,
             write_uqff=uqff_path,
             lora_adapters=[lora_adapter_id(Path(adapter)) for adapter in lora],
+            draft_model=None if draft_model is None else str(resolve_model(draft_model)),
+            draft_tokens=draft_tokens,
         )
         self._info = self._engine.info()
         self.context_length: int | None = self._info["max_seq_len"]

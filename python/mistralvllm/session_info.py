@@ -33,6 +33,8 @@ class ModelInfo(TypedDict):
     prefix_cache_bytes_limit: int | None
     paged_cache_type: str
     lora_adapters: list[str]
+    draft_model: str | None
+    draft_tokens: int | None
     chat_template: str | None
     build_features: list[str]
     closed: bool
@@ -41,7 +43,7 @@ class ModelInfo(TypedDict):
 class EngineStats(TypedDict):
     """The engine's counters since load and what its caches hold as of its
     last step (`Session.engine_stats`); the KV blocks are None without paged
-    attention."""
+    attention, the draft tokens None without a draft model."""
 
     sequences: int
     prefix_cache_hits: int
@@ -52,6 +54,8 @@ class EngineStats(TypedDict):
     kv_cache_blocks: int | None
     sequences_running: int
     sequences_waiting: int
+    draft_tokens_proposed: int | None
+    draft_tokens_accepted: int | None
 
 
 class SessionInfo(ModelInfo, EngineStats):

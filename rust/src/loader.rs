@@ -11,6 +11,7 @@ use mistralrs::core::{
     AutoDeviceMapParams, DefaultSchedulerMethod, DeviceMapSetting, EmbeddingLoaderBuilder,
     EmbeddingSpecificConfig, GGUFLoaderBuilder, GGUFSpecificConfig, IsqOrganization, Loader,
     MistralRsBuilder, NormalLoaderBuilder, NormalSpecificConfig, SchedulerConfig,
+    SpeculativeConfig, SpeculativeLoader,
 };
 use mistralrs::{Device, MemoryGpuConfig, Model, ModelDType, PagedAttentionConfig, TokenSource};
 
@@ -87,6 +88,8 @@ pub struct LoadOptions {
     pub write_uqff: Option<PathBuf>,
     /// LoRA adapters to merge at load, as hub-cache repo ids (see adapters.py).
     pub lora_adapters: Vec<String>,
+    /// Speculative decoding: the draft model and the tokens it proposes a step.
+    pub draft: Option<(ModelFiles, usize)>,
     pub topology: Option<Topology>,
     pub device: Device,
     pub paged_attn: Option<PagedAttentionConfig>,
@@ -108,6 +111,24 @@ pub fn build_model(files: &ModelFiles, options: LoadOptions) -> anyhow::Result<(
         embedding_loader(files, &options)?
     } else {
         model_loader(files, &options)?
+    };
+    let loader = match &options.draft {
+        Some((draft_files, gamma)) => {
+            // The draft loads plain: none of the model's topology, LoRA or UQFF.
+            let plain = LoadOptions {
+                topology: None,
+                write_uqff: None,
+                lora_adapters: Vec::new(),
+                draft: None,
+                ..options.clone()
+            };
+            Box::new(SpeculativeLoader {
+                target: loader,
+                draft: model_loader(draft_files, &plain)?,
+                config: SpeculativeConfig { gamma: *gamma },
+            })
+        }
+        None => loader,
     };
     start_engine(loader, options)
 }

@@ -137,7 +137,8 @@ impl Session {
     #[pyo3(signature = (
         model, *, topology=None, isq=None, device="auto", paged_attention="auto",
         block_size=None, kv_mem=None, max_num_seqs=32, prefix_cache_n=Some(16), prefix_cache_bytes=None, dtype="auto",
-        paged_cache_type="auto", write_uqff=None, lora_adapters=Vec::new()
+        paged_cache_type="auto", write_uqff=None, lora_adapters=Vec::new(), draft_model=None,
+        draft_tokens=4
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -156,6 +157,8 @@ impl Session {
         paged_cache_type: &str,
         write_uqff: Option<PathBuf>,
         lora_adapters: Vec<String>,
+        draft_model: Option<PathBuf>,
+        draft_tokens: usize,
     ) -> PyResult<Self> {
         let settings = SessionSettings {
             model,
@@ -172,6 +175,8 @@ impl Session {
             paged_cache_type: paged_cache_type.to_string(),
             write_uqff,
             lora_adapters,
+            draft_model,
+            draft_tokens,
         }
         .resolve()?;
         let (model, paged) = load(py, &settings)?;
@@ -294,6 +299,9 @@ impl Session {
         let (running, waiting) = logger.scheduled();
         stats.set_item("sequences_running", running)?;
         stats.set_item("sequences_waiting", waiting)?;
+        let (proposed, accepted) = logger.speculative_counts().unzip();
+        stats.set_item("draft_tokens_proposed", proposed)?;
+        stats.set_item("draft_tokens_accepted", accepted)?;
         Ok(stats)
     }
 

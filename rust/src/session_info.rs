@@ -27,6 +27,7 @@ pub struct SessionInfo {
     prefix_cache_bytes: Option<usize>,
     max_seq_len: Option<usize>,
     lora_adapters: Vec<String>,
+    draft: Option<(ModelFiles, usize)>,
     paged_cache_type: String,
 }
 
@@ -53,6 +54,7 @@ impl SessionInfo {
             prefix_cache_n: options.prefix_cache_n,
             prefix_cache_bytes: options.prefix_cache_bytes,
             lora_adapters: options.lora_adapters,
+            draft: options.draft,
             paged_cache_type: settings.paged_cache_type,
         })
     }
@@ -90,6 +92,13 @@ impl SessionInfo {
         dict.set_item("prefix_cache_bytes_limit", self.prefix_cache_bytes)?;
         dict.set_item("paged_cache_type", &self.paged_cache_type)?;
         dict.set_item("lora_adapters", self.lora_adapters.clone())?;
+        let (draft, tokens) = self
+            .draft
+            .as_ref()
+            .map(|(files, tokens)| (files.path.to_string_lossy(), *tokens))
+            .unzip();
+        dict.set_item("draft_model", draft)?;
+        dict.set_item("draft_tokens", tokens)?;
         dict.set_item("chat_template", self.files.chat_template.clone())?;
         dict.set_item("build_features", build_features())?;
         dict.set_item("closed", closed)?;

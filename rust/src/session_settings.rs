@@ -29,6 +29,8 @@ pub struct SessionSettings {
     pub paged_cache_type: String,
     pub write_uqff: Option<PathBuf>,
     pub lora_adapters: Vec<String>,
+    pub draft_model: Option<PathBuf>,
+    pub draft_tokens: usize,
 }
 
 /// Checked settings: the model's files, the engine's load options, and the
@@ -67,9 +69,13 @@ impl SessionSettings {
         }
         let device = session_device(&self.device)?;
         let dtype = model_dtype(parse_dtype(&self.dtype)?, &device);
+        let draft = self.draft(&files)?;
         let (paged_attn, prefix_cache_n) = if files.embedding {
             self.check_embedding_settings(&files)?;
             (None, None)
+        } else if draft.is_some() {
+            // The prefix cache restores the model's KV cache, not the draft's.
+            (self.paged_attention_config(&device)?, None)
         } else {
             (self.paged_attention_config(&device)?, self.prefix_cache_n)
         };
@@ -79,6 +85,7 @@ impl SessionSettings {
                 isq,
                 write_uqff: self.write_uqff,
                 lora_adapters: self.lora_adapters,
+                draft,
                 topology: self.topology,
                 device,
                 paged_attn,
@@ -91,6 +98,37 @@ impl SessionSettings {
             kv_mem: self.kv_mem,
             paged_cache_type: self.paged_cache_type,
         })
+    }
+
+    /// The draft model's files and tokens a step, checked against the
+    /// model's: a chat model with the same vocabulary.
+    fn draft(&self, files: &ModelFiles) -> Result<Option<(ModelFiles, usize)>> {
+        let Some(path) = &self.draft_model else {
+            return Ok(None);
+        };
+        let draft = ModelFiles::inspect(path).map_err(Error::ModelLoad)?;
+        if !(1..=32).contains(&self.draft_tokens) {
+            return Err(Error::config(format!(
+                "draft_tokens: {} is not between 1 and 32",
+                self.draft_tokens
+            )));
+        }
+        if files.embedding || draft.embedding {
+            return Err(Error::config(format!(
+                "draft_model: {}: speculative decoding drafts text; an embedding model takes no draft and is none",
+                draft.path.display()
+            )));
+        }
+        if draft.vocab_size != files.vocab_size {
+            return Err(Error::config(format!(
+                "draft_model: {} has a vocabulary of {} tokens, the model {} {}: a draft must share the model's tokenizer",
+                draft.path.display(),
+                draft.vocab_size.map_or("unknown".to_string(), |n| n.to_string()),
+                files.path.display(),
+                files.vocab_size.map_or("unknown".to_string(), |n| n.to_string()),
+            )));
+        }
+        Ok(Some((draft, self.draft_tokens)))
     }
 
     /// An embedding model reads each input once: no KV cache to page, no

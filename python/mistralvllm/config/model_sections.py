@@ -33,6 +33,14 @@ def _check_device(value: str | None) -> str | None:
     return value
 
 
+class DraftSection(Section):
+    """Speculative decoding: a small model with the same tokenizer proposes
+    ``tokens`` tokens a step, which the model checks in one pass."""
+
+    path: str = Field(description="The draft model: a .gguf file, a model directory or a model's name (as `path`)")
+    tokens: int = Field(4, ge=1, le=32, description="Draft tokens proposed a step (mistral.rs's gamma)")
+
+
 class ModelSection(Section):
     """Which model to load and how."""
 
@@ -48,6 +56,8 @@ class ModelSection(Section):
         default_factory=list,
         description="LoRA adapter directories (PEFT's adapter_config.json + adapter_model.safetensors) merged into a plain model",
     )
+
+    draft: DraftSection | None = Field(None, description="A draft model for speculative decoding")
 
     _isq = field_validator("isq")(_check_isq)
     _device = field_validator("device")(_check_device)
@@ -188,6 +198,8 @@ class ServedModelSection(ModelSection):
             "kv_mem": self.paged_attention.kv_mem(),
             "paged_cache_type": self.paged_attention.cache_type,
             "lora": self.lora,
+            "draft_model": self.draft.path if self.draft else None,
+            "draft_tokens": self.draft.tokens if self.draft else 4,
             "max_num_seqs": self.engine.max_num_seqs,
             "prefix_cache": self.engine.prefix_cache,
             "prefix_cache_mem": self.engine.prefix_cache_mem,

@@ -76,6 +76,24 @@ class _EngineCollector(Collector):
             used, total = stats.get("kv_cache_blocks_used", 0), stats.get("kv_cache_blocks", 0)
             yield GaugeMetricFamily("mistralvllm_kv_cache_usage_perc", "Fraction of the KV-cache blocks in use", value=used / total)
             yield _vllm_gauge("vllm:kv_cache_usage_perc", "KV-cache usage (1 means 100 percent)", usage)
+        # Speculative decoding (models with a draft model only), under vLLM's names too.
+        drafted = {
+            name: (each["draft_tokens_proposed"] or 0, each["draft_tokens_accepted"] or 0)
+            for name, each in every
+            if each["draft_tokens_proposed"] is not None
+        }
+        if drafted:
+            for column, (ours, theirs, documentation) in enumerate(
+                (
+                    ("mistralvllm_draft_tokens", "vllm:spec_decode_num_draft_tokens", "Draft tokens proposed"),
+                    ("mistralvllm_draft_tokens_accepted", "vllm:spec_decode_num_accepted_tokens", "Draft tokens accepted"),
+                ),
+            ):
+                yield CounterMetricFamily(ours, documentation, value=sum(counts[column] for counts in drafted.values()))
+                counter = CounterMetricFamily(theirs, documentation, labels=["model_name"])
+                for name, counts in drafted.items():
+                    counter.add_metric([name], counts[column])
+                yield counter
 
 
 class ServiceMetrics:
