@@ -16,7 +16,7 @@ FEATURES ?=
 PYTEST_ARGS ?=
 PYTHON_LIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 
-.PHONY: venv lint patched-crates patches-edit patches-export llama-cpp-tools build browser postgres chat serve bench bench-batched bench-choices bench-service bench-uqff bench-kv bench-prefix bench-replicas bench-memory bench-wheel bench-fidelity bench-gguf-types bench-matrix test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda check-flash-attn wheel-cuda clean
+.PHONY: venv lint patched-crates patches-edit patches-export llama-cpp-tools build browser postgres chat serve bench bench-batched bench-choices bench-service bench-uqff bench-kv bench-prefix bench-replicas bench-memory bench-wheel bench-fidelity bench-gguf-types bench-matrix bench-embeddings test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda check-flash-attn wheel-cuda clean
 
 venv: $(VENV)/.deps
 
@@ -160,6 +160,10 @@ $(VENV)/.bench-models: requirements/bench-models.txt $(VENV)/.deps
 
 bench-matrix: build $(LLAMA_CPP_TOOLS) $(VENV)/.bench-models
 	MISTRALVLLM_BENCH_VENV=$(BENCH_VENV) $(PY) benches/matrix.py --cells "$(CELLS)"
+
+# Embeddings: mistralvllm serve against llama-server --embeddings (Qwen3-Embedding-0.6B's shape).
+bench-embeddings: build $(LLAMA_CPP_TOOLS)
+	MISTRALVLLM_BENCH_VENV=$(BENCH_VENV) $(PY) benches/embeddings.py
 
 bench-service: build
 	$(PY) benches/service_vs_session.py
