@@ -36,6 +36,7 @@ fn main() -> anyhow::Result<()> {
         isq: None,
         write_uqff: None,
         lora_adapters: Vec::new(),
+        draft: None,
         topology: None,
         device: Device::Cpu,
         paged_attn: None,

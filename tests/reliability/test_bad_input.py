@@ -225,7 +225,7 @@ HTTP_CASES: list[tuple[str, str, bytes | dict[str, object], int, str]] = [
     ("ollama show without a model", "/api/show", {}, 400, "model"),
     ("ollama show an unknown model", "/api/show", {"model": "llama3"}, 404, "does not exist"),
     ("ollama embed input is a number", "/api/embed", {"model": MODEL, "input": 5}, 400, "input"),
-    ("ollama embed", "/api/embed", {"model": MODEL, "input": "hi"}, 501, "no embeddings"),
+    ("ollama embed with a chat model", "/api/embed", {"model": MODEL, "input": "hi"}, 400, "is a chat model"),
 ]
 
 
