@@ -57,13 +57,17 @@ def test_the_thinking_is_apart_from_the_answer_whole_and_streamed(thinking_model
     with Session(thinking_model, prefix_cache=0) as session:
         whole = session.chat(QUESTION, sampling)
         chunks = list(session.stream(QUESTION, sampling))
-        plain = session.chat(QUESTION, SamplingParams(max_tokens=60, regex=ANSWER, think=False))
+        unthinking = SamplingParams(max_tokens=60, regex=ANSWER, think=False)
+        plain = session.chat(QUESTION, unthinking)
+        # The context check counts the prompt as the template renders it for the request.
+        counted, counted_thinking = session.count_tokens(QUESTION, unthinking), session.count_tokens(QUESTION)
     assert re.fullmatch(THOUGHT, whole.reasoning.strip()), whole
     assert re.fullmatch(ANSWER, whole.text.strip()), whole
     assert "think>" not in whole.reasoning + whole.text
     assert "".join(c.reasoning for c in chunks) == whole.reasoning and "".join(c.text for c in chunks) == whole.text
     assert any(c.reasoning and not c.text for c in chunks), "the thinking streams before the answer"
     assert plain.reasoning == "" and re.fullmatch(ANSWER, plain.text.strip()), plain
+    assert plain.usage.prompt_tokens == counted != counted_thinking and whole.usage.prompt_tokens == counted_thinking
 
 
 def test_openai_reasoning_content(thinking_server: str, thinking_model: Path) -> None:

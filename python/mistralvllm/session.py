@@ -176,18 +176,20 @@ class Session:
         """:meth:`embed` without blocking the event loop."""
         return await self.off_loop(lambda: self.embed(inputs, dimensions=dimensions, truncate=truncate))
 
-    def count_tokens(self, messages: Sequence[Message], **tools: Unpack[ToolOptions]) -> int:
+    def count_tokens(self, messages: Sequence[Message], sampling: SamplingParams | None = None, **tools: Unpack[ToolOptions]) -> int:
         """Prompt tokens of ``messages`` after the model's chat template, with
-        the request's ``tools``/``tool_choice`` applied (as :meth:`stream` sends them)."""
+        the request's ``tools``/``tool_choice`` applied and ``sampling``'s
+        ``think``/``reasoning_effort`` told to the template (as :meth:`stream`
+        sends them)."""
         request = self._with_tools(messages, tools, constrained=False)
-        return len(self._engine.tokenize(list[Message](request.messages)))
+        return len(self._engine.tokenize(list[Message](request.messages), sampling=sampling))
 
-    def check_context(self, messages: Sequence[Message], max_tokens: int | None, **tools: Unpack[ToolOptions]) -> int:
+    def check_context(self, messages: Sequence[Message], sampling: SamplingParams, **tools: Unpack[ToolOptions]) -> int:
         """The prompt's tokens (see :meth:`count_tokens`); raise
-        `ContextOverflowError` if they plus ``max_tokens`` exceed the context window."""
+        `ContextOverflowError` if they plus ``sampling.max_tokens`` exceed the context window."""
         self._check_writes()
-        prompt_tokens = self.count_tokens(messages, **tools)
-        self._check_fits(prompt_tokens, max_tokens)
+        prompt_tokens = self.count_tokens(messages, sampling, **tools)
+        self._check_fits(prompt_tokens, sampling.max_tokens)
         return prompt_tokens
 
     def _check_writes(self) -> None:
@@ -211,7 +213,7 @@ class Session:
         the last chunk's ``tool_calls``.
         """
         sampling = sampling or SamplingParams()
-        self.check_context(messages, sampling.max_tokens, **tools)
+        self.check_context(messages, sampling, **tools)
         return self.start(messages, sampling, **tools)
 
     def start(self, messages: Sequence[Message], sampling: SamplingParams | None = None, **tools: Unpack[ToolOptions]) -> _core.ChatStream:

@@ -2,7 +2,7 @@
 //! answers of the quick ones (tokenize, detokenize). Every call blocks; call
 //! with the GIL released.
 
-use mistralrs::core::{DetokenizationRequest, TokenizationRequest};
+use mistralrs::core::{DetokenizationRequest, ReasoningEffort, TokenizationRequest};
 use mistralrs::{Model, Request};
 use tokio::sync::mpsc::channel;
 
@@ -22,11 +22,14 @@ pub fn send_to_engine(model: &Model, request: Request) -> Result<()> {
 
 /// Tokenize with the engine's tokenizer. Special tokens (e.g. a BOS) are
 /// added by default to a raw prompt only: a chat template writes its own.
+/// `thinking` is what the template is told (`enable_thinking`,
+/// `reasoning_effort`), as a chat request tells it.
 pub fn tokenize_input(
     model: &Model,
     input: RequestInput,
     add_generation_prompt: bool,
     add_special_tokens: Option<bool>,
+    thinking: (Option<bool>, Option<ReasoningEffort>),
 ) -> Result<Vec<u32>> {
     let (tx, mut rx) = channel(1);
     let add_special_tokens = add_special_tokens.unwrap_or(input.is_right());
@@ -35,8 +38,8 @@ pub fn tokenize_input(
         tools: None,
         add_generation_prompt,
         add_special_tokens,
-        enable_thinking: None,
-        reasoning_effort: None,
+        enable_thinking: thinking.0,
+        reasoning_effort: thinking.1,
         response: tx,
     });
     send_to_engine(model, request)?;

@@ -115,7 +115,8 @@ impl Sampling {
         })
     }
 
-    fn reasoning_effort(&self) -> Result<Option<ReasoningEffort>> {
+    /// `reasoning_effort` as the engine takes it.
+    pub fn reasoning_effort(&self) -> Result<Option<ReasoningEffort>> {
         match self.reasoning_effort.as_deref() {
             None => Ok(None),
             Some("low") => Ok(Some(ReasoningEffort::Low)),

@@ -307,7 +307,9 @@ impl Session {
 
     /// Token ids of `messages` rendered with the model's chat template, or of
     /// a raw `prompt`; `add_special_tokens` defaults to true for a prompt only.
-    #[pyo3(signature = (messages=None, *, prompt=None, add_generation_prompt=true, add_special_tokens=None))]
+    /// `sampling`'s `think` and `reasoning_effort` reach the template as a
+    /// chat request's do.
+    #[pyo3(signature = (messages=None, *, prompt=None, add_generation_prompt=true, add_special_tokens=None, sampling=None))]
     fn tokenize(
         &self,
         py: Python<'_>,
@@ -315,10 +317,23 @@ impl Session {
         prompt: Option<String>,
         add_generation_prompt: bool,
         add_special_tokens: Option<bool>,
+        sampling: Option<Sampling>,
     ) -> PyResult<Vec<u32>> {
         let input = convert_input(messages, prompt)?;
+        let thinking = match &sampling {
+            Some(sampling) => (sampling.think, sampling.reasoning_effort()?),
+            None => (None, None),
+        };
         let model = self.model()?;
-        Ok(py.detach(|| tokenize_input(&model, input, add_generation_prompt, add_special_tokens))?)
+        Ok(py.detach(|| {
+            tokenize_input(
+                &model,
+                input,
+                add_generation_prompt,
+                add_special_tokens,
+                thinking,
+            )
+        })?)
     }
 
     /// The text of `tokens`; special tokens (e.g. `<|im_end|>`) are left out

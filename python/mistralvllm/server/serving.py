@@ -97,7 +97,7 @@ async def fitted_sampling(
     tools = body.tool_options()
 
     def check(params: SamplingParams) -> int:
-        return session.check_context(messages, params.max_tokens, **tools)
+        return session.check_context(messages, params, **tools)
 
     def fit() -> tuple[SamplingParams, int]:
         try:
@@ -169,7 +169,7 @@ async def prompt_tokens(state: ServiceState, body: ChatCompletionRequest) -> int
     template, with its tools), as its answer's usage will count them."""
     check_limits(state, body)
     async with state.session_for(body.model) as session:
-        return await session.off_loop(engine_errors, lambda: session.count_tokens(body.session_messages(), **body.tool_options()))
+        return await session.off_loop(engine_errors, lambda: session.count_tokens(body.session_messages(), body.sampling(), **body.tool_options()))
 
 
 async def completion_reply(
