@@ -24,13 +24,11 @@ from __future__ import annotations
 import functools
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -192,11 +190,7 @@ def main() -> None:
         cells.append(measure_type(type_name, directory))
         print(json.dumps(cells[-1]["ratios"]), cells[-1]["type"], flush=True)
     report = {
-        "date": date.today().isoformat(),
-        "host": machine.host(),
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_flags": machine.cpu_flags(),
-        "threads": THREADS,
+        **machine.described(THREADS),
         "shape": SHAPE,
         "like": "Qwen3-Embedding-0.6B",
         "batch": BATCH,

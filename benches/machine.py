@@ -9,7 +9,9 @@ extension the CPU has: ``vm-avx512``, ``vm-avx2``.
 from __future__ import annotations
 
 import platform
+from datetime import date
 from pathlib import Path
+from typing import Any
 
 REPORTED_FLAGS = {"avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni"}
 
@@ -32,3 +34,14 @@ def host() -> str:
     widest = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else ""
     name = platform.node() or "host"
     return f"{name}-{widest}" if widest else name
+
+
+def described(threads: int) -> dict[str, Any]:
+    """What every results file opens with: the date, this machine and the threads used."""
+    return {
+        "date": date.today().isoformat(),
+        "host": host(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_flags": cpu_flags(),
+        "threads": threads,
+    }

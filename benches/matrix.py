@@ -31,7 +31,6 @@ import argparse
 import functools
 import json
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -42,7 +41,6 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import date
 from pathlib import Path
 from typing import IO, Any
 
@@ -347,11 +345,7 @@ def main() -> None:
         rows.append(measure_cell(cell, bandwidth, servers=not args.no_servers))
         print(table(rows[-1:]).splitlines()[-1], flush=True)
     report = {
-        "date": date.today().isoformat(),
-        "host": machine.host(),
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_flags": machine.cpu_flags(),
-        "threads": THREADS,
+        **machine.described(THREADS),
         "copy_bandwidth_gib_s": bandwidth,
         "prompt_tokens": PROMPT_TOKENS,
         "decode_tokens": DECODE_TOKENS,
