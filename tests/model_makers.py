@@ -1,9 +1,10 @@
 """Models the test suite makes itself: a tiny llama with random weights and
 the default model's tokenizer, a random LoRA adapter for a llama, in the
 layouts the engine loads (not shipped with the package), tiny GGUFs of any
-architecture (`tiny_gguf`), and a tiny Qwen3 GGUF's weights as a
-sentence-transformers embedding model (`tiny_embedding_model`), the last two
-cached once per machine."""
+architecture (`tiny_gguf`), a tiny Qwen3 GGUF's weights as a
+sentence-transformers embedding model (`tiny_embedding_model`), and a tiny
+Gemma 3 vision model with random weights (`tiny_vision_model`), the last
+three cached once per machine."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from mistralvllm.convert import staged_dir
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benches"))
 from embedding_model import write_sentence_transformers
 from model_shapes import ModelShape, write_random
+from vision_model import write_gemma3_vision
 
 CACHE_DIR = Path(os.environ.get("MISTRALVLLM_CACHE", Path.home() / ".cache" / "mistralvllm")) / "models"
 
@@ -52,6 +54,21 @@ def tiny_embedding_model(shape: ModelShape, gguf_tokenizer_source: Path, tokeniz
         if not (target / "config.json").is_file():
             with staged_dir(target) as staging:
                 write_sentence_transformers(tiny_gguf(shape, gguf_tokenizer_source), tokenizer_dir, staging)
+    return target
+
+
+def tiny_vision_model(tokenizer_dir: Path) -> Path:
+    """A tiny Gemma 3 vision model (SigLIP tower, projector, two text layers)
+    with random weights and ``tokenizer_dir``'s tokenizer, its image tokens
+    added (`vision_model.write_gemma3_vision`), written once per machine
+    under CACHE_DIR (bump -v1 when the writer changes)."""
+    target = CACHE_DIR / "tiny-gemma3-vision-v1"
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(CACHE_DIR / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "config.json").is_file():
+            with staged_dir(target) as staging:
+                write_gemma3_vision(tokenizer_dir, staging)
     return target
 
 

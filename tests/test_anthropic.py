@@ -193,7 +193,7 @@ def raw_create(client: anthropic.Anthropic, body: dict[str, object]) -> Message:
         ({"model": MODEL, "messages": [{"role": "robot", "content": "hi"}], "max_tokens": 8}, "messages.0.role"),
         (
             {"model": MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "x"}}]}]},
-            "messages.0.content: block 0: image blocks are not supported: this service's model reads text only",
+            "messages: SmolLM2-135M-Instruct.Q4_1 reads text only; images cannot be given to it",
         ),
         (
             {"model": MODEL, "max_tokens": 8, "messages": ITALY, "tools": [WEATHER], "tool_choice": {"type": "tool", "name": "add"}},

@@ -3,6 +3,7 @@ writers, in SQLite and in PostgreSQL (a server the test suite starts itself)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -74,6 +75,59 @@ def test_turns_are_stored_and_resumed(history: HistoryStore) -> None:
     summary = history.show(conversation.id)
     assert summary.title == "What is the capital of Italy?"
     assert summary.message_count == 4 and summary.model == "smollm2" and summary.config_digest == "abc"
+
+
+def test_images_are_stored_once_by_digest(history: HistoryStore) -> None:
+    """A question's images come back in order; an image asked about twice,
+    in two conversations, is one row; deleting its last conversation drops it."""
+    red, blue = b"\x89PNG\r\n\x1a\nred", b"\x89PNG\r\n\x1a\nblue"
+    first = history.new()
+    first.begin_turn("Which is redder?", images=[red, blue]).finish("The first.")
+    second = history.new()
+    second.begin_turn("And this?", images=[red]).finish("Red.")
+    assert [m.images for m in history.messages(first.id)] == [(red, blue), ()]
+    assert history.resume(second.id).messages[0].as_request() == {
+        "role": "user",
+        "content": [{"type": "image", "image": red}, {"type": "text", "text": "And this?"}],
+    }
+    exported = json.loads(history.export(first.id))
+    assert [image["sha256"] for image in exported["messages"][0]["images"]] == [hashlib.sha256(red).hexdigest(), hashlib.sha256(blue).hexdigest()]
+    history.delete(first.id)
+    assert history.messages(second.id)[0].images == (red,)
+
+
+def test_reasoning_is_kept_apart_and_not_sent_back(history: HistoryStore) -> None:
+    conversation = history.new()
+    conversation.record_turn("Why is the sky blue?", "Rayleigh scattering.", reasoning="Short waves scatter more.", finish_reason="stop")
+    question, answer = history.messages(conversation.id)
+    assert (answer.content, answer.reasoning, question.reasoning) == ("Rayleigh scattering.", "Short waves scatter more.", None)
+    assert answer.as_request() == {"role": "assistant", "content": "Rayleigh scattering."}
+    assert "> *thinking:* Short waves scatter more." in history.export(conversation.id, "markdown")
+    assert json.loads(history.export(conversation.id))["messages"][1]["reasoning"] == "Short waves scatter more."
+
+
+def test_a_version_1_sqlite_history_gains_the_new_columns(tmp_path: Path) -> None:
+    """A database written before images and reasoning were stored opens, keeps its turns and stores both."""
+    path = tmp_path / "v1.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE conversations (id TEXT PRIMARY KEY, title TEXT NOT NULL DEFAULT '', created REAL NOT NULL,"
+            " updated REAL NOT NULL, model TEXT, config_digest TEXT, system_prompt TEXT);"
+            "CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, conversation_id TEXT NOT NULL REFERENCES conversations(id)"
+            " ON DELETE CASCADE, role TEXT NOT NULL, content TEXT NOT NULL, created REAL NOT NULL, prompt_tokens INTEGER,"
+            " completion_tokens INTEGER, time_to_first_token_s REAL, decode_tok_per_s REAL, finish_reason TEXT,"
+            " interrupted INTEGER NOT NULL DEFAULT 0, dropped_turns INTEGER NOT NULL DEFAULT 0);"
+            "INSERT INTO conversations VALUES ('old', 'Old', 1.0, 1.0, NULL, NULL, NULL);"
+            "INSERT INTO messages (conversation_id, role, content, created) VALUES ('old', 'user', 'Hello', 1.0), ('old', 'assistant', 'Hi', 1.0);"
+            "PRAGMA user_version = 1;"
+        )
+    history = SQLiteHistory(path)
+    assert [(m.content, m.reasoning, m.images) for m in history.messages("old")] == [("Hello", None, ()), ("Hi", None, ())]
+    resumed = history.resume("old")
+    resumed.begin_turn("Look", images=[b"\x89PNG\r\n\x1a\nx"]).finish("Seen.", reasoning="Hm.")
+    assert [(m.reasoning, m.images) for m in history.messages("old")][2:] == [(None, (b"\x89PNG\r\n\x1a\nx",)), ("Hm.", ())]
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (2,)
 
 
 def test_list_search_export_delete(history: HistoryStore) -> None:

@@ -8,6 +8,7 @@ thinking blocks. ``think=False`` reaches the template's ``enable_thinking``."""
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -16,9 +17,11 @@ from pathlib import Path
 import anthropic
 import ollama
 import openai
+import pexpect
 import pytest
 
 from mistralvllm import SamplingParams, Session
+from mistralvllm.history import SQLiteHistory
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benches"))
 from model_shapes import ModelShape
@@ -68,6 +71,39 @@ def test_the_thinking_is_apart_from_the_answer_whole_and_streamed(thinking_model
     assert any(c.reasoning and not c.text for c in chunks), "the thinking streams before the answer"
     assert plain.reasoning == "" and re.fullmatch(ANSWER, plain.text.strip()), plain
     assert plain.usage.prompt_tokens == counted != counted_thinking and whole.usage.prompt_tokens == counted_thinking
+
+
+def test_the_chat_folds_the_thinking_and_the_history_keeps_it_apart(thinking_model: Path, tmp_path: Path) -> None:
+    """In a terminal the reasoning streams dimmed, then folds into one line;
+    ``/thinking`` unfolds it; the history stores it apart from the answer."""
+    history = tmp_path / "history.sqlite3"
+    env = {**os.environ, "MISTRALVLLM_HISTORY__PATH": str(history), "XDG_DATA_HOME": str(tmp_path / "data"), "COLUMNS": "200"}
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "mistralvllm", "chat", "--model", str(thinking_model), "--regex", FORCED],
+        env=env,
+        encoding="utf-8",
+        timeout=120,
+        dimensions=(50, 200),
+    )
+    try:
+        child.expect("conversation ([0-9a-f]{17})")
+        conversation_id = child.match.group(1)
+        child.expect(">>>")
+        child.sendline(QUESTION[0]["content"])
+        child.expect(r"\(thought for [0-9.]+ s, 3 words; /thinking shows it\)")
+        child.expect(">>>")
+        question, answer = SQLiteHistory(history).messages(conversation_id)
+        assert question.reasoning is None
+        assert answer.reasoning is not None and re.fullmatch(THOUGHT, answer.reasoning.strip()), answer
+        assert re.fullmatch(ANSWER, answer.content.strip()) and "</think>" not in answer.content
+        child.sendline("/thinking")
+        child.expect(re.escape(answer.reasoning.strip()))
+        child.expect(">>>")
+        child.sendeof()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
 
 
 def test_openai_reasoning_content(thinking_server: str, thinking_model: Path) -> None:

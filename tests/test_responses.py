@@ -240,7 +240,8 @@ def test_an_engine_refusal_mid_stream_is_error_then_failed(client: openai.OpenAI
 BAD_INPUTS: list[tuple[dict[str, Any], str, str]] = [
     ({"input": []}, "input", "at least one input item"),
     ({"input": [{"role": "wizard", "content": "hi"}]}, "input.0.message.role", "'user', 'system', 'developer' or 'assistant'"),
-    ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "http://x/y.png"}]}]}, "input.0.message.content.0", "text only"),
+    ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "http://x/y.png"}]}]}, "input", "reads text only"),
+    ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}, "input.0.message.content.0", "files and audio are not read"),
     ({"input": [{"type": "web_search_call", "status": "completed"}]}, "input.0", "function_call_output or reasoning item"),
     ({"reasoning": {"effort": "extreme"}}, "reasoning.effort", "'minimal', 'low', 'medium' or 'high'"),
     ({"input": [{"type": "function_call_output", "output": "5"}]}, "input.0.function_call_output.call_id", "Field required"),

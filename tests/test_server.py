@@ -91,7 +91,7 @@ def test_errors_in_openai_shape(client: openai.OpenAI, server: dict[str, str]) -
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "word " * 9000}])
     assert overflow.value.code == "context_length_exceeded"
     assert "8192" in str(overflow.value) and "9" in str(overflow.value)
-    huge = httpx.post(server["url"] + "/v1/chat/completions", content=b"x" * (2 << 20), headers={"Authorization": f"Bearer {API_KEY}"})
+    huge = httpx.post(server["url"] + "/v1/chat/completions", content=b"x" * (40 << 20), headers={"Authorization": f"Bearer {API_KEY}"})
     assert huge.status_code == 413 and huge.json()["error"]["code"] == "request_too_large"
     assert httpx.get(server["url"] + "/health").status_code == 200
 

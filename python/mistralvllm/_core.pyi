@@ -152,7 +152,7 @@ class Session:
     ) -> None: ...
     def stream(
         self,
-        messages: list[Mapping[str, str]] | None = None,
+        messages: list[Mapping[str, Any]] | None = None,
         *,
         prompt: str | None = None,
         sampling: SamplingParams | None = None,
@@ -165,7 +165,7 @@ class Session:
     def engine_stats(self) -> EngineStats: ...
     def tokenize(
         self,
-        messages: list[Mapping[str, str]] | None = None,
+        messages: list[Mapping[str, Any]] | None = None,
         *,
         prompt: str | None = None,
         add_generation_prompt: bool = True,

@@ -13,6 +13,7 @@ from typing import Any, TextIO
 from prompt_toolkit import PromptSession
 from prompt_toolkit.history import FileHistory
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
@@ -21,6 +22,7 @@ from .collect import StreamedAnswer
 from .config import Config
 from .errors import MistralVllmError, RequestError
 from .history import Conversation, ConversationSummary, HistoryStore
+from .images import read_image
 from .sampling import SamplingParams
 from .session import Session
 from .tools import PythonTool, ToolOptions, tool_call_body
@@ -34,6 +36,8 @@ HELP = """\
 /history            recent conversations
 /resume ID          continue a stored conversation (an id prefix is enough)
 /system TEXT        set the system prompt (empty: none)
+/image FILE         attach an image to your next message (a vision model reads it)
+/thinking           the last answer's reasoning, unfolded (a thinking model's)
 /set KEY VALUE      sampling option: max_tokens, temperature, top_p, top_k, min_p, seed, stop, ... (/set alone shows them)
 /stats              speed of the last answer, tokens in context, KV cache
 /export [FILE]      the conversation as Markdown (to FILE or the screen)
@@ -49,6 +53,7 @@ class Answer:
     usage: Usage | None
     interrupted: bool
     dropped_turns: int
+    reasoning: str = ""
 
 
 def when(timestamp: float) -> str:
@@ -72,6 +77,41 @@ def start_conversation(session: Session, config: Config, history: HistoryStore |
     if history is None:
         return Conversation(None, "unsaved", system_prompt)
     return history.new(model=session.info()["model"], config_digest=config.digest(), system_prompt=system_prompt)
+
+
+class FoldedThinking:
+    """A thinking model's reasoning on the screen: its last lines, dimmed,
+    while it streams (a transient rich Live), then folded into one line once
+    the answer starts (``/thinking`` unfolds it)."""
+
+    SHOWN_LINES = 4
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.parts: list[str] = []
+        self.live: Live | None = None
+        self.started = 0.0
+
+    def add(self, part: str) -> None:
+        if not part:
+            return
+        if self.live is None and not self.parts:
+            self.started = time.monotonic()
+            self.live = Live(console=self.console, transient=True, auto_refresh=False)
+            self.live.start()
+        self.parts.append(part)
+        if self.live is not None:
+            tail = "\n".join("".join(self.parts).splitlines()[-self.SHOWN_LINES :])
+            self.live.update(Text(tail, style="dim italic"), refresh=True)
+
+    def fold(self) -> None:
+        """End the live view; the reasoning, if any, becomes one line."""
+        if self.live is None:
+            return
+        self.live.stop()
+        self.live = None
+        words = len("".join(self.parts).split())
+        self.console.print(f"(thought for {time.monotonic() - self.started:.1f} s, {words} words; /thinking shows it)", style="dim", highlight=False)
 
 
 class ChatApp:
@@ -98,6 +138,9 @@ class ChatApp:
         self.sampling = SamplingParams().over(config.sampling)
         self.last_usage: Usage | None = None
         self.last_prompt_tokens: int | None = None
+        # Images attached (/image, --image) to the next message, encoded.
+        self.pending_images: list[bytes] = []
+        self.last_reasoning = ""
 
     @property
     def budget(self) -> int:
@@ -119,13 +162,15 @@ class ChatApp:
         out of the conversation); record the turn (partial and flagged if interrupted).
 
         With tools, calls the model makes are run (each reported to
-        ``on_tool``) and their results sent back for the answer."""
-        fitted = self.conversation.fit(text, count_tokens=self.session.count_tokens, budget=self.budget, reserve=self._reserve())
+        ``on_tool``) and their results sent back for the answer. The images
+        attached (`attach_image`) go with ``text``, and are stored with it."""
+        images, self.pending_images = self.pending_images, []
+        fitted = self.conversation.fit(text, images=images, count_tokens=self.session.count_tokens, budget=self.budget, reserve=self._reserve())
         messages: list[Mapping[str, Any]] = list(fitted.messages)
         rounds: list[StreamedAnswer] = []
         interrupted = False
         tool_choice = self.tool_choice
-        turn = self.conversation.begin_turn(text, dropped_turns=fitted.dropped_turns)
+        turn = self.conversation.begin_turn(text, images=images, dropped_turns=fitted.dropped_turns)
         try:
             while True:
                 tools: ToolOptions = {"tools": [t.definition() for t in self.tools.values()], "tool_choice": tool_choice} if self.tools else {}
@@ -148,11 +193,22 @@ class ChatApp:
             interrupted = True
         # Usage and finish reason of the last round that finished.
         finished = next((r for r in reversed(rounds) if r.finished), StreamedAnswer())
-        reply = Answer("".join(r.text for r in rounds), finished.finish_reason, finished.usage, interrupted, fitted.dropped_turns)
-        turn.finish(reply.text, usage=reply.usage, finish_reason=reply.finish_reason, interrupted=interrupted)
+        reasoning = "".join(r.reasoning for r in rounds)
+        reply = Answer("".join(r.text for r in rounds), finished.finish_reason, finished.usage, interrupted, fitted.dropped_turns, reasoning)
+        turn.finish(reply.text, reasoning=reasoning, usage=reply.usage, finish_reason=reply.finish_reason, interrupted=interrupted)
+        self.last_reasoning = reasoning
         self.last_usage = reply.usage or self.last_usage
         self.last_prompt_tokens = fitted.prompt_tokens
         return reply
+
+    def attach_image(self, path: str | Path) -> int:
+        """Read the image at ``path`` for the next message; its size in bytes.
+        A `RequestError` if the model reads text only or the file is no image."""
+        if not self.session.info()["vision"]:
+            raise RequestError(f"{self.session.info()['model']}: this model reads text only; images cannot be given to it")
+        image = read_image(path)
+        self.pending_images.append(image)
+        return len(image)
 
     def _call_tools(self, calls: list[ToolCall], on_tool: Callable[[str], None]) -> list[dict[str, Any]]:
         """Run the calls the model made; the messages that carry the calls and their results."""
@@ -173,21 +229,17 @@ class ChatApp:
         self.console.print(text, style=style, markup=False, highlight=False)
 
     def say_answer(self, text: str) -> None:
-        thinking = False  # a thinking model's reasoning is being shown (dimmed), the answer not yet
-
-        def show_thinking(part: str) -> None:
-            nonlocal thinking
-            thinking = True
-            self.console.print(part, end="", style="dim italic", markup=False, highlight=False, soft_wrap=True)
+        thinking = FoldedThinking(self.console)
 
         def show_text(part: str) -> None:
-            nonlocal thinking
-            if thinking and part:
-                thinking = False
-                self.console.print("\n")
+            if part:
+                thinking.fold()
             self.console.print(part, end="", markup=False, highlight=False, soft_wrap=True)
 
-        answer = self.ask(text, on_text=show_text, on_tool=lambda line: self.note(f"[tool] {line}", "dim"), on_thinking=show_thinking)
+        try:
+            answer = self.ask(text, on_text=show_text, on_tool=lambda line: self.note(f"[tool] {line}", "dim"), on_thinking=thinking.add)
+        finally:
+            thinking.fold()
         self.console.print()
         if answer.dropped_turns:
             self.note(f"({answer.dropped_turns} oldest turn(s) left out to fit the context window)", "yellow")
@@ -207,8 +259,10 @@ class ChatApp:
             "/history": lambda _: self._command_history(),
             "/resume": self._command_resume,
             "/system": self._command_system,
+            "/image": self._command_image,
             "/set": self._command_set,
             "/stats": lambda _: self._command_stats(),
+            "/thinking": lambda _: self.note(self.last_reasoning or "(the last answer had no reasoning)", "dim italic"),
             "/export": self._command_export,
             "/clear": lambda _: self.console.clear(),
         }
@@ -242,6 +296,12 @@ class ChatApp:
         self.conversation = self._require_history().resume(conversation_id)
         turns = sum(1 for m in self.conversation.messages if m.role == "user")
         self.note(f"resumed {self.conversation.id} ({turns} turns)")
+
+    def _command_image(self, path: str) -> None:
+        if not path:
+            raise MistralVllmError("/image needs a file (PNG, JPEG, WebP, GIF, BMP or TIFF)")
+        size = self.attach_image(path)
+        self.note(f"{path} attached ({size // 1024} KiB); it goes with your next message", "dim")
 
     def _command_system(self, text: str) -> None:
         self.conversation.set_system_prompt(text or None)

@@ -118,6 +118,13 @@ def answer_constraint(regex: str | None, grammar_file: Path | None) -> dict[str,
 @click.option(
     "--lora", "lora_dirs", multiple=True, help="A LoRA adapter directory to merge into the (plain) model (repeatable; overrides the config)."
 )
+@click.option(
+    "--image",
+    "image_files",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="An image for the first message, read by a vision model (repeatable; /image FILE attaches one later).",
+)
 @reports_errors
 def chat(
     config_path: Path | None,
@@ -131,6 +138,7 @@ def chat(
     tool_specs: tuple[str, ...],
     tool_choice: str,
     lora_dirs: tuple[str, ...],
+    image_files: tuple[Path, ...],
 ) -> None:
     """Chat in the terminal; with piped input, answer it and print only the answer."""
     tools = [load_python_tool(spec) for spec in tool_specs]
@@ -158,6 +166,8 @@ def chat(
             conversation = start_conversation(session, config, history, config.system_prompt)
         app = ChatApp(session, config, history, conversation, console, tools=tools, tool_choice=tool_choice)
         app.sampling = app.sampling.replace(**constraint)
+        for image_file in image_files:
+            app.attach_image(image_file)
         if not interactive:
             app.run_pipe(sys.stdin, sys.stdout, as_json=as_json)
             return

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import ContextOverflowError
 
-Message = Mapping[str, str]
+Message = Mapping[str, Any]
 
 
 def context_overflow(prompt_tokens: int, answer_tokens: int, context_length: int, *, answer_param: str = "max_tokens") -> ContextOverflowError:

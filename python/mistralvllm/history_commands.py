@@ -15,6 +15,7 @@ from .chat_ui import conversation_table, when
 from .command_options import config_option, reports_errors
 from .config import load_config
 from .history import ConversationSummary, ExportFormat, HistoryStore, open_history
+from .images import image_digest
 
 
 @click.group()
@@ -62,6 +63,10 @@ def history_show(config_path: Path | None, conversation_id: str) -> None:
     for message in store.messages(summary.id):
         flag = " (interrupted)" if message.interrupted else ""
         console.print(f"{message.role}{flag}:", style="bold", markup=False)
+        if message.reasoning:
+            console.print(message.reasoning, style="dim italic", markup=False)
+        for image in message.images:
+            console.print(f"(image sha256:{image_digest(image)[:16]})", style="dim", markup=False)
         console.print(message.content, markup=False)
 
 

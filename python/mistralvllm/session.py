@@ -29,13 +29,16 @@ from .collect import ChatResult, collect
 from .context_window import context_overflow
 from .embeddings import Embedding, EmbeddingInputs, engine_inputs
 from .errors import ConfigError, RequestError
+from .images import has_images, resolve_images
 from .models import resolve_model
 from .sampling import SamplingParams
 from .session_info import EngineStats, ModelInfo, SequenceCounts, SessionInfo
 from .tensor_parallel import Backend, apply_tensor_parallel
 from .tools import ToolOptions
 
-Message = Mapping[str, str]
+# A message: role and content (a string, or a list of text and image parts,
+# see `images`), and an assistant's tool_calls.
+Message = Mapping[str, Any]
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -227,7 +230,12 @@ class Session:
         return self._engine.stream(list[Message](request.messages), sampling=sampling, tools=request.tools_json, tool_choice=tool_choice)
 
     def _with_tools(self, messages: Sequence[Message], tools: ToolOptions, *, constrained: bool) -> tool_calling.ToolRequest:
-        """The engine's messages and tools for a request (see `tools.prepare`)."""
+        """The engine's messages and tools for a request (see `tools.prepare`);
+        image parts read into bytes (`images.resolve_images`)."""
+        if has_images(messages):
+            if not self._info["vision"]:
+                raise RequestError(f"{self._info['model']}: this model reads text only; images cannot be given to it")
+            messages = resolve_images(messages)
         offered = tools.get("tools")
         tool_choice = tools.get("tool_choice")
         if not offered:

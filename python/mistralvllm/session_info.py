@@ -16,6 +16,7 @@ class ModelInfo(TypedDict):
     model: str
     format: str
     task: Literal["chat", "embedding"]
+    vision: bool
     architecture: str
     num_layers: int
     vocab_size: int | None

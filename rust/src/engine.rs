@@ -34,7 +34,7 @@ pub fn tokenize_input(
     let (tx, mut rx) = channel(1);
     let add_special_tokens = add_special_tokens.unwrap_or(input.is_right());
     let request = Request::Tokenize(TokenizationRequest {
-        text: input,
+        text: input.map_left(|conversation| conversation.messages),
         tools: None,
         add_generation_prompt,
         add_special_tokens,

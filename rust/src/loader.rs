@@ -10,8 +10,8 @@ use crate::topology::Topology;
 use mistralrs::core::{
     AutoDeviceMapParams, DefaultSchedulerMethod, DeviceMapSetting, EmbeddingLoaderBuilder,
     EmbeddingSpecificConfig, GGUFLoaderBuilder, GGUFSpecificConfig, IsqOrganization, Loader,
-    MistralRsBuilder, NormalLoaderBuilder, NormalSpecificConfig, SchedulerConfig,
-    SpeculativeConfig, SpeculativeLoader,
+    MistralRsBuilder, MultimodalLoaderBuilder, MultimodalSpecificConfig, NormalLoaderBuilder,
+    NormalSpecificConfig, SchedulerConfig, SpeculativeConfig, SpeculativeLoader,
 };
 use mistralrs::{Device, MemoryGpuConfig, Model, ModelDType, PagedAttentionConfig, TokenSource};
 
@@ -130,7 +130,7 @@ pub fn build_model(files: &ModelFiles, options: LoadOptions) -> anyhow::Result<(
         }
         None => loader,
     };
-    start_engine(loader, options)
+    start_engine(loader, options, files.vision)
 }
 
 /// mistral.rs's loader for a sentence-transformers directory: the
@@ -188,6 +188,27 @@ fn model_loader(files: &ModelFiles, options: &LoadOptions) -> anyhow::Result<Box
             )
             .build()
         }
+        ModelFormat::Plain | ModelFormat::Uqff if files.vision => {
+            let from_uqff = Some(files.uqff_files()).filter(|names| !names.is_empty());
+            let builder = MultimodalLoaderBuilder::new(
+                MultimodalSpecificConfig {
+                    topology,
+                    write_uqff: options.write_uqff.clone(),
+                    from_uqff,
+                    ..Default::default()
+                },
+                None,
+                None,
+                Some(dir),
+                None,
+            );
+            if options.lora_adapters.is_empty() {
+                builder
+            } else {
+                builder.with_lora(options.lora_adapters.clone())
+            }
+            .build(None)
+        }
         ModelFormat::Plain | ModelFormat::Uqff => {
             let from_uqff = Some(files.uqff_files()).filter(|names| !names.is_empty());
             let builder = NormalLoaderBuilder::new(
@@ -219,8 +240,18 @@ fn model_loader(files: &ModelFiles, options: &LoadOptions) -> anyhow::Result<Box
     Ok(loader)
 }
 
-/// Load the weights with `loader` and start the engine's thread over them.
-fn start_engine(loader: Box<dyn Loader>, options: LoadOptions) -> anyhow::Result<(Model, bool)> {
+/// Load the weights with `loader` and start the engine's thread over them
+/// (`vision`: the model has a vision tower, which the device map counts).
+fn start_engine(
+    loader: Box<dyn Loader>,
+    options: LoadOptions,
+    vision: bool,
+) -> anyhow::Result<(Model, bool)> {
+    let device_map = if vision {
+        AutoDeviceMapParams::default_multimodal()
+    } else {
+        AutoDeviceMapParams::default_text()
+    };
     let isq = options
         .isq
         .as_deref()
@@ -235,7 +266,7 @@ fn start_engine(loader: Box<dyn Loader>, options: LoadOptions) -> anyhow::Result
             &options.dtype,
             &options.device,
             true,
-            DeviceMapSetting::Auto(AutoDeviceMapParams::default_text()),
+            DeviceMapSetting::Auto(device_map),
             isq,
             options.paged_attn,
         )?;

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file;
+use mistralrs::core::MultimodalLoaderType;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -45,6 +46,9 @@ pub struct ModelFiles {
     /// A sentence-transformers directory (modules.json): the model turns text
     /// into embeddings, not chat.
     pub embedding: bool,
+    /// A directory of one of mistral.rs's multimodal architectures with a
+    /// vision tower (config.json's `vision_config`): the model reads images.
+    pub vision: bool,
 }
 
 fn has_extension(path: &Path, wanted: &str) -> bool {
@@ -146,6 +150,7 @@ impl ModelFiles {
             chat_template,
             vocab_size,
             embedding: false,
+            vision: false,
         })
     }
 
@@ -190,18 +195,30 @@ impl ModelFiles {
                 )
             })?
             .to_string();
-        let num_layers = config
+        let vision = config.get("vision_config").is_some()
+            && MultimodalLoaderType::from_causal_lm_name(&architecture).is_ok();
+        // A multimodal config keeps the language model's numbers in text_config.
+        let text_config = config
+            .get("text_config")
+            .filter(|_| vision)
+            .unwrap_or(&config);
+        let num_layers = text_config
             .get("num_hidden_layers")
             .and_then(|n| n.as_u64())
             .ok_or_else(|| {
+                let field = if vision {
+                    "text_config.num_hidden_layers"
+                } else {
+                    "num_hidden_layers"
+                };
                 format!(
-                    "{}: num_hidden_layers: expected a positive integer",
+                    "{}: {field}: expected a positive integer",
                     config_path.display()
                 )
             })?;
         let chat_template = dir_chat_template(&path);
         let embedding = path.join("modules.json").is_file();
-        let vocab_size = config
+        let vocab_size = text_config
             .get("vocab_size")
             .and_then(|n| n.as_u64())
             .map(|n| n as usize);
@@ -213,6 +230,7 @@ impl ModelFiles {
             chat_template,
             vocab_size,
             embedding,
+            vision,
         })
     }
 }
@@ -230,7 +248,8 @@ fn dir_chat_template(dir: &Path) -> Option<String> {
 }
 
 /// What a model path holds, without loading it: path, format, architecture,
-/// number of layers, size of the weights and task ("chat" or "embedding").
+/// number of layers, size of the weights, task ("chat" or "embedding") and
+/// whether it reads images (`vision`).
 #[pyfunction]
 pub fn inspect_model<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
     let files = ModelFiles::inspect(&path).map_err(Error::ModelLoad)?;
@@ -241,6 +260,7 @@ pub fn inspect_model<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py,
     found.set_item("num_layers", files.num_layers)?;
     found.set_item("size_bytes", files.size_bytes())?;
     found.set_item("task", files.task())?;
+    found.set_item("vision", files.vision)?;
     found.set_item("chat_template", files.chat_template)?;
     found.set_item("vocab_size", files.vocab_size)?;
     Ok(found)

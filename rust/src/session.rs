@@ -210,7 +210,7 @@ impl Session {
             tool_choice,
         };
         let (tx, rx) = channel(STREAM_BUFFER);
-        let engine_request = request.into_engine(tx)?;
+        let engine_request = request.into_engine(tx, self.info.category())?;
         Ok(self.submit(py, engine_request, rx, stops)?)
     }
 

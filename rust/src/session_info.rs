@@ -1,7 +1,7 @@
 //! What a session was asked for and what is in effect, as `Session.info()`
 //! reports it.
 
-use mistralrs::Model;
+use mistralrs::{Model, ModelCategory};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -29,6 +29,8 @@ pub struct SessionInfo {
     lora_adapters: Vec<String>,
     draft: Option<(ModelFiles, usize)>,
     paged_cache_type: String,
+    /// What the engine made of the model (a multimodal model's prompt prefixer inside).
+    category: ModelCategory,
 }
 
 impl SessionInfo {
@@ -56,12 +58,23 @@ impl SessionInfo {
             lora_adapters: options.lora_adapters,
             draft: options.draft,
             paged_cache_type: settings.paged_cache_type,
+            category: config.category,
         })
     }
 
     /// Whether the model makes embeddings (not chat).
     pub fn is_embedding(&self) -> bool {
         self.files.embedding
+    }
+
+    /// The engine's category of the model.
+    pub fn category(&self) -> &ModelCategory {
+        &self.category
+    }
+
+    /// Whether the model reads images beside text.
+    pub fn reads_images(&self) -> bool {
+        self.files.vision && matches!(self.category, ModelCategory::Multimodal { .. })
     }
 
     /// The model's path, as given to the session.
@@ -75,6 +88,7 @@ impl SessionInfo {
         dict.set_item("model", self.files.path.to_string_lossy())?;
         dict.set_item("format", self.files.format.name())?;
         dict.set_item("task", self.files.task())?;
+        dict.set_item("vision", self.reads_images())?;
         dict.set_item("architecture", &self.files.architecture)?;
         dict.set_item("num_layers", self.files.num_layers)?;
         dict.set_item("vocab_size", self.files.vocab_size)?;

@@ -103,7 +103,7 @@ HTTP_CASES: list[tuple[str, str, bytes | dict[str, object], int, str]] = [
     ("body is a JSON array", CHAT, b"[1, 2, 3]", 400, "object"),
     ("body is invalid UTF-8", CHAT, b'{"model": "\xff\xfe", "messages": []}', 400, "UTF-8"),
     ("deeply nested JSON", CHAT, b'{"model": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400, "JSON"),
-    ("10 MB body", CHAT, b'{"model": "' + b"x" * 10_000_000 + b'"}', 413, "larger than"),
+    ("40 MB body", CHAT, b'{"model": "' + b"x" * 40_000_000 + b'"}', 413, "larger than"),
     ("completion prompt is a list of numbers", "/v1/completions", {"model": MODEL, "prompt": [1, 2, 3]}, 400, "prompt"),
     ("anthropic: max_tokens missing", MESSAGES, {"model": MODEL, "messages": OK_MESSAGES}, 400, "max_tokens: Field required"),
     ("anthropic: max_tokens is text", MESSAGES, chat_body(max_tokens="ten"), 400, "max_tokens"),
@@ -122,13 +122,13 @@ HTTP_CASES: list[tuple[str, str, bytes | dict[str, object], int, str]] = [
         "does not match any of the expected tags",
     ),
     (
-        "anthropic: image block",
+        "anthropic: image block to a text model",
         MESSAGES,
         chat_body(
             messages=[{"role": "user", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}}]}]
         ),
         400,
-        "image blocks are not supported",
+        "reads text only",
     ),
     (
         "anthropic: document in a tool result",
@@ -174,7 +174,7 @@ HTTP_CASES: list[tuple[str, str, bytes | dict[str, object], int, str]] = [
     ("anthropic: model is a file path", MESSAGES, chat_body(model="/etc/passwd"), 404, "does not exist"),
     ("anthropic: body is not JSON", MESSAGES, b"this is not json", 400, "JSON"),
     ("anthropic: body is invalid UTF-8", MESSAGES, b'{"model": "\xff\xfe", "messages": []}', 400, "UTF-8"),
-    ("anthropic: 10 MB body", MESSAGES, b'{"model": "' + b"x" * 10_000_000 + b'"}', 413, "larger than"),
+    ("anthropic: 40 MB body", MESSAGES, b'{"model": "' + b"x" * 40_000_000 + b'"}', 413, "larger than"),
     (
         "anthropic: count_tokens content is a number",
         MESSAGES + "/count_tokens",
@@ -186,7 +186,13 @@ HTTP_CASES: list[tuple[str, str, bytes | dict[str, object], int, str]] = [
     ("conversation rename without title", "/v1/conversations/abc", {}, 400, "title"),
     ("responses input is a number", RESPONSES, responses_body(input=42), 400, "input"),
     ("responses input item of no known type", RESPONSES, responses_body(input=[{"type": "web_search_call"}]), 400, "input.0"),
-    ("responses image input", RESPONSES, responses_body(input=[{"role": "user", "content": [{"type": "input_image"}]}]), 400, "text only"),
+    (
+        "responses image input without its url",
+        RESPONSES,
+        responses_body(input=[{"role": "user", "content": [{"type": "input_image"}]}]),
+        400,
+        "image_url",
+    ),
     ("responses max_output_tokens is text", RESPONSES, responses_body(max_output_tokens="ten"), 400, "max_output_tokens"),
     ("responses huge max_output_tokens", RESPONSES, responses_body(max_output_tokens=10**12), 400, "max_output_tokens"),
     ("responses hosted tool", RESPONSES, responses_body(tools=[{"type": "file_search", "vector_store_ids": []}]), 400, "function tools only"),
@@ -205,7 +211,7 @@ HTTP_CASES: list[tuple[str, str, bytes | dict[str, object], int, str]] = [
     ("ollama negative num_predict", OLLAMA_CHAT, ollama_body(options={"num_predict": -5}), 400, "options.num_predict"),
     ("ollama stop is a string", OLLAMA_CHAT, ollama_body(options={"stop": "\n"}), 400, "options.stop"),
     ("ollama format unknown", OLLAMA_CHAT, ollama_body(format="yaml"), 400, "format"),
-    ("ollama image in a message", OLLAMA_CHAT, ollama_body(messages=[{"role": "user", "content": "hi", "images": ["aGk="]}]), 400, "images"),
+    ("ollama image in a message", OLLAMA_CHAT, ollama_body(messages=[{"role": "user", "content": "hi", "images": ["aGk="]}]), 400, "reads text only"),
     (
         "ollama tool call arguments are text",
         OLLAMA_CHAT,
@@ -216,7 +222,7 @@ HTTP_CASES: list[tuple[str, str, bytes | dict[str, object], int, str]] = [
     ("ollama model is a file path", OLLAMA_CHAT, ollama_body(model="/etc/passwd"), 404, "does not exist"),
     ("ollama model missing", OLLAMA_CHAT, {"messages": OK_MESSAGES}, 400, "model"),
     ("ollama body is not JSON", OLLAMA_CHAT, b"this is not json", 400, "JSON"),
-    ("ollama 10 MB body", OLLAMA_CHAT, b'{"model": "' + b"x" * 10_000_000 + b'"}', 413, "larger than"),
+    ("ollama 40 MB body", OLLAMA_CHAT, b'{"model": "' + b"x" * 40_000_000 + b'"}', 413, "larger than"),
     ("ollama template", OLLAMA_GENERATE, generate_body(template="{{ .Prompt }}"), 400, "template"),
     ("ollama raw with system", OLLAMA_GENERATE, generate_body(raw=True, system="Be brief."), 400, "system"),
     ("ollama raw with format", OLLAMA_GENERATE, generate_body(raw=True, format="json"), 400, "format"),

@@ -5,10 +5,12 @@ base of every section (unknown keys refused)."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..history.location import check_postgres_url
+from ..images import DEFAULT_MAX_IMAGE_BYTES, ImageSources
 from ..sampling import SamplingOptions
 
 # Go's time.ParseDuration (``"5m"``, ``"1h30m"``, ``"-1s"``), or a bare number of seconds.
@@ -64,11 +66,27 @@ class HistorySection(Section):
         return self
 
 
+class ImagesSection(Section):
+    """Where a request's images may come from besides ``data:`` URLs (the
+    image in the request itself), as vLLM's allowed local media path and
+    media fetching do."""
+
+    local_dir: str | None = Field(None, description="file: URLs (and paths) under this directory are read; null: no file is")
+    fetch_http: bool = Field(False, description="Fetch http(s) image URLs (the service then reaches the network); false: refuse them")
+    max_bytes: int = Field(DEFAULT_MAX_IMAGE_BYTES, ge=1024, description="Largest image, in bytes as encoded (PNG, JPEG, ...)")
+
+    def sources(self) -> ImageSources:
+        """These settings as `images.resolve_images` takes them."""
+        local_root = Path(self.local_dir).expanduser() if self.local_dir is not None else None
+        return ImageSources(local_root=local_root, fetch_http=self.fetch_http, max_bytes=self.max_bytes)
+
+
 class ServerSection(Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     api_key: str | None = None
-    max_request_bytes: int = Field(1 << 20, ge=1024, description="Larger request bodies get 413")
+    max_request_bytes: int = Field(32 << 20, ge=1024, description="Larger request bodies get 413 (a request's images count, base64 in data: URLs)")
+    images: ImagesSection = Field(default_factory=ImagesSection)
     max_tokens_limit: int | None = Field(None, ge=1, description="Largest max_tokens a request may ask for")
     request_timeout: float | None = Field(
         300,

@@ -26,24 +26,36 @@ class Conversation:
     system_prompt: str | None
     messages: list[StoredMessage] = field(default_factory=list)
 
-    def fit(self, user_text: str, *, count_tokens: Callable[[list[Message]], int], budget: int, reserve: int) -> FittedPrompt:
-        """The messages for the next request, oldest turns left out as needed."""
+    def fit(
+        self, user_text: str, *, images: Sequence[bytes] = (), count_tokens: Callable[[list[Message]], int], budget: int, reserve: int
+    ) -> FittedPrompt:
+        """The messages for the next request (the question with its
+        ``images``), oldest turns left out as needed."""
         return fit_to_context(
             self.system_prompt,
             [m.as_request() for m in self.messages],
-            {"role": "user", "content": user_text},
+            StoredMessage("user", user_text, 0.0, images=tuple(images)).as_request(),
             count_tokens=count_tokens,
             budget=budget,
             reserve=reserve,
         )
 
-    def begin_turn(self, user_text: str, *, dropped_turns: int = 0, role: str = "user", preceding: Sequence[StoredMessage] = ()) -> Turn:
-        """Store the question and an empty answer marked interrupted, so a
-        process killed mid-answer still leaves the turn (see :class:`Turn`).
-        The question may come from another ``role`` (a tool's result), after
-        ``preceding`` messages stored with it (an API request's other messages)."""
+    def begin_turn(
+        self,
+        user_text: str,
+        *,
+        images: Sequence[bytes] = (),
+        dropped_turns: int = 0,
+        role: str = "user",
+        preceding: Sequence[StoredMessage] = (),
+    ) -> Turn:
+        """Store the question (with its ``images``) and an empty answer marked
+        interrupted, so a process killed mid-answer still leaves the turn (see
+        :class:`Turn`). The question may come from another ``role`` (a tool's
+        result), after ``preceding`` messages stored with it (an API request's
+        other messages)."""
         now = time.time()
-        question = StoredMessage(role, user_text, now, dropped_turns=dropped_turns)
+        question = StoredMessage(role, user_text, now, dropped_turns=dropped_turns, images=tuple(images))
         ids = None
         if self.history is not None:
             placeholder = StoredMessage("assistant", "", now, interrupted=True)
@@ -56,13 +68,16 @@ class Conversation:
         user_text: str,
         answer: str,
         *,
+        reasoning: str | None = None,
         usage: Usage | None = None,
         finish_reason: str | None = None,
         interrupted: bool = False,
         dropped_turns: int = 0,
     ) -> None:
         """Store a question and its whole (or partial) answer."""
-        self.begin_turn(user_text, dropped_turns=dropped_turns).finish(answer, usage=usage, finish_reason=finish_reason, interrupted=interrupted)
+        self.begin_turn(user_text, dropped_turns=dropped_turns).finish(
+            answer, reasoning=reasoning, usage=usage, finish_reason=finish_reason, interrupted=interrupted
+        )
 
     def set_system_prompt(self, system_prompt: str | None) -> None:
         if self.history is not None:
@@ -84,7 +99,16 @@ class Turn:
         if self.ids is not None and self.conversation.history is not None:
             self.conversation.history.save_partial(self.ids, text)
 
-    def finish(self, answer: str, *, usage: Usage | None = None, finish_reason: str | None = None, interrupted: bool = False) -> None:
+    def finish(
+        self,
+        answer: str,
+        *,
+        reasoning: str | None = None,
+        usage: Usage | None = None,
+        finish_reason: str | None = None,
+        interrupted: bool = False,
+    ) -> None:
+        """Store the answer (with a thinking model's ``reasoning``, kept apart)."""
         question = replace(self.question, prompt_tokens=usage.prompt_tokens if usage else None)
         reply = StoredMessage(
             "assistant",
@@ -95,6 +119,7 @@ class Turn:
             decode_tok_per_s=usage.decode_tok_per_s if usage else None,
             finish_reason=finish_reason,
             interrupted=interrupted,
+            reasoning=reasoning or None,
         )
         history = self.conversation.history
         if self.ids is not None and history is not None:

@@ -22,7 +22,9 @@ try:
 except ImportError as e:
     raise HistoryError("PostgreSQL needs the psycopg package: pip install 'mistralvllm[postgres]'") from e
 
-SCHEMA_VERSION = 1
+# 2: images (each stored once, by digest) and the messages' references to them;
+# an answer's reasoning apart from its content.
+SCHEMA_VERSION = 2
 # pg_advisory_xact_lock's key for creating the schema: "mvhistor" in ASCII.
 _SCHEMA_LOCK = 0x6D76686973746F72
 # The same tables as SQLite's; ids compare byte by byte ("C"), as SQLite's do.
@@ -51,8 +53,19 @@ CREATE TABLE IF NOT EXISTS messages (
     dropped_turns INTEGER NOT NULL DEFAULT 0,
     content_words tsvector GENERATED ALWAYS AS (to_tsvector('simple', content)) STORED
 );
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS reasoning TEXT;
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages (conversation_id, id);
 CREATE INDEX IF NOT EXISTS messages_by_content_words ON messages USING GIN (content_words);
+CREATE TABLE IF NOT EXISTS images (
+    digest TEXT COLLATE "C" PRIMARY KEY,
+    data BYTEA NOT NULL
+);
+CREATE TABLE IF NOT EXISTS message_images (
+    message_id BIGINT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    digest TEXT COLLATE "C" NOT NULL REFERENCES images(digest),
+    PRIMARY KEY (message_id, position)
+);
 CREATE TABLE IF NOT EXISTS history_schema (version INTEGER NOT NULL);
 """
 # Words as SQLite's search takes them: lower case, no stemming ('simple').

@@ -11,6 +11,7 @@ from typing import Literal, NamedTuple
 
 from ..context_window import Message
 from ..errors import MistralVllmError
+from ..images import image_part
 
 TITLE_LENGTH = 60
 # What `HistoryStore.export` writes.
@@ -65,9 +66,17 @@ class StoredMessage:
     finish_reason: str | None = None
     interrupted: bool = False
     dropped_turns: int = 0
+    # The message's images, encoded (stored once each, by digest).
+    images: tuple[bytes, ...] = ()
+    # A thinking model's reasoning before its answer: kept, never sent back.
+    reasoning: str | None = None
 
     def as_request(self) -> Message:
-        return {"role": self.role, "content": self.content}
+        """The message as a request sends it: its images before its text
+        (an answer's reasoning stays out, as thinking models' templates leave it)."""
+        if not self.images:
+            return {"role": self.role, "content": self.content}
+        return {"role": self.role, "content": [*(image_part(image) for image in self.images), {"type": "text", "text": self.content}]}
 
 
 class TurnIds(NamedTuple):

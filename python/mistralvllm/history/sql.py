@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
+from ..images import image_digest
 from .records import ConversationNotFoundError, ConversationSummary, SearchHit, StoredMessage, TurnIds
 from .store import HistoryStore
 
@@ -36,6 +37,7 @@ _MESSAGE_COLUMNS = (
     "finish_reason",
     "interrupted",
     "dropped_turns",
+    "reasoning",
 )
 _INSERT_MESSAGE = (
     f"INSERT INTO messages (conversation_id, {', '.join(_MESSAGE_COLUMNS)}) VALUES (?, {', '.join('?' for _ in _MESSAGE_COLUMNS)}) RETURNING id"
@@ -95,11 +97,24 @@ class SQLHistory(HistoryStore):
         return found[0]
 
     def messages(self, conversation_id: str) -> builtins.list[StoredMessage]:
-        rows = self._read(
-            f"SELECT {', '.join(_MESSAGE_COLUMNS)} FROM messages WHERE conversation_id = ? ORDER BY id",
-            (self._resolve(conversation_id),),
-        )
-        return [StoredMessage(**{**row, "interrupted": bool(row["interrupted"])}) for row in rows]
+        full_id = self._resolve(conversation_id)
+        with self._reading() as db:
+            rows = db.execute(f"SELECT id, {', '.join(_MESSAGE_COLUMNS)} FROM messages WHERE conversation_id = ? ORDER BY id", (full_id,))
+            images: dict[int, builtins.list[bytes]] = {}
+            for image in db.execute(
+                "SELECT mi.message_id, i.data FROM message_images mi JOIN images i ON i.digest = mi.digest"
+                " JOIN messages m ON m.id = mi.message_id WHERE m.conversation_id = ? ORDER BY mi.message_id, mi.position",
+                (full_id,),
+            ):
+                images.setdefault(int(image["message_id"]), []).append(bytes(image["data"]))
+        return [
+            StoredMessage(
+                **{key: value for key, value in row.items() if key not in ("id", "interrupted")},
+                interrupted=bool(row["interrupted"]),
+                images=tuple(images.get(int(row["id"]), ())),
+            )
+            for row in rows
+        ]
 
     def _summaries(self, where: str = "", parameters: tuple[Any, ...] = (), limit: int | None = None) -> builtins.list[ConversationSummary]:
         rows = self._read(
@@ -126,6 +141,7 @@ class SQLHistory(HistoryStore):
         full_id = self._resolve(conversation_id)
         with self._transaction() as db:
             db.execute("DELETE FROM conversations WHERE id = ?", (full_id,))  # its messages go with it (ON DELETE CASCADE)
+            db.execute("DELETE FROM images WHERE digest NOT IN (SELECT digest FROM message_images)")
 
     def begin_turn(
         self, conversation_id: str, question: StoredMessage, placeholder: StoredMessage, title: str, preceding: Sequence[StoredMessage] = ()
@@ -136,8 +152,8 @@ class SQLHistory(HistoryStore):
                 (question.created, title, conversation_id),
             )
             for message in preceding:
-                db.execute(_INSERT_MESSAGE, _row(conversation_id, message))
-            question_id = db.execute(_INSERT_MESSAGE, _row(conversation_id, question))[0]["id"]
+                _insert_message(db, conversation_id, message)
+            question_id = _insert_message(db, conversation_id, question)
             answer_id = db.execute(_INSERT_MESSAGE, _row(conversation_id, placeholder))[0]["id"]
         return TurnIds(int(question_id), int(answer_id))
 
@@ -150,7 +166,7 @@ class SQLHistory(HistoryStore):
             db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (answer.created, conversation_id))
             db.execute(
                 "UPDATE messages SET content = ?, completion_tokens = ?, time_to_first_token_s = ?, decode_tok_per_s = ?,"
-                " finish_reason = ?, interrupted = ? WHERE id = ?",
+                " finish_reason = ?, interrupted = ?, reasoning = ? WHERE id = ?",
                 (
                     answer.content,
                     answer.completion_tokens,
@@ -158,6 +174,7 @@ class SQLHistory(HistoryStore):
                     answer.decode_tok_per_s,
                     answer.finish_reason,
                     int(answer.interrupted),
+                    answer.reasoning,
                     ids.answer,
                 ),
             )
@@ -166,6 +183,16 @@ class SQLHistory(HistoryStore):
     def set_system_prompt(self, conversation_id: str, system_prompt: str | None) -> None:
         with self._transaction() as db:
             db.execute("UPDATE conversations SET system_prompt = ?, updated = ? WHERE id = ?", (system_prompt, time.time(), conversation_id))
+
+
+def _insert_message(db: Statements, conversation_id: str, message: StoredMessage) -> int:
+    """Insert ``message`` and its images (each image stored once, by digest); its id."""
+    message_id = int(db.execute(_INSERT_MESSAGE, _row(conversation_id, message))[0]["id"])
+    for position, image in enumerate(message.images):
+        digest = image_digest(image)
+        db.execute("INSERT INTO images (digest, data) VALUES (?, ?) ON CONFLICT (digest) DO NOTHING", (digest, image))
+        db.execute("INSERT INTO message_images (message_id, position, digest) VALUES (?, ?, ?)", (message_id, position, digest))
+    return message_id
 
 
 def _row(conversation_id: str, message: StoredMessage) -> tuple[Any, ...]:
@@ -181,4 +208,5 @@ def _row(conversation_id: str, message: StoredMessage) -> tuple[Any, ...]:
         message.finish_reason,
         int(message.interrupted),
         message.dropped_turns,
+        message.reasoning,
     )

@@ -16,7 +16,11 @@ import platformdirs
 from .records import HistoryDatabaseError, HistoryError, HistoryWriteError
 from .sql import Row, SQLHistory
 
-SCHEMA_VERSION = 1
+# 2: images (each stored once, by digest) and the messages' references to them;
+# an answer's reasoning apart from its content.
+SCHEMA_VERSION = 2
+# What brings a database of an older version to this one.
+_MIGRATIONS = {1: "ALTER TABLE messages ADD COLUMN reasoning TEXT;"}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
     id TEXT PRIMARY KEY,
@@ -39,9 +43,20 @@ CREATE TABLE IF NOT EXISTS messages (
     decode_tok_per_s REAL,
     finish_reason TEXT,
     interrupted INTEGER NOT NULL DEFAULT 0,
-    dropped_turns INTEGER NOT NULL DEFAULT 0
+    dropped_turns INTEGER NOT NULL DEFAULT 0,
+    reasoning TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages (conversation_id, id);
+CREATE TABLE IF NOT EXISTS images (
+    digest TEXT PRIMARY KEY,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS message_images (
+    message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    digest TEXT NOT NULL REFERENCES images(digest),
+    PRIMARY KEY (message_id, position)
+);
 CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5 (content, content='messages', content_rowid='id');
 CREATE TRIGGER IF NOT EXISTS messages_fts_insert AFTER INSERT ON messages BEGIN
     INSERT INTO messages_fts (rowid, content) VALUES (new.id, new.content);
@@ -88,9 +103,12 @@ class SQLiteHistory(SQLHistory):
                     # Conversations are private. chmod, not os.open: closing any
                     # descriptor of the file would drop other connections' locks.
                     os.chmod(self.path, 0o600)
-                if db.execute("PRAGMA user_version").fetchone()[0] > SCHEMA_VERSION:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
                     raise HistoryError(f"{self.path}: written by a newer mistralvllm (schema version above {SCHEMA_VERSION})")
-                db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+                # Version 0 is a new file, which the schema makes whole.
+                migrations = "".join(_MIGRATIONS[v] for v in range(version, SCHEMA_VERSION) if version and v in _MIGRATIONS)
+                db.executescript(f"BEGIN IMMEDIATE; {migrations} {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
         except (OSError, sqlite3.Error) as e:
             raise HistoryError(f"{self.path}: cannot open the history database ({e})") from e
 

@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict
 
+from ..images import data_url, image_digest
 from .conversation import Conversation
 from .records import (
     ConversationExistsError,
@@ -125,7 +126,8 @@ class HistoryStore(ABC):
         summary = self.show(conversation_id)
         messages = self.messages(summary.id)
         if format == "json":
-            return json.dumps({**asdict(summary), "messages": [asdict(m) for m in messages]}, indent=2, ensure_ascii=False)
+            exported = [{**asdict(m), "images": [{"sha256": image_digest(i), "data_url": data_url(i)} for i in m.images]} for m in messages]
+            return json.dumps({**asdict(summary), "messages": exported}, indent=2, ensure_ascii=False)
         if format != "markdown":
             raise HistoryError(f"export format {format!r} is not one of json, markdown")
         lines = [f"# {summary.title or summary.id}", "", f"- id: `{summary.id}`", f"- model: {summary.model or '-'}"]
@@ -134,5 +136,7 @@ class HistoryStore(ABC):
             lines += ["", f"**system**: {summary.system_prompt}"]
         for message in messages:
             note = " *(interrupted)*" if message.interrupted else ""
-            lines += ["", f"**{message.role}**{note}:", "", message.content]
+            thinking = [f"> *thinking:* {line}" for line in message.reasoning.splitlines()] + [""] if message.reasoning else []
+            images = [f"*(image sha256:{image_digest(i)[:16]})*" for i in message.images]
+            lines += ["", f"**{message.role}**{note}:", "", *thinking, *images, message.content]
         return "\n".join(lines) + "\n"

@@ -240,7 +240,13 @@ class Reply(Generic[W]):
         answer = self.answer
         if self.turn is not None:
             try:
-                self.turn.finish(answer.as_written(), usage=answer.usage, finish_reason=answer.finish_reason, interrupted=not answer.finished)
+                self.turn.finish(
+                    answer.as_written(),
+                    reasoning=answer.reasoning,
+                    usage=answer.usage,
+                    finish_reason=answer.finish_reason,
+                    interrupted=not answer.finished,
+                )
             except HistoryError as e:
                 log.error("could not store the answer to %s: %s", self.id, e)
         elapsed = time.monotonic() - self.started

@@ -20,6 +20,7 @@ from .._core import ChatStream
 from ..context_window import context_overflow
 from ..embeddings import Embedding, EmbeddingInputs
 from ..errors import ContextOverflowError, RequestError
+from ..images import aresolve_images, content_images, content_text, has_images
 from ..sampling import SamplingParams
 from ..session import Session
 from ..thinking import template_thinks
@@ -110,6 +111,27 @@ async def fitted_sampling(
     return await session.off_loop(engine_errors, fit)
 
 
+async def request_images(
+    state: ServiceState, lease: ModelLease, messages: Sequence[Mapping[str, Any]], *, param: str = "messages"
+) -> list[dict[str, Any]]:
+    """``messages`` with their images read from where server.images allows
+    (`images.aresolve_images`); 400 (naming ``param``) for images sent to a
+    model that reads text only, and for an image that cannot be read."""
+    if not has_images(messages):
+        return [dict(m) for m in messages]
+    if not lease.session.info()["vision"]:
+        raise APIError(
+            400,
+            f"{param}: {lease.name} reads text only; images cannot be given to it (serve a vision model, "
+            "e.g. a Gemma 3 directory with its vision tower)",
+            param=param,
+        )
+    try:
+        return await aresolve_images(messages, state.config.server.images.sources())
+    except RequestError as e:
+        raise APIError(400, str(e), param=param) from None
+
+
 def reply_id(prefix: str) -> str:
     """A new answer's id: ``prefix`` and 24 random hex digits."""
     return f"{prefix}{uuid.uuid4().hex[:24]}"
@@ -134,13 +156,13 @@ async def chat_reply(
     session = lease.session
 
     async def build() -> Reply[W]:
-        messages = body.session_messages()
+        messages = await request_images(state, lease, body.session_messages())
         sampling, prompt_tokens = await fitted_sampling(state, session, body, messages, unlimited=unlimited)
         conversation = find_conversation(state, conversation_id, body, lease.model)
         turn = None
         if conversation is not None:
-            question = next((m.text() for m in reversed(body.messages) if m.role == "user"), "")
-            turn = history_writes(lambda: conversation.begin_turn(question))
+            content = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+            turn = history_writes(lambda: conversation.begin_turn(content_text(content), images=content_images(content)))
         tools = body.tool_options()
         start, *more = [functools.partial(session.start, messages, params, **tools) for params in answer_sampling(lease, sampling, body.n)]
         return Reply(state, lease, body, start, shape(prompt_tokens), id=reply_id(id_prefix), turn=turn, more=more)
@@ -167,9 +189,13 @@ def answer_sampling(lease: ModelLease, sampling: SamplingParams, n: int) -> list
 async def prompt_tokens(state: ServiceState, body: ChatCompletionRequest) -> int:
     """The tokens a chat request's prompt takes (its messages under the chat
     template, with its tools), as its answer's usage will count them."""
-    check_limits(state, body)
-    async with state.session_for(body.model) as session:
-        return await session.off_loop(engine_errors, lambda: session.count_tokens(body.session_messages(), body.sampling(), **body.tool_options()))
+    lease = await check_model(state, body)
+    try:
+        messages = await request_images(state, lease, body.session_messages())
+        session = lease.session
+        return await session.off_loop(engine_errors, lambda: session.count_tokens(messages, body.sampling(), **body.tool_options()))
+    finally:
+        lease.release()
 
 
 async def completion_reply(

@@ -2,8 +2,9 @@
 `/v1/messages/count_tokens`), validated before a route sees them, and their
 translation into the OpenAI chat request that the serving layer runs.
 
-The model reads text only: image and document blocks are refused by name.
-Tools map onto OpenAI's: ``input_schema`` is a function's ``parameters``,
+Image blocks in a user message become OpenAI image_url parts (a vision
+model reads them; the serving layer refuses them for a text model);
+document blocks are refused by name. Tools map onto OpenAI's: ``input_schema`` is a function's ``parameters``,
 a ``tool_use`` block an assistant's tool call, a ``tool_result`` block a
 ``tool`` message.
 """
@@ -17,11 +18,17 @@ from pydantic import BeforeValidator, Field, StrictBool, model_validator
 from pydantic_core import PydanticCustomError
 
 from ...sampling_bounds import AnthropicTemperature, MaxTokens, TopK, TopP
-from ..openai.requests import ChatCompletionRequest, ChatMessage, ChatTemplateOptions, FunctionCall, ToolCallMessage
+from ..openai.requests import (
+    ChatCompletionRequest,
+    ChatMessage,
+    ChatTemplateOptions,
+    FunctionCall,
+    ImageUrl,
+    ImageUrlPart,
+    TextPart,
+    ToolCallMessage,
+)
 from ..request_body import RequestBody, Strict
-
-# Block types Anthropic's API has for media; this service's model reads text only.
-MEDIA_BLOCKS = ("image", "document")
 
 
 class CacheControl(Strict):
@@ -31,22 +38,32 @@ class CacheControl(Strict):
     ttl: Literal["5m", "1h"] | None = None
 
 
-def text_blocks(value: Any) -> Any:
+def _blocks(value: Any, refused: tuple[str, ...], where: str) -> Any:
     """A string as one text block (content and ``system`` may be either);
-    media blocks refused with what to send instead."""
+    blocks of the ``refused`` types refused with what to send instead."""
     if isinstance(value, str):
         return [{"type": "text", "text": value}]
     if not isinstance(value, list):
         raise PydanticCustomError("content_type", "expected a string or a list of content blocks")
     for i, block in enumerate(value):
         kind = block.get("type") if isinstance(block, dict) else None
-        if kind in MEDIA_BLOCKS:
+        if kind in refused:
             raise PydanticCustomError(
                 "media_block",
-                "block {index}: {kind} blocks are not supported: this service's model reads text only (send text, tool_use and tool_result blocks)",
-                {"index": i, "kind": kind},
+                "block {index}: {kind} blocks are not supported {where} (send text{more} blocks)",
+                {"index": i, "kind": kind, "where": where, "more": ", image, tool_use and tool_result" if kind == "document" else ""},
             )
     return value
+
+
+def text_blocks(value: Any) -> Any:
+    """Text only (``system``, a tool result's content)."""
+    return _blocks(value, ("image", "document"), "here")
+
+
+def message_blocks(value: Any) -> Any:
+    """A message's blocks: documents refused (images go to a vision model)."""
+    return _blocks(value, ("document",), "by this service")
 
 
 class TextBlock(Strict):
@@ -85,16 +102,41 @@ class ToolResultBlock(Strict):
         return f"error: {text}" if self.is_error else text
 
 
-ContentBlock = Annotated[TextBlock | ToolUseBlock | ToolResultBlock, Field(discriminator="type")]
+class Base64ImageSource(Strict):
+    type: Literal["base64"]
+    media_type: Literal["image/jpeg", "image/png", "image/gif", "image/webp"]
+    data: str = Field(min_length=1)
+
+
+class UrlImageSource(Strict):
+    type: Literal["url"]
+    url: str = Field(min_length=1)
+
+
+class ImageBlock(Strict):
+    """An image in a user message: base64 in the request, or at a URL
+    (fetched where server.images allows it)."""
+
+    type: Literal["image"]
+    source: Annotated[Base64ImageSource | UrlImageSource, Field(discriminator="type")]
+    cache_control: CacheControl | None = None
+
+    def openai(self) -> ImageUrlPart:
+        source = self.source
+        url = f"data:{source.media_type};base64,{source.data}" if isinstance(source, Base64ImageSource) else source.url
+        return ImageUrlPart(type="image_url", image_url=ImageUrl(url=url))
+
+
+ContentBlock = Annotated[TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock, Field(discriminator="type")]
 
 
 class InputMessage(Strict):
     role: Literal["user", "assistant"]
-    content: Annotated[list[ContentBlock], BeforeValidator(text_blocks, json_schema_input_type=str | list[ContentBlock]), Field(min_length=1)]
+    content: Annotated[list[ContentBlock], BeforeValidator(message_blocks, json_schema_input_type=str | list[ContentBlock]), Field(min_length=1)]
 
     @model_validator(mode="after")
     def _blocks_of_their_role(self) -> InputMessage:
-        wrong = ToolUseBlock if self.role == "user" else ToolResultBlock
+        wrong = ToolUseBlock if self.role == "user" else (ToolResultBlock, ImageBlock)
         for i, block in enumerate(self.content):
             if isinstance(block, wrong):
                 owner = "assistant" if self.role == "user" else "user"
@@ -119,7 +161,15 @@ class InputMessage(Strict):
             for block in self.content
             if isinstance(block, ToolResultBlock)
         ]
-        has_text = any(isinstance(block, TextBlock) for block in self.content)
+        has_text = any(isinstance(block, TextBlock | ImageBlock) for block in self.content)
+        if any(isinstance(block, ImageBlock) for block in self.content):
+            parts: list[TextPart | ImageUrlPart] = []
+            for block in self.content:
+                if isinstance(block, ImageBlock):
+                    parts.append(block.openai())
+                elif isinstance(block, TextBlock):
+                    parts.append(TextPart(type="text", text=block.text))
+            return [*results, ChatMessage(role="user", content=parts)]
         return [*results, ChatMessage(role="user", content=text)] if has_text or not results else results
 
 

@@ -28,7 +28,10 @@ from ..openai.requests import (
     ChatTemplateOptions,
     CompletionRequest,
     FunctionCall,
+    ImageUrl,
+    ImageUrlPart,
     ResponseFormat,
+    TextPart,
     ToolCallMessage,
 )
 from ..request_body import RequestBody, Strict
@@ -50,7 +53,18 @@ def refused(message: str, *, accepted: Callable[[Any], bool] = operator.not_) ->
     return AfterValidator(refuse)
 
 
-Images = Annotated[list[str] | None, refused("this model reads text only; images cannot be given to it")]
+# Base64 images (no data: prefix), read by a vision model.
+Images = list[Annotated[str, Field(min_length=1)]] | None
+
+
+def with_images(text: str, images: Images) -> str | list[TextPart | ImageUrlPart]:
+    """A message's content with its ``images`` before its text, as OpenAI parts."""
+    if not images:
+        return text
+    parts: list[TextPart | ImageUrlPart] = [
+        ImageUrlPart(type="image_url", image_url=ImageUrl(url=f"data:application/octet-stream;base64,{image}")) for image in images
+    ]
+    return [*parts, TextPart(type="text", text=text)]
 
 
 class Options(BaseModel):
@@ -180,7 +194,7 @@ class OllamaMessage(Strict):
             ToolCallMessage(id=call.id or f"call_{i}", function=FunctionCall(name=call.function.name, arguments=json.dumps(call.function.arguments)))
             for i, call in enumerate(self.tool_calls or [])
         ]
-        return ChatMessage(role=self.role, content=self.content, name=self.tool_name, tool_calls=calls or None)
+        return ChatMessage(role=self.role, content=with_images(self.content, self.images), name=self.tool_name, tool_calls=calls or None)
 
 
 class ChatRequest(OllamaGenerationRequest):
@@ -231,6 +245,8 @@ class GenerateRequest(OllamaGenerationRequest):
     def _raw_has_no_format(self) -> GenerateRequest:
         if self.raw and self.format:
             raise ValueError("format: a raw prompt is continued as plain text, so its answer cannot be held to a format; leave raw out")
+        if self.raw and self.images:
+            raise ValueError("images: a raw prompt is continued as plain text, which has no place for images; leave raw out")
         return self
 
     def chat_request(self, model: str) -> ChatCompletionRequest:
@@ -238,7 +254,7 @@ class GenerateRequest(OllamaGenerationRequest):
         messages = [ChatMessage(role="system", content=self.system)] if self.system else []
         return ChatCompletionRequest(
             model=model,
-            messages=[*messages, ChatMessage(role="user", content=self.prompt)],
+            messages=[*messages, ChatMessage(role="user", content=with_images(self.prompt, self.images))],
             stream=self.stream,
             response_format=self.response_format(),
             **self.thinking_fields(),

@@ -35,6 +35,16 @@ class TextPart(Strict):
     text: str
 
 
+class ImageUrl(Strict):
+    url: str = Field(min_length=1, description="a data: URL, or a file: or http(s) URL where server.images allows it")
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImageUrlPart(Strict):
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+
 class FunctionCall(Strict):
     name: str
     arguments: str
@@ -48,7 +58,7 @@ class ToolCallMessage(Strict):
 
 class ChatMessage(Strict):
     role: Literal["system", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: str | list[Annotated[TextPart | ImageUrlPart, Field(discriminator="type")]] | None = None
     name: str | None = None
     tool_calls: list[ToolCallMessage] | None = None
     tool_call_id: str | None = None
@@ -61,8 +71,15 @@ class ChatMessage(Strict):
 
     def text(self) -> str:
         if isinstance(self.content, list):
-            return "".join(part.text for part in self.content)
+            return "".join(part.text for part in self.content if isinstance(part, TextPart))
         return self.content or ""
+
+    def session_content(self) -> str | list[dict[str, Any]]:
+        """The content as `Session` takes it: the text, or the parts where the
+        message holds images (image_url parts, read by `images.aresolve_images`)."""
+        if isinstance(self.content, list) and any(isinstance(part, ImageUrlPart) for part in self.content):
+            return [part.model_dump(exclude_none=True) for part in self.content]
+        return self.text()
 
 
 class StreamOptions(Strict):
@@ -244,7 +261,7 @@ class ChatCompletionRequest(SamplingRequest):
     def session_messages(self) -> list[dict[str, Any]]:
         messages: list[dict[str, Any]] = []
         for m in self.messages:
-            message: dict[str, Any] = {"role": m.role, "content": m.text()}
+            message: dict[str, Any] = {"role": m.role, "content": m.session_content()}
             if m.tool_calls:
                 message["tool_calls"] = [call.model_dump() for call in m.tool_calls]
             messages.append(message)

@@ -50,9 +50,18 @@ class OutputTextPart(Strict):
     logprobs: list[Any] | None = None
 
 
+class InputImagePart(Strict):
+    """An image: a data: URL, or a file: or http(s) URL where server.images allows it."""
+
+    type: Literal["input_image"]
+    image_url: str = Field(min_length=1)
+    detail: Literal["auto", "low", "high"] | None = None
+    file_id: Annotated[None, Field(description="uploaded files are not kept here; send image_url")] = None
+
+
 MessagePart = Annotated[
-    Annotated[InputTextPart, Tag("input_text")] | Annotated[OutputTextPart, Tag("output_text")],
-    _by_type("", "unsupported_content", "expected an input_text or output_text part; this service reads text only"),
+    Annotated[InputTextPart, Tag("input_text")] | Annotated[OutputTextPart, Tag("output_text")] | Annotated[InputImagePart, Tag("input_image")],
+    _by_type("", "unsupported_content", "expected an input_text, input_image or output_text part; files and audio are not read here"),
 ]
 
 
@@ -70,7 +79,16 @@ class MessageItem(Strict):
     phase: str | None = None
 
     def text(self) -> str:
-        return "".join(part.text for part in self.content)
+        return "".join(part.text for part in self.content if not isinstance(part, InputImagePart))
+
+    def session_content(self) -> str | list[dict[str, Any]]:
+        """The content as `Session` takes it: the text, or OpenAI's parts where it holds images."""
+        if not any(isinstance(part, InputImagePart) for part in self.content):
+            return self.text()
+        return [
+            {"type": "image_url", "image_url": {"url": part.image_url}} if isinstance(part, InputImagePart) else {"type": "text", "text": part.text}
+            for part in self.content
+        ]
 
 
 class FunctionCallItem(Strict):
@@ -279,7 +297,7 @@ class ResponseRequest(RequestBody):
         messages: list[dict[str, Any]] = []
         for item in self.input:
             if isinstance(item, MessageItem):
-                messages.append({"role": "system" if item.role == "developer" else item.role, "content": item.text()})
+                messages.append({"role": "system" if item.role == "developer" else item.role, "content": item.session_content()})
             elif isinstance(item, FunctionCallOutputItem):
                 messages.append({"role": "tool", "content": item.text()})
             elif isinstance(item, ReasoningItem):

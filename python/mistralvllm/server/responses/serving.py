@@ -18,12 +18,13 @@ from typing import Any, Literal
 from ..._core import ChatChunk
 from ...collect import StreamedAnswer
 from ...history import ConversationNotFoundError, ConversationSummary, StoredMessage, Turn
+from ...images import content_images, content_text
 from ...models import served_model_name
 from ...tools import messages_for_engine
 from ..api_error import APIError
 from ..model_pool import ServedModel
 from ..reply import Reply
-from ..serving import check_model, fitted_sampling, held, reply_id
+from ..serving import check_model, fitted_sampling, held, reply_id, request_images
 from ..state import ServiceState
 from ..stored_conversation import history_writes
 from ..stream_text import SERVER_SENT_EVENTS, event
@@ -277,7 +278,7 @@ def begin_stored_turn(state: ServiceState, model: ServedModel, body: ResponseReq
             model=model.model_id, config_digest=state.config_digest, system_prompt=body.instructions or None, conversation_id=response_id
         )
     )
-    return history_writes(lambda: conversation.begin_turn(question.content, role=question.role, preceding=preceding))
+    return history_writes(lambda: conversation.begin_turn(question.content, images=question.images, role=question.role, preceding=preceding))
 
 
 async def create_response(state: ServiceState, body: ResponseRequest) -> Reply[ResponseObject]:
@@ -289,7 +290,8 @@ async def create_response(state: ServiceState, body: ResponseRequest) -> Reply[R
     async def build() -> Reply[ResponseObject]:
         earlier = find_stored(state, body.previous_response_id, param="previous_response_id")[1] if body.previous_response_id else []
         now = time.time()
-        inputs = [StoredMessage(m["role"], m["content"], now) for m in messages_for_engine(body.input_messages())]
+        given = await request_images(state, lease, messages_for_engine(body.input_messages()), param="input")
+        inputs = [StoredMessage(m["role"], content_text(m["content"]), now, images=tuple(content_images(m["content"]))) for m in given]
         instructions = [{"role": "system", "content": body.instructions}] if body.instructions else []
         messages = [*instructions, *(m.as_request() for m in [*earlier, *inputs])]
         sampling, _ = await fitted_sampling(state, session, body, messages)
