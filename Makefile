@@ -16,7 +16,7 @@ FEATURES ?=
 PYTEST_ARGS ?=
 PYTHON_LIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 
-.PHONY: venv lint patched-crates patches-edit patches-export llama-cpp-tools build browser postgres chat serve bench bench-batched bench-choices bench-service bench-uqff bench-kv bench-prefix bench-replicas bench-memory bench-wheel bench-fidelity bench-gguf-types bench-matrix bench-embeddings test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda check-flash-attn wheel-cuda clean
+.PHONY: venv lint patched-crates patches-edit patches-export llama-cpp-tools build browser postgres chat serve bench bench-batched bench-choices bench-service bench-uqff bench-kv bench-prefix bench-replicas bench-memory bench-wheel bench-fidelity bench-gguf-types bench-matrix bench-embeddings bench-images test test-rust test-python stress fuzz wheel cuda-toolkit check-cuda check-flash-attn wheel-cuda clean
 
 venv: $(VENV)/.deps
 
@@ -117,8 +117,8 @@ $(BENCH_VENV)/.deps: requirements/bench.txt
 	touch $@
 
 # llama.cpp's own tools (llama-bench, llama-batched-bench, llama-server,
-# llama-quantize), built once from the source vendored in the pinned
-# llama-cpp-python sdist into the bench venv (~10 min on 2 cores).
+# llama-quantize, llama-mtmd-cli), built once from the source vendored in
+# the pinned llama-cpp-python sdist into the bench venv (~10 min on 2 cores).
 LLAMA_CPP_TOOLS := $(BENCH_VENV)/bin/.llama-cpp-tools
 
 $(LLAMA_CPP_TOOLS): $(BENCH_VENV)/.deps benches/llama_cpp_tools.py
@@ -164,6 +164,11 @@ bench-matrix: build $(LLAMA_CPP_TOOLS) $(VENV)/.bench-models
 # Embeddings: mistralvllm serve against llama-server --embeddings (Qwen3-Embedding-0.6B's shape).
 bench-embeddings: build $(LLAMA_CPP_TOOLS)
 	MISTRALVLLM_BENCH_VENV=$(BENCH_VENV) $(PY) benches/embeddings.py
+
+# An image prompt: mistralvllm serve against llama-server --mmproj (Gemma 3's
+# SigLIP tower at 896 px with Gemma 3 270M's text model, random weights, f32).
+bench-images: build $(LLAMA_CPP_TOOLS)
+	MISTRALVLLM_BENCH_VENV=$(BENCH_VENV) $(PY) benches/images.py
 
 bench-service: build
 	$(PY) benches/service_vs_session.py

@@ -1,11 +1,15 @@
 """Build llama.cpp's own tools (llama-bench, llama-batched-bench,
-llama-server, llama-quantize) from the llama.cpp source vendored in the
-pinned llama-cpp-python sdist, into the bench venv's ``bin/``, once.
+llama-server, llama-quantize, llama-mtmd-cli) from the llama.cpp source
+vendored in the pinned llama-cpp-python sdist, into the bench venv's
+``bin/``, once.
 
 These are the peers' own measuring tools: llama-bench's pp512/tg128 and
 llama-server with ``-np 8`` anchor the benches (issue: "llama.cpp's own
-tools as the anchor"). The sdist comes from PyPI through the bench venv's
-pip, cmake and ninja from PyPI too (requirements/bench.txt); the build is for this CPU
+tools as the anchor"); llama-mtmd-cli (tools/mtmd/, the CMake target of
+that name) runs an image prompt on a text GGUF and its mmproj GGUF
+(benches/vision_gguf.py writes both from a Gemma 3 vision directory). The
+sdist comes from PyPI through the bench venv's pip, cmake and ninja from
+PyPI too (requirements/bench.txt); the build is for this CPU
 (``GGML_NATIVE``) without AMX (see the Makefile's LLAMA_CMAKE_ARGS) and
 without curl (no network at run time).
 
@@ -23,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 REQUIREMENTS = Path(__file__).resolve().parent.parent / "requirements" / "bench.txt"
-TOOLS = ("llama-bench", "llama-batched-bench", "llama-server", "llama-quantize")
+TOOLS = ("llama-bench", "llama-batched-bench", "llama-server", "llama-quantize", "llama-mtmd-cli")
 
 
 def pinned_llama_cpp_python() -> str:

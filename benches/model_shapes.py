@@ -25,6 +25,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gguf import GGUFWriter
 
 FILES = Path.home() / ".cache" / "mistralvllm" / "models" / "shapes"
 # Seeded: the same file every time it is made.
@@ -147,6 +151,19 @@ class SentencePieceVocabulary:
     add_space_prefix: bool
 
 
+def add_shape_metadata(writer: GGUFWriter, shape: ModelShape, *, rms_eps: float = 1e-6) -> None:
+    """The hyperparameters every architecture's GGUF carries: context, sizes,
+    heads, the norms' epsilon and the rope base."""
+    writer.add_context_length(shape.context)
+    writer.add_embedding_length(shape.hidden)
+    writer.add_block_count(shape.layers)
+    writer.add_feed_forward_length(shape.ffn)
+    writer.add_head_count(shape.heads)
+    writer.add_head_count_kv(shape.kv_heads)
+    writer.add_layer_norm_rms_eps(rms_eps)
+    writer.add_rope_freq_base(shape.rope_theta)
+
+
 def write_random(
     shape: ModelShape,
     tokenizer_source: Path,
@@ -175,14 +192,7 @@ def write_random(
     writer = GGUFWriter(target, shape.architecture)
     writer.add_name(f"{shape.name} (random weights{f', the shape of {shape.like}' if shape.like else ''})")
     writer.add_file_type(LlamaFileType.MOSTLY_F16 if matrix_type == "F16" else LlamaFileType.MOSTLY_Q8_0)
-    writer.add_context_length(shape.context)
-    writer.add_embedding_length(shape.hidden)
-    writer.add_block_count(shape.layers)
-    writer.add_feed_forward_length(shape.ffn)
-    writer.add_head_count(shape.heads)
-    writer.add_head_count_kv(shape.kv_heads)
-    writer.add_layer_norm_rms_eps(1e-6)
-    writer.add_rope_freq_base(shape.rope_theta)
+    add_shape_metadata(writer, shape)
     if shape.head_dim is not None:
         writer.add_key_length(shape.head_dim)
         writer.add_value_length(shape.head_dim)
