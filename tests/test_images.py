@@ -7,12 +7,17 @@ image once, by digest."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import functools
+import http.server
 import json
 import os
+import socketserver
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +33,7 @@ from tokenizers import Tokenizer
 from mistralvllm import ContextOverflowError, RequestError, SamplingParams, Session
 from mistralvllm._core import inspect_model
 from mistralvllm.history import SQLiteHistory
+from mistralvllm.images import ImageSources, aresolve_images, resolve_images
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benches"))
 import vision_reference
@@ -153,6 +159,28 @@ def test_bad_images_are_refused(viewer: Session, session: Session, tmp_path: Pat
         session.chat(asking(RED))
     # The session still answers after each refusal.
     assert viewer.chat(asking(RED), GREEDY).finish_reason == "length"
+
+
+def test_http_images_are_fetched_where_allowed_within_the_size_limit(tmp_path: Path) -> None:
+    """server.images.fetch_http: an http URL is read (here from a local
+    server), and one over max_bytes is refused, as is any over the limit."""
+    (tmp_path / "red.png").write_bytes(RED)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    with socketserver.TCPServer(("127.0.0.1", 0), handler) as served:
+        threading.Thread(target=served.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{served.server_address[1]}/red.png"
+        messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": QUESTION}]}]
+        try:
+            fetched = asyncio.run(aresolve_images(messages, ImageSources(fetch_http=True)))
+            assert fetched[0]["content"][0] == {"type": "image", "image": RED}
+            with pytest.raises(RequestError, match=r"content\[0\]\.image_url\.url: .* is over the 64 bytes an image may have"):
+                asyncio.run(aresolve_images(messages, ImageSources(fetch_http=True, max_bytes=64)))
+            with pytest.raises(RequestError, match="http\\(s\\) images are not fetched here"):
+                asyncio.run(aresolve_images(messages, ImageSources()))
+        finally:
+            served.shutdown()
+    with pytest.raises(RequestError, match=r"content\[0\]\.image: the image is \d+ bytes, over the 64 an image may have"):
+        resolve_images(asking(RED), ImageSources(local_root=tmp_path, max_bytes=64))
 
 
 def test_images_over_the_context_window_are_refused(vision_model: Path, tmp_path: Path) -> None:
