@@ -210,7 +210,9 @@ impl Session {
             tool_choice,
         };
         let (tx, rx) = channel(STREAM_BUFFER);
-        let engine_request = request.into_engine(tx, self.info.category())?;
+        // Without the GIL: decoding a request's images takes a while.
+        let category = self.info.category();
+        let engine_request = py.detach(|| request.into_engine(tx, category))?;
         Ok(self.submit(py, engine_request, rx, stops)?)
     }
 
