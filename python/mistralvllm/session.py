@@ -23,7 +23,7 @@ from . import _core
 from . import tools as tool_calling
 from ._core import ChatChunk, Topology
 from .adapters import lora_adapter_id
-from .allocator import keep_large_blocks_out_of_the_heap
+from .allocator import give_back_free_heap, share_one_heap_across_threads
 from .cache_options import KvMem, parse_kv_mem, prefix_cache_bytes, prefix_cache_count
 from .collect import ChatResult, collect
 from .context_window import context_overflow
@@ -106,7 +106,7 @@ class Session:
         tensor_parallel: Backend = "auto",
         ring_config: str | os.PathLike[str] | None = None,
     ) -> None:
-        keep_large_blocks_out_of_the_heap()
+        share_one_heap_across_threads()
         path = resolve_model(model)
         apply_tensor_parallel(tensor_parallel, ring_config)
         prefix_cache = prefix_cache_count(prefix_cache)
@@ -133,6 +133,7 @@ class Session:
             draft_model=None if draft_model is None else str(resolve_model(draft_model)),
             draft_tokens=draft_tokens,
         )
+        give_back_free_heap()
         self._info = self._engine.info()
         self.context_length: int | None = self._info["max_seq_len"]
         # "chat", or "embedding" for a sentence-transformers directory.
