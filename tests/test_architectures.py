@@ -74,6 +74,34 @@ def test_gemma3_decodes_past_its_sliding_window_as_the_reference(default_model: 
     assert max(differences) < 0.05, differences  # 0.018 measured; without the window 0.37
 
 
+# Rotary tables start with this many positions and grow with the sequences
+# (patches/mistralrs-core-0.8.1/0025-*).
+FIRST_ROPE_POSITIONS = 4096
+
+
+def test_positions_past_the_first_rotary_tables_are_scored_as_the_reference(default_model: Path) -> None:
+    """A sequence longer than the rotary tables a model loads with: the
+    tables grow, and the positions past them are scored as close to the
+    reference as the positions just before them."""
+    path = tiny_gguf(SHAPES[0], default_model)
+    span = 64
+    with Session(path, prefix_cache=0) as session:
+        text = session.tokenize(prompt=TEXT)
+        tokens = (text * (FIRST_ROPE_POSITIONS // len(text) + 2))[: FIRST_ROPE_POSITIONS + span + 1]
+        scores = np.asarray(session.score(tokens))  # of tokens[1:]
+    model = reference_forward.load(path)
+    first = FIRST_ROPE_POSITIONS - span
+    logits = reference_forward.hidden_states(model, tokens)[first:-1] @ model.output.astype(np.float64).T
+    logits -= logits.max(axis=-1, keepdims=True)
+    log_probabilities = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+    targets = log_probabilities[np.arange(2 * span), tokens[first + 1 :]]
+    differences = np.abs(targets - scores[first:])
+    within, past = differences[:span].max(), differences[span:].max()
+    # The tiny model's log-probabilities are large (around -100): measured
+    # within 0.57, past 0.38.
+    assert past < 2 * within + 0.05, (within, past)
+
+
 USER_DEFINED = "  "
 PIECES_TEXT = "The quick brown fox jumps over the lazy dog. The old bakery in town sells the best bread, and the baker knows everyone by name."
 # Prompts of those words, with runs of spaces and a character outside the vocabulary (byte fallback).
