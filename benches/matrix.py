@@ -20,9 +20,12 @@ process, the same thread count:
     make bench-matrix                        # the default cells
     make bench-matrix CELLS="qwen2-0.5b:Q4_K_M llama-135m:Q4_1"
     make bench-matrix CELLS=all              # every shape x every type (hours)
+    make bench-matrix CELLS="..." INTO=benches/results/<file>-matrix.json NOTE="after ..."
 
 Results: benches/results/<date>-<host>-matrix.json (benches/report.py makes
-the table in docs/benchmarks.md).
+the table in docs/benchmarks.md); with INTO, the cells measured replace
+those of the same name in an earlier matrix of this host (each marked
+``remeasured`` with NOTE), and that file makes the table.
 """
 
 from __future__ import annotations
@@ -318,13 +321,36 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def merged_matrix(matrix: dict[str, Any], run: dict[str, Any], note: str) -> dict[str, Any]:
+    """``matrix`` with the cells of a later ``run`` on the same host in place
+    of its cells of the same name (new cells appended), each marked
+    ``remeasured`` with ``note``; the run's greedy answers, when it checked
+    them, replace the matrix's; ``remeasured`` at the top lists each merge."""
+    if run["host"] != matrix["host"]:
+        raise ValueError(f"cells measured on {run['host']} cannot join a matrix of {matrix['host']}")
+    fresh = {cell["cell"]: {**cell, "remeasured": note} for cell in run["cells"]}
+    cells = [fresh.pop(cell["cell"], cell) for cell in matrix["cells"]]
+    merged = {**matrix, "cells": cells + list(fresh.values())}
+    if run["greedy_agreement"]:
+        merged["greedy_agreement"] = run["greedy_agreement"]
+    merged["remeasured"] = [
+        *matrix.get("remeasured", []),
+        {"note": note, "date": run["date"], "cells": [cell["cell"] for cell in run["cells"]], "copy_bandwidth_gib_s": run["copy_bandwidth_gib_s"]},
+    ]
+    return merged
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ours", metavar="GGUF", help="measure our engine on this file here and print JSON (used by the driver)")
     parser.add_argument("--cells", default="", help="shape:TYPE ... (default: DEFAULT_CELLS; 'all': every shape x type)")
     parser.add_argument("--no-servers", action="store_true", help="leave out the 8-chat server runs")
     parser.add_argument("--no-greedy", action="store_true", help="leave out the real models' greedy answers against llama-server")
+    parser.add_argument("--into", metavar="JSON", type=Path, help="merge the cells measured into this earlier matrix of this host")
+    parser.add_argument("--note", default="", help="with --into: why the cells were measured again (kept with each)")
     args = parser.parse_args()
+    if args.into and not (args.into.is_file() and args.note):
+        raise SystemExit(f"--into {args.into}: needs an existing matrix file and a --note saying why the cells were re-measured")
     if args.ours:
         print(json.dumps(measure_ours(args.ours)))
         return
@@ -362,7 +388,11 @@ def main() -> None:
         "greedy_agreement": greedy,
         "cells": rows,
     }
-    out = REPO / "benches" / "results" / f"{report['date']}-{report['host']}-matrix.json"
+    if args.into:
+        out = args.into
+        report = merged_matrix(json.loads(out.read_text()), report, args.note)
+    else:
+        out = REPO / "benches" / "results" / f"{report['date']}-{report['host']}-matrix.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(table(rows))
     report_tables.write_matrix_table(out)
