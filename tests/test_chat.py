@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mistralvllm import ChatResult, SamplingParams, Session
+from mistralvllm import ChatResult, RequestError, SamplingParams, Session
 from prompts import HOT, ITALY, WATER
 
 
@@ -135,3 +135,20 @@ def test_an_answer_without_max_tokens_stops_at_the_context_window(tiny_model: Pa
         for result in (session.chat(ITALY), session.complete("The capital of Italy is")):
             assert result.finish_reason == "length"
             assert result.usage.prompt_tokens + result.usage.completion_tokens == 96
+
+
+def test_a_chat_to_a_model_without_a_chat_template_is_refused(tiny_model: Path, tmp_path: Path) -> None:
+    # A base model's files carry no chat template; a chat panicked the
+    # engine's thread and the client read "the engine dropped the tokenize
+    # request" (patches/mistralrs-core-0.8.1/0026).
+    base_model = tmp_path / "tiny-base"
+    shutil.copytree(tiny_model, base_model)
+    tokenizer_config = json.loads((base_model / "tokenizer_config.json").read_text())
+    del tokenizer_config["chat_template"]
+    (base_model / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    with Session(base_model) as session:
+        assert session.info()["chat_template"] is None
+        with pytest.raises(RequestError, match=r"no chat template.*completion"):
+            session.chat(ITALY, SamplingParams(max_tokens=4))
+        result = session.complete("The capital of Italy is", SamplingParams(max_tokens=4))
+        assert result.usage.completion_tokens == 4
