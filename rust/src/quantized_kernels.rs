@@ -129,8 +129,9 @@ fn q4_1_matmul_gives_a_row_the_same_alone_and_in_a_batch() {
 }
 
 /// Q8_0's kernels: with AVX-512 and VNNI a four-column tile for one row and
-/// many, otherwise a four-row kernel bit-equal to `vec_dot`, which one row
-/// takes (patches/candle-core-0.10.2/0004-four-columns-and-up-to-eight-rows-per-kernel-call).
+/// many, otherwise four columns side by side for up to eight rows with
+/// `vec_dot`'s arithmetic, which one row takes column by column
+/// (patches/candle-core-0.10.2/0004-four-columns-and-up-to-eight-rows-per-kernel-call).
 #[test]
 fn q8_0_matmul_gives_a_row_the_same_alone_and_in_a_batch() {
     check_matmul::<BlockQ8_0>();
