@@ -36,6 +36,8 @@ def test_chat_stop_reload_and_find_the_conversation(page, tmp_path: Path) -> Non
     answer = page.locator(".message.assistant").last
     expect(answer.locator(".content")).to_contain_text("H2O", timeout=60_000)
     expect(answer.locator(".stats")).to_contain_text("tok/s", timeout=60_000)
+    # The usage event comes just before the stream ends; the page takes the next prompt once Send is enabled again.
+    expect(page.locator("#send")).to_be_enabled(timeout=60_000)
 
     page.fill("#prompt", "Write a long story about a dragon who learns to fly.")
     page.keyboard.press("Enter")
