@@ -148,7 +148,8 @@ def test_a_chat_to_a_model_without_a_chat_template_is_refused(tiny_model: Path, 
     (base_model / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
     with Session(base_model) as session:
         assert session.info()["chat_template"] is None
-        with pytest.raises(RequestError, match=r"no chat template.*completion"):
+        with pytest.raises(RequestError, match=r"no chat template.*completion") as refused:
             session.chat(ITALY, SamplingParams(max_tokens=4))
+        assert str(refused.value).startswith(f"{base_model}: ")
         result = session.complete("The capital of Italy is", SamplingParams(max_tokens=4))
         assert result.usage.completion_tokens == 4

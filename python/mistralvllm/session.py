@@ -186,7 +186,13 @@ class Session:
         ``think``/``reasoning_effort`` told to the template (as :meth:`stream`
         sends them)."""
         request = self._with_tools(messages, tools, constrained=False)
-        return len(self._engine.tokenize(list[Message](request.messages), sampling=sampling))
+        try:
+            return len(self._engine.tokenize(list[Message](request.messages), sampling=sampling))
+        except RequestError as error:
+            if type(error) is not RequestError:  # a ContextOverflowError keeps its class and fields
+                raise
+            # The chat template's errors (none in the files, a failed render) name the model's file.
+            raise RequestError(f"{self._info['model']}: {error}") from None
 
     def check_context(self, messages: Sequence[Message], sampling: SamplingParams, **tools: Unpack[ToolOptions]) -> int:
         """The prompt's tokens (see :meth:`count_tokens`); raise
