@@ -153,6 +153,12 @@ def matrix_table(report: dict, results: Path, page: Path) -> str:
             f"| {ratio(found, 'decode_tok_s')} | {ratio(found, f'{chats}_chats')} | {ratio(found, f'{chats}_chats_over_one')}{peer} "
             f"| {ratio(found, 'peak_rss')} | {ratio(found, 'roofline_share', percent=True)} |"
         )
+    for merge in report.get("remeasured", []):
+        lines += [
+            "",
+            f"Measured again {merge['date']} (copy bandwidth {merge['copy_bandwidth_gib_s']:.1f} GiB/s, which sets those "
+            f"rows' roofline): {', '.join(merge['cells'])}. Why: {merge['note']}",
+        ]
     for check in report.get("greedy_agreement", []):
         lines += [
             "",
