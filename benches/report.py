@@ -154,10 +154,12 @@ def matrix_table(report: dict, results: Path, page: Path) -> str:
             f"| {ratio(found, 'peak_rss')} | {ratio(found, 'roofline_share', percent=True)} |"
         )
     for merge in report.get("remeasured", []):
+        # The README is a user guide: which rows and when; the why is run history, kept on the benchmarks page.
+        why = f" Why: {merge['note']}" if page == BENCHMARKS else ""
         lines += [
             "",
             f"Measured again {merge['date']} (copy bandwidth {merge['copy_bandwidth_gib_s']:.1f} GiB/s, which sets those "
-            f"rows' roofline): {', '.join(merge['cells'])}. Why: {merge['note']}",
+            f"rows' roofline): {', '.join(merge['cells'])}.{why}",
         ]
     for check in report.get("greedy_agreement", []):
         lines += [
